@@ -1,0 +1,72 @@
+# Two commands for a newcomer: `make run` and `make test`. Both build .venv from requirements.lock
+# first; the venv is rebuilt only when the lock changes (its hash is stamped inside the venv).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The first Python 3.10 that actually runs (a pyenv shim can exist without a 3.10 selected).
+PYTHON310 ?= $(shell for c in python3.10 $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.10.*/bin/python3.10 /usr/bin/python3.10 2>/dev/null); do \
+	  "$$c" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { command -v "$$c"; break; }; done)
+VENV      := .venv
+PY        := $(VENV)/bin/python
+RECSYS    := $(VENV)/bin/recsys
+LOCK_HASH := $(shell sha256sum requirements.lock setup.py | sha256sum | cut -c1-16)
+STAMP     := $(VENV)/.installed-$(LOCK_HASH)
+export TF_USE_LEGACY_KERAS := 1
+export PYTHONHASHSEED := 0
+
+DATA      ?= data/sample
+OUT       ?= output
+MODEL     ?= mf
+PORT      ?= 8500
+USER_ID   ?= u00001
+ITEM_ID   ?= i00001
+
+.PHONY: help venv run sample pipeline demo test test-quick lock clean
+
+help:
+	@echo "make run         set up .venv, generate the sample, run the TFX pipeline, query the served model over gRPC"
+	@echo "make test        set up .venv and run the whole test suite"
+	@echo "make test-quick  the tests not marked slow"
+	@echo "make clean       remove pipeline outputs and the generated sample (keeps .venv)"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock setup.py
+	@test -n "$(PYTHON310)" || { echo "error: Python 3.10 not found (TFX 1.16 needs it): install python3.10 or set PYTHON310=/path/to/python3.10" >&2; exit 1; }
+	@echo "==> creating $(VENV) with $(PYTHON310) from requirements.lock (first time: several minutes, ~3 GB)"
+	rm -rf $(VENV)
+	$(PYTHON310) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==24.2
+	$(PY) -m pip install --quiet --no-deps -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+sample: venv
+	$(RECSYS) sample --out $(DATA)
+
+pipeline: sample
+	$(RECSYS) run --data-root $(DATA) --output-dir $(OUT) --model $(MODEL)
+
+# Start the server on the pushed model, ask it for one rating and a top-10, stop it whatever happens.
+demo: venv
+	@set -e; \
+	$(RECSYS) serve --model-dir $(OUT)/serving/recsys --port $(PORT) & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null || true' EXIT; \
+	$(RECSYS) predict --user $(USER_ID) --item $(ITEM_ID) --target localhost:$(PORT) --wait 120; \
+	$(RECSYS) recommend --user $(USER_ID) --k 10 --target localhost:$(PORT)
+
+run: pipeline demo
+
+test: venv
+	$(PY) -m pytest -ra
+
+test-quick: venv
+	$(PY) -m pytest -ra -m "not slow"
+
+# Re-pin after editing requirements: installs the current lock, then writes what is installed.
+lock: venv
+	$(PY) -m pip freeze --exclude-editable | sed '/^-e /d' > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf $(OUT) $(DATA)

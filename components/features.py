@@ -1,0 +1,61 @@
+"""The one place where feature keys, vocabulary names and signature names are spelled.
+
+Transform, Trainer, the exported signatures, the server, the clients and the tests all
+import these constants, so a rename is a one-line change and train/serve skew in names
+cannot happen.
+"""
+
+# Raw columns, as they appear in the CSV inputs and in the tf.Examples ExampleGen writes.
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+RATING = "rating"
+TIMESTAMP = "timestamp"
+TITLE = "title"
+GENRES = "genres"
+YEAR = "year"
+
+INTERACTION_COLUMNS = (USER_ID, ITEM_ID, RATING, TIMESTAMP)
+ITEM_COLUMNS = (ITEM_ID, TITLE, GENRES, YEAR)
+GENRE_SEPARATOR = "|"
+
+INTERACTIONS_FILE = "interactions.csv"
+ITEMS_FILE = "items.csv"
+
+LABEL_KEY = RATING
+RATING_MIN = 0.5
+RATING_MAX = 5.0
+
+
+def transformed_name(key: str) -> str:
+    """Name of a feature after Transform (keeps raw and transformed keys apart)."""
+    return f"{key}_xf"
+
+
+# Transform outputs.
+USER_INDEX = transformed_name(USER_ID)
+ITEM_INDEX = transformed_name(ITEM_ID)
+GENRES_INDEX = transformed_name(GENRES)
+TITLE_XF = transformed_name(TITLE)
+YEAR_XF = transformed_name(YEAR)
+LABEL_XF = transformed_name(RATING)
+
+# Vocabulary files written by Transform and exported as assets with the model.
+USER_VOCAB = "user_id_vocab"
+ITEM_VOCAB = "item_id_vocab"
+GENRE_VOCAB = "genres_vocab"
+OOV_BUCKETS = 1
+
+# Exported signatures and their tensor names.
+SERVING_DEFAULT = "serving_default"  # serialized tf.Example -> rating (TFMA, Predict, Regress)
+PREDICT = "predict"  # raw user_id, item_id -> rating
+RECOMMEND = "recommend"  # user_id, k -> top-k item ids, titles, scores
+TRANSFORM_FEATURES = "transform_features"  # serialized tf.Example -> transformed features
+
+EXAMPLES_INPUT = "examples"
+K_INPUT = "k"
+RATING_OUTPUT = "rating"
+ITEMS_OUTPUT = "item_ids"
+TITLES_OUTPUT = "titles"
+SCORES_OUTPUT = "scores"
+
+DEFAULT_MODEL_NAME = "recsys"

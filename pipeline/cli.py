@@ -1,0 +1,196 @@
+"""The `recsys` command: parse arguments, call one function, print the outcome in a line or two.
+
+Heavy imports (TensorFlow, TFX) happen inside each sub-command, so `recsys --help` is instant.
+Every expected failure is one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import os
+
+# TFX 1.16 needs Keras 2; this must be set before TensorFlow is first imported.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import sys  # noqa: E402
+from typing import List, Optional  # noqa: E402
+
+from components import features as F  # noqa: E402
+from components.training_config import TrainingConfig  # noqa: E402
+from pipeline import config as C  # noqa: E402
+
+EXIT_ERROR = 1
+EXIT_NOT_BLESSED = 3
+DEFAULT_TARGET = "localhost:8500"
+
+
+class CliError(Exception):
+    """An expected failure: printed as one line, exit status 1."""
+
+
+def _add_client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default=DEFAULT_TARGET, help="host:port of the gRPC server (default %(default)s)")
+    p.add_argument("--model-name", default=F.DEFAULT_MODEL_NAME)
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to this long for the server to have a model available")
+    p.add_argument("--timeout", type=float, default=10.0, help="per-request deadline in seconds")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sample", help="generate the deterministic synthetic sample dataset")
+    p.add_argument("--out", default=C.DEFAULT_DATA_ROOT)
+    p.add_argument("--num-ratings", type=int, default=100_000)
+    p.add_argument("--num-users", type=int, default=2000)
+    p.add_argument("--num-items", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=42)
+
+    p = sub.add_parser("run", help="run the TFX pipeline with the LocalDagRunner")
+    p.add_argument("--data-root", default=C.DEFAULT_DATA_ROOT, help="directory with interactions.csv and items.csv")
+    p.add_argument("--output-dir", default=C.DEFAULT_OUTPUT_DIR, help="pipeline root, ML Metadata and serving dir")
+    p.add_argument("--model", default=TrainingConfig.model, help="model to train (default %(default)s)")
+    p.add_argument("--model-name", default=F.DEFAULT_MODEL_NAME, help="name the model is served under")
+    p.add_argument("--epochs", type=int, default=TrainingConfig.epochs)
+    p.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
+    p.add_argument("--embedding-dim", type=int, default=TrainingConfig.embedding_dim)
+    p.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
+    p.add_argument("--rmse-threshold", type=float, default=C.EvaluationConfig.rmse_upper_bound,
+                   help="bless only models with eval RMSE below this (default %(default)s)")
+    p.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
+                   help="extra Beam pipeline argument, repeatable (e.g. --beam-arg=--direct_num_workers=2)")
+
+    p = sub.add_parser("serve", help="serve pushed versions over TensorFlow Serving's gRPC API")
+    p.add_argument("--model-dir", default=os.path.join(C.DEFAULT_OUTPUT_DIR, "serving", F.DEFAULT_MODEL_NAME),
+                   help="model base path holding <version>/saved_model.pb")
+    p.add_argument("--model-name", default=F.DEFAULT_MODEL_NAME)
+    p.add_argument("--port", type=int, default=8500)
+    p.add_argument("--poll-interval", type=float, default=5.0, help="seconds between scans for new versions")
+
+    p = sub.add_parser("predict", help="ask the server for one (user, item) rating")
+    p.add_argument("--user", required=True)
+    p.add_argument("--item", required=True)
+    _add_client_args(p)
+
+    p = sub.add_parser("recommend", help="ask the server for a user's top-k items")
+    p.add_argument("--user", required=True)
+    p.add_argument("--k", type=int, default=10)
+    _add_client_args(p)
+    return parser
+
+
+def cmd_sample(args) -> int:
+    from data import synthetic
+
+    spec = synthetic.SampleSpec(num_users=args.num_users, num_items=args.num_items,
+                                num_ratings=args.num_ratings, seed=args.seed)
+    counts = synthetic.generate(args.out, spec)
+    print(f"wrote {counts['interactions']} ratings of {counts['users']} users on {counts['items']} items to {args.out}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from components import models
+    from components.example_gen import InputError, check_header
+
+    try:
+        models.get(args.model)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    if not os.path.isdir(args.data_root):
+        raise CliError(f"data root {args.data_root!r} is not a directory (run `recsys sample` for the bundled sample)")
+    try:
+        check_header(os.path.join(args.data_root, F.INTERACTIONS_FILE), F.INTERACTION_COLUMNS)
+        check_header(os.path.join(args.data_root, F.ITEMS_FILE), F.ITEM_COLUMNS)
+    except InputError as e:
+        raise CliError(str(e)) from None
+    training = dataclasses.replace(
+        TrainingConfig(), model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+        embedding_dim=args.embedding_dim, learning_rate=args.learning_rate,
+    )
+    config = C.PipelineConfig(
+        data_root=os.path.abspath(args.data_root),
+        output_dir=os.path.abspath(args.output_dir),
+        model_name=args.model_name,
+        training=training,
+        evaluation=dataclasses.replace(C.EvaluationConfig(), rmse_upper_bound=args.rmse_threshold),
+        **({"beam_args": tuple(args.beam_arg)} if args.beam_arg else {}),
+    )
+    from pipeline import local_runner, run_summary
+
+    print(f"running pipeline {config.pipeline_name!r} on {args.data_root} (model {args.model}); "
+          f"outputs in {args.output_dir}", flush=True)
+    local_runner.run(config)
+    summary = run_summary.latest(config)
+    print(summary.describe())
+    return 0 if summary.blessed else EXIT_NOT_BLESSED
+
+
+def cmd_serve(args) -> int:
+    from serving import server
+
+    server.serve(model_name=args.model_name, base_path=args.model_dir, port=args.port,
+                 poll_interval=args.poll_interval)
+    return 0
+
+
+def _client(args):
+    from serving.client import RecsysClient
+
+    client = RecsysClient(target=args.target, model_name=args.model_name, timeout=args.timeout)
+    if args.wait > 0:
+        client.wait_until_ready(args.wait)
+    return client
+
+
+def cmd_predict(args) -> int:
+    rating = _client(args).predict(args.user, args.item)
+    print(f"predicted rating of user {args.user} for item {args.item}: {rating:.3f}")
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    recommendations = _client(args).recommend(args.user, k=args.k)
+    print(f"top {len(recommendations)} items for user {args.user}:")
+    for rank, rec in enumerate(recommendations, 1):
+        print(f"{rank:>3}. {rec.item_id:<10} {rec.score:6.3f}  {rec.title}")
+    return 0
+
+
+COMMANDS = {
+    "sample": cmd_sample,
+    "run": cmd_run,
+    "serve": cmd_serve,
+    "predict": cmd_predict,
+    "recommend": cmd_recommend,
+}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # one line for expected failures; unexpected ones keep their traceback
+        if not _is_expected(e):
+            raise
+        print(f"recsys {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _is_expected(error: Exception) -> bool:
+    if isinstance(error, (CliError, FileNotFoundError)):
+        return True
+    try:
+        from serving.client import ServingError
+    except ImportError:
+        return False
+    return isinstance(error, ServingError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

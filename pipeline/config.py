@@ -1,0 +1,52 @@
+"""Typed pipeline configuration: built once by the CLI, read by the pipeline factory, never global."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Tuple
+
+from components import features as F
+from components.training_config import TrainingConfig
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_SCHEMA = os.path.join(REPO_ROOT, "schema", "schema.pbtxt")
+DEFAULT_DATA_ROOT = os.path.join("data", "sample")
+DEFAULT_OUTPUT_DIR = "output"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """Model gate: a candidate is blessed only under the RMSE bound and not worse than the baseline."""
+
+    rmse_upper_bound: float = 1.0
+    # Allowed RMSE increase over the latest blessed model, relative (0.01 = 1 % worse at most).
+    max_relative_rmse_regression: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    data_root: str = DEFAULT_DATA_ROOT
+    output_dir: str = DEFAULT_OUTPUT_DIR
+    pipeline_name: str = "recsys"
+    model_name: str = F.DEFAULT_MODEL_NAME
+    schema_path: str = DEFAULT_SCHEMA
+    train_hash_buckets: int = 9
+    eval_hash_buckets: int = 1
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    beam_args: Tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+    enable_cache: bool = False
+
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.output_dir, "pipeline_root")
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.output_dir, "metadata.sqlite")
+
+    @property
+    def serving_dir(self) -> str:
+        """TF Serving's model base path: versions are pushed under it as `<serving_dir>/<version>/`."""
+        return os.path.join(self.output_dir, "serving", self.model_name)

@@ -1,0 +1,70 @@
+"""What the last pipeline run decided, read back from ML Metadata and the Evaluator's output."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional
+
+import tensorflow_model_analysis as tfma
+from ml_metadata import metadata_store
+from tfx import v1 as tfx
+
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import RMSE
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    blessed: bool
+    metrics: Dict[str, float]
+    failures: List[str]
+    pushed_to: Optional[str]
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(self.metrics.items()) if k != "example_count")
+        lines = [f"evaluation: {shown}" + (f" on {int(self.metrics['example_count'])} examples"
+                                            if "example_count" in self.metrics else "")]
+        if self.blessed:
+            lines.append(f"model blessed and pushed to {self.pushed_to}")
+        else:
+            lines.append("model NOT blessed, nothing pushed: " + ("; ".join(self.failures) or "see the Evaluator output"))
+        return "\n".join(lines)
+
+
+def _latest(store: metadata_store.MetadataStore, type_name: str):
+    artifacts = store.get_artifacts_by_type(type_name)
+    return max(artifacts, key=lambda a: a.id) if artifacts else None
+
+
+def latest(config: PipelineConfig) -> RunSummary:
+    store = metadata_store.MetadataStore(
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
+    )
+    evaluation = _latest(store, tfx.types.standard_artifacts.ModelEvaluation.TYPE_NAME)
+    blessing = _latest(store, tfx.types.standard_artifacts.ModelBlessing.TYPE_NAME)
+    pushed = _latest(store, tfx.types.standard_artifacts.PushedModel.TYPE_NAME)
+    metrics: Dict[str, float] = {}
+    failures: List[str] = []
+    if evaluation is not None:
+        for slice_metrics in tfma.load_metrics(evaluation.uri):
+            if slice_metrics.slice_key.single_slice_keys:
+                continue  # overall slice only
+            for key in slice_metrics.metric_keys_and_values:
+                if key.key.is_diff:
+                    continue
+                value = key.value
+                if value.HasField("double_value"):
+                    metrics[key.key.name] = value.double_value.value
+        result = tfma.load_validation_result(evaluation.uri)
+        for slice_failure in result.metric_validations_per_slice:
+            for failure in slice_failure.failures:
+                failures.append(f"{failure.metric_key.name}: {failure.message}")
+    is_blessed = bool(blessing and blessing.custom_properties["blessed"].int_value == 1)
+    pushed_to = None
+    if pushed is not None and pushed.custom_properties["pushed"].int_value == 1:
+        pushed_to = pushed.custom_properties["pushed_destination"].string_value
+    return RunSummary(blessed=is_blessed and pushed_to is not None, metrics=metrics,
+                      failures=failures, pushed_to=pushed_to)
+
+
+__all__ = ["RunSummary", "latest", "RMSE"]
