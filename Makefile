@@ -36,7 +36,7 @@ $(STAMP): requirements.lock setup.py
 	@echo "==> creating $(VENV) with $(PYTHON310) from requirements.lock (first time: several minutes, ~3 GB)"
 	rm -rf $(VENV)
 	$(PYTHON310) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip==24.2
+	$(PY) -m pip install --quiet --upgrade pip==24.2 setuptools==70.3.0 wheel==0.44.0
 	$(PY) -m pip install --quiet --no-deps -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@

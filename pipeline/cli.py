@@ -40,6 +40,8 @@ def _add_client_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="keep TensorFlow's and the libraries' warnings (hidden by default)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("sample", help="generate the deterministic synthetic sample dataset")
@@ -169,8 +171,20 @@ COMMANDS = {
 }
 
 
+def _quiet_libraries() -> None:
+    """The TF/Beam/Google client stack warns about deprecations the user cannot act on."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        _quiet_libraries()
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -1,0 +1,49 @@
+"""One line per component as the LocalDagRunner starts and finishes it, without TFX's INFO flood."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from typing import Dict, Iterator, TextIO
+
+from absl import logging as absl_logging
+
+_RUNNING = "Component %s is running."
+_FINISHED = "Component %s is finished."
+
+
+class _ComponentProgress(logging.Filter):
+    """Prints the runner's component start/finish records; drops every other INFO record of absl's logger."""
+
+    def __init__(self, total: int, stream: TextIO):
+        super().__init__()
+        self._total, self._stream = total, stream
+        self._started: Dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == _RUNNING:
+            self._started[record.args[0]] = time.monotonic()
+            print(f"[{len(self._started)}/{self._total}] {record.args[0]} ...", file=self._stream, flush=True)
+            return False
+        if record.msg == _FINISHED:
+            elapsed = time.monotonic() - self._started.get(record.args[0], time.monotonic())
+            print(f"      {record.args[0]} done in {elapsed:.1f} s", file=self._stream, flush=True)
+            return False
+        return record.levelno > logging.INFO
+
+
+@contextlib.contextmanager
+def component_progress(total: int, stream: TextIO = sys.stdout) -> Iterator[None]:
+    # Through absl's verbosity, not Logger.setLevel: code inside the run saves and restores the
+    # verbosity flag, which would otherwise silently reset the level mid-run.
+    logger = logging.getLogger("absl")
+    progress, verbosity = _ComponentProgress(total, stream), absl_logging.get_verbosity()
+    logger.addFilter(progress)
+    absl_logging.set_verbosity(absl_logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeFilter(progress)
+        absl_logging.set_verbosity(verbosity)

@@ -1,0 +1,57 @@
+"""The `recsys` command's contract: defaults, one-line errors, non-zero exits."""
+
+import csv
+import hashlib
+
+import pytest
+
+from components import features as F
+from pipeline import cli
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_sample_is_deterministic_and_in_the_canonical_layout(tmp_path, capsys):
+    args = ["--num-ratings", "500", "--num-users", "40", "--num-items", "30"]
+    assert cli.main(["sample", "--out", str(tmp_path / "a"), *args]) == 0
+    assert cli.main(["sample", "--out", str(tmp_path / "b"), *args]) == 0
+    assert "wrote 500 ratings of 40 users on 30 items" in capsys.readouterr().out
+    for name in (F.INTERACTIONS_FILE, F.ITEMS_FILE):
+        assert _digest(tmp_path / "a" / name) == _digest(tmp_path / "b" / name)
+    with open(tmp_path / "a" / F.INTERACTIONS_FILE, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 500 and tuple(rows[0]) == F.INTERACTION_COLUMNS
+    assert all(F.RATING_MIN <= float(r[F.RATING]) <= F.RATING_MAX for r in rows)
+    assert not list(tmp_path.glob("a/*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda root: None, "is not a directory"),
+        (lambda root: root.mkdir(), "interactions.csv: file not found"),
+        (lambda root: (root.mkdir(), (root / F.INTERACTIONS_FILE).write_text("a,b\n1,2\n")),
+         "interactions.csv: header must be user_id,item_id,rating,timestamp"),
+    ],
+)
+def test_run_rejects_bad_input_with_one_line(tmp_path, capsys, setup, message):
+    root = tmp_path / "data"
+    setup(root)
+    assert cli.main(["run", "--data-root", str(root), "--output-dir", str(tmp_path / "out")]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_model_is_one_line(tmp_path, capsys):
+    assert cli.main(["run", "--model", "nope", "--data-root", str(tmp_path)]) == cli.EXIT_ERROR
+    assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_client_errors_are_one_line_when_no_server_listens(capsys):
+    code = cli.main(["predict", "--user", "u", "--item", "i", "--target", "127.0.0.1:1", "--timeout", "2"])
+    assert code == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "127.0.0.1:1" in err, err

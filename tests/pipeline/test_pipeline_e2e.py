@@ -1,0 +1,73 @@
+"""The real pipeline (LocalDagRunner, every TFX component) on tiny generated data."""
+
+import csv
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import features as F
+from pipeline import local_runner, run_summary
+
+pytestmark = pytest.mark.slow
+
+
+def _versions(serving_dir):
+    return sorted(v for v in tf.io.gfile.listdir(serving_dir) if v.strip("/").isdigit()) if os.path.isdir(serving_dir) else []
+
+
+def _ratings(data_root):
+    with open(os.path.join(data_root, F.INTERACTIONS_FILE), newline="") as f:
+        return np.array([float(r[F.RATING]) for r in csv.DictReader(f)])
+
+
+def test_pipeline_blesses_and_pushes_a_model_that_beats_the_global_mean(pipeline_run):
+    versions = _versions(pipeline_run.serving_dir)
+    assert len(versions) == 1
+    assert tf.io.gfile.exists(os.path.join(pipeline_run.serving_dir, versions[0], "saved_model.pb"))
+    summary = run_summary.latest(pipeline_run)
+    assert summary.blessed and summary.pushed_to.rstrip("/").endswith(versions[0].strip("/"))
+    baseline_rmse = float(_ratings(pipeline_run.data_root).std())
+    rmse = summary.metrics[run_summary.RMSE]
+    assert rmse < 0.9 * baseline_rmse, (rmse, baseline_rmse)
+    assert summary.metrics["example_count"] > 300
+
+
+def test_pushed_model_takes_raw_ids_and_ranks_the_catalogue(pipeline_run):
+    version = _versions(pipeline_run.serving_dir)[0]
+    model = tf.saved_model.load(os.path.join(pipeline_run.serving_dir, version))
+    assert {F.SERVING_DEFAULT, F.PREDICT, F.RECOMMEND} <= set(model.signatures)
+    with open(os.path.join(pipeline_run.data_root, F.ITEMS_FILE), newline="") as f:
+        titles = {r[F.ITEM_ID]: r[F.TITLE] for r in csv.DictReader(f)}
+
+    out = model.signatures[F.PREDICT](user_id=tf.constant(["u00001", "never-seen"]),
+                                      item_id=tf.constant(["i00001", "i00001"]))
+    ratings = out[F.RATING_OUTPUT].numpy()
+    assert ratings.shape == (2,) and np.all(np.isfinite(ratings)) and np.all((0 < ratings) & (ratings < 6))
+
+    top = model.signatures[F.RECOMMEND](user_id=tf.constant(["u00001"]), k=tf.constant(5))
+    ids = [i.decode() for i in top[F.ITEMS_OUTPUT].numpy()[0]]
+    scores = top[F.SCORES_OUTPUT].numpy()[0]
+    assert len(set(ids)) == 5 and all(i in titles for i in ids)
+    assert [t.decode() for t in top[F.TITLES_OUTPUT].numpy()[0]] == [titles[i] for i in ids]
+    assert np.all(np.diff(scores) <= 0)
+    # The top score is the model's own pairwise prediction for that item.
+    pair = model.signatures[F.PREDICT](user_id=tf.constant(["u00001"]), item_id=tf.constant([ids[0]]))
+    np.testing.assert_allclose(pair[F.RATING_OUTPUT].numpy()[0], scores[0], rtol=1e-4)
+
+
+def test_a_model_over_the_rmse_bound_is_not_pushed(pipeline_run):
+    """Runs again on the same store with an impossible bound: the serving dir must not change."""
+    before = _versions(pipeline_run.serving_dir)
+    strict = dataclasses.replace(
+        pipeline_run,
+        evaluation=dataclasses.replace(pipeline_run.evaluation, rmse_upper_bound=0.05),
+        training=dataclasses.replace(pipeline_run.training, epochs=1),
+    )
+    local_runner.run(strict)
+    summary = run_summary.latest(strict)
+    assert not summary.blessed and summary.pushed_to is None
+    assert any(run_summary.RMSE in failure for failure in summary.failures), summary.failures
+    assert _versions(pipeline_run.serving_dir) == before
