@@ -21,12 +21,18 @@ PORT      ?= 8500
 USER_ID   ?= u00001
 ITEM_ID   ?= i00001
 
-.PHONY: help venv run sample pipeline demo test test-quick lock clean
+IMAGE     ?= recsys-pipeline:latest
+KFP_DATA_ROOT  ?= gs://YOUR_BUCKET/recsys/data
+KFP_OUTPUT_DIR ?= gs://YOUR_BUCKET/recsys/output
+
+.PHONY: help venv run sample pipeline demo test test-quick lock image compile clean
 
 help:
 	@echo "make run         set up .venv, generate the sample, run the TFX pipeline, query the served model over gRPC"
 	@echo "make test        set up .venv and run the whole test suite"
 	@echo "make test-quick  the tests not marked slow"
+	@echo "make compile     compile the pipeline for Kubeflow Pipelines v2 (IMAGE=..., KFP_DATA_ROOT=gs://..., KFP_OUTPUT_DIR=gs://...)"
+	@echo "make image       build the pipeline image from the Dockerfile (needs a Docker engine)"
 	@echo "make clean       remove pipeline outputs and the generated sample (keeps .venv)"
 
 venv: $(STAMP)
@@ -67,6 +73,13 @@ test-quick: venv
 lock: venv
 	$(PY) -m pip freeze --exclude-editable | sed '/^-e /d' > requirements.lock.new
 	mv requirements.lock.new requirements.lock
+
+# The Kubeflow pipeline image (needs a Docker engine) and its compiled KFP v2 spec.
+image:
+	docker build -t $(IMAGE) .
+
+compile: venv
+	$(RECSYS) compile --image $(IMAGE) --data-root $(KFP_DATA_ROOT) --output-dir $(KFP_OUTPUT_DIR) --output pipeline.json
 
 clean:
 	rm -rf $(OUT) $(DATA)

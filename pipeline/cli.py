@@ -65,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
                    help="extra Beam pipeline argument, repeatable (e.g. --beam-arg=--direct_num_workers=2)")
 
+    p = sub.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines v2 / Vertex AI Pipelines")
+    p.add_argument("--orchestrator", choices=[C.KUBEFLOW], default=C.KUBEFLOW)
+    p.add_argument("--image", required=True, help="pipeline image built from this repository's Dockerfile")
+    p.add_argument("--output", default="pipeline.json", help="where to write the KFP PipelineJob JSON")
+    p.add_argument("--data-root", required=True, help="default of the data-root runtime parameter (gs://, s3://, ...)")
+    p.add_argument("--output-dir", required=True, help="pipeline root and serving dir on shared storage")
+    p.add_argument("--model", default=TrainingConfig.model)
+    p.add_argument("--model-name", default=F.DEFAULT_MODEL_NAME)
+    p.add_argument("--train-steps", type=int, default=0, help="default of train-args num_steps (0: whole epochs)")
+    p.add_argument("--beam-arg", action="append", default=None, metavar="ARG")
+
     p = sub.add_parser("serve", help="serve pushed versions over TensorFlow Serving's gRPC API")
     p.add_argument("--model-dir", default=os.path.join(C.DEFAULT_OUTPUT_DIR, "serving", F.DEFAULT_MODEL_NAME),
                    help="model base path holding <version>/saved_model.pb")
@@ -131,6 +142,28 @@ def cmd_run(args) -> int:
     return 0 if summary.blessed else EXIT_NOT_BLESSED
 
 
+def cmd_compile(args) -> int:
+    from components import models
+
+    try:
+        models.get(args.model)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    config = C.PipelineConfig(
+        data_root=args.data_root,
+        output_dir=args.output_dir,
+        model_name=args.model_name,
+        training=dataclasses.replace(TrainingConfig(), model=args.model),
+        train_steps=args.train_steps,
+        **({"beam_args": tuple(args.beam_arg)} if args.beam_arg else {}),
+    )
+    from pipeline import kubeflow_runner
+
+    path = kubeflow_runner.compile_pipeline(config, image=args.image, output_path=args.output)
+    print(f"wrote Kubeflow Pipelines v2 spec to {path} (image {args.image})")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from serving import server
 
@@ -165,6 +198,7 @@ def cmd_recommend(args) -> int:
 COMMANDS = {
     "sample": cmd_sample,
     "run": cmd_run,
+    "compile": cmd_compile,
     "serve": cmd_serve,
     "predict": cmd_predict,
     "recommend": cmd_recommend,

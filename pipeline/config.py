@@ -13,6 +13,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SCHEMA = os.path.join(REPO_ROOT, "schema", "schema.pbtxt")
 DEFAULT_DATA_ROOT = os.path.join("data", "sample")
 DEFAULT_OUTPUT_DIR = "output"
+LOCAL = "local"
+KUBEFLOW = "kubeflow"
+ORCHESTRATORS = (LOCAL, KUBEFLOW)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +40,10 @@ class PipelineConfig:
     evaluation: EvaluationConfig = EvaluationConfig()
     beam_args: Tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
     enable_cache: bool = False
+    # LOCAL: SQLite ML Metadata under output_dir. KUBEFLOW: the cluster's metadata store, and the
+    # per-run knobs (data root, training config, train steps, push destination) become runtime parameters.
+    orchestrator: str = LOCAL
+    train_steps: int = 0  # 0: whole epochs, as TrainingConfig.epochs says
 
     @property
     def pipeline_root(self) -> str:

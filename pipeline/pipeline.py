@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any, Dict
+
 import tensorflow_model_analysis as tfma
+from google.protobuf import json_format
 from tfx import v1 as tfx
 
 from components import features as F
 from components.example_gen import RatingsExampleGen
-from pipeline.config import EvaluationConfig, PipelineConfig
+from pipeline.config import KUBEFLOW, ORCHESTRATORS, EvaluationConfig, PipelineConfig
 
 PREPROCESSING_FN = "components.transform.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
@@ -40,9 +44,45 @@ def eval_config(evaluation: EvaluationConfig) -> tfma.EvalConfig:
     )
 
 
+def _as_json(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return json_format.MessageToJson(value, indent=None)
+
+
+def _run_values(config: PipelineConfig) -> Dict[str, Any]:
+    """What may change from one run to the next, keyed by its Kubeflow runtime parameter name."""
+    return {
+        "data-root": config.data_root,
+        "training-config": config.training.to_custom_config(),
+        "train-args": tfx.proto.TrainArgs(splits=["train"], num_steps=config.train_steps),
+        "push-destination": tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)
+        ),
+    }
+
+
+def runtime_parameter_defaults(config: PipelineConfig) -> Dict[str, str]:
+    """The Kubeflow runtime parameters' defaults, as the JSON strings a run may override."""
+    return {name: _as_json(value) for name, value in _run_values(config).items()}
+
+
+def _parameters(config: PipelineConfig) -> Dict[str, Any]:
+    """Literals locally; RuntimeParameters with the same defaults on Kubeflow."""
+    if config.orchestrator != KUBEFLOW:
+        return _run_values(config)
+    return {name: tfx.dsl.experimental.RuntimeParameter(name=name, ptype=str, default=value)
+            for name, value in runtime_parameter_defaults(config).items()}
+
+
 def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+    if config.orchestrator not in ORCHESTRATORS:
+        raise ValueError(f"unknown orchestrator {config.orchestrator!r}; choose one of: {', '.join(ORCHESTRATORS)}")
+    params = _parameters(config)
     example_gen = RatingsExampleGen(
-        input_base=config.data_root,
+        input_base=params["data-root"],
         input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split", pattern=F.INTERACTIONS_FILE)]),
         output_config=tfx.proto.Output(
             split_config=tfx.proto.SplitConfig(
@@ -68,9 +108,9 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        train_args=params["train-args"],
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config=config.training.to_custom_config(),
+        custom_config=params["training-config"],
     )
     baseline_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -86,9 +126,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)
-        ),
+        push_destination=params["push-destination"],
     )
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
@@ -98,6 +136,9 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             trainer, baseline_resolver, evaluator, pusher,
         ],
         enable_cache=config.enable_cache,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path),
+        metadata_connection_config=(
+            None if config.orchestrator == KUBEFLOW
+            else tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
+        ),
         beam_pipeline_args=list(config.beam_args),
     )

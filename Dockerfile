@@ -1,0 +1,22 @@
+# Pipeline image for Kubeflow Pipelines v2 / Vertex AI: TFX's own image plus this repository, so the
+# components find `components.*` (preprocessing_fn, run_fn, the joining ExampleGen) and the schema.
+# Build: make image IMAGE=registry/recsys-pipeline:TAG   (needs a Docker engine)
+FROM tensorflow/tfx:1.16.0
+
+ENV TF_USE_LEGACY_KERAS=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /pipeline
+
+# The same pins as the local venv (TFX 1.16 stack, kfp 2.7 / protobuf 4.25, tf-keras, dill).
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --no-deps -r requirements.lock
+
+# kubeflow_runner.IMAGE_SCHEMA_PATH points at /pipeline/schema/schema.pbtxt.
+COPY setup.py README.md ./
+COPY components ./components
+COPY pipeline ./pipeline
+COPY serving ./serving
+COPY data/__init__.py data/synthetic.py ./data/
+COPY schema ./schema
+RUN pip install --no-cache-dir --no-deps -e .
+# The base image's ENTRYPOINT (TFX's container entrypoint) is kept: Kubeflow calls it per component.

@@ -1,0 +1,31 @@
+"""Compiles the same pipeline for Kubeflow Pipelines v2 (also what Vertex AI Pipelines runs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from tfx import v1 as tfx
+
+from pipeline.config import KUBEFLOW, PipelineConfig
+from pipeline.pipeline import create_pipeline, runtime_parameter_defaults
+
+# Where the Dockerfile puts this repository inside the pipeline image.
+IMAGE_WORKDIR = "/pipeline"
+IMAGE_SCHEMA_PATH = f"{IMAGE_WORKDIR}/schema/schema.pbtxt"
+
+
+def compile_pipeline(config: PipelineConfig, image: str, output_path: str) -> str:
+    """Writes the KFP v2 PipelineJob JSON to `output_path` (temp file, then rename) and returns the path."""
+    config = dataclasses.replace(config, orchestrator=KUBEFLOW, schema_path=IMAGE_SCHEMA_PATH)
+    output_dir, filename = os.path.split(os.path.abspath(output_path))
+    os.makedirs(output_dir, exist_ok=True)
+    tmp_name = f".{filename}.tmp"
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        output_dir=output_dir,
+        output_filename=tmp_name,
+    )
+    runner.run(create_pipeline(config), parameter_values=runtime_parameter_defaults(config), write_out=True)
+    os.replace(os.path.join(output_dir, tmp_name), os.path.join(output_dir, filename))
+    return os.path.join(output_dir, filename)

@@ -1,0 +1,36 @@
+"""The Kubeflow V2 compile: a spec kfp's own proto accepts, with our image and runtime parameters."""
+
+import json
+
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from pipeline import cli
+from pipeline.kubeflow_runner import IMAGE_SCHEMA_PATH
+
+IMAGE = "registry.example/recsys-pipeline:1.0"
+
+
+def test_compiled_spec_parses_names_every_component_and_declares_runtime_parameters(tmp_path, capsys):
+    out = tmp_path / "spec" / "pipeline.json"
+    code = cli.main(["compile", "--image", IMAGE, "--output", str(out), "--data-root", "gs://bucket/data",
+                     "--output-dir", "gs://bucket/run", "--train-steps", "500"])
+    assert code == 0 and str(out) in capsys.readouterr().out
+    job = json.loads(out.read_text())
+    spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    tasks = set(spec.root.dag.tasks)
+    assert {"RatingsExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "Transform", "Trainer",
+            "Evaluator", "Pusher"} <= tasks
+    assert any(t.startswith("latest_blessed_model_resolver") for t in tasks)
+    executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
+    images = {e["container"]["image"] for e in executors.values() if "container" in e}
+    assert images == {IMAGE}
+    assert set(spec.root.input_definitions.parameters) == {"data-root", "training-config", "train-args",
+                                                           "push-destination"}
+    defaults = {k: v["stringValue"] for k, v in job["runtimeConfig"]["parameters"].items()}
+    assert defaults["data-root"] == "gs://bucket/data"
+    assert json.loads(defaults["train-args"])["numSteps"] == 500
+    assert json.loads(defaults["push-destination"])["filesystem"]["baseDirectory"] == "gs://bucket/run/serving/recsys"
+    assert json.loads(defaults["training-config"])["training"]["model"] == "mf"
+    assert IMAGE_SCHEMA_PATH in out.read_text()
+    assert not list(out.parent.glob(".*.tmp"))
