@@ -226,19 +226,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:  # one line for expected failures; unexpected ones keep their traceback
         if not _is_expected(e):
             raise
-        print(f"recsys {args.command}: error: {e}", file=sys.stderr)
+        # Beam appends the failing step's name on later lines; the first line is the cause.
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"recsys {args.command}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
 
 
 def _is_expected(error: Exception) -> bool:
-    if isinstance(error, (CliError, FileNotFoundError)):
-        return True
-    try:
-        from serving.client import ServingError
-    except ImportError:
-        return False
-    return isinstance(error, ServingError)
-
+    """Failures a user can fix from the message alone; anything else keeps its traceback."""
+    expected = [CliError, FileNotFoundError]
+    for module, name in (("components.data_gate", "DataValidationError"), ("components.example_gen", "InputError"),
+                         ("serving.client", "ServingError")):
+        try:
+            expected.append(getattr(__import__(module, fromlist=[name]), name))
+        except ImportError:
+            pass
+    return isinstance(error, tuple(expected))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,6 +10,7 @@ from google.protobuf import json_format
 from tfx import v1 as tfx
 
 from components import features as F
+from components.data_gate import DataGate
 from components.example_gen import RatingsExampleGen
 from pipeline.config import KUBEFLOW, ORCHESTRATORS, EvaluationConfig, PipelineConfig
 
@@ -98,11 +99,13 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
+    data_gate = DataGate(anomalies=example_validator.outputs["anomalies"])
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
     )
+    transform.add_upstream_node(data_gate)  # bad data stops the run before any training
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
@@ -132,7 +135,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[
-            example_gen, statistics_gen, schema_gen, example_validator, transform,
+            example_gen, statistics_gen, schema_gen, example_validator, data_gate, transform,
             trainer, baseline_resolver, evaluator, pusher,
         ],
         enable_cache=config.enable_cache,

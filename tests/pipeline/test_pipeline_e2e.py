@@ -71,3 +71,25 @@ def test_a_model_over_the_rmse_bound_is_not_pushed(pipeline_run):
     assert not summary.blessed and summary.pushed_to is None
     assert any(run_summary.RMSE in failure for failure in summary.failures), summary.failures
     assert _versions(pipeline_run.serving_dir) == before
+
+
+def test_out_of_range_ratings_stop_the_run_before_transform(tiny_data, tmp_path, capsys):
+    from pipeline import cli
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / F.ITEMS_FILE).write_bytes(open(os.path.join(tiny_data, F.ITEMS_FILE), "rb").read())
+    with open(os.path.join(tiny_data, F.INTERACTIONS_FILE)) as src:
+        lines = src.read().splitlines()
+    lines[1:40] = [",".join(line.split(",")[:2] + ["9.5"] + line.split(",")[3:]) for line in lines[1:40]]
+    (bad / F.INTERACTIONS_FILE).write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+
+    code = cli.main(["run", "--data-root", str(bad), "--output-dir", str(out)])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == cli.EXIT_ERROR
+    assert err[-1].startswith("recsys run: error: data validation failed:"), err[-1]
+    assert "feature 'rating': Out-of-range values" in err[-1]
+    assert not (out / "pipeline_root" / "Transform").exists()
+    assert _versions(str(out / "serving" / F.DEFAULT_MODEL_NAME)) == []
