@@ -7,7 +7,7 @@ of being silently ignored.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 CUSTOM_CONFIG_KEY = "training"
 
@@ -16,6 +16,8 @@ CUSTOM_CONFIG_KEY = "training"
 class TrainingConfig:
     model: str = "mf"
     embedding_dim: int = 32
+    hidden_units: Tuple[int, ...] = (64, 32)
+    dropout: float = 0.1
     l2: float = 1e-5
     learning_rate: float = 0.005
     batch_size: int = 1024
@@ -32,4 +34,6 @@ class TrainingConfig:
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        if "hidden_units" in values:  # JSON turns the tuple into a list
+            values["hidden_units"] = tuple(values["hidden_units"])
         return cls(**values)

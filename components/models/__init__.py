@@ -2,9 +2,9 @@
 
 from types import ModuleType
 
-from components.models import mf
+from components.models import mf, mlp
 
-MODELS = {"mf": mf}
+MODELS = {"mf": mf, "mlp": mlp}
 
 
 def get(name: str) -> ModuleType:
