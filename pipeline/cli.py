@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import importlib  # noqa: E402
 import sys  # noqa: E402
 from typing import List, Optional  # noqa: E402
 
@@ -237,10 +238,7 @@ def _is_expected(error: Exception) -> bool:
     expected = [CliError, FileNotFoundError]
     for module, name in (("components.data_gate", "DataValidationError"), ("components.example_gen", "InputError"),
                          ("serving.client", "ServingError")):
-        try:
-            expected.append(getattr(__import__(module, fromlist=[name]), name))
-        except ImportError:
-            pass
+        expected.append(getattr(importlib.import_module(module), name))
     return isinstance(error, tuple(expected))
 
 if __name__ == "__main__":

@@ -58,6 +58,49 @@ def test_pushed_model_takes_raw_ids_and_ranks_the_catalogue(pipeline_run):
     np.testing.assert_allclose(pair[F.RATING_OUTPUT].numpy()[0], scores[0], rtol=1e-4)
 
 
+def test_server_answers_the_pushed_model_through_the_official_stubs(pipeline_run):
+    import grpc
+    from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
+                                         predict_pb2, prediction_service_pb2_grpc)
+
+    from serving.client import RecsysClient
+    from serving.server import build_server
+
+    version = int(_versions(pipeline_run.serving_dir)[0].strip("/"))
+    server, port, store = build_server(pipeline_run.model_name, pipeline_run.serving_dir, port=0, host="127.0.0.1")
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = pipeline_run.model_name
+        request.model_spec.signature_name = F.PREDICT
+        request.inputs[F.USER_ID].CopyFrom(tf.make_tensor_proto(["u00002", "a-user-nobody-has-seen"]))
+        request.inputs[F.ITEM_ID].CopyFrom(tf.make_tensor_proto(["i00003", "i00003"]))
+        ratings = tf.make_ndarray(predictions.Predict(request, timeout=30).outputs[F.RATING_OUTPUT])
+        assert ratings.shape == (2,) and np.all(np.isfinite(ratings))
+
+        metadata_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        metadata_request.model_spec.name = pipeline_run.model_name
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        predictions.GetModelMetadata(metadata_request, timeout=30).metadata["signature_def"].Unpack(signatures)
+        assert {F.SERVING_DEFAULT, F.PREDICT, F.RECOMMEND} <= set(signatures.signature_def)
+        assert set(signatures.signature_def[F.PREDICT].inputs) == {F.USER_ID, F.ITEM_ID}
+
+        status_request = get_model_status_pb2.GetModelStatusRequest()
+        status_request.model_spec.name = pipeline_run.model_name
+        statuses = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request, timeout=30)
+        assert [(s.version, s.state) for s in statuses.model_version_status] == [
+            (version, get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
+
+        with RecsysClient(f"127.0.0.1:{port}", model_name=pipeline_run.model_name) as client:
+            recommendations = client.recommend("u00002", k=10)
+        assert len(recommendations) == 10 and all(r.title for r in recommendations)
+    finally:
+        channel.close()
+        server.stop(0)
+        store.stop()
+
+
 def test_a_model_over_the_rmse_bound_is_not_pushed(pipeline_run):
     """Runs again on the same store with an impossible bound: the serving dir must not change."""
     before = _versions(pipeline_run.serving_dir)

@@ -1,0 +1,116 @@
+"""A small typed client over TensorFlow Serving's official gRPC stubs.
+
+It works against real TF Serving and against `recsys serve` alike; gRPC failures become one
+`ServingError` whose message says what failed and where.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import List, Sequence, Tuple
+
+import grpc
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from components import features as F
+
+
+class ServingError(RuntimeError):
+    """A failed call, described in one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    title: str
+    score: float
+
+
+class RecsysClient:
+    def __init__(self, target: str = "localhost:8500", model_name: str = F.DEFAULT_MODEL_NAME,
+                 timeout: float = 10.0):
+        self.target, self.model_name, self.timeout = target, model_name, timeout
+        self._channel = grpc.insecure_channel(target)
+        self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _call(self, method, request, what: str):
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNAVAILABLE:
+                raise ServingError(f"no server answering at {self.target} ({what})") from None
+            raise ServingError(f"{what} on {self.target} failed: {e.code().name}: {e.details()}") from None
+
+    def status(self) -> get_model_status_pb2.GetModelStatusResponse:
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = self.model_name
+        return self._call(self._models.GetModelStatus, request, f"status of model '{self.model_name}'")
+
+    def metadata(self) -> get_model_metadata_pb2.SignatureDefMap:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.name = self.model_name
+        response = self._call(self._predictions.GetModelMetadata, request, f"metadata of model '{self.model_name}'")
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        return signature_map
+
+    def wait_until_ready(self, timeout_s: float) -> int:
+        """Blocks until the model has an AVAILABLE version; returns it."""
+        deadline, last_error = time.monotonic() + timeout_s, "no answer"
+        while time.monotonic() < deadline:
+            try:
+                for status in self.status().model_version_status:
+                    if status.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE:
+                        return status.version
+            except ServingError as e:
+                last_error = str(e)
+            time.sleep(0.5)
+        raise ServingError(f"model '{self.model_name}' not ready at {self.target} after {timeout_s:.0f} s: {last_error}")
+
+    def _predict(self, signature: str, inputs: dict) -> dict:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model_name
+        request.model_spec.signature_name = signature
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(value)
+        response = self._call(self._predictions.Predict, request, f"{signature} on model '{self.model_name}'")
+        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+
+    def predict_many(self, pairs: Sequence[Tuple[str, str]]) -> List[float]:
+        users, items = zip(*pairs) if pairs else ((), ())
+        out = self._predict(F.PREDICT, {
+            F.USER_ID: tf.make_tensor_proto(list(users), dtype=tf.string),
+            F.ITEM_ID: tf.make_tensor_proto(list(items), dtype=tf.string),
+        })
+        return [float(x) for x in out[F.RATING_OUTPUT].reshape(-1)]
+
+    def predict(self, user_id: str, item_id: str) -> float:
+        return self.predict_many([(user_id, item_id)])[0]
+
+    def recommend(self, user_id: str, k: int = 10) -> List[Recommendation]:
+        out = self._predict(F.RECOMMEND, {
+            F.USER_ID: tf.make_tensor_proto([user_id], dtype=tf.string),
+            F.K_INPUT: tf.make_tensor_proto(k, dtype=tf.int32),
+        })
+        return [
+            Recommendation(item.decode("utf-8"), title.decode("utf-8"), float(score))
+            for item, title, score in zip(out[F.ITEMS_OUTPUT][0], out[F.TITLES_OUTPUT][0], out[F.SCORES_OUTPUT][0])
+        ]

@@ -1,0 +1,123 @@
+"""Versions of one model under a TF Serving base path: discovered, loaded, swapped, as TF Serving does.
+
+A version is an integer directory holding `saved_model.pb`. New versions are loaded fully before
+they replace the old one, so a request in flight never sees a half-loaded model; a directory that
+fails to load is logged once and skipped while the loaded versions keep serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from typing import Callable, Dict, List, Optional
+
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+log = logging.getLogger(__name__)
+
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+class VersionNotFound(LookupError):
+    """No loaded version matches the request."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedVersion:
+    version: int
+    path: str
+    functions: Dict[str, Callable]
+    signature_defs: Dict[str, meta_graph_pb2.SignatureDef]
+    _model: object = dataclasses.field(repr=False, compare=False)  # keeps the functions' variables alive
+
+
+def list_versions(base_path: str) -> List[int]:
+    """Integer version directories that hold a saved_model.pb, oldest first."""
+    if not tf.io.gfile.isdir(base_path):
+        return []
+    versions = []
+    for entry in tf.io.gfile.listdir(base_path):
+        name = entry.rstrip("/")
+        if name.isdigit() and tf.io.gfile.exists(f"{base_path.rstrip('/')}/{name}/{SAVED_MODEL_FILE}"):
+            versions.append(int(name))
+    return sorted(versions)
+
+
+def load_version(base_path: str, version: int) -> LoadedVersion:
+    path = f"{base_path.rstrip('/')}/{version}"
+    with tf.io.gfile.GFile(f"{path}/{SAVED_MODEL_FILE}", "rb") as f:
+        saved_model = saved_model_pb2.SavedModel.FromString(f.read())
+    model = tf.saved_model.load(path)
+    signature_defs = dict(saved_model.meta_graphs[0].signature_def)
+    signature_defs.pop("__saved_model_init_op", None)
+    functions = {name: model.signatures[name] for name in model.signatures}
+    return LoadedVersion(version, path, functions, signature_defs, model)
+
+
+class ModelStore:
+    """Serves the newest `keep_latest` versions of one model and follows new pushes by polling."""
+
+    def __init__(self, name: str, base_path: str, poll_interval: float = 5.0, keep_latest: int = 1):
+        self.name, self.base_path = name, base_path
+        self.poll_interval, self.keep_latest = poll_interval, keep_latest
+        self._loaded: Dict[int, LoadedVersion] = {}
+        self._failed: set = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def refresh(self) -> None:
+        """Loads versions that should be served and are not yet; unloads those that fell out of the policy."""
+        wanted = list_versions(self.base_path)[-self.keep_latest:]
+        for version in wanted:
+            if version in self._loaded or version in self._failed:
+                continue
+            try:
+                loaded = load_version(self.base_path, version)
+            except Exception as e:  # a corrupt version must not take the server down
+                self._failed.add(version)
+                log.error("model %s: version %d at %s failed to load, skipped: %s",
+                          self.name, version, self.base_path, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                continue
+            with self._lock:
+                self._loaded[version] = loaded
+            log.info("model %s: version %d loaded", self.name, version)
+        if not any(v in self._loaded for v in wanted):
+            return  # nothing new could be loaded: keep serving what we have
+        with self._lock:
+            for version in [v for v in self._loaded if v not in wanted]:
+                del self._loaded[version]
+                log.info("model %s: version %d unloaded", self.name, version)
+
+    def start(self) -> None:
+        self.refresh()
+        self._thread = threading.Thread(target=self._poll, name=f"poll-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=self.poll_interval + 1)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_interval):
+            try:
+                self.refresh()
+            except Exception:  # keep polling whatever the filesystem does
+                log.exception("model %s: scanning %s failed", self.name, self.base_path)
+
+    def versions(self) -> List[int]:
+        with self._lock:
+            return sorted(self._loaded)
+
+    def get(self, version: Optional[int] = None) -> LoadedVersion:
+        with self._lock:
+            if not self._loaded:
+                raise VersionNotFound(f"Servable not found for request: Latest({self.name})")
+            if version is None:
+                return self._loaded[max(self._loaded)]
+            if version not in self._loaded:
+                raise VersionNotFound(f"Servable not found for request: Specific({self.name}, {version})")
+            return self._loaded[version]
