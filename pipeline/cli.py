@@ -10,7 +10,6 @@ import os
 
 # TFX 1.16 needs Keras 2; this must be set before TensorFlow is first imported.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
@@ -137,7 +136,7 @@ def cmd_run(args) -> int:
 
     print(f"running pipeline {config.pipeline_name!r} on {args.data_root} (model {args.model}); "
           f"outputs in {args.output_dir}", flush=True)
-    local_runner.run(config)
+    local_runner.run(config, quiet=not args.verbose)
     summary = run_summary.latest(config)
     print(summary.describe())
     return 0 if summary.blessed else EXIT_NOT_BLESSED
@@ -211,6 +210,7 @@ def _quiet_libraries() -> None:
     import logging
     import warnings
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow's first import
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)

@@ -11,11 +11,9 @@ from pipeline.pipeline import create_pipeline
 from pipeline.progress import component_progress
 
 
-def run(config: PipelineConfig, show_progress: bool = True) -> None:
+def run(config: PipelineConfig, quiet: bool = False) -> None:
+    """Runs to completion, printing a line per component; `quiet` also hides TFX's warnings."""
     os.makedirs(config.output_dir, exist_ok=True)
     pipeline = create_pipeline(config)
-    if not show_progress:
-        tfx.orchestration.LocalDagRunner().run(pipeline)
-        return
-    with component_progress(len(pipeline.components)):
+    with component_progress(len(pipeline.components), quiet=quiet):
         tfx.orchestration.LocalDagRunner().run(pipeline)

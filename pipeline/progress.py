@@ -15,11 +15,11 @@ _FINISHED = "Component %s is finished."
 
 
 class _ComponentProgress(logging.Filter):
-    """Prints the runner's component start/finish records; drops every other INFO record of absl's logger."""
+    """Prints the runner's component start/finish records; drops absl's other records below `min_level`."""
 
-    def __init__(self, total: int, stream: TextIO):
+    def __init__(self, total: int, stream: TextIO, min_level: int):
         super().__init__()
-        self._total, self._stream = total, stream
+        self._total, self._stream, self._min_level = total, stream, min_level
         self._started: Dict[str, float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -31,15 +31,16 @@ class _ComponentProgress(logging.Filter):
             elapsed = time.monotonic() - self._started.get(record.args[0], time.monotonic())
             print(f"      {record.args[0]} done in {elapsed:.1f} s", file=self._stream, flush=True)
             return False
-        return record.levelno > logging.INFO
+        return record.levelno >= self._min_level
 
 
 @contextlib.contextmanager
-def component_progress(total: int, stream: TextIO = sys.stdout) -> Iterator[None]:
+def component_progress(total: int, stream: TextIO = sys.stdout, quiet: bool = False) -> Iterator[None]:
     # Through absl's verbosity, not Logger.setLevel: code inside the run saves and restores the
     # verbosity flag, which would otherwise silently reset the level mid-run.
     logger = logging.getLogger("absl")
-    progress, verbosity = _ComponentProgress(total, stream), absl_logging.get_verbosity()
+    progress = _ComponentProgress(total, stream, logging.ERROR if quiet else logging.WARNING)
+    verbosity = absl_logging.get_verbosity()
     logger.addFilter(progress)
     absl_logging.set_verbosity(absl_logging.INFO)
     try:
