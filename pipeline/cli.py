@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bless only models with eval RMSE below this (default %(default)s)")
     p.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
                    help="extra Beam pipeline argument, repeatable (e.g. --beam-arg=--direct_num_workers=2)")
+    env = os.environ.get
+    p.add_argument("--mlmd-mysql-host", default=env("RECSYS_MLMD_MYSQL_HOST"),
+                   help="record ML Metadata in this MySQL server instead of SQLite (env RECSYS_MLMD_MYSQL_HOST)")
+    p.add_argument("--mlmd-mysql-port", type=int, default=int(env("RECSYS_MLMD_MYSQL_PORT", "3306")))
+    p.add_argument("--mlmd-mysql-database", default=env("RECSYS_MLMD_MYSQL_DATABASE", "mlmd"))
+    p.add_argument("--mlmd-mysql-user", default=env("RECSYS_MLMD_MYSQL_USER", "root"),
+                   help="the password comes from env RECSYS_MLMD_MYSQL_PASSWORD only")
 
     p = sub.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines v2 / Vertex AI Pipelines")
     p.add_argument("--orchestrator", choices=[C.KUBEFLOW], default=C.KUBEFLOW)
@@ -130,6 +137,10 @@ def cmd_run(args) -> int:
         model_name=args.model_name,
         training=training,
         evaluation=dataclasses.replace(C.EvaluationConfig(), rmse_upper_bound=args.rmse_threshold),
+        mysql=(C.MySQLMetadata(host=args.mlmd_mysql_host, port=args.mlmd_mysql_port,
+                               database=args.mlmd_mysql_database, user=args.mlmd_mysql_user,
+                               password=os.environ.get("RECSYS_MLMD_MYSQL_PASSWORD", ""))
+               if args.mlmd_mysql_host else None),
         **({"beam_args": tuple(args.beam_arg)} if args.beam_arg else {}),
     )
     from pipeline import local_runner, run_summary

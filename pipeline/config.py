@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Tuple
+from typing import Optional, Tuple
 
 from components import features as F
 from components.training_config import TrainingConfig
@@ -28,6 +28,17 @@ class EvaluationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MySQLMetadata:
+    """An ML Metadata store in MySQL, shared by a team or a cluster (instead of the local SQLite file)."""
+
+    host: str
+    port: int = 3306
+    database: str = "mlmd"
+    user: str = "root"
+    password: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     data_root: str = DEFAULT_DATA_ROOT
     output_dir: str = DEFAULT_OUTPUT_DIR
@@ -44,6 +55,7 @@ class PipelineConfig:
     # per-run knobs (data root, training config, train steps, push destination) become runtime parameters.
     orchestrator: str = LOCAL
     train_steps: int = 0  # 0: whole epochs, as TrainingConfig.epochs says
+    mysql: Optional[MySQLMetadata] = None  # None: SQLite at metadata_path (ignored on Kubeflow)
 
     @property
     def pipeline_root(self) -> str:

@@ -12,6 +12,7 @@ from tfx import v1 as tfx
 from components import features as F
 from components.data_gate import DataGate
 from components.example_gen import RatingsExampleGen
+from pipeline import metadata
 from pipeline.config import KUBEFLOW, ORCHESTRATORS, EvaluationConfig, PipelineConfig
 
 PREPROCESSING_FN = "components.transform.preprocessing_fn"
@@ -139,9 +140,6 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             trainer, baseline_resolver, evaluator, pusher,
         ],
         enable_cache=config.enable_cache,
-        metadata_connection_config=(
-            None if config.orchestrator == KUBEFLOW
-            else tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
-        ),
+        metadata_connection_config=metadata.connection_config(config),
         beam_pipeline_args=list(config.beam_args),
     )

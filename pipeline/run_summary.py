@@ -9,6 +9,7 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from tfx import v1 as tfx
 
+from pipeline import metadata
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import RMSE
 
@@ -37,9 +38,7 @@ def _latest(store: metadata_store.MetadataStore, type_name: str):
 
 
 def latest(config: PipelineConfig) -> RunSummary:
-    store = metadata_store.MetadataStore(
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
-    )
+    store = metadata_store.MetadataStore(metadata.connection_config(config))
     evaluation = _latest(store, tfx.types.standard_artifacts.ModelEvaluation.TYPE_NAME)
     blessing = _latest(store, tfx.types.standard_artifacts.ModelBlessing.TYPE_NAME)
     pushed = _latest(store, tfx.types.standard_artifacts.PushedModel.TYPE_NAME)
