@@ -6,7 +6,7 @@ import contextlib
 import logging
 import sys
 import time
-from typing import Dict, Iterator, TextIO
+from typing import Dict, Iterator, TextIO, Tuple
 
 from absl import logging as absl_logging
 
@@ -14,13 +14,14 @@ _RUNNING = "Component %s is running."
 _FINISHED = "Component %s is finished."
 
 
-class _ComponentProgress(logging.Filter):
+class ComponentProgress(logging.Filter):
     """Prints the runner's component start/finish records; drops absl's other records below `min_level`."""
 
     def __init__(self, total: int, stream: TextIO, min_level: int):
         super().__init__()
         self._total, self._stream, self._min_level = total, stream, min_level
         self._started: Dict[str, float] = {}
+        self.windows: Dict[str, Tuple[float, float]] = {}  # component -> (start, end), time.monotonic()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg == _RUNNING:
@@ -28,23 +29,26 @@ class _ComponentProgress(logging.Filter):
             print(f"[{len(self._started)}/{self._total}] {record.args[0]} ...", file=self._stream, flush=True)
             return False
         if record.msg == _FINISHED:
-            elapsed = time.monotonic() - self._started.get(record.args[0], time.monotonic())
+            end = time.monotonic()
+            start = self._started.get(record.args[0], end)
+            self.windows[record.args[0]] = (start, end)
+            elapsed = end - start
             print(f"      {record.args[0]} done in {elapsed:.1f} s", file=self._stream, flush=True)
             return False
         return record.levelno >= self._min_level
 
 
 @contextlib.contextmanager
-def component_progress(total: int, stream: TextIO = sys.stdout, quiet: bool = False) -> Iterator[None]:
+def component_progress(total: int, stream: TextIO = sys.stdout, quiet: bool = False) -> Iterator[ComponentProgress]:
     # Through absl's verbosity, not Logger.setLevel: code inside the run saves and restores the
     # verbosity flag, which would otherwise silently reset the level mid-run.
     logger = logging.getLogger("absl")
-    progress = _ComponentProgress(total, stream, logging.ERROR if quiet else logging.WARNING)
+    progress = ComponentProgress(total, stream, logging.ERROR if quiet else logging.WARNING)
     verbosity = absl_logging.get_verbosity()
     logger.addFilter(progress)
     absl_logging.set_verbosity(absl_logging.INFO)
     try:
-        yield
+        yield progress
     finally:
         logger.removeFilter(progress)
         absl_logging.set_verbosity(verbosity)
