@@ -38,6 +38,8 @@ GENRES_INDEX = transformed_name(GENRES)
 TITLE_XF = transformed_name(TITLE)
 YEAR_XF = transformed_name(YEAR)
 LABEL_XF = transformed_name(RATING)
+# What models read for an item's content: genre multi-hot over the genre vocabulary (+ OOV).
+GENRES_MULTI_HOT = "genres_multi_hot"
 
 # Vocabulary files written by Transform and exported as assets with the model.
 USER_VOCAB = "user_id_vocab"

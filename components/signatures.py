@@ -1,21 +1,24 @@
-"""The exported model's serving signatures; each embeds the Transform graph, so requests carry raw ids."""
+"""The exported model's serving signatures; each embeds the Transform graph, so requests carry raw ids.
+
+The item catalogue (ids, titles, content features per vocabulary index) is saved with the model:
+`recommend` ranks it, and `predict` describes an item from its id. `serving_default` takes the item's
+attributes from the tf.Example when the client sends them (cold start for new items) and from the
+catalogue otherwise.
+"""
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from components import catalog as catalog_lib
 from components import features as F
 
 
 def _as_column(values: tf.Tensor) -> tf.Tensor:
     return tf.reshape(values, [-1, 1])
-
-
-def _rating(model: tf.keras.Model, transformed: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    return {F.RATING_OUTPUT: model(transformed)}
 
 
 def _serving_feature_spec(tft_output: tft.TFTransformOutput) -> Dict[str, tf.io.FixedLenFeature]:
@@ -30,49 +33,67 @@ def _serving_feature_spec(tft_output: tft.TFTransformOutput) -> Dict[str, tf.io.
     return spec
 
 
-def build(
-    model: tf.keras.Model,
-    tft_output: tft.TFTransformOutput,
-    item_titles: Sequence[bytes],
-) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+def _attach_catalog(model: tf.keras.Model, items: catalog_lib.Catalog) -> None:
+    """Variables on the model, so `model.save` stores them and the signatures can read them."""
+    model.catalog_item_ids = tf.Variable(items.item_ids, dtype=tf.string, trainable=False, name="catalog_item_ids")
+    model.catalog_titles = tf.Variable(list(items.titles), dtype=tf.string, trainable=False, name="catalog_titles")
+    model.catalog_genres = tf.Variable(items.genres, trainable=False, name="catalog_genres")
+    model.catalog_years = tf.Variable(items.years, trainable=False, name="catalog_years")
+
+
+def _catalog_features(model: tf.keras.Model, item_index: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Content features of items by vocabulary index; all-zero for the OOV bucket (an unknown item)."""
+    known = item_index < tf.cast(tf.shape(model.catalog_item_ids)[0], item_index.dtype)
+    safe = tf.where(known, item_index, tf.zeros_like(item_index))
+    mask = tf.cast(known, tf.float32)
+    return {
+        F.GENRES_MULTI_HOT: tf.gather(model.catalog_genres, safe) * mask[:, None],
+        F.YEAR_XF: tf.gather(model.catalog_years, safe) * mask,
+    }
+
+
+def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catalog_lib.Catalog):
     """Signatures keyed by name. Attaches what they need to `model` so `model.save` tracks it."""
     model.tft_layer = tft_output.transform_features_layer()
-    item_ids = tft_output.vocabulary_by_name(F.ITEM_VOCAB)
-    if len(item_ids) != len(item_titles):
-        raise ValueError(f"{len(item_ids)} vocabulary items but {len(item_titles)} titles")
-    model.catalog_item_ids = tf.Variable(item_ids, dtype=tf.string, trainable=False, name="catalog_item_ids")
-    model.catalog_titles = tf.Variable(list(item_titles), dtype=tf.string, trainable=False, name="catalog_titles")
+    if len(items.item_ids) != len(items.titles):
+        raise ValueError(f"{len(items.item_ids)} vocabulary items but {len(items.titles)} titles")
+    _attach_catalog(model, items)
     raw_spec = _serving_feature_spec(tft_output)
+    _, _, num_genres = catalog_lib.vocabulary_sizes(tft_output)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT)])
     def serve_examples(examples):
-        raw = tf.io.parse_example(examples, raw_spec)
-        return _rating(model, model.tft_layer(raw))
+        inputs = catalog_lib.model_inputs(model.tft_layer(tf.io.parse_example(examples, raw_spec)), num_genres)
+        fallback = _catalog_features(model, inputs[F.ITEM_INDEX])
+        described = tf.reduce_sum(inputs[F.GENRES_MULTI_HOT], axis=1) > 0  # the example carried genres
+        for key in (F.GENRES_MULTI_HOT, F.YEAR_XF):
+            choose = described[:, None] if key == F.GENRES_MULTI_HOT else described
+            inputs[key] = tf.where(choose, inputs[key], fallback[key])
+        return {F.RATING_OUTPUT: model(inputs)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT)])
     def transform_features(examples):
         return model.tft_layer(tf.io.parse_example(examples, raw_spec))
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name=F.USER_ID),
-            tf.TensorSpec([None], tf.string, name=F.ITEM_ID),
-        ]
-    )
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
+                                  tf.TensorSpec([None], tf.string, name=F.ITEM_ID)])
     def predict(user_id, item_id):
         transformed = model.tft_layer({F.USER_ID: _as_column(user_id), F.ITEM_ID: _as_column(item_id)})
-        return _rating(model, transformed)
+        inputs = catalog_lib.model_inputs(transformed, num_genres)
+        inputs.update(_catalog_features(model, inputs[F.ITEM_INDEX]))
+        return {F.RATING_OUTPUT: model(inputs)}
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name=F.USER_ID),
-            tf.TensorSpec([], tf.int32, name=F.K_INPUT),
-        ]
-    )
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
+                                  tf.TensorSpec([], tf.int32, name=F.K_INPUT)])
     def recommend(user_id, k):
         users = tf.reshape(model.tft_layer({F.USER_ID: _as_column(user_id)})[F.USER_INDEX], [-1])
         num_items = tf.shape(model.catalog_item_ids)[0]
-        scores = model.score_all_items(users, num_items)
+        candidates = {
+            F.ITEM_INDEX: tf.range(num_items, dtype=tf.int64),
+            F.GENRES_MULTI_HOT: model.catalog_genres,
+            F.YEAR_XF: model.catalog_years,
+        }
+        scores = model.score_all_items(users, candidates)
         top = tf.math.top_k(scores, k=tf.clip_by_value(k, 0, num_items))
         return {
             F.ITEMS_OUTPUT: tf.gather(model.catalog_item_ids, top.indices),

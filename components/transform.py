@@ -23,7 +23,7 @@ def preprocessing_fn(inputs):
             inputs[F.GENRES], num_oov_buckets=F.OOV_BUCKETS, vocab_filename=F.GENRE_VOCAB
         ),
         F.TITLE_XF: inputs[F.TITLE],
-        F.YEAR_XF: tf.cast(inputs[F.YEAR], tf.float32),
+        F.YEAR_XF: tft.scale_to_z_score(tf.cast(inputs[F.YEAR], tf.float32)),
     }
     if F.RATING in inputs:  # absent at serving time
         outputs[F.LABEL_XF] = inputs[F.RATING]

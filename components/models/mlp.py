@@ -1,36 +1,25 @@
 """Collaborative MLP (NCF style): user and item embeddings, concatenated, through a Dense stack.
 
-Unlike MF it can learn non-linear user-item interactions; the rating is still centred on the
-global mean so training starts from the baseline rather than from zero.
+Unlike MF it can learn non-linear user-item interactions; the rating is centred on the global
+mean so training starts from the baseline rather than from zero.
 """
 
 import tensorflow as tf
 
 from components import features as F
+from components.models.base import ModelDims, all_pairs, dense_stack, embedding
 from components.training_config import TrainingConfig
-
-FEATURE_KEYS = (F.USER_INDEX, F.ITEM_INDEX)
 
 
 class CollaborativeMLP(tf.keras.Model):
-    def __init__(self, num_users: int, num_items: int, global_mean: float, config: TrainingConfig):
+    def __init__(self, dims: ModelDims, config: TrainingConfig):
         super().__init__(name="mlp")
-        reg = tf.keras.regularizers.l2(config.l2)
-        init = tf.keras.initializers.RandomNormal(stddev=0.05, seed=config.seed)
-        self.user_embedding = tf.keras.layers.Embedding(
-            num_users, config.embedding_dim, embeddings_initializer=init, embeddings_regularizer=reg
-        )
-        self.item_embedding = tf.keras.layers.Embedding(
-            num_items, config.embedding_dim, embeddings_initializer=init, embeddings_regularizer=reg
-        )
-        self.hidden = [
-            tf.keras.layers.Dense(units, activation="relu", kernel_regularizer=reg) for units in config.hidden_units
-        ]
+        self.user_embedding = embedding(dims.num_users, config)
+        self.item_embedding = embedding(dims.num_items, config)
+        self.hidden = dense_stack(config)
         self.dropout = tf.keras.layers.Dropout(config.dropout, seed=config.seed)
         self.out = tf.keras.layers.Dense(1)
-        self.global_mean = tf.Variable(global_mean, dtype=tf.float32, trainable=False, name="global_mean")
-        self.user_embedding.build((None,))
-        self.item_embedding.build((None,))
+        self.global_mean = tf.Variable(dims.global_mean, dtype=tf.float32, trainable=False, name="global_mean")
 
     def _rate(self, user_vectors, item_vectors, training=False):
         x = tf.concat([user_vectors, item_vectors], axis=-1)
@@ -39,19 +28,15 @@ class CollaborativeMLP(tf.keras.Model):
         return tf.squeeze(self.out(x), -1) + self.global_mean
 
     def call(self, inputs, training=False):
-        users = tf.reshape(inputs[F.USER_INDEX], [-1])
-        items = tf.reshape(inputs[F.ITEM_INDEX], [-1])
-        return self._rate(self.user_embedding(users), self.item_embedding(items), training)
+        return self._rate(self.user_embedding(inputs[F.USER_INDEX]), self.item_embedding(inputs[F.ITEM_INDEX]),
+                          training)
 
-    def score_all_items(self, users, num_candidates):
-        """[batch, num_candidates]: every (user, item) pair through the MLP in one batched call."""
-        user_vectors = self.user_embedding(users)  # [B, D]
-        item_vectors = self.item_embedding.embeddings[:num_candidates]  # [N, D]
-        batch, n = tf.shape(user_vectors)[0], tf.shape(item_vectors)[0]
-        pairs_u = tf.repeat(user_vectors, n, axis=0)
-        pairs_i = tf.tile(item_vectors, [batch, 1])
-        return tf.reshape(self._rate(pairs_u, pairs_i), [batch, n])
+    def score_all_items(self, users, items):
+        """[batch, N]: every (user, item) pair through the MLP in one batched call."""
+        item_vectors = tf.gather(self.item_embedding.embeddings, items[F.ITEM_INDEX])
+        pair_users, pair_items = all_pairs(self.user_embedding(users), item_vectors)
+        return tf.reshape(self._rate(pair_users, pair_items), [tf.shape(users)[0], -1])
 
 
-def build(num_users: int, num_items: int, global_mean: float, config: TrainingConfig) -> tf.keras.Model:
-    return CollaborativeMLP(num_users, num_items, global_mean, config)
+def build(dims: ModelDims, config: TrainingConfig) -> tf.keras.Model:
+    return CollaborativeMLP(dims, config)

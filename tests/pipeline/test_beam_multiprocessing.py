@@ -24,9 +24,10 @@ def _transform_output(config: PipelineConfig) -> tft.TFTransformOutput:
 
 
 def _run_until_transform(config: PipelineConfig) -> tft.TFTransformOutput:
-    pipeline = create_pipeline(config)
-    pipeline.run_options = tfx_pipeline.RunOptions(to_nodes=["Transform"])  # a partial run: no training
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    # A partial run: everything upstream of Transform, no training.
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(config),
+                                           run_options=tfx_pipeline.RunOptions(to_nodes=["Transform"]))
+    assert not os.path.exists(os.path.join(config.pipeline_root, "Trainer"))
     return _transform_output(config)
 
 

@@ -1,0 +1,45 @@
+"""What every model shares: its table sizes, its initialisers, and all-pairs scoring for `recommend`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Tuple
+
+import tensorflow as tf
+
+from components import features as F
+from components.training_config import TrainingConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDims:
+    num_users: int  # vocabulary + OOV buckets
+    num_items: int  # vocabulary + OOV buckets
+    num_genres: int  # vocabulary + OOV buckets
+    global_mean: float
+
+
+def embedding(rows: int, config: TrainingConfig, dim: int = 0) -> tf.keras.layers.Embedding:
+    layer = tf.keras.layers.Embedding(
+        rows, dim or config.embedding_dim,
+        embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.05, seed=config.seed),
+        embeddings_regularizer=tf.keras.regularizers.l2(config.l2),
+    )
+    layer.build((None,))  # score_all_items reads the table before any call
+    return layer
+
+
+def dense_stack(config: TrainingConfig):
+    reg = tf.keras.regularizers.l2(config.l2)
+    return [tf.keras.layers.Dense(units, activation="relu", kernel_regularizer=reg) for units in config.hidden_units]
+
+
+def all_pairs(user_vectors: tf.Tensor, item_vectors: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Row b*N+i pairs user b with item i: [B*N, Du] and [B*N, Di]."""
+    batch, n = tf.shape(user_vectors)[0], tf.shape(item_vectors)[0]
+    return tf.repeat(user_vectors, n, axis=0), tf.tile(item_vectors, [batch, 1])
+
+
+def content_features(inputs) -> tf.Tensor:
+    """An item's content as one vector: genre multi-hot and the scaled year."""
+    return tf.concat([inputs[F.GENRES_MULTI_HOT], tf.reshape(inputs[F.YEAR_XF], [-1, 1])], axis=-1)

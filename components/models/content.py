@@ -1,0 +1,42 @@
+"""Content-based MLP: a user embedding and the item's attributes (genres, year), through a Dense stack.
+
+The item is described only by its content, never by its id, so an item nobody rated in training is
+scored as well as any other with the same attributes (item cold start).
+"""
+
+import tensorflow as tf
+
+from components.models.base import ModelDims, all_pairs, content_features, dense_stack, embedding
+from components import features as F
+from components.training_config import TrainingConfig
+
+
+class ContentMLP(tf.keras.Model):
+    def __init__(self, dims: ModelDims, config: TrainingConfig):
+        super().__init__(name="content")
+        self.user_embedding = embedding(dims.num_users, config)
+        self.item_tower = tf.keras.layers.Dense(
+            config.embedding_dim, activation="relu", kernel_regularizer=tf.keras.regularizers.l2(config.l2))
+        self.hidden = dense_stack(config)
+        self.dropout = tf.keras.layers.Dropout(config.dropout, seed=config.seed)
+        self.out = tf.keras.layers.Dense(1)
+        self.global_mean = tf.Variable(dims.global_mean, dtype=tf.float32, trainable=False, name="global_mean")
+
+    def _rate(self, user_vectors, item_vectors, training=False):
+        x = tf.concat([user_vectors, item_vectors], axis=-1)
+        for layer in self.hidden:
+            x = self.dropout(layer(x), training=training)
+        return tf.squeeze(self.out(x), -1) + self.global_mean
+
+    def call(self, inputs, training=False):
+        return self._rate(self.user_embedding(inputs[F.USER_INDEX]), self.item_tower(content_features(inputs)),
+                          training)
+
+    def score_all_items(self, users, items):
+        """[batch, N]: the item tower runs once per catalogue item, then every pair through the stack."""
+        pair_users, pair_items = all_pairs(self.user_embedding(users), self.item_tower(content_features(items)))
+        return tf.reshape(self._rate(pair_users, pair_items), [tf.shape(users)[0], -1])
+
+
+def build(dims: ModelDims, config: TrainingConfig) -> tf.keras.Model:
+    return ContentMLP(dims, config)

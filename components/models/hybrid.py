@@ -1,0 +1,43 @@
+"""Hybrid (NeuMF style): a GMF branch (user ⊙ item embeddings) fused with an MLP branch that also reads
+the item's content, so collaborative signal and attributes both shape the rating.
+"""
+
+import tensorflow as tf
+
+from components import features as F
+from components.models.base import ModelDims, all_pairs, content_features, dense_stack, embedding
+from components.training_config import TrainingConfig
+
+
+class NeuMF(tf.keras.Model):
+    def __init__(self, dims: ModelDims, config: TrainingConfig):
+        super().__init__(name="hybrid")
+        self.gmf_user, self.gmf_item = embedding(dims.num_users, config), embedding(dims.num_items, config)
+        self.mlp_user, self.mlp_item = embedding(dims.num_users, config), embedding(dims.num_items, config)
+        self.hidden = dense_stack(config)
+        self.dropout = tf.keras.layers.Dropout(config.dropout, seed=config.seed)
+        self.out = tf.keras.layers.Dense(1)
+        self.global_mean = tf.Variable(dims.global_mean, dtype=tf.float32, trainable=False, name="global_mean")
+
+    def _rate(self, gmf_u, gmf_i, mlp_u, mlp_i, content, training=False):
+        x = tf.concat([mlp_u, mlp_i, content], axis=-1)
+        for layer in self.hidden:
+            x = self.dropout(layer(x), training=training)
+        return tf.squeeze(self.out(tf.concat([gmf_u * gmf_i, x], axis=-1)), -1) + self.global_mean
+
+    def call(self, inputs, training=False):
+        users, items = inputs[F.USER_INDEX], inputs[F.ITEM_INDEX]
+        return self._rate(self.gmf_user(users), self.gmf_item(items), self.mlp_user(users), self.mlp_item(items),
+                          content_features(inputs), training)
+
+    def score_all_items(self, users, items):
+        """[batch, N]: every (user, item) pair through both branches in one batched call."""
+        index = items[F.ITEM_INDEX]
+        gmf_u, gmf_i = all_pairs(self.gmf_user(users), tf.gather(self.gmf_item.embeddings, index))
+        mlp_u, mlp_i = all_pairs(self.mlp_user(users), tf.gather(self.mlp_item.embeddings, index))
+        content = tf.tile(content_features(items), [tf.shape(users)[0], 1])  # same row order as all_pairs
+        return tf.reshape(self._rate(gmf_u, gmf_i, mlp_u, mlp_i, content), [tf.shape(users)[0], -1])
+
+
+def build(dims: ModelDims, config: TrainingConfig) -> tf.keras.Model:
+    return NeuMF(dims, config)
