@@ -136,3 +136,35 @@ def test_out_of_range_ratings_stop_the_run_before_transform(tiny_data, tmp_path,
     assert "feature 'rating': Out-of-range values" in err[-1]
     assert not (out / "pipeline_root" / "Transform").exists()
     assert _versions(str(out / "serving" / F.DEFAULT_MODEL_NAME)) == []
+
+
+def _example(user, item, genres=(), year=None):
+    feature = {F.USER_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[user.encode()])),
+               F.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[item.encode()]))}
+    if genres:
+        feature[F.GENRES] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[g.encode() for g in genres]))
+    if year:
+        feature[F.YEAR] = tf.train.Feature(int64_list=tf.train.Int64List(value=[year]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def test_hybrid_model_uses_catalogue_features_and_request_features_for_new_items(tiny_data, tmp_path):
+    from components.training_config import TrainingConfig
+    from pipeline.config import PipelineConfig
+
+    config = PipelineConfig(data_root=tiny_data, output_dir=str(tmp_path),
+                            training=TrainingConfig(model="hybrid", epochs=3, batch_size=256, learning_rate=0.01))
+    local_runner.run(config, quiet=True)
+    (version,) = _versions(config.serving_dir)
+    model = tf.saved_model.load(os.path.join(config.serving_dir, version))
+    known = model.signatures[F.PREDICT](user_id=tf.constant(["u00001"]), item_id=tf.constant(["i00001"]))
+    examples = tf.constant([
+        _example("u00001", "i00001"),  # known item, no attributes sent: the catalogue's are used
+        _example("u00001", "brand-new-1", ["Drama", "Romance"], 1990),
+        _example("u00001", "brand-new-2", ["Horror", "War"], 1990),
+    ])
+    ratings = model.signatures[F.SERVING_DEFAULT](examples=examples)[F.RATING_OUTPUT].numpy()
+    np.testing.assert_allclose(ratings[0], known[F.RATING_OUTPUT].numpy()[0], rtol=1e-5)
+    assert np.all(np.isfinite(ratings)) and abs(ratings[1] - ratings[2]) > 1e-3
+    top = model.signatures[F.RECOMMEND](user_id=tf.constant(["u00001"]), k=tf.constant(3))
+    assert top[F.ITEMS_OUTPUT].shape == (1, 3)
