@@ -61,3 +61,7 @@ TITLES_OUTPUT = "titles"
 SCORES_OUTPUT = "scores"
 
 DEFAULT_MODEL_NAME = "recsys"
+
+# Optional user attributes (written by the MovieLens importer when the source has them).
+USERS_FILE = "users.csv"
+USER_COLUMNS = (USER_ID, "gender", "age", "occupation", "zip_code")

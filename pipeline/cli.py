@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-items", type=int, default=2000)
     p.add_argument("--seed", type=int, default=42)
 
+    p = sub.add_parser("import-movielens", help="convert a MovieLens download you have into the canonical layout")
+    p.add_argument("src", help="directory of ml-100k, ml-1m, ml-latest or ml-latest-small files")
+    p.add_argument("dest", help="directory to write interactions.csv, items.csv (and users.csv) into")
+    p.add_argument("--split", help="ml-100k predefined split (u1..u5, ua, ub): writes DEST/train and DEST/test")
+
     p = sub.add_parser("run", help="run the TFX pipeline with the LocalDagRunner")
     p.add_argument("--data-root", default=C.DEFAULT_DATA_ROOT, help="directory with interactions.csv and items.csv")
     p.add_argument("--output-dir", default=C.DEFAULT_OUTPUT_DIR, help="pipeline root, ML Metadata and serving dir")
@@ -109,6 +114,18 @@ def cmd_sample(args) -> int:
                                 num_ratings=args.num_ratings, seed=args.seed)
     counts = synthetic.generate(args.out, spec)
     print(f"wrote {counts['interactions']} ratings of {counts['users']} users on {counts['items']} items to {args.out}")
+    return 0
+
+
+def cmd_import_movielens(args) -> int:
+    from data import movielens
+
+    try:
+        result = movielens.import_movielens(args.src, args.dest, split=args.split)
+    except movielens.MovieLensImportError as e:
+        raise CliError(str(e)) from None
+    counts = ", ".join(f"{n} ratings ({part})" if part != "all" else f"{n} ratings" for part, n in result.interactions.items())
+    print(f"imported {result.format}: {counts}, {result.items} items, {result.users} users into {args.dest}")
     return 0
 
 
@@ -208,6 +225,7 @@ def cmd_recommend(args) -> int:
 
 COMMANDS = {
     "sample": cmd_sample,
+    "import-movielens": cmd_import_movielens,
     "run": cmd_run,
     "compile": cmd_compile,
     "serve": cmd_serve,
