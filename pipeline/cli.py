@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
     p.add_argument("--embedding-dim", type=int, default=TrainingConfig.embedding_dim)
     p.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
+    p.add_argument("--split", choices=["hash", "time", "user-time"], default=C.PipelineConfig.split,
+                   help="train/eval split: hash (default), time (newest 10%% overall to eval), "
+                        "user-time (each user's newest 10%% to eval)")
     p.add_argument("--rmse-threshold", type=float, default=C.EvaluationConfig.rmse_upper_bound,
                    help="bless only models with eval RMSE below this (default %(default)s)")
     p.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
@@ -152,6 +155,7 @@ def cmd_run(args) -> int:
         data_root=os.path.abspath(args.data_root),
         output_dir=os.path.abspath(args.output_dir),
         model_name=args.model_name,
+        split=args.split,
         training=training,
         evaluation=dataclasses.replace(C.EvaluationConfig(), rmse_upper_bound=args.rmse_threshold),
         mysql=(C.MySQLMetadata(host=args.mlmd_mysql_host, port=args.mlmd_mysql_port,

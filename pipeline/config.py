@@ -45,6 +45,9 @@ class PipelineConfig:
     pipeline_name: str = "recsys"
     model_name: str = F.DEFAULT_MODEL_NAME
     schema_path: str = DEFAULT_SCHEMA
+    # hash (TFX's hash buckets), time (newest interactions overall are eval) or user-time (each user's
+    # newest); the buckets give the eval fraction for all three (1 of 9+1 = 10 %).
+    split: str = "hash"
     train_hash_buckets: int = 9
     eval_hash_buckets: int = 1
     training: TrainingConfig = TrainingConfig()
@@ -56,6 +59,10 @@ class PipelineConfig:
     orchestrator: str = LOCAL
     train_steps: int = 0  # 0: whole epochs, as TrainingConfig.epochs says
     mysql: Optional[MySQLMetadata] = None  # None: SQLite at metadata_path (ignored on Kubeflow)
+
+    @property
+    def eval_fraction(self) -> float:
+        return self.eval_hash_buckets / (self.train_hash_buckets + self.eval_hash_buckets)
 
     @property
     def pipeline_root(self) -> str:

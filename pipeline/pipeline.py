@@ -11,7 +11,7 @@ from tfx import v1 as tfx
 
 from components import features as F
 from components.data_gate import DataGate
-from components.example_gen import RatingsExampleGen
+from components.example_gen import RatingsExampleGen, split_custom_config
 from pipeline import metadata
 from pipeline.config import KUBEFLOW, ORCHESTRATORS, EvaluationConfig, PipelineConfig
 
@@ -94,6 +94,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
                 ]
             )
         ),
+        custom_config=split_custom_config(config.split, config.eval_fraction),
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)

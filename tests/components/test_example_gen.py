@@ -54,3 +54,68 @@ def test_malformed_row_fails_the_beam_job_naming_the_file(tmp_path):
         with beam.Pipeline() as p:
             _ = p | _JoinedRatingsToExample({"input_base": str(tmp_path)}, F.INTERACTIONS_FILE)
 
+
+
+def _check_splits(root, kind, check, eval_fraction=0.25):
+    """Runs the executor's split on Beam and hands `check` {split name: [(user, timestamp), ...]}."""
+    from google.protobuf import json_format
+    from tfx.proto import example_gen_pb2
+
+    from components.example_gen import Executor, split_custom_config
+
+    exec_properties = {
+        "input_base": str(root),
+        "input_config": json_format.MessageToJson(example_gen_pb2.Input(
+            splits=[example_gen_pb2.Input.Split(name="single_split", pattern=F.INTERACTIONS_FILE)])),
+        "output_config": json_format.MessageToJson(example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
+            splits=[example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=3),
+                    example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1)]))),
+        "custom_config": json_format.MessageToJson(split_custom_config(kind, eval_fraction)),
+    }
+
+    def matcher(rows):
+        grouped = {}
+        for name, user, ts in rows:
+            grouped.setdefault(name, []).append((user, ts))
+        check(grouped)
+
+    with beam.Pipeline() as p:
+        splits = Executor().GenerateExamplesByBeam(p, exec_properties)
+        tagged = [examples | f"Tag{name}" >> beam.Map(
+            lambda e, n=name: (n, _values(e, F.USER_ID)[0], _values(e, F.TIMESTAMP)[0]))
+            for name, examples in splits.items()]
+        assert_that(tagged | beam.Flatten(), matcher)
+
+
+def _history(users=6, per_user=8):
+    rows = ["user_id,item_id,rating,timestamp"]
+    for u in range(users):
+        for k in range(per_user):  # interleaved clocks: users' histories overlap in time
+            rows.append(f"u{u},i{(u + k) % 2 + 1},3.0,{1000 + 37 * k + 11 * u}")
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize("kind", ["user-time", "time"])
+def test_time_splits_put_every_eval_interaction_after_the_users_train_interactions(tmp_path, kind):
+    _write(tmp_path, interactions=_history())
+
+    def check(splits):
+        assert sum(len(v) for v in splits.values()) == 48 and len(splits["eval"]) > 0
+        users = {u for u, _ in splits["train"]}
+        for user in users:
+            train_times = [t for u, t in splits["train"] if u == user]
+            eval_times = [t for u, t in splits["eval"] if u == user]
+            assert all(e > t for e in eval_times for t in train_times), (user, train_times, eval_times)
+        if kind == "user-time":  # 25 % of each user's 8 ratings
+            assert {sum(1 for u, _ in splits["eval"] if u == user) for user in users} == {2}
+        else:  # one global cut-off
+            assert max(t for _, t in splits["train"]) < min(t for _, t in splits["eval"])
+
+    _check_splits(tmp_path, kind, check)
+
+
+def test_unknown_split_is_refused():
+    from components.example_gen import split_custom_config
+
+    with pytest.raises(ValueError, match="unknown split 'random'"):
+        split_custom_config("random", 0.1)
