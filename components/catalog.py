@@ -24,6 +24,10 @@ class Catalog:
     titles: np.ndarray  # [N] object (bytes)
     genres: np.ndarray  # [N, num_genres] float32 multi-hot
     years: np.ndarray  # [N] float32, as Transform scaled them
+    # Items each user rated in training, as ragged rows by user index (OOV row included, empty):
+    # user u rated rated_items[rated_row_splits[u]:rated_row_splits[u + 1]].
+    rated_row_splits: np.ndarray  # [num_users + 1] int64
+    rated_items: np.ndarray  # [pairs] int64
 
 
 def vocabulary_sizes(tft_output: tft.TFTransformOutput) -> Tuple[int, int, int]:
@@ -54,7 +58,7 @@ def model_inputs(transformed: Dict[str, tf.Tensor], num_genres: int) -> Dict[str
 def build(file_pattern: List[str], data_accessor: tfx.components.DataAccessor,
           tft_output: tft.TFTransformOutput) -> Tuple[float, Catalog]:
     """The training split's global mean rating and the catalogue of the item vocabulary."""
-    _, num_items_oov, num_genres = vocabulary_sizes(tft_output)
+    num_users, _, num_genres = vocabulary_sizes(tft_output)
     item_ids = tft_output.vocabulary_by_name(F.ITEM_VOCAB)
     n = len(item_ids)
     titles = np.full(n, b"", dtype=object)
@@ -64,11 +68,14 @@ def build(file_pattern: List[str], data_accessor: tfx.components.DataAccessor,
         file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=8192, num_epochs=1, shuffle=False),
         tft_output.transformed_metadata.schema)
     total, count = 0.0, 0
+    rated_users, rated_items = [], []
     for batch in dataset:
         labels = batch[F.LABEL_XF].numpy().reshape(-1)
         total, count = total + float(labels.sum()), count + labels.size
         items = batch[F.ITEM_INDEX].numpy().reshape(-1)
         known = items < n
+        rated_users.append(batch[F.USER_INDEX].numpy().reshape(-1)[known])
+        rated_items.append(items[known])
         titles[items[known]] = batch[F.TITLE_XF].numpy().reshape(-1)[known]
         years[items[known]] = batch[F.YEAR_XF].numpy().reshape(-1)[known]
         sparse = _as_sparse(batch[F.GENRES_INDEX])
@@ -77,4 +84,6 @@ def build(file_pattern: List[str], data_accessor: tfx.components.DataAccessor,
         genres[value_items[keep], sparse.values.numpy()[keep]] = 1.0
     if count == 0:
         raise ValueError("the training split is empty")
-    return total / count, Catalog(item_ids, titles, genres, years)
+    pairs = np.unique(np.stack([np.concatenate(rated_users), np.concatenate(rated_items)], axis=1), axis=0)
+    row_splits = np.searchsorted(pairs[:, 0], np.arange(num_users + 1)).astype(np.int64)
+    return total / count, Catalog(item_ids, titles, genres, years, row_splits, pairs[:, 1].astype(np.int64))

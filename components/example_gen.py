@@ -5,7 +5,8 @@ are a Beam side input, which keeps the join distributed: interactions are never 
 
 Splits: TFX's hash split by default; or by time, as recommenders are judged in production (train
 on the past, evaluate on the future): `time` puts the newest interactions overall in eval (a global
-cut-off), `user-time` the newest of each user.
+cut-off), `user-time` the newest of each user, `leave-last-one-out` each user's single newest rating
+(the usual protocol for top-k metrics).
 """
 
 from __future__ import annotations
@@ -124,8 +125,8 @@ def _JoinedRatingsToExample(  # pylint: disable=invalid-name
     )
 
 
-SPLIT_HASH, SPLIT_TIME, SPLIT_USER_TIME = "hash", "time", "user-time"
-SPLITS = (SPLIT_HASH, SPLIT_TIME, SPLIT_USER_TIME)
+SPLIT_HASH, SPLIT_TIME, SPLIT_USER_TIME, SPLIT_LAST_ONE = "hash", "time", "user-time", "leave-last-one-out"
+SPLITS = (SPLIT_HASH, SPLIT_TIME, SPLIT_USER_TIME, SPLIT_LAST_ONE)
 
 
 def split_custom_config(kind: str, eval_fraction: float) -> example_gen_pb2.CustomConfig:
@@ -158,11 +159,12 @@ def _user(example: tf.train.Example) -> bytes:
     return example.features.feature[F.USER_ID].bytes_list.value[0]
 
 
-def _newest_of_user(keyed: Tuple[bytes, Iterable[tf.train.Example]], eval_fraction: float):
-    """(is_eval, example) for one user's history: the newest fraction is eval, ties never straddle."""
+def _newest_of_user(keyed: Tuple[bytes, Iterable[tf.train.Example]], eval_fraction: float, last_one: bool):
+    """(is_eval, example) for one user's history: the newest fraction (or the newest one) is eval;
+    ratings that share a timestamp are never split between train and eval."""
     _, examples = keyed
     history = sorted(examples, key=_timestamp)
-    n_eval = math.ceil(len(history) * eval_fraction) if len(history) > 1 else 0
+    n_eval = (1 if last_one else math.ceil(len(history) * eval_fraction)) if len(history) > 1 else 0
     cutoff = _timestamp(history[-n_eval]) if n_eval else None
     first_eval = next((i for i, e in enumerate(history) if cutoff is not None and _timestamp(e) >= cutoff),
                       len(history))
@@ -189,11 +191,11 @@ class Executor(BaseExampleGenExecutor):
         train_name, eval_name = example_gen_utils.generate_output_split_names(input_config, output_config)
         examples = pipeline | "InputToRecord" >> _JoinedRatingsToExample(  # pylint: disable=no-value-for-parameter
             exec_properties, input_config.splits[0].pattern)
-        if kind == SPLIT_USER_TIME:
+        if kind in (SPLIT_USER_TIME, SPLIT_LAST_ONE):
             tagged = (examples
                       | "KeyByUser" >> beam.Map(lambda e: (_user(e), e))
                       | "GroupByUser" >> beam.GroupByKey()
-                      | "NewestPerUser" >> beam.FlatMap(_newest_of_user, eval_fraction))
+                      | "NewestPerUser" >> beam.FlatMap(_newest_of_user, eval_fraction, kind == SPLIT_LAST_ONE))
         else:
             cutoff = (examples
                       | "Timestamps" >> beam.Map(_timestamp)

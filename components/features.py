@@ -55,6 +55,7 @@ TRANSFORM_FEATURES = "transform_features"  # serialized tf.Example -> transforme
 
 EXAMPLES_INPUT = "examples"
 K_INPUT = "k"
+EXCLUDE_RATED_INPUT = "exclude_rated"  # recommend: drop items the user rated in training
 RATING_OUTPUT = "rating"
 ITEMS_OUTPUT = "item_ids"
 TITLES_OUTPUT = "titles"

@@ -1,7 +1,8 @@
 """The exported model's serving signatures; each embeds the Transform graph, so requests carry raw ids.
 
 The item catalogue (ids, titles, content features per vocabulary index) is saved with the model:
-`recommend` ranks it, and `predict` describes an item from its id. `serving_default` takes the item's
+`recommend` ranks it (optionally without the items each user rated in training, also saved with the
+model), and `predict` describes an item from its id. `serving_default` takes the item's
 attributes from the tf.Example when the client sends them (cold start for new items) and from the
 catalogue otherwise.
 """
@@ -39,6 +40,16 @@ def _attach_catalog(model: tf.keras.Model, items: catalog_lib.Catalog) -> None:
     model.catalog_titles = tf.Variable(list(items.titles), dtype=tf.string, trainable=False, name="catalog_titles")
     model.catalog_genres = tf.Variable(items.genres, trainable=False, name="catalog_genres")
     model.catalog_years = tf.Variable(items.years, trainable=False, name="catalog_years")
+    model.rated_row_splits = tf.Variable(items.rated_row_splits, trainable=False, name="rated_row_splits")
+    model.rated_items = tf.Variable(items.rated_items, trainable=False, name="rated_items")
+
+
+def _exclude_rated(model: tf.keras.Model, users: tf.Tensor, scores: tf.Tensor) -> tf.Tensor:
+    """Scores with each user's training items set to -inf: a sparse scatter, not a dense mask."""
+    rated = tf.gather(tf.RaggedTensor.from_row_splits(model.rated_items, model.rated_row_splits), users)
+    batch_rows = tf.repeat(tf.range(tf.shape(users)[0], dtype=tf.int64), rated.row_lengths())
+    indices = tf.stack([batch_rows, rated.flat_values], axis=1)
+    return tf.tensor_scatter_nd_update(scores, indices, tf.fill([tf.shape(indices)[0]], float("-inf")))
 
 
 def _catalog_features(model: tf.keras.Model, item_index: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -84,8 +95,9 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
         return {F.RATING_OUTPUT: model(inputs)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
-                                  tf.TensorSpec([], tf.int32, name=F.K_INPUT)])
-    def recommend(user_id, k):
+                                  tf.TensorSpec([], tf.int32, name=F.K_INPUT),
+                                  tf.TensorSpec([], tf.bool, name=F.EXCLUDE_RATED_INPUT)])
+    def recommend(user_id, k, exclude_rated):
         users = tf.reshape(model.tft_layer({F.USER_ID: _as_column(user_id)})[F.USER_INDEX], [-1])
         num_items = tf.shape(model.catalog_item_ids)[0]
         candidates = {
@@ -94,6 +106,7 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
             F.YEAR_XF: model.catalog_years,
         }
         scores = model.score_all_items(users, candidates)
+        scores = tf.cond(exclude_rated, lambda: _exclude_rated(model, users, scores), lambda: scores)
         top = tf.math.top_k(scores, k=tf.clip_by_value(k, 0, num_items))
         return {
             F.ITEMS_OUTPUT: tf.gather(model.catalog_item_ids, top.indices),

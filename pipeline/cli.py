@@ -65,9 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
     p.add_argument("--embedding-dim", type=int, default=TrainingConfig.embedding_dim)
     p.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
-    p.add_argument("--split", choices=["hash", "time", "user-time"], default=C.PipelineConfig.split,
+    p.add_argument("--split", choices=["hash", "time", "user-time", "leave-last-one-out"],
+                   default=C.PipelineConfig.split,
                    help="train/eval split: hash (default), time (newest 10%% overall to eval), "
-                        "user-time (each user's newest 10%% to eval)")
+                        "user-time (each user's newest 10%% to eval), leave-last-one-out (each user's newest)")
     p.add_argument("--rmse-threshold", type=float, default=C.EvaluationConfig.rmse_upper_bound,
                    help="bless only models with eval RMSE below this (default %(default)s)")
     p.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
@@ -79,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlmd-mysql-database", default=env("RECSYS_MLMD_MYSQL_DATABASE", "mlmd"))
     p.add_argument("--mlmd-mysql-user", default=env("RECSYS_MLMD_MYSQL_USER", "root"),
                    help="the password comes from env RECSYS_MLMD_MYSQL_PASSWORD only")
+
+    p = sub.add_parser("benchmark", help="train every model through the pipeline and compare them on held-out data")
+    p.add_argument("--data-root", default=C.DEFAULT_DATA_ROOT)
+    p.add_argument("--test-file", help="held-out interactions.csv (e.g. an imported ml-100k u1 test part); "
+                                       "default: leave-last-one-out per user")
+    p.add_argument("--models", default="mf,mlp,content,hybrid", help="comma-separated (default %(default)s)")
+    p.add_argument("--output-dir", default=os.path.join(C.DEFAULT_OUTPUT_DIR, "benchmark"))
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=TrainingConfig.epochs)
 
     p = sub.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines v2 / Vertex AI Pipelines")
     p.add_argument("--orchestrator", choices=[C.KUBEFLOW], default=C.KUBEFLOW)
@@ -106,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recommend", help="ask the server for a user's top-k items")
     p.add_argument("--user", required=True)
     p.add_argument("--k", type=int, default=10)
+    p.add_argument("--include-rated", action="store_true", help="also rank items the user rated in training")
     _add_client_args(p)
     return parser
 
@@ -174,6 +185,30 @@ def cmd_run(args) -> int:
     return 0 if summary.blessed else EXIT_NOT_BLESSED
 
 
+def cmd_benchmark(args) -> int:
+    from components import models
+
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    try:
+        for name in names:
+            models.get(name)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    if not os.path.isdir(args.data_root):
+        raise CliError(f"data root {args.data_root!r} is not a directory")
+    if args.test_file and not os.path.isfile(args.test_file):
+        raise CliError(f"test file {args.test_file!r} not found")
+    from pipeline import quality
+
+    result = quality.run(os.path.abspath(args.data_root), os.path.abspath(args.output_dir), names,
+                         test_file=args.test_file, k=args.k,
+                         training=dataclasses.replace(TrainingConfig(), epochs=args.epochs))
+    json_path, md_path = quality.write(result, args.output_dir)
+    print(quality.to_markdown(result))
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
 def cmd_compile(args) -> int:
     from components import models
 
@@ -220,7 +255,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_recommend(args) -> int:
-    recommendations = _client(args).recommend(args.user, k=args.k)
+    recommendations = _client(args).recommend(args.user, k=args.k, exclude_rated=not args.include_rated)
     print(f"top {len(recommendations)} items for user {args.user}:")
     for rank, rec in enumerate(recommendations, 1):
         print(f"{rank:>3}. {rec.item_id:<10} {rec.score:6.3f}  {rec.title}")
@@ -232,6 +267,7 @@ COMMANDS = {
     "import-movielens": cmd_import_movielens,
     "run": cmd_run,
     "compile": cmd_compile,
+    "benchmark": cmd_benchmark,
     "serve": cmd_serve,
     "predict": cmd_predict,
     "recommend": cmd_recommend,

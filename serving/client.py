@@ -105,10 +105,12 @@ class RecsysClient:
     def predict(self, user_id: str, item_id: str) -> float:
         return self.predict_many([(user_id, item_id)])[0]
 
-    def recommend(self, user_id: str, k: int = 10) -> List[Recommendation]:
+    def recommend(self, user_id: str, k: int = 10, exclude_rated: bool = True) -> List[Recommendation]:
+        """Top-k items; by default without the items the user already rated in training."""
         out = self._predict(F.RECOMMEND, {
             F.USER_ID: tf.make_tensor_proto([user_id], dtype=tf.string),
             F.K_INPUT: tf.make_tensor_proto(k, dtype=tf.int32),
+            F.EXCLUDE_RATED_INPUT: tf.make_tensor_proto(exclude_rated, dtype=tf.bool),
         })
         return [
             Recommendation(item.decode("utf-8"), title.decode("utf-8"), float(score))

@@ -95,7 +95,7 @@ def _history(users=6, per_user=8):
     return "\n".join(rows) + "\n"
 
 
-@pytest.mark.parametrize("kind", ["user-time", "time"])
+@pytest.mark.parametrize("kind", ["user-time", "time", "leave-last-one-out"])
 def test_time_splits_put_every_eval_interaction_after_the_users_train_interactions(tmp_path, kind):
     _write(tmp_path, interactions=_history())
 
@@ -106,8 +106,9 @@ def test_time_splits_put_every_eval_interaction_after_the_users_train_interactio
             train_times = [t for u, t in splits["train"] if u == user]
             eval_times = [t for u, t in splits["eval"] if u == user]
             assert all(e > t for e in eval_times for t in train_times), (user, train_times, eval_times)
-        if kind == "user-time":  # 25 % of each user's 8 ratings
-            assert {sum(1 for u, _ in splits["eval"] if u == user) for user in users} == {2}
+        if kind != "time":  # 25 % of each user's 8 ratings, or the newest one
+            expected = {"user-time": 2, "leave-last-one-out": 1}[kind]
+            assert {sum(1 for u, _ in splits["eval"] if u == user) for user in users} == {expected}
         else:  # one global cut-off
             assert max(t for _, t in splits["train"]) < min(t for _, t in splits["eval"])
 

@@ -45,8 +45,18 @@ def _inputs(u, i, item_genres, item_years):
     return {F.USER_INDEX: u, F.ITEM_INDEX: i, F.GENRES_MULTI_HOT: item_genres[i], F.YEAR_XF: item_years[i]}
 
 
+@pytest.fixture(scope="module")
+def bias_baseline_rmse(ratings):
+    from pipeline.quality import baselines
+
+    u, i, y, *_ = ratings
+    train = np.arange(len(y)) % 5 != 0
+    as_rows = lambda mask: list(zip(u[mask].tolist(), i[mask].tolist(), y[mask].tolist()))  # noqa: E731
+    return baselines(as_rows(train), as_rows(~train), {}, k=10)[1].rmse
+
+
 @pytest.mark.parametrize("name", sorted(models.MODELS))
-def test_model_beats_global_mean_on_held_out_ratings(ratings, name):
+def test_model_beats_global_mean_and_bias_baselines_on_held_out_ratings(ratings, bias_baseline_rmse, name):
     u, i, y, n_users, item_genres, item_years = ratings
     train = np.arange(len(y)) % 5 != 0
     config = TrainingConfig(embedding_dim=16, epochs=12, batch_size=512, learning_rate=0.01)
@@ -59,7 +69,9 @@ def test_model_beats_global_mean_on_held_out_ratings(ratings, name):
     predictions = model.predict(_inputs(u[~train], i[~train], item_genres, item_years), batch_size=4096, verbose=0)
     rmse = float(np.sqrt(np.mean((predictions - y[~train]) ** 2)))
     baseline = float(np.sqrt(np.mean((mean - y[~train]) ** 2)))
+    print(f"{name}: rmse {rmse:.4f}, global mean {baseline:.4f}, biases {bias_baseline_rmse:.4f}")
     assert rmse < 0.9 * baseline, (name, rmse, baseline)
+    assert rmse < 0.97 * bias_baseline_rmse, (name, rmse, bias_baseline_rmse)
 
 
 @pytest.mark.parametrize("name", sorted(models.MODELS))

@@ -47,7 +47,8 @@ def test_pushed_model_takes_raw_ids_and_ranks_the_catalogue(pipeline_run):
     ratings = out[F.RATING_OUTPUT].numpy()
     assert ratings.shape == (2,) and np.all(np.isfinite(ratings)) and np.all((0 < ratings) & (ratings < 6))
 
-    top = model.signatures[F.RECOMMEND](user_id=tf.constant(["u00001"]), k=tf.constant(5))
+    top = model.signatures[F.RECOMMEND](user_id=tf.constant(["u00001"]), k=tf.constant(5),
+                                        exclude_rated=tf.constant(False))
     ids = [i.decode() for i in top[F.ITEMS_OUTPUT].numpy()[0]]
     scores = top[F.SCORES_OUTPUT].numpy()[0]
     assert len(set(ids)) == 5 and all(i in titles for i in ids)
@@ -56,6 +57,23 @@ def test_pushed_model_takes_raw_ids_and_ranks_the_catalogue(pipeline_run):
     # The top score is the model's own pairwise prediction for that item.
     pair = model.signatures[F.PREDICT](user_id=tf.constant(["u00001"]), item_id=tf.constant([ids[0]]))
     np.testing.assert_allclose(pair[F.RATING_OUTPUT].numpy()[0], scores[0], rtol=1e-4)
+
+
+def test_recommend_can_leave_out_what_the_user_rated_in_training(pipeline_run):
+    version = _versions(pipeline_run.serving_dir)[0]
+    model = tf.saved_model.load(os.path.join(pipeline_run.serving_dir, version))
+    with open(os.path.join(pipeline_run.data_root, F.INTERACTIONS_FILE), newline="") as f:
+        rated = {r[F.ITEM_ID] for r in csv.DictReader(f) if r[F.USER_ID] == "u00002"}
+    everything = tf.constant(10_000)  # more than the catalogue: rank it all
+    kept = model.signatures[F.RECOMMEND](user_id=tf.constant(["u00002"]), k=everything,
+                                         exclude_rated=tf.constant(True))
+    ids = [i.decode() for i in kept[F.ITEMS_OUTPUT].numpy()[0]]
+    dropped = {i for i, s in zip(ids, kept[F.SCORES_OUTPUT].numpy()[0]) if np.isneginf(s)}
+    # Items rated in the train split (about 90 % of the user's ratings) are excluded, nothing else is.
+    assert dropped <= rated and len(dropped) >= 0.7 * len(rated), (len(dropped), len(rated))
+    unfiltered = model.signatures[F.RECOMMEND](user_id=tf.constant(["u00002"]), k=everything,
+                                               exclude_rated=tf.constant(False))
+    assert np.all(np.isfinite(unfiltered[F.SCORES_OUTPUT].numpy()))
 
 
 def test_server_answers_the_pushed_model_through_the_official_stubs(pipeline_run):
@@ -166,5 +184,6 @@ def test_hybrid_model_uses_catalogue_features_and_request_features_for_new_items
     ratings = model.signatures[F.SERVING_DEFAULT](examples=examples)[F.RATING_OUTPUT].numpy()
     np.testing.assert_allclose(ratings[0], known[F.RATING_OUTPUT].numpy()[0], rtol=1e-5)
     assert np.all(np.isfinite(ratings)) and abs(ratings[1] - ratings[2]) > 1e-3
-    top = model.signatures[F.RECOMMEND](user_id=tf.constant(["u00001"]), k=tf.constant(3))
+    top = model.signatures[F.RECOMMEND](user_id=tf.constant(["u00001"]), k=tf.constant(3),
+                                        exclude_rated=tf.constant(True))
     assert top[F.ITEMS_OUTPUT].shape == (1, 3)

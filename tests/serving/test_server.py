@@ -39,12 +39,15 @@ class TinyRecommender(tf.Module):
         return {F.RATING_OUTPUT: self._rate(user_id, item_id)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
-                                  tf.TensorSpec([], tf.int32, name=F.K_INPUT)])
-    def recommend(self, user_id, k):
+                                  tf.TensorSpec([], tf.int32, name=F.K_INPUT),
+                                  tf.TensorSpec([], tf.bool, name=F.EXCLUDE_RATED_INPUT)])
+    def recommend(self, user_id, k, exclude_rated):
+        """Every user "rated" the longest item, ccc: excluding rated items drops it."""
         n = tf.shape(self.items)[0]
         users = tf.repeat(user_id, n)
         items = tf.tile(self.items, [tf.shape(user_id)[0]])
         scores = tf.reshape(self._rate(users, items), [-1, n])
+        scores = tf.where(exclude_rated & tf.equal(self.items, "ccc")[None, :], float("-inf"), scores)
         top = tf.math.top_k(scores, k)
         ids = tf.gather(self.items, top.indices)
         return {F.ITEMS_OUTPUT: ids, F.TITLES_OUTPUT: tf.strings.upper(ids), F.SCORES_OUTPUT: top.values}
@@ -106,8 +109,8 @@ def test_predict_signature_answers_with_the_models_values(stubs):
 
 
 def test_recommend_returns_ranked_items(stubs):
-    response = stubs[0].Predict(_request(F.RECOMMEND, user_id=_strings(["u"]),
-                                         k=tf.make_tensor_proto(2, dtype=tf.int32)), timeout=10)
+    response = stubs[0].Predict(_request(F.RECOMMEND, user_id=_strings(["u"]), k=tf.make_tensor_proto(2, dtype=tf.int32),
+                                         exclude_rated=tf.make_tensor_proto(False)), timeout=10)
     assert tf.make_ndarray(response.outputs[F.ITEMS_OUTPUT]).tolist() == [[b"ccc", b"bb"]]
     assert tf.make_ndarray(response.outputs[F.TITLES_OUTPUT]).tolist() == [[b"CCC", b"BB"]]
     np.testing.assert_allclose(tf.make_ndarray(response.outputs[F.SCORES_OUTPUT]), [[4.0, 3.0]])
@@ -123,7 +126,8 @@ def test_default_signature_takes_serialized_examples(stubs):
 
 
 def test_output_filter_limits_outputs(stubs):
-    request = _request(F.RECOMMEND, user_id=_strings(["u"]), k=tf.make_tensor_proto(1, dtype=tf.int32))
+    request = _request(F.RECOMMEND, user_id=_strings(["u"]), k=tf.make_tensor_proto(1, dtype=tf.int32),
+                       exclude_rated=tf.make_tensor_proto(False))
     request.output_filter.append(F.SCORES_OUTPUT)
     assert set(stubs[0].Predict(request, timeout=10).outputs) == {F.SCORES_OUTPUT}
 
@@ -135,7 +139,7 @@ def test_metadata_lists_signatures_with_their_inputs(stubs):
     signatures = get_model_metadata_pb2.SignatureDefMap()
     assert response.metadata["signature_def"].Unpack(signatures)
     assert set(signatures.signature_def) == {F.SERVING_DEFAULT, F.PREDICT, F.RECOMMEND}
-    assert set(signatures.signature_def[F.RECOMMEND].inputs) == {F.USER_ID, F.K_INPUT}
+    assert set(signatures.signature_def[F.RECOMMEND].inputs) == {F.USER_ID, F.K_INPUT, F.EXCLUDE_RATED_INPUT}
     assert set(signatures.signature_def[F.RECOMMEND].outputs) == {F.ITEMS_OUTPUT, F.TITLES_OUTPUT, F.SCORES_OUTPUT}
     assert response.model_spec.version.value == 1
 
@@ -157,7 +161,8 @@ def test_status_reports_the_loaded_version_available(stubs):
      grpc.StatusCode.INVALID_ARGUMENT, "unexpected input(s): extra"),
     (lambda: _request(F.PREDICT, user_id=tf.make_tensor_proto([1.0]), item_id=_strings(["i"])),
      grpc.StatusCode.INVALID_ARGUMENT, "arg[user_id]"),
-    (lambda: _request(F.RECOMMEND, user_id=_strings(["u"]), k=tf.make_tensor_proto([2], dtype=tf.int32)),
+    (lambda: _request(F.RECOMMEND, user_id=_strings(["u"]), k=tf.make_tensor_proto([2], dtype=tf.int32),
+                      exclude_rated=tf.make_tensor_proto(False)),
      grpc.StatusCode.INVALID_ARGUMENT, "input k: shape"),
 ])
 def test_bad_requests_get_tf_serving_status_codes(stubs, request_, code, message):
@@ -173,8 +178,9 @@ def test_typed_client_round_trips(server):
     with RecsysClient(server[0], timeout=10) as client:
         assert client.wait_until_ready(5) == 1
         assert client.predict("ab", "c") == pytest.approx(3.0)
-        recs = client.recommend("u", k=3)
+        recs = client.recommend("u", k=3, exclude_rated=False)
         assert [(r.item_id, r.title, r.score) for r in recs] == [("ccc", "CCC", 4.0), ("bb", "BB", 3.0), ("a", "A", 2.0)]
+        assert [r.item_id for r in client.recommend("u", k=2)] == ["bb", "a"]
         assert set(client.metadata().signature_def) == {F.SERVING_DEFAULT, F.PREDICT, F.RECOMMEND}
 
 
