@@ -73,7 +73,7 @@ def generate(out_dir: str, spec: SampleSpec = SampleSpec()) -> dict:
     for u in range(spec.num_users):
         liked = rng.choice(len(GENRES), size=2, replace=False)
         user_factors[u] = genre_vectors[liked].mean(axis=0) + rng.normal(0, 0.3, spec.latent_dim)
-    scale = 0.7 / np.sqrt(spec.latent_dim)
+    scale = 1.0 / np.sqrt(spec.latent_dim)
     user_bias = rng.normal(0, 0.3, spec.num_users)
     item_bias = rng.normal(0, 0.4, spec.num_items)
     # Popularity and activity are long-tailed, as in real rating logs.

@@ -71,7 +71,7 @@ def test_model_beats_global_mean_and_bias_baselines_on_held_out_ratings(ratings,
     baseline = float(np.sqrt(np.mean((mean - y[~train]) ** 2)))
     print(f"{name}: rmse {rmse:.4f}, global mean {baseline:.4f}, biases {bias_baseline_rmse:.4f}")
     assert rmse < 0.9 * baseline, (name, rmse, baseline)
-    assert rmse < 0.97 * bias_baseline_rmse, (name, rmse, bias_baseline_rmse)
+    assert rmse < 0.93 * bias_baseline_rmse, (name, rmse, bias_baseline_rmse)
 
 
 @pytest.mark.parametrize("name", sorted(models.MODELS))
