@@ -10,14 +10,21 @@ import tensorflow_transform as tft
 from components import features as F
 
 
+# Transform's custom_config key: ids seen fewer times than this share the OOV bucket.
+MIN_ID_FREQUENCY = "min_id_frequency"
+
+
 # TFX calls this by name (Transform's `preprocessing_fn`).
-def preprocessing_fn(inputs):
+def preprocessing_fn(inputs, custom_config=None):
+    min_frequency = int((custom_config or {}).get(MIN_ID_FREQUENCY, 1))
     outputs = {
         F.USER_INDEX: tft.compute_and_apply_vocabulary(
-            inputs[F.USER_ID], num_oov_buckets=F.OOV_BUCKETS, vocab_filename=F.USER_VOCAB
+            inputs[F.USER_ID], num_oov_buckets=F.OOV_BUCKETS, vocab_filename=F.USER_VOCAB,
+            frequency_threshold=min_frequency,
         ),
         F.ITEM_INDEX: tft.compute_and_apply_vocabulary(
-            inputs[F.ITEM_ID], num_oov_buckets=F.OOV_BUCKETS, vocab_filename=F.ITEM_VOCAB
+            inputs[F.ITEM_ID], num_oov_buckets=F.OOV_BUCKETS, vocab_filename=F.ITEM_VOCAB,
+            frequency_threshold=min_frequency,
         ),
         F.GENRES_INDEX: tft.compute_and_apply_vocabulary(
             inputs[F.GENRES], num_oov_buckets=F.OOV_BUCKETS, vocab_filename=F.GENRE_VOCAB

@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    default=C.PipelineConfig.split,
                    help="train/eval split: hash (default), time (newest 10%% overall to eval), "
                         "user-time (each user's newest 10%% to eval), leave-last-one-out (each user's newest)")
+    p.add_argument("--min-id-frequency", type=int, default=C.PipelineConfig.min_id_frequency,
+                   help="users/items with fewer training ratings share the OOV bucket (default %(default)s)")
     p.add_argument("--rmse-threshold", type=float, default=C.EvaluationConfig.rmse_upper_bound,
                    help="bless only models with eval RMSE below this (default %(default)s)")
     p.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
@@ -167,6 +169,7 @@ def cmd_run(args) -> int:
         output_dir=os.path.abspath(args.output_dir),
         model_name=args.model_name,
         split=args.split,
+        min_id_frequency=args.min_id_frequency,
         training=training,
         evaluation=dataclasses.replace(C.EvaluationConfig(), rmse_upper_bound=args.rmse_threshold),
         mysql=(C.MySQLMetadata(host=args.mlmd_mysql_host, port=args.mlmd_mysql_port,

@@ -50,6 +50,8 @@ class PipelineConfig:
     split: str = "hash"
     train_hash_buckets: int = 9
     eval_hash_buckets: int = 1
+    # Users and items with fewer training ratings than this get no embedding of their own (OOV).
+    min_id_frequency: int = 1
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     beam_args: Tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")

@@ -12,6 +12,7 @@ from tfx import v1 as tfx
 from components import features as F
 from components.data_gate import DataGate
 from components.example_gen import RatingsExampleGen, split_custom_config
+from components.transform import MIN_ID_FREQUENCY
 from pipeline import metadata
 from pipeline.config import KUBEFLOW, ORCHESTRATORS, EvaluationConfig, PipelineConfig
 
@@ -106,6 +107,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
+        custom_config={MIN_ID_FREQUENCY: config.min_id_frequency},
     )
     transform.add_upstream_node(data_gate)  # bad data stops the run before any training
     trainer = tfx.components.Trainer(

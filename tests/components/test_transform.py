@@ -26,13 +26,13 @@ ROWS = [
 ]
 
 
-def _transform(tmp_dir):
+def _transform(tmp_dir, custom_config=None):
     metadata = schema_utils.schema_from_feature_spec(RAW_SPEC)
     from tensorflow_transform.tf_metadata import dataset_metadata
 
     with tft_beam.Context(temp_dir=tempfile.mkdtemp(dir=tmp_dir)):
         (rows, _), transform_fn = (ROWS, dataset_metadata.DatasetMetadata(metadata)) | (
-            tft_beam.AnalyzeAndTransformDataset(preprocessing_fn)
+            tft_beam.AnalyzeAndTransformDataset(lambda inputs: preprocessing_fn(inputs, custom_config))
         )
     out = str(tmp_dir / "transform_output")
     _ = transform_fn | tft_beam.WriteTransformFn(out)
@@ -59,3 +59,13 @@ def test_unseen_ids_map_to_the_oov_bucket_in_the_exported_graph(tmp_path):
     assert out[F.ITEM_INDEX].numpy().reshape(-1).tolist() == [2, 1]
     # Only the fed inputs are needed: the label and item attributes are pruned away.
     assert F.LABEL_XF not in out
+
+
+def test_rare_ids_share_the_oov_bucket_under_a_frequency_threshold(tmp_path):
+    from components.transform import MIN_ID_FREQUENCY
+
+    rows, output = _transform(tmp_path, {MIN_ID_FREQUENCY: 2})
+    # Only u1 and i1 have two ratings; u2 and i2 fall into the OOV bucket (index = vocabulary size = 1).
+    assert output.vocabulary_by_name(F.USER_VOCAB) == [b"u1"]
+    assert [int(r[F.USER_INDEX][0]) for r in rows] == [0, 0, 1]
+    assert [int(r[F.ITEM_INDEX][0]) for r in rows] == [0, 1, 0]
