@@ -16,7 +16,7 @@ COPY setup.py README.md ./
 COPY components ./components
 COPY pipeline ./pipeline
 COPY serving ./serving
-COPY data/__init__.py data/synthetic.py ./data/
+COPY data ./data
 COPY schema ./schema
 RUN pip install --no-cache-dir --no-deps -e .
 # The base image's ENTRYPOINT (TFX's container entrypoint) is kept: Kubeflow calls it per component.

@@ -19,6 +19,7 @@ import shutil
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from components import features as F
+from data.atomic_csv import atomic_csv
 
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
                  "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
@@ -75,31 +76,9 @@ def _fields(path: str, number: int, line: str, sep: str, count: int) -> List[str
     return parts
 
 
-class _AtomicCsv:
-    """A csv writer on a temp file, renamed over the target only when the block completes."""
-
-    def __init__(self, path: str, header: Tuple[str, ...]):
-        self.path, self.tmp, self.header = path, path + ".tmp", header
-
-    def __enter__(self):
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        self._file = open(self.tmp, "w", newline="", encoding="utf-8")
-        writer = csv.writer(self._file)
-        writer.writerow(self.header)
-        return writer
-
-    def __exit__(self, exc_type, exc, tb):
-        self._file.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            os.remove(self.tmp)
-        return False
-
-
 def _write(path: str, header: Tuple[str, ...], rows: Iterable[Iterable]) -> int:
     count = 0
-    with _AtomicCsv(path, header) as writer:
+    with atomic_csv(path, header) as writer:
         for row in rows:
             writer.writerow(row)
             count += 1

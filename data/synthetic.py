@@ -8,13 +8,13 @@ Rows are streamed to disk (write to a temp file, then rename), so large sets use
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 
 import numpy as np
 
 from components import features as F
+from data.atomic_csv import atomic_csv
 
 GENRES = (
     "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
@@ -84,8 +84,7 @@ def generate(out_dir: str, spec: SampleSpec = SampleSpec()) -> dict:
 
     os.makedirs(out_dir, exist_ok=True)
     items_path = os.path.join(out_dir, F.ITEMS_FILE)
-    with _atomic_csv(items_path) as w:
-        w.writerow(F.ITEM_COLUMNS)
+    with atomic_csv(items_path, F.ITEM_COLUMNS) as w:
         for i in range(spec.num_items):
             title = f"The {_ADJECTIVES[i % len(_ADJECTIVES)]} {_NOUNS[(i // len(_ADJECTIVES)) % len(_NOUNS)]}"
             if i >= len(_ADJECTIVES) * len(_NOUNS):
@@ -95,8 +94,7 @@ def generate(out_dir: str, spec: SampleSpec = SampleSpec()) -> dict:
 
     interactions_path = os.path.join(out_dir, F.INTERACTIONS_FILE)
     written = 0
-    with _atomic_csv(interactions_path) as w:
-        w.writerow(F.INTERACTION_COLUMNS)
+    with atomic_csv(interactions_path, F.INTERACTION_COLUMNS) as w:
         while written < spec.num_ratings:
             n = min(spec.chunk_size, spec.num_ratings - written)
             users = rng.choice(spec.num_users, size=n, p=user_p)
@@ -109,22 +107,3 @@ def generate(out_dir: str, spec: SampleSpec = SampleSpec()) -> dict:
                 w.writerow((user_key(u), item_key(i), f"{r:.1f}", int(t)))
             written += n
     return {"users": spec.num_users, "items": spec.num_items, "interactions": written}
-
-
-class _atomic_csv:
-    """A csv writer on `path + '.tmp'`, renamed over `path` only if the block succeeds."""
-
-    def __init__(self, path: str):
-        self._path, self._tmp = path, path + ".tmp"
-
-    def __enter__(self):
-        self._file = open(self._tmp, "w", newline="", encoding="utf-8")
-        return csv.writer(self._file)
-
-    def __exit__(self, exc_type, exc, tb):
-        self._file.close()
-        if exc_type is None:
-            os.replace(self._tmp, self._path)
-        else:
-            os.remove(self._tmp)
-        return False

@@ -123,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_models(names: List[str]) -> None:
+    from components import models
+
+    try:
+        for name in names:
+            models.get(name)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
 def cmd_sample(args) -> int:
     from data import synthetic
 
@@ -146,13 +156,9 @@ def cmd_import_movielens(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from components import models
     from components.example_gen import InputError, check_header
 
-    try:
-        models.get(args.model)
-    except ValueError as e:
-        raise CliError(str(e)) from None
+    _check_models([args.model])
     if not os.path.isdir(args.data_root):
         raise CliError(f"data root {args.data_root!r} is not a directory (run `recsys sample` for the bundled sample)")
     try:
@@ -189,14 +195,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from components import models
-
     names = [m.strip() for m in args.models.split(",") if m.strip()]
-    try:
-        for name in names:
-            models.get(name)
-    except ValueError as e:
-        raise CliError(str(e)) from None
+    _check_models(names)
     if not os.path.isdir(args.data_root):
         raise CliError(f"data root {args.data_root!r} is not a directory")
     if args.test_file and not os.path.isfile(args.test_file):
@@ -213,12 +213,7 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from components import models
-
-    try:
-        models.get(args.model)
-    except ValueError as e:
-        raise CliError(str(e)) from None
+    _check_models([args.model])
     config = C.PipelineConfig(
         data_root=args.data_root,
         output_dir=args.output_dir,

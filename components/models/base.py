@@ -34,6 +34,22 @@ def dense_stack(config: TrainingConfig):
     return [tf.keras.layers.Dense(units, activation="relu", kernel_regularizer=reg) for units in config.hidden_units]
 
 
+class RatingHead(tf.keras.layers.Layer):
+    """Dense stack (ReLU, dropout) to one rating, centred on the training split's global mean."""
+
+    def __init__(self, config: TrainingConfig, global_mean: float, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = dense_stack(config)
+        self.dropout = tf.keras.layers.Dropout(config.dropout, seed=config.seed)
+        self.out = tf.keras.layers.Dense(1)
+        self.global_mean = tf.Variable(global_mean, dtype=tf.float32, trainable=False, name="global_mean")
+
+    def call(self, x, training=False):
+        for layer in self.hidden:
+            x = self.dropout(layer(x), training=training)
+        return tf.squeeze(self.out(x), -1) + self.global_mean
+
+
 def all_pairs(user_vectors: tf.Tensor, item_vectors: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     """Row b*N+i pairs user b with item i: [B*N, Du] and [B*N, Di]."""
     batch, n = tf.shape(user_vectors)[0], tf.shape(item_vectors)[0]

@@ -6,8 +6,8 @@ scored as well as any other with the same attributes (item cold start).
 
 import tensorflow as tf
 
-from components.models.base import ModelDims, all_pairs, content_features, dense_stack, embedding
 from components import features as F
+from components.models.base import ModelDims, RatingHead, all_pairs, content_features, embedding
 from components.training_config import TrainingConfig
 
 
@@ -17,16 +17,10 @@ class ContentMLP(tf.keras.Model):
         self.user_embedding = embedding(dims.num_users, config)
         self.item_tower = tf.keras.layers.Dense(
             config.embedding_dim, activation="relu", kernel_regularizer=tf.keras.regularizers.l2(config.l2))
-        self.hidden = dense_stack(config)
-        self.dropout = tf.keras.layers.Dropout(config.dropout, seed=config.seed)
-        self.out = tf.keras.layers.Dense(1)
-        self.global_mean = tf.Variable(dims.global_mean, dtype=tf.float32, trainable=False, name="global_mean")
+        self.head = RatingHead(config, dims.global_mean)
 
     def _rate(self, user_vectors, item_vectors, training=False):
-        x = tf.concat([user_vectors, item_vectors], axis=-1)
-        for layer in self.hidden:
-            x = self.dropout(layer(x), training=training)
-        return tf.squeeze(self.out(x), -1) + self.global_mean
+        return self.head(tf.concat([user_vectors, item_vectors], axis=-1), training=training)
 
     def call(self, inputs, training=False):
         return self._rate(self.user_embedding(inputs[F.USER_INDEX]), self.item_tower(content_features(inputs)),

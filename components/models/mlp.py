@@ -7,7 +7,7 @@ mean so training starts from the baseline rather than from zero.
 import tensorflow as tf
 
 from components import features as F
-from components.models.base import ModelDims, all_pairs, dense_stack, embedding
+from components.models.base import ModelDims, RatingHead, all_pairs, embedding
 from components.training_config import TrainingConfig
 
 
@@ -16,16 +16,10 @@ class CollaborativeMLP(tf.keras.Model):
         super().__init__(name="mlp")
         self.user_embedding = embedding(dims.num_users, config)
         self.item_embedding = embedding(dims.num_items, config)
-        self.hidden = dense_stack(config)
-        self.dropout = tf.keras.layers.Dropout(config.dropout, seed=config.seed)
-        self.out = tf.keras.layers.Dense(1)
-        self.global_mean = tf.Variable(dims.global_mean, dtype=tf.float32, trainable=False, name="global_mean")
+        self.head = RatingHead(config, dims.global_mean)
 
     def _rate(self, user_vectors, item_vectors, training=False):
-        x = tf.concat([user_vectors, item_vectors], axis=-1)
-        for layer in self.hidden:
-            x = self.dropout(layer(x), training=training)
-        return tf.squeeze(self.out(x), -1) + self.global_mean
+        return self.head(tf.concat([user_vectors, item_vectors], axis=-1), training=training)
 
     def call(self, inputs, training=False):
         return self._rate(self.user_embedding(inputs[F.USER_INDEX]), self.item_embedding(inputs[F.ITEM_INDEX]),
