@@ -170,6 +170,8 @@ def cmd_run(args) -> int:
         TrainingConfig(), model=args.model, epochs=args.epochs, batch_size=args.batch_size,
         embedding_dim=args.embedding_dim, learning_rate=args.learning_rate,
     )
+    interactions_bytes = os.path.getsize(os.path.join(args.data_root, F.INTERACTIONS_FILE))
+    beam_args = tuple(args.beam_arg) if args.beam_arg else C.default_beam_args(interactions_bytes, os.cpu_count() or 1)
     config = C.PipelineConfig(
         data_root=os.path.abspath(args.data_root),
         output_dir=os.path.abspath(args.output_dir),
@@ -182,12 +184,12 @@ def cmd_run(args) -> int:
                                database=args.mlmd_mysql_database, user=args.mlmd_mysql_user,
                                password=os.environ.get("RECSYS_MLMD_MYSQL_PASSWORD", ""))
                if args.mlmd_mysql_host else None),
-        **({"beam_args": tuple(args.beam_arg)} if args.beam_arg else {}),
+        beam_args=beam_args,
     )
     from pipeline import local_runner, run_summary
 
-    print(f"running pipeline {config.pipeline_name!r} on {args.data_root} (model {args.model}); "
-          f"outputs in {args.output_dir}", flush=True)
+    print(f"running pipeline {config.pipeline_name!r} on {args.data_root} (model {args.model}, Beam "
+          f"{' '.join(a.lstrip('-') for a in beam_args)}); outputs in {args.output_dir}", flush=True)
     local_runner.run(config, quiet=not args.verbose)
     summary = run_summary.latest(config)
     print(summary.describe())

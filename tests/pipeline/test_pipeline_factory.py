@@ -6,7 +6,8 @@ import pathlib
 
 import pytest
 
-from pipeline.config import KUBEFLOW, MySQLMetadata, PipelineConfig
+from pipeline.config import (IN_MEMORY_BEAM_ARGS, KUBEFLOW, MULTI_PROCESSING_MIN_BYTES, MySQLMetadata,
+                             PipelineConfig, default_beam_args)
 from pipeline.pipeline import create_pipeline
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -65,3 +66,10 @@ def test_component_code_reads_artifacts_only_through_tf_io_gfile():
     assert len(files) >= 8
     offenders = [call for path in files for call in _local_file_calls(path)]
     assert offenders == []
+
+
+def test_local_beam_default_uses_every_core_only_for_large_inputs():
+    assert default_beam_args(3 * 2**20, cpus=2) == IN_MEMORY_BEAM_ARGS
+    assert default_beam_args(MULTI_PROCESSING_MIN_BYTES, cpus=2) == (
+        "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    assert default_beam_args(MULTI_PROCESSING_MIN_BYTES, cpus=1) == IN_MEMORY_BEAM_ARGS
