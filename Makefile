@@ -71,7 +71,7 @@ test-quick: venv
 
 # Re-pin after editing requirements: installs the current lock, then writes what is installed.
 lock: venv
-	$(PY) -m pip freeze --exclude-editable | sed '/^-e /d' > requirements.lock.new
+	{ grep '^#' requirements.lock; $(PY) -m pip freeze --exclude-editable | sed '/^-e /d'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
 # The Kubeflow pipeline image (needs a Docker engine) and its compiled KFP v2 spec.

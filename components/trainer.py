@@ -39,6 +39,18 @@ def input_fn(
     ).prefetch(tf.data.AUTOTUNE)
 
 
+def _forget_oov_rows(model: tf.keras.Model) -> None:
+    """Zeroes the OOV rows (the last rows) of every id embedding, which training never updates.
+
+    An unseen user or item then contributes nothing of its own: MF predicts global mean + the known
+    side's bias, and no model adds the random noise those rows were initialised with.
+    """
+    for layer in model.submodules:
+        if isinstance(layer, tf.keras.layers.Embedding):
+            table = layer.embeddings
+            table.assign(tf.concat([table[:-F.OOV_BUCKETS], tf.zeros_like(table[-F.OOV_BUCKETS:])], axis=0))
+
+
 # TFX calls this by name (Trainer's `run_fn`).
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     config = TrainingConfig.from_custom_config(fn_args.custom_config)
@@ -79,5 +91,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
         ],
     )
+    _forget_oov_rows(model)
     serving = signatures.build(model, tft_output, items)
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=serving)

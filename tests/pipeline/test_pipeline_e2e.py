@@ -46,6 +46,10 @@ def test_pushed_model_takes_raw_ids_and_ranks_the_catalogue(pipeline_run):
                                       item_id=tf.constant(["i00001", "i00001"]))
     ratings = out[F.RATING_OUTPUT].numpy()
     assert ratings.shape == (2,) and np.all(np.isfinite(ratings)) and np.all((0 < ratings) & (ratings < 6))
+    # Both ids unseen: MF falls back to its global mean exactly (the OOV rows carry nothing).
+    (mean,) = [v.numpy() for v in model.variables if v.name.startswith("global_mean")]
+    cold = model.signatures[F.PREDICT](user_id=tf.constant(["nobody"]), item_id=tf.constant(["nothing"]))
+    np.testing.assert_allclose(cold[F.RATING_OUTPUT].numpy(), [mean], rtol=1e-6)
 
     top = model.signatures[F.RECOMMEND](user_id=tf.constant(["u00001"]), k=tf.constant(5),
                                         exclude_rated=tf.constant(False))
