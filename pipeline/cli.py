@@ -109,6 +109,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default=F.DEFAULT_MODEL_NAME)
     p.add_argument("--port", type=int, default=8500)
     p.add_argument("--poll-interval", type=float, default=5.0, help="seconds between scans for new versions")
+    p.add_argument("--model-config-file", help="TF Serving ModelServerConfig (text): several models, version "
+                                                "policies and labels; replaces --model-dir/--model-name")
+
+    def add_serving_args(p):
+        p.add_argument("--output-dir", default=C.DEFAULT_OUTPUT_DIR, help="the pipeline's output dir")
+        p.add_argument("--model-name", default=F.DEFAULT_MODEL_NAME)
+
+    def add_change_args(p):
+        add_serving_args(p)
+        p.add_argument("--target", help="host:port of a running server to apply the new config to")
+        p.add_argument("--reason", default="", help="why, for the record")
+        p.add_argument("--actor", help="who, for the record (default: the OS user)")
+
+    p = sub.add_parser("promote", help="point a label (canary, stable) at a pushed version")
+    p.add_argument("version", type=int)
+    p.add_argument("--label", required=True, choices=["canary", "stable"])
+    p.add_argument("--force", action="store_true", help="promote a version the Evaluator did not bless (recorded)")
+    add_change_args(p)
+
+    p = sub.add_parser("rollback", help="point a label back at its previous version")
+    p.add_argument("--label", default="stable", choices=["canary", "stable"])
+    add_change_args(p)
+
+    p = sub.add_parser("models", help="pushed versions and their labels, or the promotion history")
+    p.add_argument("what", choices=["list", "history"])
+    add_serving_args(p)
 
     p = sub.add_parser("predict", help="ask the server for one (user, item) rating")
     p.add_argument("--user", required=True)
@@ -231,11 +257,73 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def _serving_root(args) -> str:
+    return os.path.abspath(os.path.join(args.output_dir, "serving"))
+
+
+def _apply_change(args, change) -> int:
+    from serving import promotion
+
+    try:
+        event = change()
+        if args.target:
+            promotion.apply(args.target, _serving_root(args), args.model_name)
+    except promotion.PromotionError as e:
+        raise CliError(str(e)) from None
+    applied = f"; applied to {args.target}" if args.target else "; not applied to a server (no --target)"
+    print(f"{event.action}: {args.model_name} {event.label} {event.from_version} -> {event.to_version}"
+          f"{' (forced)' if event.forced else ''}{applied}")
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from pipeline import lineage
+    from serving import promotion
+
+    blessed = args.version in lineage.pushed_versions(C.PipelineConfig(output_dir=os.path.abspath(args.output_dir)))
+    return _apply_change(args, lambda: promotion.promote(
+        _serving_root(args), args.model_name, args.version, args.label, blessed=blessed, force=args.force,
+        actor=args.actor, reason=args.reason))
+
+
+def cmd_rollback(args) -> int:
+    from serving import promotion
+
+    return _apply_change(args, lambda: promotion.rollback(
+        _serving_root(args), args.model_name, args.label, actor=args.actor, reason=args.reason))
+
+
+def cmd_models(args) -> int:
+    import datetime
+
+    from pipeline import lineage
+    from serving import model_store, promotion
+
+    root = _serving_root(args)
+    if args.what == "history":
+        for e in promotion.history(root):
+            when = datetime.datetime.fromtimestamp(e.time).isoformat(timespec="seconds")
+            print(f"{when}  {e.actor:<12} {e.action:<8} {e.label:<7} {e.from_version} -> {e.to_version}"
+                  f"{'  FORCED' if e.forced else ''}  {e.reason}")
+        return 0
+    blessed = lineage.pushed_versions(C.PipelineConfig(output_dir=os.path.abspath(args.output_dir)))
+    by_version: dict = {}
+    for label, version in promotion.labels(root, args.model_name).items():
+        by_version.setdefault(version, []).append(label)
+    for version in model_store.list_versions(os.path.join(root, args.model_name)):
+        print(f"{version}  {'blessed' if version in blessed else 'NOT blessed'}  "
+              f"{','.join(sorted(by_version.get(version, []))) or '-'}  {blessed.get(version, '')}")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from serving import server
 
-    server.serve(model_name=args.model_name, base_path=args.model_dir, port=args.port,
-                 poll_interval=args.poll_interval)
+    try:
+        server.serve(model_name=args.model_name, base_path=args.model_dir, port=args.port,
+                     poll_interval=args.poll_interval, model_config_file=args.model_config_file)
+    except ValueError as e:  # an unreadable model config file
+        raise CliError(str(e)) from None
     return 0
 
 
@@ -269,6 +357,9 @@ COMMANDS = {
     "compile": cmd_compile,
     "benchmark": cmd_benchmark,
     "serve": cmd_serve,
+    "promote": cmd_promote,
+    "rollback": cmd_rollback,
+    "models": cmd_models,
     "predict": cmd_predict,
     "recommend": cmd_recommend,
 }

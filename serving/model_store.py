@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
@@ -22,6 +22,26 @@ SAVED_MODEL_FILE = "saved_model.pb"
 
 class VersionNotFound(LookupError):
     """No loaded version matches the request."""
+
+
+class LabelError(ValueError):
+    """A label points at a version that is not available (TF Serving refuses such a config too)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionPolicy:
+    """TF Serving's model_version_policy: the newest `num_versions`, every version, or specific ones."""
+
+    kind: str = "latest"  # latest | all | specific
+    num_versions: int = 1
+    versions: Sequence[int] = ()
+
+    def select(self, available: Sequence[int]) -> List[int]:
+        if self.kind == "all":
+            return list(available)
+        if self.kind == "specific":
+            return [v for v in available if v in set(self.versions)]
+        return list(available)[-self.num_versions:]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,20 +77,40 @@ def load_version(base_path: str, version: int) -> LoadedVersion:
 
 
 class ModelStore:
-    """Serves the newest `keep_latest` versions of one model and follows new pushes by polling."""
+    """Serves the versions of one model its policy selects, with labels, and follows new pushes by polling."""
 
-    def __init__(self, name: str, base_path: str, poll_interval: float = 5.0, keep_latest: int = 1):
-        self.name, self.base_path = name, base_path
-        self.poll_interval, self.keep_latest = poll_interval, keep_latest
+    def __init__(self, name: str, base_path: str, poll_interval: float = 5.0,
+                 policy: VersionPolicy = VersionPolicy(), labels: Optional[Mapping[str, int]] = None):
+        self.name, self.base_path, self.poll_interval = name, base_path, poll_interval
+        self.policy, self.labels = policy, dict(labels or {})
         self._loaded: Dict[int, LoadedVersion] = {}
         self._failed: set = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._refreshing = threading.Lock()
+
+    def configure(self, policy: VersionPolicy, labels: Mapping[str, int]) -> None:
+        """Applies a new policy and labels; loads what they need before anything is unloaded."""
+        with self._refreshing:
+            wanted = policy.select(list_versions(self.base_path))
+            missing = {label: v for label, v in labels.items() if v not in wanted}
+            if missing:
+                label, version = sorted(missing.items())[0]
+                raise LabelError(f"Request to assign label {label} to version {version} of model {self.name}, "
+                                 f"which is not currently available (available: {', '.join(map(str, wanted)) or 'none'})")
+            self.policy = policy
+            self._refresh_locked()
+            with self._lock:
+                self.labels = dict(labels)
 
     def refresh(self) -> None:
+        with self._refreshing:
+            self._refresh_locked()
+
+    def _refresh_locked(self) -> None:
         """Loads versions that should be served and are not yet; unloads those that fell out of the policy."""
-        wanted = list_versions(self.base_path)[-self.keep_latest:]
+        wanted = self.policy.select(list_versions(self.base_path))
         for version in wanted:
             if version in self._loaded or version in self._failed:
                 continue
@@ -86,8 +126,9 @@ class ModelStore:
             log.info("model %s: version %d loaded", self.name, version)
         if not any(v in self._loaded for v in wanted):
             return  # nothing new could be loaded: keep serving what we have
+        labelled = set(self.labels.values())  # a labelled version keeps serving until relabelled
         with self._lock:
-            for version in [v for v in self._loaded if v not in wanted]:
+            for version in [v for v in self._loaded if v not in wanted and v not in labelled]:
                 del self._loaded[version]
                 log.info("model %s: version %d unloaded", self.name, version)
 
@@ -112,8 +153,12 @@ class ModelStore:
         with self._lock:
             return sorted(self._loaded)
 
-    def get(self, version: Optional[int] = None) -> LoadedVersion:
+    def get(self, version: Optional[int] = None, label: Optional[str] = None) -> LoadedVersion:
         with self._lock:
+            if label:
+                if label not in self.labels:
+                    raise VersionNotFound(f"Unrecognized servable version label: {label}")
+                version = self.labels[label]
             if not self._loaded:
                 raise VersionNotFound(f"Servable not found for request: Latest({self.name})")
             if version is None:

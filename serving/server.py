@@ -16,17 +16,20 @@ from typing import Dict, Optional, Tuple
 import grpc
 import numpy as np
 import tensorflow as tf
+from google.protobuf import text_format
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
     status_pb2,
 )
+from tensorflow_serving.config import model_server_config_pb2
 
 from components import features as F
-from serving.model_store import LoadedVersion, ModelStore, VersionNotFound
+from serving.model_store import LabelError, LoadedVersion, ModelStore, VersionNotFound, VersionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +45,73 @@ class RequestError(Exception):
         self.code = code
 
 
-class _Models:
-    """The model stores by name; resolves a ModelSpec to one loaded version."""
+def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add(name=name, base_path=base_path, model_platform="tensorflow")
+    model.model_version_policy.latest.num_versions = 1
+    return config
 
-    def __init__(self, stores: Dict[str, ModelStore]):
-        self.stores = stores
+
+def read_model_config_file(path: str) -> model_server_config_pb2.ModelServerConfig:
+    """TF Serving's --model_config_file: a ModelServerConfig in protobuf text format."""
+    with tf.io.gfile.GFile(path) as f:
+        try:
+            return text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+        except text_format.ParseError as e:
+            raise ValueError(f"{path}: not a ModelServerConfig: {e}") from None
+
+
+def _policy(model: model_server_config_pb2.ModelConfig) -> VersionPolicy:
+    policy = model.model_version_policy
+    kind = policy.WhichOneof("policy_choice") or "latest"
+    if kind == "specific":
+        return VersionPolicy("specific", versions=tuple(policy.specific.versions))
+    if kind == "all":
+        return VersionPolicy("all")
+    return VersionPolicy("latest", num_versions=policy.latest.num_versions or 1)
+
+
+class _Models:
+    """The model stores by name, as the current ModelServerConfig says; resolves a ModelSpec to a version."""
+
+    def __init__(self, poll_interval: float):
+        self.poll_interval = poll_interval
+        self.stores: Dict[str, ModelStore] = {}
+        self._lock = threading.Lock()
+
+    def apply(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """Adds, reconfigures and removes models; a new store is loaded before it becomes visible."""
+        with self._lock:
+            stores = {}
+            for model in config.model_config_list.config:
+                store = self.stores.get(model.name)
+                if store is None or store.base_path != model.base_path:
+                    store = ModelStore(model.name, model.base_path, self.poll_interval)
+                    store.configure(_policy(model), dict(model.version_labels))
+                    store.start()
+                else:
+                    store.configure(_policy(model), dict(model.version_labels))
+                stores[model.name] = store
+            removed = [s for name, s in self.stores.items() if stores.get(name) is not s]
+            self.stores = stores
+        for store in removed:
+            store.stop()
+
+    def stop(self) -> None:
+        for store in self.stores.values():
+            store.stop()
 
     def store(self, name: str) -> ModelStore:
-        if name not in self.stores:
+        store = self.stores.get(name)
+        if store is None:
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
-        return self.stores[name]
+        return store
 
     def resolve(self, spec) -> LoadedVersion:
         store = self.store(spec.name)
-        if spec.version_label:
-            raise RequestError(grpc.StatusCode.NOT_FOUND,
-                               f"Unrecognized servable version label: {spec.version_label} for model {spec.name}")
         try:
-            return store.get(spec.version.value if spec.HasField("version") else None)
+            return store.get(spec.version.value if spec.HasField("version") else None,
+                             label=spec.version_label or None)
         except VersionNotFound as e:
             raise RequestError(grpc.StatusCode.NOT_FOUND, str(e)) from None
 
@@ -142,6 +194,20 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, models: _Models):
         self._models = models
 
+    def HandleReloadConfigRequest(self, request, context):
+        return _answer(context, "HandleReloadConfigRequest", lambda: self._reload(request))
+
+    def _reload(self, request) -> model_management_pb2.ReloadConfigResponse:
+        if request.config.WhichOneof("config") != "model_config_list":
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "only model_config_list configs are supported")
+        try:
+            self._models.apply(request.config)
+        except LabelError as e:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(e)) from None
+        log.info("model config reloaded: %s", ", ".join(
+            f"{m.name} {dict(m.version_labels) or ''}".strip() for m in request.config.model_config_list.config))
+        return model_management_pb2.ReloadConfigResponse(status=status_pb2.StatusProto(error_code=0))
+
     def GetModelStatus(self, request, context):
         return _answer(context, "GetModelStatus", lambda: self._status(request))
 
@@ -186,17 +252,20 @@ def _answer(context, method: str, handler):
 
 
 def build_server(
-    model_name: str,
-    base_path: str,
+    model_name: str = "",
+    base_path: str = "",
     port: int = 8500,
     host: str = "[::]",
     poll_interval: float = 5.0,
     max_workers: int = 8,
-) -> Tuple[grpc.Server, int, ModelStore]:
-    """Starts a server; returns it, the bound port (port=0 picks a free one) and the model store."""
-    store = ModelStore(model_name, base_path, poll_interval=poll_interval)
-    store.start()
-    models = _Models({model_name: store})
+    config: Optional[model_server_config_pb2.ModelServerConfig] = None,
+) -> Tuple[grpc.Server, int, "_Models"]:
+    """Starts a server for one model (name, base path) or a whole ModelServerConfig.
+
+    Returns the server, the bound port (port=0 picks a free one) and the live model registry.
+    """
+    models = _Models(poll_interval)
+    models.apply(config or single_model_config(model_name, base_path))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -206,26 +275,27 @@ def build_server(
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(models), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
-        store.stop()
+        models.stop()
         raise OSError(f"cannot listen on {host}:{port} (port in use?)")
     server.start()
-    return server, bound, store
+    return server, bound, models
 
 
 def serve(model_name: str, base_path: str, port: int = 8500, host: str = "[::]",
-          poll_interval: float = 5.0, max_workers: int = 8) -> None:
+          poll_interval: float = 5.0, max_workers: int = 8, model_config_file: Optional[str] = None) -> None:
     """Runs until SIGINT/SIGTERM, then stops accepting requests and drains the ones in flight."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if not tf.io.gfile.isdir(base_path):
+    config = read_model_config_file(model_config_file) if model_config_file else None
+    if config is None and not tf.io.gfile.isdir(base_path):
         raise FileNotFoundError(f"model directory {base_path} does not exist (run the pipeline first)")
-    server, bound, store = build_server(model_name, base_path, port, host, poll_interval, max_workers)
-    versions = store.versions()
-    log.info("serving model %s version(s) %s from %s on port %d", model_name,
-             ", ".join(map(str, versions)) or "(none yet: waiting for a push)", base_path, bound)
+    server, bound, models = build_server(model_name, base_path, port, host, poll_interval, max_workers, config)
+    for name, store in models.stores.items():
+        log.info("serving model %s version(s) %s from %s on port %d", name,
+                 ", ".join(map(str, store.versions())) or "(none yet: waiting for a push)", store.base_path, bound)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
     stopped.wait()
     log.info("shutting down: draining in-flight requests")
     server.stop(grace=5).wait()
-    store.stop()
+    models.stop()

@@ -196,3 +196,61 @@ def test_every_model_trains_in_the_pipeline_and_serves_new_items(tiny_data, tmp_
     top = model.signatures[F.RECOMMEND](user_id=tf.constant(["u00001"]), k=tf.constant(3),
                                         exclude_rated=tf.constant(True))
     assert top[F.ITEMS_OUTPUT].shape == (1, 3)
+
+
+def test_promote_and_rollback_move_labels_on_a_live_server(pipeline_run, tmp_path, capsys):
+    import shutil
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from pipeline import cli
+    from serving.server import build_server, read_model_config_file
+
+    out = tmp_path / "out"
+    shutil.copytree(pipeline_run.output_dir, out)
+    serving = out / "serving" / pipeline_run.model_name
+    blessed = int(_versions(str(serving))[0].strip("/"))
+    unblessed = blessed + 1  # a version no blessed pipeline run pushed
+    shutil.copytree(serving / str(blessed), serving / str(unblessed))
+    common = ["--output-dir", str(out), "--model-name", pipeline_run.model_name]
+
+    assert cli.main(["promote", str(blessed), "--label", "stable", *common]) == 0
+    assert cli.main(["promote", str(unblessed), "--label", "canary", *common]) == cli.EXIT_ERROR
+    assert "was not blessed" in capsys.readouterr().err
+    assert cli.main(["promote", str(unblessed), "--label", "canary", "--force", "--reason", "try it", *common]) == 0
+
+    config = read_model_config_file(str(out / "serving" / "models.config"))
+    server, port, models = build_server(config=config, port=0, host="127.0.0.1")
+    target = f"127.0.0.1:{port}"
+    channel = grpc.insecure_channel(target)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+    def version_for(label):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = pipeline_run.model_name
+        request.model_spec.signature_name = F.PREDICT
+        request.model_spec.version_label = label
+        request.inputs[F.USER_ID].CopyFrom(tf.make_tensor_proto(["u00001"]))
+        request.inputs[F.ITEM_ID].CopyFrom(tf.make_tensor_proto(["i00001"]))
+        return stub.Predict(request, timeout=30).model_spec.version.value
+
+    try:
+        assert (version_for("stable"), version_for("canary")) == (blessed, unblessed)
+        assert cli.main(["promote", str(unblessed), "--label", "stable", "--force", "--target", target, *common]) == 0
+        assert version_for("stable") == unblessed
+        assert cli.main(["rollback", "--target", target, "--reason", "bad canary", *common]) == 0
+        assert version_for("stable") == blessed
+    finally:
+        channel.close()
+        server.stop(0)
+        models.stop()
+
+    capsys.readouterr()
+    assert cli.main(["models", "history", *common]) == 0
+    history = capsys.readouterr().out.strip().splitlines()
+    assert len(history) == 4 and "FORCED" in history[1] and "try it" in history[1]
+    assert "rollback" in history[3] and f"{unblessed} -> {blessed}" in history[3]
+    assert cli.main(["models", "list", *common]) == 0
+    listing = capsys.readouterr().out
+    assert f"{blessed}  blessed  stable" in listing and f"{unblessed}  NOT blessed  canary" in listing

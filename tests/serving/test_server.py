@@ -18,52 +18,7 @@ from tensorflow_serving.apis import (
 from components import features as F
 from serving.client import RecsysClient, ServingError
 from serving.server import build_server
-
-CATALOGUE = ["a", "bb", "ccc"]
-
-
-class TinyRecommender(tf.Module):
-    """rating = offset + len(user_id) + len(item_id): exact values the tests can assert."""
-
-    def __init__(self, offset: float):
-        super().__init__()
-        self.offset = tf.Variable(offset)
-        self.items = tf.constant(CATALOGUE)
-
-    def _rate(self, users, items):
-        return self.offset + tf.cast(tf.strings.length(users) + tf.strings.length(items), tf.float32)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
-                                  tf.TensorSpec([None], tf.string, name=F.ITEM_ID)])
-    def predict(self, user_id, item_id):
-        return {F.RATING_OUTPUT: self._rate(user_id, item_id)}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
-                                  tf.TensorSpec([], tf.int32, name=F.K_INPUT),
-                                  tf.TensorSpec([], tf.bool, name=F.EXCLUDE_RATED_INPUT)])
-    def recommend(self, user_id, k, exclude_rated):
-        """Every user "rated" the longest item, ccc: excluding rated items drops it."""
-        n = tf.shape(self.items)[0]
-        users = tf.repeat(user_id, n)
-        items = tf.tile(self.items, [tf.shape(user_id)[0]])
-        scores = tf.reshape(self._rate(users, items), [-1, n])
-        scores = tf.where(exclude_rated & tf.equal(self.items, "ccc")[None, :], float("-inf"), scores)
-        top = tf.math.top_k(scores, k)
-        ids = tf.gather(self.items, top.indices)
-        return {F.ITEMS_OUTPUT: ids, F.TITLES_OUTPUT: tf.strings.upper(ids), F.SCORES_OUTPUT: top.values}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT)])
-    def serve_examples(self, examples):
-        spec = {F.USER_ID: tf.io.FixedLenFeature([], tf.string), F.ITEM_ID: tf.io.FixedLenFeature([], tf.string)}
-        parsed = tf.io.parse_example(examples, spec)
-        return {F.RATING_OUTPUT: self._rate(parsed[F.USER_ID], parsed[F.ITEM_ID])}
-
-
-def save_version(base, version, offset):
-    module = TinyRecommender(offset)
-    tf.saved_model.save(module, os.path.join(base, str(version)), signatures={
-        F.SERVING_DEFAULT: module.serve_examples, F.PREDICT: module.predict, F.RECOMMEND: module.recommend})
-
+from tests.serving.tiny_model import save_version
 
 @pytest.fixture(scope="module")
 def base_path(tmp_path_factory):
@@ -74,10 +29,10 @@ def base_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(base_path):
-    srv, port, store = build_server(F.DEFAULT_MODEL_NAME, base_path, port=0, host="127.0.0.1", poll_interval=0.2)
-    yield f"127.0.0.1:{port}", store
+    srv, port, models = build_server(F.DEFAULT_MODEL_NAME, base_path, port=0, host="127.0.0.1", poll_interval=0.2)
+    yield f"127.0.0.1:{port}", models.store(F.DEFAULT_MODEL_NAME)
     srv.stop(0)
-    store.stop()
+    models.stop()
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +164,99 @@ def test_new_versions_are_swapped_in_and_broken_ones_skipped(server, base_path):
         assert store.versions() == [9]
         assert client.predict("u", "i") == pytest.approx(12.0)
         assert [s.version for s in client.status().model_version_status] == [9]
+
+
+@pytest.fixture
+def labelled(tmp_path):
+    """A server of its own over versions 2 (rating offset 0) and 3 (offset 10)."""
+    base = str(tmp_path / "recsys")
+    save_version(base, 2, 0.0)
+    save_version(base, 3, 10.0)
+    srv, port, models = build_server(F.DEFAULT_MODEL_NAME, base, port=0, host="127.0.0.1", poll_interval=0.2)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield base, prediction_service_pb2_grpc.PredictionServiceStub(channel), model_service_pb2_grpc.ModelServiceStub(channel)
+    channel.close()
+    srv.stop(0)
+    models.stop()
+
+
+def _reload(model_service, base, labels, versions=(2, 3)):
+    from tensorflow_serving.apis import model_management_pb2
+
+    request = model_management_pb2.ReloadConfigRequest()
+    model = request.config.model_config_list.config.add(name=F.DEFAULT_MODEL_NAME, base_path=base,
+                                                        model_platform="tensorflow")
+    model.model_version_policy.specific.versions.extend(versions)
+    for label, version in labels.items():
+        model.version_labels[label] = version
+    return model_service.HandleReloadConfigRequest(request, timeout=30)
+
+
+def _rating(predictions, label=None, version=None):
+    request = _request(F.PREDICT, user_id=_strings(["u"]), item_id=_strings(["i"]))
+    if label:
+        request.model_spec.version_label = label
+    if version:
+        request.model_spec.version.value = version
+    return float(tf.make_ndarray(predictions.Predict(request, timeout=10).outputs[F.RATING_OUTPUT])[0])
+
+
+def test_reload_config_serves_specific_versions_under_labels(labelled):
+    base, predictions, models = labelled
+    assert _rating(predictions) == pytest.approx(12.0)  # default policy: the newest version only
+    assert _reload(models, base, {"stable": 2, "canary": 3}).status.error_code == 0
+    assert _rating(predictions, label="stable") == pytest.approx(2.0)
+    assert _rating(predictions, label="canary") == pytest.approx(12.0)
+    assert _rating(predictions, version=2) == pytest.approx(2.0)
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = F.DEFAULT_MODEL_NAME
+    assert [s.version for s in models.GetModelStatus(request, timeout=10).model_version_status] == [2, 3]
+    with pytest.raises(grpc.RpcError) as raised:
+        _rating(predictions, label="beta")
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND and "beta" in raised.value.details()
+
+
+def test_a_label_on_a_missing_version_is_refused_and_the_old_config_stays(labelled):
+    base, predictions, models = labelled
+    _reload(models, base, {"stable": 2})
+    with pytest.raises(grpc.RpcError) as raised:
+        _reload(models, base, {"stable": 7})
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "version 7" in raised.value.details()
+    assert _rating(predictions, label="stable") == pytest.approx(2.0)
+
+
+def test_moving_a_label_under_load_fails_no_request(labelled):
+    import threading
+
+    base, predictions, models = labelled
+    _reload(models, base, {"stable": 2})
+    seen, failures, stop = set(), [], threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                seen.add(round(_rating(predictions, label="stable")))
+            except grpc.RpcError as e:  # any failure is a defect of the swap
+                failures.append(e.code())
+
+    worker = threading.Thread(target=loop)
+    worker.start()
+    time.sleep(0.3)
+    _reload(models, base, {"stable": 3})
+    time.sleep(0.3)
+    _reload(models, base, {"stable": 2})
+    time.sleep(0.3)
+    stop.set()
+    worker.join()
+    assert failures == [] and seen == {2, 12}
+
+
+def test_model_config_file_errors_name_the_file(tmp_path):
+    from serving.server import read_model_config_file
+
+    path = tmp_path / "models.config"
+    path.write_text("model_config_list { config { name: 'recsys' base_path: '/m' } }")
+    assert read_model_config_file(str(path)).model_config_list.config[0].name == "recsys"
+    path.write_text("not { a config")
+    with pytest.raises(ValueError, match="models.config: not a ModelServerConfig"):
+        read_model_config_file(str(path))
