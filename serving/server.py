@@ -17,6 +17,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -24,6 +25,7 @@ from tensorflow_serving.apis import (
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
     status_pb2,
 )
 from tensorflow_serving.config import model_server_config_pb2
@@ -171,6 +173,29 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 response.outputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
         return response
 
+    def Regress(self, request, context):
+        return _answer(context, "Regress", lambda: self._regress(request))
+
+    def _regress(self, request) -> regression_pb2.RegressionResponse:
+        """tf.Examples through the rating signature (serving_default unless named): one value each."""
+        if request.input.WhichOneof("kind") != "example_list":
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Regress takes input.example_list")
+        loaded = self._models.resolve(request.model_spec)
+        signature = request.model_spec.signature_name or F.SERVING_DEFAULT
+        function = loaded.functions.get(signature)
+        _, specs = function.structured_input_signature if function else (None, {})
+        if function is None or list(specs) != [F.EXAMPLES_INPUT] or len(function.structured_outputs) != 1:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f'Signature "{signature}" is not a regression signature (one tf.Example input, '
+                               "one output)")
+        serialized = [e.SerializeToString() for e in request.input.example_list.examples]
+        (values,) = function(**{F.EXAMPLES_INPUT: tf.constant(serialized, tf.string)}).values()
+        response = regression_pb2.RegressionResponse()
+        _fill_spec(response.model_spec, request.model_spec.name, loaded.version, signature)
+        for value in np.asarray(values).reshape(-1):
+            response.result.regressions.add(value=float(value))
+        return response
+
     def GetModelMetadata(self, request, context):
         return _answer(context, "GetModelMetadata", lambda: self._metadata(request))
 
@@ -273,6 +298,9 @@ def build_server(
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(models), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(models), server)
+    health_servicer = health.HealthServicer()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)  # the process answers; models may still load
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         models.stop()

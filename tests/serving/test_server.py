@@ -145,6 +145,32 @@ def test_client_errors_are_one_line(server):
             client.predict("u", "i")
 
 
+def test_regress_runs_tf_examples_through_the_default_signature(stubs, server):
+    from tensorflow_serving.apis import regression_pb2
+
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name = F.DEFAULT_MODEL_NAME
+    for user, item in (("ab", "xyz"), ("a", "b")):
+        example = request.input.example_list.examples.add()
+        example.features.feature[F.USER_ID].bytes_list.value.append(user.encode())
+        example.features.feature[F.ITEM_ID].bytes_list.value.append(item.encode())
+    response = stubs[0].Regress(request, timeout=10)
+    assert [round(r.value, 3) for r in response.result.regressions] == [5.0, 2.0]
+    assert response.model_spec.signature_name == F.SERVING_DEFAULT
+    request.model_spec.signature_name = F.RECOMMEND
+    with pytest.raises(grpc.RpcError) as raised:
+        stubs[0].Regress(request, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_health_service_answers(server):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(server[0]) as channel:
+        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
 def test_new_versions_are_swapped_in_and_broken_ones_skipped(server, base_path):
     """Runs last in this module: it changes what the shared server serves."""
     target, store = server
@@ -260,3 +286,4 @@ def test_model_config_file_errors_name_the_file(tmp_path):
     path.write_text("not { a config")
     with pytest.raises(ValueError, match="models.config: not a ModelServerConfig"):
         read_model_config_file(str(path))
+
