@@ -1,0 +1,118 @@
+"""gRPC serving latency against an in-process call of the same signature (a benchmark, not a test).
+
+Usage: .venv/bin/python bench/serving_latency.py [--model-dir output/serving/recsys] [--requests 400]
+       [--out bench/results/serving_latency.json]
+
+Starts `recsys serve`'s server on loopback over the newest pushed version, then for `predict` (one
+user-item pair) and `recommend` (top-10, rated items excluded) measures p50/p99 latency and throughput
+at concurrency 1 and 16 through TF Serving's official stubs, and the same signature called in-process.
+The ratio to the in-process call is the server's overhead, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from typing import Callable, Dict, List
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
+
+from components import features as F  # noqa: E402
+from serving.model_store import list_versions  # noqa: E402
+from serving.server import build_server  # noqa: E402
+
+
+def _requests(name: str) -> Dict[str, predict_pb2.PredictRequest]:
+    def request(signature, **inputs):
+        r = predict_pb2.PredictRequest()
+        r.model_spec.name, r.model_spec.signature_name = name, signature
+        for key, value in inputs.items():
+            r.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+        return r
+
+    return {
+        F.PREDICT: request(F.PREDICT, **{F.USER_ID: ["u00001"], F.ITEM_ID: ["i00001"]}),
+        F.RECOMMEND: request(F.RECOMMEND, **{F.USER_ID: ["u00001"], F.K_INPUT: np.int32(10),
+                                             F.EXCLUDE_RATED_INPUT: True}),
+    }
+
+
+def _measure(call: Callable[[], object], requests: int, concurrency: int) -> Dict[str, float]:
+    for _ in range(20):  # warm-up: traced functions, connections
+        call()
+    latencies: List[float] = []
+    lock = threading.Lock()
+    per_worker = max(1, requests // concurrency)
+
+    def worker():
+        mine = []
+        for _ in range(per_worker):
+            start = time.perf_counter()
+            call()
+            mine.append(time.perf_counter() - start)
+        with lock:
+            latencies.extend(mine)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    ms = sorted(x * 1000 for x in latencies)
+    return {"p50_ms": round(statistics.median(ms), 3), "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 3),
+            "throughput_rps": round(len(ms) / wall, 1), "requests": len(ms)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", default=os.path.join("output", "serving", F.DEFAULT_MODEL_NAME))
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--out", default=os.path.join("bench", "results", "serving_latency.json"))
+    args = parser.parse_args()
+    versions = list_versions(args.model_dir)
+    if not versions:
+        print(f"no model version under {args.model_dir}: run `make run` first", file=sys.stderr)
+        return 1
+    model = tf.saved_model.load(f"{args.model_dir}/{versions[-1]}")
+    server, port, models = build_server(F.DEFAULT_MODEL_NAME, args.model_dir, port=0, host="127.0.0.1")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    results = {"cpus": os.cpu_count(), "version": versions[-1], "rows": []}
+    try:
+        for signature, request in _requests(F.DEFAULT_MODEL_NAME).items():
+            direct_inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+            function = model.signatures[signature]
+            for concurrency in (1, 16):
+                grpc_stats = _measure(lambda: stub.Predict(request, timeout=30), args.requests, concurrency)
+                direct = _measure(lambda: function(**direct_inputs), args.requests, concurrency)
+                row = {"signature": signature, "concurrency": concurrency, "grpc": grpc_stats, "in_process": direct,
+                       "p50_overhead_ms": round(grpc_stats["p50_ms"] - direct["p50_ms"], 3),
+                       "throughput_ratio": round(grpc_stats["throughput_rps"] / direct["throughput_rps"], 3)}
+                results["rows"].append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        server.stop(0)
+        models.stop()
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out + ".tmp", "w") as f:
+        json.dump(results, f, indent=2)
+    os.replace(args.out + ".tmp", args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
