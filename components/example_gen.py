@@ -40,14 +40,18 @@ def _csv_rows(path: str, expected: Tuple[str, ...]) -> beam.PTransform:
     def _read(pipeline):
         return (
             pipeline
-            | "Read" >> beam.io.ReadFromText(path, skip_header_lines=1)
+            | "Read" >> beam.io.ReadFromText(path, skip_header_lines=1, coder=beam.coders.BytesCoder())
             | "Parse" >> beam.Map(_parse_line, path, len(expected))
         )
 
     return _read()
 
 
-def _parse_line(line: str, path: str, width: int) -> list:
+def _parse_line(raw: bytes, path: str, width: int) -> list:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: row {raw[:80]!r} is not UTF-8") from None
     row = next(csv.reader([line]))
     if len(row) != width:
         raise InputError(f"{path}: expected {width} columns, got {len(row)} in row {line!r}")
@@ -58,8 +62,12 @@ def check_header(path: str, expected: Tuple[str, ...]) -> None:
     """Fails fast, before any Beam work, when a file is missing or its columns are not the contract."""
     if not tf.io.gfile.exists(path):
         raise InputError(f"{path}: file not found")
-    with tf.io.gfile.GFile(path, "r") as f:
-        header = next(csv.reader([f.readline().strip()]), [])
+    with tf.io.gfile.GFile(path, "rb") as f:
+        first = f.readline()
+    try:
+        header = next(csv.reader([first.decode("utf-8-sig").strip()]), [])
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
     if tuple(header) != expected:
         raise InputError(f"{path}: header must be {','.join(expected)} (got {','.join(header) or 'nothing'})")
 

@@ -37,6 +37,8 @@ def eval_config(evaluation: EvaluationConfig) -> tfma.EvalConfig:
             tfma.MetricsSpec(
                 metrics=[
                     tfma.MetricConfig(class_name="ExampleCount"),
+                    tfma.MetricConfig(class_name="MeanLabel"),
+                    tfma.MetricConfig(class_name="MeanPrediction"),
                     tfma.MetricConfig(class_name="MeanSquaredError", config='{"name": "mean_squared_error"}'),
                     tfma.MetricConfig(class_name="MeanAbsoluteError", config='{"name": "mean_absolute_error"}'),
                     tfma.MetricConfig(class_name="RootMeanSquaredError", config=f'{{"name": "{RMSE}"}}',

@@ -120,3 +120,23 @@ def test_unknown_split_is_refused():
 
     with pytest.raises(ValueError, match="unknown split 'random'"):
         split_custom_config("random", 0.1)
+
+
+def test_non_utf8_rows_are_reported_with_the_file(tmp_path):
+    (tmp_path / F.ITEMS_FILE).write_text(ITEMS, encoding="utf-8")
+    (tmp_path / F.INTERACTIONS_FILE).write_bytes(INTERACTIONS.encode() + "u5,i1,4.0,9\nu6,Caf\xe9,3.0,9\n".encode("latin-1"))
+    with pytest.raises(Exception, match="interactions.csv: row .* is not UTF-8"):
+        with beam.Pipeline() as p:
+            _ = p | _JoinedRatingsToExample({"input_base": str(tmp_path)}, F.INTERACTIONS_FILE)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "header must be"),
+    (b"user_id,item_id,timestamp\nu1,i1,5\n", "header must be user_id,item_id,rating,timestamp"),
+    ("user_id,item_id,rating,timestamp\n".encode("utf-16"), "not UTF-8 text"),
+])
+def test_empty_files_missing_columns_and_other_encodings_fail_fast(tmp_path, content, message):
+    path = tmp_path / F.INTERACTIONS_FILE
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        check_header(str(path), F.INTERACTION_COLUMNS)
