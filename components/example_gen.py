@@ -82,8 +82,11 @@ def _item_entry(row: list, path: str) -> Tuple[str, _ItemRow]:
     return item_id, (title, year_value, genre_list)
 
 
-def _to_example(row: list, items: Dict[str, _ItemRow], path: str) -> tf.train.Example:
+def _to_example(row: list, items: Dict[str, _ItemRow], user_counts: Dict[str, int], item_counts: Dict[str, int],
+                path: str) -> tf.train.Example:
     user_id, item_id, rating, timestamp = row
+    if not user_id or not item_id:
+        raise InputError(f"{path}: empty user_id or item_id in row {','.join(row)!r}")
     try:
         rating_value, ts_value = float(rating), int(timestamp)
     except ValueError:
@@ -97,6 +100,8 @@ def _to_example(row: list, items: Dict[str, _ItemRow], path: str) -> tf.train.Ex
         F.TITLE: _bytes([title]),
         F.GENRES: _bytes(genres),
         F.YEAR: _int64([year]),
+        F.USER_ACTIVITY: _bytes([F.count_bucket(user_counts[user_id], F.ACTIVITY_EDGES)]),
+        F.ITEM_POPULARITY: _bytes([F.count_bucket(item_counts[item_id], F.POPULARITY_EDGES)]),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
@@ -126,11 +131,12 @@ def _JoinedRatingsToExample(  # pylint: disable=invalid-name
         | "ReadItems" >> _csv_rows(items_path, F.ITEM_COLUMNS)
         | "KeyItems" >> beam.Map(_item_entry, items_path)
     )
-    return (
-        pipeline
-        | "ReadInteractions" >> _csv_rows(interactions_path, F.INTERACTION_COLUMNS)
-        | "JoinItems" >> beam.Map(_to_example, beam.pvalue.AsDict(items), interactions_path)
-    )
+    rows = pipeline | "ReadInteractions" >> _csv_rows(interactions_path, F.INTERACTION_COLUMNS)
+    user_counts = rows | "Users" >> beam.Map(lambda r: r[0]) | "CountUsers" >> beam.combiners.Count.PerElement()
+    item_counts = rows | "Items" >> beam.Map(lambda r: r[1]) | "CountItems" >> beam.combiners.Count.PerElement()
+    return rows | "JoinItems" >> beam.Map(
+        _to_example, beam.pvalue.AsDict(items), beam.pvalue.AsDict(user_counts), beam.pvalue.AsDict(item_counts),
+        interactions_path)
 
 
 SPLIT_HASH, SPLIT_TIME, SPLIT_USER_TIME, SPLIT_LAST_ONE = "hash", "time", "user-time", "leave-last-one-out"

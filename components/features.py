@@ -14,6 +14,12 @@ TITLE = "title"
 GENRES = "genres"
 YEAR = "year"
 
+# Evaluation slices ExampleGen adds to every example: how many ratings the user gave and the item got.
+USER_ACTIVITY = "user_activity"
+ITEM_POPULARITY = "item_popularity"
+ACTIVITY_EDGES = (10, 50)  # buckets <10, 10-49, >=50 ratings
+POPULARITY_EDGES = (10, 100)
+
 INTERACTION_COLUMNS = (USER_ID, ITEM_ID, RATING, TIMESTAMP)
 ITEM_COLUMNS = (ITEM_ID, TITLE, GENRES, YEAR)
 GENRE_SEPARATOR = "|"
@@ -24,6 +30,16 @@ ITEMS_FILE = "items.csv"
 LABEL_KEY = RATING
 RATING_MIN = 0.5
 RATING_MAX = 5.0
+
+
+def count_bucket(count: int, edges) -> str:
+    """'<10', '10-49', '>=50' for edges (10, 50): readable slice names in TFMA's output."""
+    if count < edges[0]:
+        return f"<{edges[0]}"
+    for low, high in zip(edges, edges[1:]):
+        if count < high:
+            return f"{low}-{high - 1}"
+    return f">={edges[-1]}"
 
 
 def transformed_name(key: str) -> str:

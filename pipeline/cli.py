@@ -14,6 +14,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import importlib  # noqa: E402
+import json  # noqa: E402
 import sys  # noqa: E402
 from typing import List, Optional  # noqa: E402
 
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="users/items with fewer training ratings share the OOV bucket (default %(default)s)")
     p.add_argument("--rmse-threshold", type=float, default=C.EvaluationConfig.rmse_upper_bound,
                    help="bless only models with eval RMSE below this (default %(default)s)")
+    p.add_argument("--max-rmse-regression", type=float, default=C.EvaluationConfig.max_relative_rmse_regression,
+                   help="bless only models at most this much worse than the latest blessed one, relative "
+                        "(default %(default)s = 1 %%)")
     p.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
                    help="extra Beam pipeline argument, repeatable (e.g. --beam-arg=--direct_num_workers=2)")
     env = os.environ.get
@@ -134,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="pushed versions and their labels, or the promotion history")
     p.add_argument("what", choices=["list", "history"])
+    add_serving_args(p)
+
+    p = sub.add_parser("runs", help="an evaluation's metrics per slice and threshold verdicts, with a report")
+    p.add_argument("what", choices=["show"])
+    p.add_argument("run", nargs="?", help="a pipeline run id (default: the latest run that evaluated a model)")
     add_serving_args(p)
 
     p = sub.add_parser("predict", help="ask the server for one (user, item) rating")
@@ -205,7 +214,8 @@ def cmd_run(args) -> int:
         split=args.split,
         min_id_frequency=args.min_id_frequency,
         training=training,
-        evaluation=dataclasses.replace(C.EvaluationConfig(), rmse_upper_bound=args.rmse_threshold),
+        evaluation=C.EvaluationConfig(rmse_upper_bound=args.rmse_threshold,
+                                      max_relative_rmse_regression=args.max_rmse_regression),
         mysql=(C.MySQLMetadata(host=args.mlmd_mysql_host, port=args.mlmd_mysql_port,
                                database=args.mlmd_mysql_database, user=args.mlmd_mysql_user,
                                password=os.environ.get("RECSYS_MLMD_MYSQL_PASSWORD", ""))
@@ -306,13 +316,49 @@ def cmd_models(args) -> int:
             print(f"{when}  {e.actor:<12} {e.action:<8} {e.label:<7} {e.from_version} -> {e.to_version}"
                   f"{'  FORCED' if e.forced else ''}  {e.reason}")
         return 0
-    blessed = lineage.pushed_versions(C.PipelineConfig(output_dir=os.path.abspath(args.output_dir)))
+    from pipeline import run_summary
+    from pipeline.pipeline import RMSE
+
+    known = {v.version: v for v in lineage.versions(C.PipelineConfig(output_dir=os.path.abspath(args.output_dir)))}
     by_version: dict = {}
     for label, version in promotion.labels(root, args.model_name).items():
         by_version.setdefault(version, []).append(label)
     for version in model_store.list_versions(os.path.join(root, args.model_name)):
-        print(f"{version}  {'blessed' if version in blessed else 'NOT blessed'}  "
-              f"{','.join(sorted(by_version.get(version, []))) or '-'}  {blessed.get(version, '')}")
+        info = known.get(version)
+        labels = ",".join(sorted(by_version.get(version, []))) or "-"
+        if info is None:
+            print(f"{version}  NOT blessed  {labels}  (no pipeline run pushed it)")
+            continue
+        overall = run_summary.metrics_by_slice(info.evaluation_uri).get("overall", {}) if info.evaluation_uri else {}
+        training = info.training.get("training", {})
+        print(f"{version}  {'blessed' if info.blessed else 'NOT blessed'}  {labels}  model={training.get('model')}  "
+              f"rmse={overall.get(RMSE, float('nan')):.4f}  examples={info.examples_uri}  "
+              f"transform_graph={info.transform_graph_uri}")
+        print(f"    data: span {info.data_span}, {info.data_fingerprint}")
+        print(f"    hyperparameters: {json.dumps(training, sort_keys=True)}")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from pipeline import lineage, report, run_summary
+
+    config = C.PipelineConfig(output_dir=os.path.abspath(args.output_dir))
+    runs = lineage.evaluated_runs(config)
+    if not runs:
+        raise CliError(f"no evaluated run in {args.output_dir} (run the pipeline first)")
+    run_id = args.run or runs[-1].run_id
+    match = [r for r in runs if r.run_id == run_id]
+    if not match:
+        raise CliError(f"run {run_id!r} not found; evaluated runs: {', '.join(r.run_id for r in runs)}")
+    run = match[0]
+    metrics = run_summary.metrics_by_slice(run.evaluation_uri)
+    failures = run_summary.threshold_failures(run.evaluation_uri)
+    print(f"run {run.run_id}: model {run.model_uri}")
+    print(report.as_text(metrics, failures, run.blessed))
+    safe_id = "".join(c if c.isalnum() or c in "-_." else "-" for c in run.run_id)
+    paths = report.write(os.path.join(os.path.abspath(args.output_dir), "reports", f"run-{safe_id}"),
+                         f"Evaluation of run {run.run_id}", metrics, failures, run.blessed)
+    print("report: " + ", ".join(paths))
     return 0
 
 
@@ -360,6 +406,7 @@ COMMANDS = {
     "promote": cmd_promote,
     "rollback": cmd_rollback,
     "models": cmd_models,
+    "runs": cmd_runs,
     "predict": cmd_predict,
     "recommend": cmd_recommend,
 }

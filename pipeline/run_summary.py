@@ -37,6 +37,34 @@ def _latest(store: metadata_store.MetadataStore, type_name: str):
     return max(artifacts, key=lambda a: a.id) if artifacts else None
 
 
+def _slice_name(slice_key) -> str:
+    """'overall' or 'feature=value' (TFMA's slice key, flattened)."""
+    parts = []
+    for single in slice_key.single_slice_keys:
+        value = single.bytes_value.decode() if single.HasField("bytes_value") else (
+            single.int64_value if single.HasField("int64_value") else single.float_value)
+        parts.append(f"{single.column}={value}")
+    return ", ".join(parts) or "overall"
+
+
+def metrics_by_slice(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
+    """slice name -> metric name -> value, for the candidate model (baseline diffs left out)."""
+    out: Dict[str, Dict[str, float]] = {}
+    for slice_metrics in tfma.load_metrics(evaluation_uri):
+        values = out.setdefault(_slice_name(slice_metrics.slice_key), {})
+        for key in slice_metrics.metric_keys_and_values:
+            if not key.key.is_diff and key.value.HasField("double_value") and not key.key.model_name.endswith(
+                    "baseline"):
+                values[key.key.name] = key.value.double_value.value
+    return out
+
+
+def threshold_failures(evaluation_uri: str) -> List[str]:
+    result = tfma.load_validation_result(evaluation_uri)
+    return [f"{_slice_name(s.slice_key)}: {f.metric_key.name}: {f.message}"
+            for s in result.metric_validations_per_slice for f in s.failures]
+
+
 def latest(config: PipelineConfig) -> RunSummary:
     store = metadata_store.MetadataStore(metadata.connection_config(config))
     evaluation = _latest(store, tfx.types.standard_artifacts.ModelEvaluation.TYPE_NAME)
@@ -45,19 +73,8 @@ def latest(config: PipelineConfig) -> RunSummary:
     metrics: Dict[str, float] = {}
     failures: List[str] = []
     if evaluation is not None:
-        for slice_metrics in tfma.load_metrics(evaluation.uri):
-            if slice_metrics.slice_key.single_slice_keys:
-                continue  # overall slice only
-            for key in slice_metrics.metric_keys_and_values:
-                if key.key.is_diff:
-                    continue
-                value = key.value
-                if value.HasField("double_value"):
-                    metrics[key.key.name] = value.double_value.value
-        result = tfma.load_validation_result(evaluation.uri)
-        for slice_failure in result.metric_validations_per_slice:
-            for failure in slice_failure.failures:
-                failures.append(f"{failure.metric_key.name}: {failure.message}")
+        metrics = metrics_by_slice(evaluation.uri).get("overall", {})
+        failures = threshold_failures(evaluation.uri)
     is_blessed = bool(blessing and blessing.custom_properties["blessed"].int_value == 1)
     pushed_to = None
     if pushed is not None and pushed.custom_properties["pushed"].int_value == 1:
@@ -66,4 +83,4 @@ def latest(config: PipelineConfig) -> RunSummary:
                       failures=failures, pushed_to=pushed_to)
 
 
-__all__ = ["RunSummary", "latest", "RMSE"]
+__all__ = ["RunSummary", "latest", "metrics_by_slice", "threshold_failures", "RMSE"]

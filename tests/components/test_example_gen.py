@@ -36,6 +36,9 @@ def test_item_attributes_are_joined_into_each_rating(tmp_path):
         assert _values(by_user["u2"], F.YEAR) == [0]
         # An item missing from items.csv still yields an example, with empty attributes.
         assert _values(by_user["u3"], F.TITLE) == [""] and _values(by_user["u3"], F.ITEM_ID) == ["i9"]
+        # Slices for the Evaluator: one rating each here, so every user and item is in the lowest bucket.
+        assert {_values(e, F.USER_ACTIVITY)[0] for e in examples} == {"<10"}
+        assert {_values(e, F.ITEM_POPULARITY)[0] for e in examples} == {"<10"}
 
     with beam.Pipeline() as p:
         examples = p | _JoinedRatingsToExample({"input_base": str(tmp_path)}, F.INTERACTIONS_FILE)
@@ -140,3 +143,8 @@ def test_empty_files_missing_columns_and_other_encodings_fail_fast(tmp_path, con
     path.write_bytes(content)
     with pytest.raises(InputError, match=message):
         check_header(str(path), F.INTERACTION_COLUMNS)
+
+
+def test_count_buckets():
+    assert [F.count_bucket(n, (10, 50)) for n in (1, 9, 10, 49, 50, 500)] == [
+        "<10", "<10", "10-49", "10-49", ">=50", ">=50"]

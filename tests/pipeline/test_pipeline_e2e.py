@@ -123,31 +123,73 @@ def test_server_answers_the_pushed_model_through_the_official_stubs(pipeline_run
         store.stop()
 
 
-def test_a_model_over_the_rmse_bound_is_not_pushed(pipeline_run):
-    """Runs again on the same store with an impossible bound: the serving dir must not change."""
-    before = _versions(pipeline_run.serving_dir)
-    strict = dataclasses.replace(
-        pipeline_run,
-        evaluation=dataclasses.replace(pipeline_run.evaluation, rmse_upper_bound=0.05),
-        training=dataclasses.replace(pipeline_run.training, epochs=1),
-    )
+def test_runs_show_prints_slices_and_writes_a_report(pipeline_run, capsys):
+    from pipeline import cli
+
+    assert cli.main(["runs", "show", "--output-dir", pipeline_run.output_dir]) == 0
+    out = capsys.readouterr().out
+    assert "overall" in out and "genres=Drama" in out and "BLESSED: every threshold passed" in out
+    for name in ("mean_label", "mean_prediction", run_summary.RMSE):
+        assert name in out
+    html_path, png_path = out.strip().splitlines()[-1].removeprefix("report: ").split(", ")
+    assert open(png_path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "genres=Drama" in open(html_path, encoding="utf-8").read()
+
+
+def _tree_digest(root):
+    import hashlib
+
+    digest = hashlib.sha256()
+    for folder, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            digest.update(path.encode() + open(path, "rb").read())
+    return digest.hexdigest()
+
+
+def test_a_degraded_model_is_not_blessed_against_the_baseline_and_not_pushed(pipeline_run, capsys):
+    """One training step: under the absolute bound, but worse than the blessed baseline."""
+    before = _tree_digest(pipeline_run.serving_dir)
+    strict = dataclasses.replace(pipeline_run, train_steps=1,
+                                 training=dataclasses.replace(pipeline_run.training, epochs=1))
     local_runner.run(strict)
     summary = run_summary.latest(strict)
     assert not summary.blessed and summary.pushed_to is None
     assert any(run_summary.RMSE in failure for failure in summary.failures), summary.failures
-    assert _versions(pipeline_run.serving_dir) == before
+    assert summary.metrics[run_summary.RMSE] < pipeline_run.evaluation.rmse_upper_bound  # the change threshold
+    assert _tree_digest(pipeline_run.serving_dir) == before  # byte for byte
+    from pipeline import cli
+
+    capsys.readouterr()
+    assert cli.main(["runs", "show", "--output-dir", pipeline_run.output_dir]) == 0
+    assert "NOT BLESSED: overall: root_mean_squared_error" in capsys.readouterr().out
 
 
-def test_out_of_range_ratings_stop_the_run_before_transform(tiny_data, tmp_path, capsys):
+def _corrupt_rating(line):
+    parts = line.split(",")
+    return ",".join(parts[:2] + ["9.5"] + parts[3:])
+
+
+def _corrupt_genre(line):
+    item_id, title, _, year = line.split(",")
+    return ",".join([item_id, title, "Space-Opera", year])
+
+
+@pytest.mark.parametrize("file_name, corrupt, anomaly", [
+    (F.INTERACTIONS_FILE, _corrupt_rating, "feature 'rating': Out-of-range values"),
+    (F.ITEMS_FILE, _corrupt_genre, "feature 'genres': Unexpected string values"),
+])
+def test_bad_data_stops_the_run_at_the_data_gate(tiny_data, tmp_path, capsys, file_name, corrupt, anomaly):
     from pipeline import cli
 
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / F.ITEMS_FILE).write_bytes(open(os.path.join(tiny_data, F.ITEMS_FILE), "rb").read())
-    with open(os.path.join(tiny_data, F.INTERACTIONS_FILE)) as src:
-        lines = src.read().splitlines()
-    lines[1:40] = [",".join(line.split(",")[:2] + ["9.5"] + line.split(",")[3:]) for line in lines[1:40]]
-    (bad / F.INTERACTIONS_FILE).write_text("\n".join(lines) + "\n")
+    for name in (F.INTERACTIONS_FILE, F.ITEMS_FILE):
+        with open(os.path.join(tiny_data, name)) as src:
+            lines = src.read().splitlines()
+        if name == file_name:
+            lines[1:40] = [corrupt(line) for line in lines[1:40]]
+        (bad / name).write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
 
     code = cli.main(["run", "--data-root", str(bad), "--output-dir", str(out)])
@@ -155,7 +197,7 @@ def test_out_of_range_ratings_stop_the_run_before_transform(tiny_data, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == cli.EXIT_ERROR
     assert err[-1].startswith("recsys run: error: data validation failed:"), err[-1]
-    assert "feature 'rating': Out-of-range values" in err[-1]
+    assert anomaly in err[-1], err[-1]
     assert not (out / "pipeline_root" / "Transform").exists()
     assert _versions(str(out / "serving" / F.DEFAULT_MODEL_NAME)) == []
 
@@ -254,3 +296,8 @@ def test_promote_and_rollback_move_labels_on_a_live_server(pipeline_run, tmp_pat
     assert cli.main(["models", "list", *common]) == 0
     listing = capsys.readouterr().out
     assert f"{blessed}  blessed  stable" in listing and f"{unblessed}  NOT blessed  canary" in listing
+    # Lineage: the stable version's run, down to the transformed examples and the transform graph.
+    stable_line = next(line for line in listing.splitlines() if line.startswith(f"{blessed}  "))
+    root = os.path.join(pipeline_run.pipeline_root, "Transform")
+    assert f"examples={root}/transformed_examples/" in stable_line and f"transform_graph={root}/transform_graph/" in stable_line
+    assert '"model": "mf"' in listing and "data: span 0, split:single_split" in listing
