@@ -277,13 +277,30 @@ def test_promote_and_rollback_move_labels_on_a_live_server(pipeline_run, tmp_pat
         request.inputs[F.ITEM_ID].CopyFrom(tf.make_tensor_proto(["i00001"]))
         return stub.Predict(request, timeout=30).model_spec.version.value
 
+    import threading
+
+    answered, failures, stop = set(), [], threading.Event()
+
+    def client_loop():  # a client that keeps asking for "stable" while the label moves
+        while not stop.is_set():
+            try:
+                answered.add(version_for("stable"))
+            except grpc.RpcError as e:
+                failures.append(e.code())
+
     try:
         assert (version_for("stable"), version_for("canary")) == (blessed, unblessed)
+        loop = threading.Thread(target=client_loop)
+        loop.start()
         assert cli.main(["promote", str(unblessed), "--label", "stable", "--force", "--target", target, *common]) == 0
         assert version_for("stable") == unblessed
         assert cli.main(["rollback", "--target", target, "--reason", "bad canary", *common]) == 0
         assert version_for("stable") == blessed
+        stop.set()
+        loop.join()
+        assert failures == [] and blessed in answered and answered <= {blessed, unblessed}
     finally:
+        stop.set()
         channel.close()
         server.stop(0)
         models.stop()
