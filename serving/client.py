@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import grpc
 import tensorflow as tf
@@ -21,6 +21,10 @@ from tensorflow_serving.apis import (
 )
 
 from components import features as F
+
+
+# A server that is still starting is noticed within a second, not after gRPC's default backoff (up to 120 s).
+_CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
 class ServingError(RuntimeError):
@@ -38,7 +42,7 @@ class RecsysClient:
     def __init__(self, target: str = "localhost:8500", model_name: str = F.DEFAULT_MODEL_NAME,
                  timeout: float = 10.0):
         self.target, self.model_name, self.timeout = target, model_name, timeout
-        self._channel = grpc.insecure_channel(target)
+        self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
@@ -51,18 +55,21 @@ class RecsysClient:
     def __exit__(self, *exc):
         self.close()
 
-    def _call(self, method, request, what: str):
+    def _call(self, method, request, what: str, timeout: Optional[float] = None):
+        timeout = self.timeout if timeout is None else timeout
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=timeout)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.UNAVAILABLE:
                 raise ServingError(f"no server answering at {self.target} ({what})") from None
+            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise ServingError(f"{what} on {self.target}: no answer within {timeout:g} s") from None
             raise ServingError(f"{what} on {self.target} failed: {e.code().name}: {e.details()}") from None
 
-    def status(self) -> get_model_status_pb2.GetModelStatusResponse:
+    def status(self, timeout: Optional[float] = None) -> get_model_status_pb2.GetModelStatusResponse:
         request = get_model_status_pb2.GetModelStatusRequest()
         request.model_spec.name = self.model_name
-        return self._call(self._models.GetModelStatus, request, f"status of model '{self.model_name}'")
+        return self._call(self._models.GetModelStatus, request, f"status of model '{self.model_name}'", timeout)
 
     def metadata(self) -> get_model_metadata_pb2.SignatureDefMap:
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
@@ -73,17 +80,18 @@ class RecsysClient:
         return signature_map
 
     def wait_until_ready(self, timeout_s: float) -> int:
-        """Blocks until the model has an AVAILABLE version; returns it."""
+        """Blocks until the model has an AVAILABLE version and returns it (a server may load for a while)."""
         deadline, last_error = time.monotonic() + timeout_s, "no answer"
         while time.monotonic() < deadline:
             try:
-                for status in self.status().model_version_status:
+                remaining = max(0.1, deadline - time.monotonic())
+                for status in self.status(timeout=min(self.timeout, remaining)).model_version_status:
                     if status.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE:
                         return status.version
             except ServingError as e:
                 last_error = str(e)
             time.sleep(0.5)
-        raise ServingError(f"model '{self.model_name}' not ready at {self.target} after {timeout_s:.0f} s: {last_error}")
+        raise ServingError(f"model '{self.model_name}' not ready at {self.target} after {timeout_s:g} s: {last_error}")
 
     def _predict(self, signature: str, inputs: dict) -> dict:
         request = predict_pb2.PredictRequest()

@@ -1,8 +1,15 @@
 """Versions of one model under a TF Serving base path: discovered, loaded, swapped, as TF Serving does.
 
-A version is an integer directory holding `saved_model.pb`. New versions are loaded fully before
-they replace the old one, so a request in flight never sees a half-loaded model; a directory that
-fails to load is logged once and skipped while the loaded versions keep serving.
+A version is an integer directory holding `saved_model.pb` (the TFX Pusher and tf.saved_model.save
+write that file last, so a directory without it is a push in progress and is not looked at). New
+versions are loaded fully before they replace the old one, so a request in flight never sees a
+half-loaded model. A version that fails to load is logged once and skipped: the policy picks among
+the versions that load (the newest loadable one by default), and the failed one is retried only when
+its saved_model.pb changes (a copy that was still being written when we read it).
+
+Everything goes through tf.io.gfile, so a gs:// base path works like a local one. The default poll
+interval is 5 s: a new push is live within seconds while an idle server lists the bucket only 12
+times a minute (TF Serving's --file_system_poll_wait_seconds defaults to 1 s).
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
@@ -18,6 +25,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 log = logging.getLogger(__name__)
 
 SAVED_MODEL_FILE = "saved_model.pb"
+DEFAULT_POLL_INTERVAL_S = 5.0
 
 
 class VersionNotFound(LookupError):
@@ -65,7 +73,17 @@ def list_versions(base_path: str) -> List[int]:
     return sorted(versions)
 
 
+def _stamp(base_path: str, version: int) -> Tuple[int, int]:
+    """Size and mtime of a version's saved_model.pb: a change means the version is worth another try."""
+    try:
+        stat = tf.io.gfile.stat(f"{base_path.rstrip('/')}/{version}/{SAVED_MODEL_FILE}")
+    except tf.errors.OpError:
+        return (-1, -1)
+    return (stat.length, stat.mtime_nsec)
+
+
 def load_version(base_path: str, version: int) -> LoadedVersion:
+    """Reads the signature defs from saved_model.pb itself (what GetModelMetadata returns) and loads."""
     path = f"{base_path.rstrip('/')}/{version}"
     with tf.io.gfile.GFile(f"{path}/{SAVED_MODEL_FILE}", "rb") as f:
         saved_model = saved_model_pb2.SavedModel.FromString(f.read())
@@ -79,28 +97,34 @@ def load_version(base_path: str, version: int) -> LoadedVersion:
 class ModelStore:
     """Serves the versions of one model its policy selects, with labels, and follows new pushes by polling."""
 
-    def __init__(self, name: str, base_path: str, poll_interval: float = 5.0,
+    def __init__(self, name: str, base_path: str, poll_interval: float = DEFAULT_POLL_INTERVAL_S,
                  policy: VersionPolicy = VersionPolicy(), labels: Optional[Mapping[str, int]] = None):
         self.name, self.base_path, self.poll_interval = name, base_path, poll_interval
         self.policy, self.labels = policy, dict(labels or {})
         self._loaded: Dict[int, LoadedVersion] = {}
-        self._failed: set = set()
+        self._failed: Dict[int, Tuple[int, int]] = {}  # version -> _stamp when it failed
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._refreshing = threading.Lock()
 
     def configure(self, policy: VersionPolicy, labels: Mapping[str, int]) -> None:
-        """Applies a new policy and labels; loads what they need before anything is unloaded."""
+        """Applies a new policy and labels; loads what they need before anything is unloaded.
+
+        A label on a version that is not loaded afterwards is refused and the old labels stay.
+        """
         with self._refreshing:
-            wanted = policy.select(list_versions(self.base_path))
+            wanted = policy.select(self._candidates())
             missing = {label: v for label, v in labels.items() if v not in wanted}
+            if not missing:
+                self.policy = policy
+                self._refresh_locked()
+                missing = {label: v for label, v in labels.items() if v not in self._loaded}
             if missing:
                 label, version = sorted(missing.items())[0]
                 raise LabelError(f"Request to assign label {label} to version {version} of model {self.name}, "
-                                 f"which is not currently available (available: {', '.join(map(str, wanted)) or 'none'})")
-            self.policy = policy
-            self._refresh_locked()
+                                 f"which is not currently available (available: "
+                                 f"{', '.join(map(str, policy.select(self._candidates()))) or 'none'})")
             with self._lock:
                 self.labels = dict(labels)
 
@@ -108,29 +132,43 @@ class ModelStore:
         with self._refreshing:
             self._refresh_locked()
 
+    def _candidates(self) -> List[int]:
+        """Versions on disk minus those that failed to load and have not changed since."""
+        return [v for v in list_versions(self.base_path)
+                if v not in self._failed or self._failed[v] != _stamp(self.base_path, v)]
+
     def _refresh_locked(self) -> None:
-        """Loads versions that should be served and are not yet; unloads those that fell out of the policy."""
-        wanted = self.policy.select(list_versions(self.base_path))
-        for version in wanted:
-            if version in self._loaded or version in self._failed:
-                continue
-            try:
-                loaded = load_version(self.base_path, version)
-            except Exception as e:  # a corrupt version must not take the server down
-                self._failed.add(version)
-                log.error("model %s: version %d at %s failed to load, skipped: %s",
-                          self.name, version, self.base_path, str(e).splitlines()[0] if str(e) else type(e).__name__)
-                continue
-            with self._lock:
-                self._loaded[version] = loaded
-            log.info("model %s: version %d loaded", self.name, version)
+        """Loads the versions the policy wants, skipping any that fail; then unloads those no longer wanted."""
+        tried: set = set()
+        while True:
+            wanted = self.policy.select([v for v in self._candidates() if v in self._loaded or v not in tried])
+            todo = [v for v in wanted if v not in self._loaded]
+            tried.update(todo)
+            if all([self._load(v) for v in todo]):
+                break  # else choose again without the failed ones: each version is tried once per refresh
         if not any(v in self._loaded for v in wanted):
-            return  # nothing new could be loaded: keep serving what we have
+            return  # nothing the policy wants could be loaded: keep serving what we have
         labelled = set(self.labels.values())  # a labelled version keeps serving until relabelled
         with self._lock:
             for version in [v for v in self._loaded if v not in wanted and v not in labelled]:
                 del self._loaded[version]
                 log.info("model %s: version %d unloaded", self.name, version)
+
+    def _load(self, version: int) -> bool:
+        stamp = _stamp(self.base_path, version)
+        try:
+            loaded = load_version(self.base_path, version)
+        except Exception as e:  # a corrupt version must not take the server down
+            self._failed[version] = stamp
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            log.error("model %s: version %d at %s failed to load, skipped until its %s changes: %s",
+                      self.name, version, self.base_path, SAVED_MODEL_FILE, first_line)
+            return False
+        self._failed.pop(version, None)
+        with self._lock:
+            self._loaded[version] = loaded
+        log.info("model %s: version %d loaded", self.name, version)
+        return True
 
     def start(self) -> None:
         self.refresh()

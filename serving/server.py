@@ -3,6 +3,15 @@
 TF Serving's binary cannot be installed here, so this server answers the same protos with the same
 status codes; clients written for TF Serving work unchanged, and production runs the real
 `tensorflow/serving` image on the same directory (serving/deploy/).
+
+Status codes (TF Serving's own where it has one for the case):
+  NOT_FOUND            unknown model, version or version_label; no version loaded yet
+  FAILED_PRECONDITION  unknown signature_name (TF Serving's Predict answers exactly this), Regress on a
+                       signature that is not one tf.Example in, one value out, a label on an unavailable version
+  INVALID_ARGUMENT     missing, unexpected, wrongly typed or wrongly shaped inputs (the message names
+                       the input), unknown output_filter alias, unsupported metadata_field
+  UNIMPLEMENTED        Classify, MultiInference
+  INTERNAL             anything else; the server logs one line per refused request and keeps serving
 """
 
 from __future__ import annotations
@@ -31,7 +40,14 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from components import features as F
-from serving.model_store import LabelError, LoadedVersion, ModelStore, VersionNotFound, VersionPolicy
+from serving.model_store import (
+    DEFAULT_POLL_INTERVAL_S,
+    LabelError,
+    LoadedVersion,
+    ModelStore,
+    VersionNotFound,
+    VersionPolicy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +147,8 @@ def _convert_inputs(request: predict_pb2.PredictRequest, function) -> Dict[str, 
     for name, spec in specs.items():
         proto = request.inputs[name]
         if proto.dtype != spec.dtype.as_datatype_enum:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"Expects arg[{name}] to be {spec.dtype.name} but {tf.dtypes.as_dtype(proto.dtype).name} is provided")
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Expects arg[{name}] to be {spec.dtype.name} "
+                                                                 f"but {_dtype_name(proto.dtype)} is provided")
         try:
             value = tf.make_ndarray(proto)
         except Exception as e:
@@ -142,6 +158,13 @@ def _convert_inputs(request: predict_pb2.PredictRequest, function) -> Dict[str, 
                                f"input {name}: shape {list(value.shape)} does not match the signature's {spec.shape}")
         tensors[name] = tf.constant(value, dtype=spec.dtype)
     return tensors
+
+
+def _dtype_name(enum: int) -> str:
+    try:
+        return tf.dtypes.as_dtype(enum).name
+    except TypeError:  # DT_INVALID or a number no DType has
+        return f"dtype enum {enum}"
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -272,8 +295,9 @@ def _answer(context, method: str, handler):
         log.warning("%s: %s: %s", method, e.code.name, e)
         context.abort(e.code, str(e))
     except Exception as e:  # never crash the server on a request
-        log.error("%s: INTERNAL: %s", method, e)
-        context.abort(grpc.StatusCode.INTERNAL, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        log.error("%s: INTERNAL: %s", method, message)
+        context.abort(grpc.StatusCode.INTERNAL, message)
 
 
 def build_server(
@@ -281,7 +305,7 @@ def build_server(
     base_path: str = "",
     port: int = 8500,
     host: str = "[::]",
-    poll_interval: float = 5.0,
+    poll_interval: float = DEFAULT_POLL_INTERVAL_S,
     max_workers: int = 8,
     config: Optional[model_server_config_pb2.ModelServerConfig] = None,
 ) -> Tuple[grpc.Server, int, "_Models"]:
@@ -310,7 +334,8 @@ def build_server(
 
 
 def serve(model_name: str, base_path: str, port: int = 8500, host: str = "[::]",
-          poll_interval: float = 5.0, max_workers: int = 8, model_config_file: Optional[str] = None) -> None:
+          poll_interval: float = DEFAULT_POLL_INTERVAL_S, max_workers: int = 8,
+          model_config_file: Optional[str] = None) -> None:
     """Runs until SIGINT/SIGTERM, then stops accepting requests and drains the ones in flight."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config = read_model_config_file(model_config_file) if model_config_file else None
@@ -318,8 +343,8 @@ def serve(model_name: str, base_path: str, port: int = 8500, host: str = "[::]",
         raise FileNotFoundError(f"model directory {base_path} does not exist (run the pipeline first)")
     server, bound, models = build_server(model_name, base_path, port, host, poll_interval, max_workers, config)
     for name, store in models.stores.items():
-        log.info("serving model %s version(s) %s from %s on port %d", name,
-                 ", ".join(map(str, store.versions())) or "(none yet: waiting for a push)", store.base_path, bound)
+        versions = ", ".join(map(str, store.versions())) or "(none yet: waiting for a push)"
+        log.info("serving %s version %s on port %d (from %s)", name, versions, bound, store.base_path)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

@@ -7,6 +7,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -19,6 +20,7 @@ from components import features as F
 from serving.client import RecsysClient, ServingError
 from serving.server import build_server
 from tests.serving.tiny_model import save_version
+
 
 @pytest.fixture(scope="module")
 def base_path(tmp_path_factory):
@@ -116,6 +118,8 @@ def test_status_reports_the_loaded_version_available(stubs):
      grpc.StatusCode.INVALID_ARGUMENT, "unexpected input(s): extra"),
     (lambda: _request(F.PREDICT, user_id=tf.make_tensor_proto([1.0]), item_id=_strings(["i"])),
      grpc.StatusCode.INVALID_ARGUMENT, "arg[user_id]"),
+    (lambda: _request(F.PREDICT, user_id=tensor_pb2.TensorProto(), item_id=_strings(["i"])),  # DT_INVALID
+     grpc.StatusCode.INVALID_ARGUMENT, "arg[user_id] to be string but dtype enum 0"),
     (lambda: _request(F.RECOMMEND, user_id=_strings(["u"]), k=tf.make_tensor_proto([2], dtype=tf.int32),
                       exclude_rated=tf.make_tensor_proto(False)),
      grpc.StatusCode.INVALID_ARGUMENT, "input k: shape"),
@@ -126,7 +130,28 @@ def test_bad_requests_get_tf_serving_status_codes(stubs, request_, code, message
     assert raised.value.code() == code and message in raised.value.details(), raised.value.details()
     # The server is still up and answering.
     ok = stubs[0].Predict(_request(F.PREDICT, user_id=_strings(["u"]), item_id=_strings(["i"])), timeout=10)
-    assert ok.outputs[F.RATING_OUTPUT].float_val
+    assert tf.make_ndarray(ok.outputs[F.RATING_OUTPUT]).tolist() == [2.0]
+
+
+def test_unknown_model_is_not_found_for_metadata_and_status(stubs):
+    metadata = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    metadata.model_spec.name = "nope"
+    status = get_model_status_pb2.GetModelStatusRequest()
+    status.model_spec.name = "nope"
+    for call, request in ((stubs[0].GetModelMetadata, metadata), (stubs[1].GetModelStatus, status)):
+        with pytest.raises(grpc.RpcError) as raised:
+            call(request, timeout=10)
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND and "nope" in raised.value.details()
+
+
+def test_classify_is_unimplemented(stubs):
+    from tensorflow_serving.apis import classification_pb2
+
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = F.DEFAULT_MODEL_NAME
+    with pytest.raises(grpc.RpcError) as raised:
+        stubs[0].Classify(request, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_typed_client_round_trips(server):
@@ -141,7 +166,15 @@ def test_typed_client_round_trips(server):
 
 def test_client_errors_are_one_line(server):
     with RecsysClient(server[0], model_name="nope", timeout=5) as client:
-        with pytest.raises(ServingError, match="NOT_FOUND"):
+        with pytest.raises(ServingError, match=r"model 'nope' on 127\.0\.0\.1:\d+ failed: NOT_FOUND: .*nope"):
+            client.predict("u", "i")
+        started = time.monotonic()
+        with pytest.raises(ServingError, match=r"model 'nope' not ready at .* after 1 s: .*NOT_FOUND"):
+            client.wait_until_ready(1)
+        assert time.monotonic() - started < 3
+    with RecsysClient("127.0.0.1:1", timeout=2) as client:  # nothing listens on port 1
+        message = r"^no server answering at 127\.0\.0\.1:1 \(predict on model 'recsys'\)$"
+        with pytest.raises(ServingError, match=message):
             client.predict("u", "i")
 
 
@@ -190,6 +223,35 @@ def test_new_versions_are_swapped_in_and_broken_ones_skipped(server, base_path):
         assert store.versions() == [9]
         assert client.predict("u", "i") == pytest.approx(12.0)
         assert [s.version for s in client.status().model_version_status] == [9]
+
+
+def _write_junk_saved_model(base, version):
+    os.makedirs(os.path.join(base, str(version)))
+    with open(os.path.join(base, str(version), "saved_model.pb"), "wb") as f:
+        f.write(b"not a protobuf")
+
+
+def test_a_corrupt_newest_version_is_skipped_for_the_newest_loadable_and_retried_once_rewritten(tmp_path, caplog):
+    from serving.model_store import LabelError, ModelStore, VersionPolicy
+
+    base = str(tmp_path / "recsys")
+    save_version(base, 1, 0.0)
+    _write_junk_saved_model(base, 2)
+    store = ModelStore(F.DEFAULT_MODEL_NAME, base, poll_interval=60)
+    store.refresh()
+    assert store.versions() == [1] and store.get().version == 1
+    assert [r.message for r in caplog.records if "version 2" in r.message and "failed to load" in r.message]
+    caplog.clear()
+    store.refresh()  # unchanged: not tried (nor logged) again
+    assert store.versions() == [1] and not [r for r in caplog.records if "failed to load" in r.message]
+    with pytest.raises(LabelError, match="version 2"):  # a label cannot point at it either
+        store.configure(VersionPolicy("all"), {"stable": 2})
+    assert store.labels == {} and store.versions() == [1]
+    save_version(base, 2, 10.0)  # the push completes: saved_model.pb is rewritten
+    store.configure(VersionPolicy(), {})
+    assert store.versions() == [2]
+    rating = store.get().functions[F.PREDICT](**{F.USER_ID: tf.constant(["u"]), F.ITEM_ID: tf.constant(["i"])})
+    assert rating[F.RATING_OUTPUT].numpy().tolist() == [12.0]
 
 
 @pytest.fixture
