@@ -64,10 +64,14 @@ GENRE_VOCAB = "genres_vocab"
 OOV_BUCKETS = 1
 
 # Exported signatures and their tensor names.
-SERVING_DEFAULT = "serving_default"  # serialized tf.Example -> rating (TFMA, Predict, Regress)
+SERVING_DEFAULT = "serving_default"  # serialized tf.Example -> rating (TFMA, Predict)
 PREDICT = "predict"  # raw user_id, item_id -> rating
 RECOMMEND = "recommend"  # user_id, k -> top-k item ids, titles, scores
 TRANSFORM_FEATURES = "transform_features"  # serialized tf.Example -> transformed features
+# serialized tf.Example -> rating under TF Serving's regression contract (method name
+# tf.saved_model.REGRESS_METHOD_NAME, input "inputs", output "outputs"): what Regress and
+# MultiInference run, on the real TF Serving as on ours.
+REGRESS = "regress"
 
 EXAMPLES_INPUT = "examples"
 K_INPUT = "k"
@@ -78,6 +82,8 @@ TITLES_OUTPUT = "titles"
 SCORES_OUTPUT = "scores"
 
 DEFAULT_MODEL_NAME = "recsys"
+# Requests TF Serving replays on a version before it serves it (a TFRecord of PredictionLog).
+WARMUP_REQUESTS_FILE = "assets.extra/tf_serving_warmup_requests"
 
 # Optional user attributes (written by the MovieLens importer when the source has them).
 USERS_FILE = "users.csv"

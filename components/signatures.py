@@ -9,10 +9,11 @@ catalogue otherwise.
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Mapping
 
 import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow.core.protobuf import saved_model_pb2
 
 from components import catalog as catalog_lib
 from components import features as F
@@ -82,6 +83,10 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
             inputs[key] = tf.where(choose, inputs[key], fallback[key])
         return {F.RATING_OUTPUT: model(inputs)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=tf.saved_model.REGRESS_INPUTS)])
+    def regress(inputs):
+        return {tf.saved_model.REGRESS_OUTPUTS: serve_examples(inputs)[F.RATING_OUTPUT]}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT)])
     def transform_features(examples):
         return model.tft_layer(tf.io.parse_example(examples, raw_spec))
@@ -116,7 +121,31 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
 
     return {
         F.SERVING_DEFAULT: serve_examples.get_concrete_function(),
+        F.REGRESS: regress.get_concrete_function(),
         F.TRANSFORM_FEATURES: transform_features.get_concrete_function(),
         F.PREDICT: predict.get_concrete_function(),
         F.RECOMMEND: recommend.get_concrete_function(),
     }
+
+
+# Signatures whose SignatureDef must carry TF Serving's method name for Regress/Classify to accept them.
+METHOD_NAMES = {F.REGRESS: tf.saved_model.REGRESS_METHOD_NAME}
+
+
+def set_method_names(export_dir: str, methods: Mapping[str, str] = METHOD_NAMES) -> None:
+    """Marks signatures as regress/classify in saved_model.pb (atomically: written beside, then renamed).
+
+    TF2's saved_model.save labels every signature "predict", and TF Serving's Regress and Classify
+    refuse a signature without their method name; the loaded functions do not depend on it.
+    """
+    path = f"{export_dir.rstrip('/')}/saved_model.pb"
+    with tf.io.gfile.GFile(path, "rb") as f:
+        saved_model = saved_model_pb2.SavedModel.FromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        for name, method in methods.items():
+            if name not in meta_graph.signature_def:
+                raise ValueError(f"{export_dir}: no signature {name!r} to mark as {method}")
+            meta_graph.signature_def[name].method_name = method
+    with tf.io.gfile.GFile(path + ".tmp", "wb") as f:
+        f.write(saved_model.SerializeToString())
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)

@@ -10,7 +10,7 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from components import catalog, models, signatures
+from components import catalog, models, signatures, warmup
 from components import features as F
 from components.models.base import ModelDims
 from components.training_config import TrainingConfig
@@ -94,3 +94,5 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     _forget_oov_rows(model)
     serving = signatures.build(model, tft_output, items)
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=serving)
+    signatures.set_method_names(fn_args.serving_model_dir)
+    warmup.write(fn_args.serving_model_dir, tft_output.vocabulary_by_name(F.USER_VOCAB)[0], items.item_ids[0])

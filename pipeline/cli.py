@@ -21,6 +21,7 @@ from typing import List, Optional  # noqa: E402
 from components import features as F  # noqa: E402
 from components.training_config import TrainingConfig  # noqa: E402
 from pipeline import config as C  # noqa: E402
+from serving.options import DEFAULT_METRICS_PATH, ServerOptions  # noqa: E402
 
 EXIT_ERROR = 1
 EXIT_NOT_BLESSED = 3
@@ -107,14 +108,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-steps", type=int, default=0, help="default of train-args num_steps (0: whole epochs)")
     p.add_argument("--beam-arg", action="append", default=None, metavar="ARG")
 
-    p = sub.add_parser("serve", help="serve pushed versions over TensorFlow Serving's gRPC API")
+    p = sub.add_parser("serve", help="serve pushed versions over TensorFlow Serving's gRPC and REST APIs")
     p.add_argument("--model-dir", default=os.path.join(C.DEFAULT_OUTPUT_DIR, "serving", F.DEFAULT_MODEL_NAME),
                    help="model base path holding <version>/saved_model.pb")
     p.add_argument("--model-name", default=F.DEFAULT_MODEL_NAME)
-    p.add_argument("--port", type=int, default=8500)
-    p.add_argument("--poll-interval", type=float, default=5.0, help="seconds between scans for new versions")
     p.add_argument("--model-config-file", help="TF Serving ModelServerConfig (text): several models, version "
                                                 "policies and labels; replaces --model-dir/--model-name")
+    p.add_argument("--host", default=ServerOptions.host, help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=ServerOptions.port, help="gRPC port (default %(default)s)")
+    p.add_argument("--rest-port", type=int, default=8501,
+                   help="REST port, TF Serving's /v1/models API and metrics (default %(default)s; 0: no REST)")
+    p.add_argument("--poll-interval", type=float, default=ServerOptions.poll_interval,
+                   help="seconds between scans for new versions (default %(default)s)")
+    p.add_argument("--max-workers", type=int, default=ServerOptions.max_workers,
+                   help="gRPC request threads (default %(default)s)")
+    p.add_argument("--max-message-bytes", type=int, default=ServerOptions.max_message_bytes,
+                   help="largest request or response; larger ones get RESOURCE_EXHAUSTED (default %(default)s)")
+    p.add_argument("--enable-batching", action="store_true",
+                   help="batch concurrent requests to a signature (TF Serving's --enable_batching)")
+    p.add_argument("--batching-parameters-file",
+                   help="TF Serving BatchingParameters (text), e.g. serving/deploy/batching.config; implies "
+                        "--enable-batching")
+    p.add_argument("--ssl-config-file", help="TF Serving SSLConfig (text): server_key, server_cert PEM, optional "
+                                              "custom_ca and client_verify; gRPC then requires TLS")
+    p.add_argument("--monitoring-config-file",
+                   help="TF Serving MonitoringConfig (text); default: Prometheus metrics at "
+                        f"{DEFAULT_METRICS_PATH} on the REST port")
+    p.add_argument("--drain-seconds", type=float, default=ServerOptions.drain_seconds,
+                   help="on SIGTERM, how long in-flight requests may take to finish (default %(default)s)")
 
     def add_serving_args(p):
         p.add_argument("--output-dir", default=C.DEFAULT_OUTPUT_DIR, help="the pipeline's output dir")
@@ -362,13 +383,31 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def serve_options(args) -> ServerOptions:
+    """The CLI flags as ServerOptions; TF Serving's config files are read here, errors name the file."""
+    from serving import options as O
+
+    batching = None
+    if args.batching_parameters_file:
+        batching = O.read_batching_parameters_file(args.batching_parameters_file)
+    elif args.enable_batching:
+        batching = O.BatchingOptions()
+    return O.ServerOptions(
+        host=args.host, port=args.port, rest_port=args.rest_port or None, poll_interval=args.poll_interval,
+        max_workers=args.max_workers, max_message_bytes=args.max_message_bytes, batching=batching,
+        tls=O.read_ssl_config_file(args.ssl_config_file) if args.ssl_config_file else None,
+        metrics_path=(O.read_monitoring_config_file(args.monitoring_config_file) if args.monitoring_config_file
+                      else O.DEFAULT_METRICS_PATH),
+        drain_seconds=args.drain_seconds)
+
+
 def cmd_serve(args) -> int:
     from serving import server
 
     try:
-        server.serve(model_name=args.model_name, base_path=args.model_dir, port=args.port,
-                     poll_interval=args.poll_interval, model_config_file=args.model_config_file)
-    except ValueError as e:  # an unreadable model config file
+        server.serve(model_name=args.model_name, base_path=args.model_dir, options=serve_options(args),
+                     model_config_file=args.model_config_file)
+    except (ValueError, OSError) as e:  # an unreadable config file, a port in use
         raise CliError(str(e)) from None
     return 0
 

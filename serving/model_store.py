@@ -98,8 +98,10 @@ class ModelStore:
     """Serves the versions of one model its policy selects, with labels, and follows new pushes by polling."""
 
     def __init__(self, name: str, base_path: str, poll_interval: float = DEFAULT_POLL_INTERVAL_S,
-                 policy: VersionPolicy = VersionPolicy(), labels: Optional[Mapping[str, int]] = None):
+                 policy: VersionPolicy = VersionPolicy(), labels: Optional[Mapping[str, int]] = None,
+                 warmup: Optional[Callable[[LoadedVersion], int]] = None):
         self.name, self.base_path, self.poll_interval = name, base_path, poll_interval
+        self.warmup = warmup  # runs on a loaded version before it serves; raising fails the load
         self.policy, self.labels = policy, dict(labels or {})
         self._loaded: Dict[int, LoadedVersion] = {}
         self._failed: Dict[int, Tuple[int, int]] = {}  # version -> _stamp when it failed
@@ -158,6 +160,7 @@ class ModelStore:
         stamp = _stamp(self.base_path, version)
         try:
             loaded = load_version(self.base_path, version)
+            warmed = self.warmup(loaded) if self.warmup else 0
         except Exception as e:  # a corrupt version must not take the server down
             self._failed[version] = stamp
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -167,7 +170,8 @@ class ModelStore:
         self._failed.pop(version, None)
         with self._lock:
             self._loaded[version] = loaded
-        log.info("model %s: version %d loaded", self.name, version)
+        log.info("model %s: version %d loaded%s", self.name, version,
+                 f" and warmed up with {warmed} request(s)" if warmed else "")
         return True
 
     def start(self) -> None:
@@ -190,6 +194,10 @@ class ModelStore:
     def versions(self) -> List[int]:
         with self._lock:
             return sorted(self._loaded)
+
+    def loaded(self) -> List[LoadedVersion]:
+        with self._lock:
+            return list(self._loaded.values())
 
     def get(self, version: Optional[int] = None, label: Optional[str] = None) -> LoadedVersion:
         with self._lock:

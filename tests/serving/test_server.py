@@ -1,4 +1,7 @@
-"""The server through TensorFlow Serving's official stubs on loopback, over small real SavedModels."""
+"""The server through TensorFlow Serving's official stubs on loopback, over small real SavedModels.
+
+Conformance tests: they run against any server when SERVING_TARGET is set (see conftest.py).
+"""
 
 import os
 import time
@@ -19,27 +22,13 @@ from tensorflow_serving.apis import (
 from components import features as F
 from serving.client import RecsysClient, ServingError
 from serving.server import build_server
-from tests.serving.tiny_model import save_version
+from tests.serving.conftest import EXTERNAL
+from tests.serving.tiny_model import CLASSIFY, save_version
 
 
 @pytest.fixture(scope="module")
-def base_path(tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("models") / "recsys")
-    save_version(base, 1, 0.0)
-    return base
-
-
-@pytest.fixture(scope="module")
-def server(base_path):
-    srv, port, models = build_server(F.DEFAULT_MODEL_NAME, base_path, port=0, host="127.0.0.1", poll_interval=0.2)
-    yield f"127.0.0.1:{port}", models.store(F.DEFAULT_MODEL_NAME)
-    srv.stop(0)
-    models.stop()
-
-
-@pytest.fixture(scope="module")
-def stubs(server):
-    channel = grpc.insecure_channel(server[0])
+def stubs(target):
+    channel = grpc.insecure_channel(target.grpc)
     yield prediction_service_pb2_grpc.PredictionServiceStub(channel), model_service_pb2_grpc.ModelServiceStub(channel)
     channel.close()
 
@@ -95,7 +84,8 @@ def test_metadata_lists_signatures_with_their_inputs(stubs):
     response = stubs[0].GetModelMetadata(request, timeout=10)
     signatures = get_model_metadata_pb2.SignatureDefMap()
     assert response.metadata["signature_def"].Unpack(signatures)
-    assert set(signatures.signature_def) == {F.SERVING_DEFAULT, F.PREDICT, F.RECOMMEND}
+    assert set(signatures.signature_def) == {F.SERVING_DEFAULT, F.PREDICT, F.RECOMMEND, F.REGRESS, CLASSIFY}
+    assert signatures.signature_def[F.REGRESS].method_name == tf.saved_model.REGRESS_METHOD_NAME
     assert set(signatures.signature_def[F.RECOMMEND].inputs) == {F.USER_ID, F.K_INPUT, F.EXCLUDE_RATED_INPUT}
     assert set(signatures.signature_def[F.RECOMMEND].outputs) == {F.ITEMS_OUTPUT, F.TITLES_OUTPUT, F.SCORES_OUTPUT}
     assert response.model_spec.version.value == 1
@@ -144,29 +134,19 @@ def test_unknown_model_is_not_found_for_metadata_and_status(stubs):
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND and "nope" in raised.value.details()
 
 
-def test_classify_is_unimplemented(stubs):
-    from tensorflow_serving.apis import classification_pb2
-
-    request = classification_pb2.ClassificationRequest()
-    request.model_spec.name = F.DEFAULT_MODEL_NAME
-    with pytest.raises(grpc.RpcError) as raised:
-        stubs[0].Classify(request, timeout=10)
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
-def test_typed_client_round_trips(server):
-    with RecsysClient(server[0], timeout=10) as client:
+def test_typed_client_round_trips(target):
+    with RecsysClient(target.grpc, timeout=10) as client:
         assert client.wait_until_ready(5) == 1
         assert client.predict("ab", "c") == pytest.approx(3.0)
         recs = client.recommend("u", k=3, exclude_rated=False)
         assert [(r.item_id, r.title, r.score) for r in recs] == [("ccc", "CCC", 4.0), ("bb", "BB", 3.0), ("a", "A", 2.0)]
         assert [r.item_id for r in client.recommend("u", k=2)] == ["bb", "a"]
-        assert set(client.metadata().signature_def) == {F.SERVING_DEFAULT, F.PREDICT, F.RECOMMEND}
+        assert {F.SERVING_DEFAULT, F.PREDICT, F.RECOMMEND} <= set(client.metadata().signature_def)
 
 
-def test_client_errors_are_one_line(server):
-    with RecsysClient(server[0], model_name="nope", timeout=5) as client:
-        with pytest.raises(ServingError, match=r"model 'nope' on 127\.0\.0\.1:\d+ failed: NOT_FOUND: .*nope"):
+def test_client_errors_are_one_line(target):
+    with RecsysClient(target.grpc, model_name="nope", timeout=5) as client:
+        with pytest.raises(ServingError, match=r"model 'nope' on .*:\d+ failed: NOT_FOUND: .*nope"):
             client.predict("u", "i")
         started = time.monotonic()
         with pytest.raises(ServingError, match=r"model 'nope' not ready at .* after 1 s: .*NOT_FOUND"):
@@ -178,51 +158,121 @@ def test_client_errors_are_one_line(server):
             client.predict("u", "i")
 
 
-def test_regress_runs_tf_examples_through_the_default_signature(stubs, server):
+def _examples(*pairs):
+    from tensorflow_serving.apis import input_pb2
+
+    model_input = input_pb2.Input()
+    for user, item in pairs:
+        example = model_input.example_list.examples.add()
+        example.features.feature[F.USER_ID].bytes_list.value.append(user.encode())
+        example.features.feature[F.ITEM_ID].bytes_list.value.append(item.encode())
+    return model_input
+
+
+def test_regress_runs_tf_examples_through_a_regression_signature(stubs):
+    from tensorflow_serving.apis import regression_pb2
+
+    request = regression_pb2.RegressionRequest(input=_examples(("ab", "xyz"), ("a", "b")))
+    request.model_spec.name = F.DEFAULT_MODEL_NAME
+    request.model_spec.signature_name = F.REGRESS
+    response = stubs[0].Regress(request, timeout=10)
+    assert [round(r.value, 3) for r in response.result.regressions] == [5.0, 2.0]
+    assert response.model_spec.signature_name == F.REGRESS and response.model_spec.version.value == 1
+
+
+def test_regress_with_context_merges_it_into_each_example(stubs):
     from tensorflow_serving.apis import regression_pb2
 
     request = regression_pb2.RegressionRequest()
-    request.model_spec.name = F.DEFAULT_MODEL_NAME
-    for user, item in (("ab", "xyz"), ("a", "b")):
-        example = request.input.example_list.examples.add()
-        example.features.feature[F.USER_ID].bytes_list.value.append(user.encode())
+    request.model_spec.name, request.model_spec.signature_name = F.DEFAULT_MODEL_NAME, F.REGRESS
+    request.input.example_list_with_context.context.features.feature[F.USER_ID].bytes_list.value.append(b"uuu")
+    for item in ("a", "bb"):
+        example = request.input.example_list_with_context.examples.add()
         example.features.feature[F.ITEM_ID].bytes_list.value.append(item.encode())
-    response = stubs[0].Regress(request, timeout=10)
-    assert [round(r.value, 3) for r in response.result.regressions] == [5.0, 2.0]
-    assert response.model_spec.signature_name == F.SERVING_DEFAULT
-    request.model_spec.signature_name = F.RECOMMEND
+    assert [r.value for r in stubs[0].Regress(request, timeout=10).result.regressions] == [4.0, 5.0]
+
+
+@pytest.mark.parametrize("method, signature", [("Regress", F.SERVING_DEFAULT), ("Regress", CLASSIFY),
+                                               ("Classify", F.REGRESS), ("Classify", "")])
+def test_regress_and_classify_refuse_signatures_of_another_method(stubs, method, signature):
+    """As TF Serving: a predict-method signature (serving_default) answers neither."""
+    from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+    kind = regression_pb2.RegressionRequest if method == "Regress" else classification_pb2.ClassificationRequest
+    request = kind(input=_examples(("a", "b")))
+    request.model_spec.name, request.model_spec.signature_name = F.DEFAULT_MODEL_NAME, signature
     with pytest.raises(grpc.RpcError) as raised:
-        stubs[0].Regress(request, timeout=10)
-    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        getattr(stubs[0], method)(request, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "signature method_name to be tensorflow/serving/" in raised.value.details()
 
 
-def test_health_service_answers(server):
+def test_classify_returns_classes_with_scores(stubs):
+    from tensorflow_serving.apis import classification_pb2
+
+    request = classification_pb2.ClassificationRequest(input=_examples(("u", "i"), ("uuuu", "iii")))
+    request.model_spec.name, request.model_spec.signature_name = F.DEFAULT_MODEL_NAME, CLASSIFY
+    result = stubs[0].Classify(request, timeout=10).result
+    assert [[(c.label, round(c.score, 3)) for c in row.classes] for row in result.classifications] == [
+        [("low", 0.8), ("high", 0.2)], [("low", 0.3), ("high", 0.7)]]
+
+
+def test_multi_inference_runs_regress_and_classify_on_the_same_examples(stubs):
+    from tensorflow_serving.apis import inference_pb2
+
+    request = inference_pb2.MultiInferenceRequest(input=_examples(("u", "i")))
+    for signature, method in ((F.REGRESS, tf.saved_model.REGRESS_METHOD_NAME),
+                              (CLASSIFY, tf.saved_model.CLASSIFY_METHOD_NAME)):
+        task = request.tasks.add(method_name=method)
+        task.model_spec.name, task.model_spec.signature_name = F.DEFAULT_MODEL_NAME, signature
+    results = stubs[0].MultiInference(request, timeout=10).results
+    assert [r.regression_result.regressions[0].value for r in results[:1]] == [2.0]
+    assert [round(c.score, 3) for c in results[1].classification_result.classifications[0].classes] == [0.8, 0.2]
+    assert [r.model_spec.signature_name for r in results] == [F.REGRESS, CLASSIFY]
+    request.tasks[1].model_spec.signature_name = F.REGRESS  # the same signature twice is refused
+    request.tasks[1].method_name = tf.saved_model.REGRESS_METHOD_NAME
+    with pytest.raises(grpc.RpcError) as raised:
+        stubs[0].MultiInference(request, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_health_service_answers(target):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(server[0]) as channel:
+    with grpc.insecure_channel(target.grpc) as channel:
         response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
     assert response.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_new_versions_are_swapped_in_and_broken_ones_skipped(server, base_path):
-    """Runs last in this module: it changes what the shared server serves."""
-    target, store = server
+def _served_versions(client):
+    return [s.version for s in client.status().model_version_status]
+
+
+def test_new_versions_are_swapped_in_and_broken_ones_skipped(target):
+    """Runs last among the shared-server tests: it changes what the server serves."""
+    if not target.model_dir:
+        pytest.skip("SERVING_MODEL_DIR not set: cannot write versions for the external server")
+    base_path = target.model_dir
     os.makedirs(os.path.join(base_path, "7"))  # a push in progress: no saved_model.pb yet
     broken = os.path.join(base_path, "8")
     os.makedirs(broken)
     with open(os.path.join(broken, "saved_model.pb"), "wb") as f:
         f.write(b"not a protobuf")
-    time.sleep(1.0)
-    with RecsysClient(target, timeout=10) as client:
-        assert store.versions() == [1] and client.predict("u", "i") == pytest.approx(2.0)
+    time.sleep(1.5)
+    with RecsysClient(target.grpc, timeout=10) as client:
+        assert _served_versions(client) == [1] and client.predict("u", "i") == pytest.approx(2.0)
         save_version(base_path, 9, 10.0)
-        deadline = time.monotonic() + 20
-        while store.versions() != [9] and time.monotonic() < deadline:
-            assert client.predict("u", "i") in (pytest.approx(2.0), pytest.approx(12.0))  # never fails mid-swap
-            time.sleep(0.05)
-        assert store.versions() == [9]
+        deadline, failures, answers = time.monotonic() + 30, 0, 0
+        while _served_versions(client) != [9] and time.monotonic() < deadline:
+            try:  # a swap must fail no request
+                assert client.predict("u", "i") in (pytest.approx(2.0), pytest.approx(12.0))
+                answers += 1
+            except ServingError:
+                failures += 1
+            time.sleep(0.02)
+        assert failures == 0 and answers > 0
+        assert _served_versions(client) == [9]
         assert client.predict("u", "i") == pytest.approx(12.0)
-        assert [s.version for s in client.status().model_version_status] == [9]
 
 
 def _write_junk_saved_model(base, version):
@@ -257,6 +307,8 @@ def test_a_corrupt_newest_version_is_skipped_for_the_newest_loadable_and_retried
 @pytest.fixture
 def labelled(tmp_path):
     """A server of its own over versions 2 (rating offset 0) and 3 (offset 10)."""
+    if EXTERNAL:
+        pytest.skip("needs a server of its own (SERVING_TARGET is set)")
     base = str(tmp_path / "recsys")
     save_version(base, 2, 0.0)
     save_version(base, 3, 10.0)

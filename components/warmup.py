@@ -1,0 +1,50 @@
+"""Warm-up requests saved with the model: TF Serving (and our server) replay them before a version serves.
+
+The first call of each signature builds its graph state; replaying one request per signature at load
+time moves that cost off the first user's request (`assets.extra/tf_serving_warmup_requests`, a
+TFRecord of PredictionLog protos, as TF Serving reads it).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, regression_pb2
+
+from components import features as F
+
+WARMUP_K = 10
+
+
+def _predict(signature: str, **inputs) -> prediction_log_pb2.PredictionLog:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.signature_name = signature
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(value)
+    return prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+
+
+def requests(user_id: bytes, item_id: bytes):
+    """One request per signature a client calls, for a user and an item the model knows."""
+    users, items = tf.make_tensor_proto([user_id]), tf.make_tensor_proto([item_id])
+    example = tf.train.Example()
+    example.features.feature[F.USER_ID].bytes_list.value.append(user_id)
+    example.features.feature[F.ITEM_ID].bytes_list.value.append(item_id)
+    regress = regression_pb2.RegressionRequest()
+    regress.model_spec.signature_name = F.REGRESS
+    regress.input.example_list.examples.add().CopyFrom(example)
+    return [
+        _predict(F.PREDICT, **{F.USER_ID: users, F.ITEM_ID: items}),
+        _predict(F.RECOMMEND, **{F.USER_ID: users, F.K_INPUT: tf.make_tensor_proto(WARMUP_K, dtype=tf.int32),
+                                 F.EXCLUDE_RATED_INPUT: tf.make_tensor_proto(True)}),
+        _predict(F.SERVING_DEFAULT, **{F.EXAMPLES_INPUT: tf.make_tensor_proto([example.SerializeToString()])}),
+        prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(request=regress)),
+    ]
+
+
+def write(export_dir: str, user_id: bytes, item_id: bytes) -> str:
+    path = f"{export_dir.rstrip('/')}/{F.WARMUP_REQUESTS_FILE}"
+    tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
+    with tf.io.TFRecordWriter(path) as writer:
+        for log in requests(user_id, item_id):
+            writer.write(log.SerializeToString())
+    return path

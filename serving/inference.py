@@ -1,0 +1,438 @@
+"""What TF Serving's PredictionService and ModelService answer, independent of gRPC or REST.
+
+Both transports turn their request into the tensorflow-serving-api proto, call one method here and
+turn the response (or the RequestError) back; so REST and gRPC answer the same inputs with the same
+values and the same status codes.
+
+Status codes (TF Serving's own where it has one for the case):
+  NOT_FOUND            unknown model, version or version_label; no version loaded yet
+  FAILED_PRECONDITION  unknown signature_name (TF Serving's Predict answers exactly this), a label
+                       on an unavailable version
+  INVALID_ARGUMENT     missing, unexpected, wrongly typed or wrongly shaped inputs (the message names
+                       the input); Regress/Classify on a signature whose method name is not
+                       regress/classify; unknown output_filter alias; unsupported metadata_field
+  UNAVAILABLE          the batch queue is full (batching on)
+  INTERNAL             anything else; the server logs one line per refused request and keeps serving
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Dict, Optional
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    predict_pb2,
+    prediction_log_pb2,
+    regression_pb2,
+    status_pb2,
+)
+from tensorflow_serving.config import model_server_config_pb2
+
+from components import features as F
+from serving import batching
+from serving.model_store import LabelError, LoadedVersion, ModelStore, VersionNotFound, VersionPolicy
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_DEF_FIELD = "signature_def"
+MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
+
+
+class RequestError(Exception):
+    """A request the server refuses, with the gRPC code TF Serving uses for it."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add(name=name, base_path=base_path, model_platform="tensorflow")
+    model.model_version_policy.latest.num_versions = 1
+    return config
+
+
+def _policy(model: model_server_config_pb2.ModelConfig) -> VersionPolicy:
+    policy = model.model_version_policy
+    kind = policy.WhichOneof("policy_choice") or "latest"
+    if kind == "specific":
+        return VersionPolicy("specific", versions=tuple(policy.specific.versions))
+    if kind == "all":
+        return VersionPolicy("all")
+    return VersionPolicy("latest", num_versions=policy.latest.num_versions or 1)
+
+
+class Models:
+    """The model stores by name, as the current ModelServerConfig says; resolves a ModelSpec to a version."""
+
+    def __init__(self, poll_interval: float, warmup: Optional[Callable[[LoadedVersion], int]] = None):
+        self.poll_interval, self.warmup = poll_interval, warmup
+        self.stores: Dict[str, ModelStore] = {}
+        self._lock = threading.Lock()
+
+    def apply(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """Adds, reconfigures and removes models; a new store is loaded before it becomes visible."""
+        with self._lock:
+            stores = {}
+            for model in config.model_config_list.config:
+                store = self.stores.get(model.name)
+                if store is None or store.base_path != model.base_path:
+                    store = ModelStore(model.name, model.base_path, self.poll_interval, warmup=self.warmup)
+                    store.configure(_policy(model), dict(model.version_labels))
+                    store.start()
+                else:
+                    store.configure(_policy(model), dict(model.version_labels))
+                stores[model.name] = store
+            removed = [s for name, s in self.stores.items() if stores.get(name) is not s]
+            self.stores = stores
+        for store in removed:
+            store.stop()
+
+    def stop(self) -> None:
+        for store in self.stores.values():
+            store.stop()
+
+    def store(self, name: str) -> ModelStore:
+        store = self.stores.get(name)
+        if store is None:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
+        return store
+
+    def resolve(self, spec) -> LoadedVersion:
+        store = self.store(spec.name)
+        try:
+            return store.get(spec.version.value if spec.HasField("version") else None,
+                             label=spec.version_label or None)
+        except VersionNotFound as e:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, str(e)) from None
+
+    def serves(self, function) -> bool:
+        """Whether a signature function belongs to a version still loaded (batch queues of others go)."""
+        return any(function in loaded.functions.values() for store in self.stores.values()
+                   for loaded in store.loaded())
+
+
+def _convert_inputs(inputs, function) -> Dict[str, np.ndarray]:
+    """Checks TensorProtos against the signature: names, dtypes, shapes. Names the first bad input."""
+    _, specs = function.structured_input_signature
+    given, expected = set(inputs), set(specs)
+    if given != expected:
+        missing, extra = sorted(expected - given), sorted(given - expected)
+        detail = "; ".join(filter(None, [missing and f"missing input(s): {', '.join(missing)}",
+                                         extra and f"unexpected input(s): {', '.join(extra)}"]))
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input size does not match signature: {detail} (expects {', '.join(sorted(expected))})")
+    arrays = {}
+    for name, spec in specs.items():
+        proto = inputs[name]
+        if proto.dtype != spec.dtype.as_datatype_enum:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Expects arg[{name}] to be {spec.dtype.name} "
+                                                                 f"but {_dtype_name(proto.dtype)} is provided")
+        try:
+            value = tf.make_ndarray(proto)  # numeric tensor_content is read in place, not element by element
+        except Exception as e:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name}: malformed TensorProto: {e}") from None
+        if not spec.shape.is_compatible_with(value.shape):
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"input {name}: shape {list(value.shape)} does not match the signature's {spec.shape}")
+        arrays[name] = value
+    rows = {len(v) for v in arrays.values() if v.ndim}
+    if len(rows) > 1:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"inputs have different batch sizes: {', '.join(map(str, sorted(rows)))}")
+    return arrays
+
+
+def _dtype_name(enum: int) -> str:
+    try:
+        return tf.dtypes.as_dtype(enum).name
+    except TypeError:  # DT_INVALID or a number no DType has
+        return f"dtype enum {enum}"
+
+
+def _fill_spec(spec, name: str, version: int, signature: Optional[str] = None) -> None:
+    spec.name = name
+    spec.version.value = version
+    if signature:
+        spec.signature_name = signature
+
+
+def _signature(loaded: LoadedVersion, name: str):
+    function = loaded.functions.get(name)
+    if function is None:
+        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
+    return function
+
+
+def _serialized_examples(model_input) -> tf.Tensor:
+    """input.example_list, or example_list_with_context with the context merged into each example."""
+    kind = model_input.WhichOneof("kind")
+    if kind == "example_list":
+        examples = list(model_input.example_list.examples)
+    elif kind == "example_list_with_context":
+        context = model_input.example_list_with_context.context
+        examples = []
+        for example in model_input.example_list_with_context.examples:
+            merged = tf.train.Example()
+            merged.CopyFrom(context)
+            merged.MergeFrom(example)
+            examples.append(merged)
+    else:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Input is empty")
+    if not examples:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Input is empty")
+    return tf.constant([e.SerializeToString() for e in examples], tf.string)
+
+
+class Inference:
+    """PredictionService and ModelService methods over proto requests; raises RequestError."""
+
+    def __init__(self, models: Models, batcher: Optional[batching.Batcher] = None):
+        self.models, self.batcher = models, batcher
+
+    # --- PredictionService -------------------------------------------------------------------------
+
+    def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        return self.predict_on(self.models.resolve(request.model_spec), request)
+
+    def predict_on(self, loaded: LoadedVersion, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        signature = request.model_spec.signature_name or F.SERVING_DEFAULT
+        function = _signature(loaded, signature)
+        inputs = _convert_inputs(request.inputs, function)
+        unknown = sorted(set(request.output_filter) - set(function.structured_outputs))
+        if unknown:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"output tensor alias not found in signature: {', '.join(unknown)}")
+        outputs = self._call(function, inputs)
+        response = predict_pb2.PredictResponse()
+        _fill_spec(response.model_spec, request.model_spec.name, loaded.version, signature)
+        for name, value in outputs.items():
+            if not request.output_filter or name in request.output_filter:
+                response.outputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
+        return response
+
+    def _call(self, function, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        try:
+            if self.batcher is not None and batching.batchable(function):
+                try:
+                    return self.batcher.run(function, inputs)
+                except batching.QueueFull as e:
+                    raise RequestError(grpc.StatusCode.UNAVAILABLE, str(e)) from None
+                except batching.TooLarge as e:
+                    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+            outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})
+            return {name: value.numpy() for name, value in outputs.items()}
+        except (tf.errors.InvalidArgumentError, ValueError) as e:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(e).strip().splitlines()[0]) from None
+
+    def _examples_signature(self, loaded: LoadedVersion, signature: str, method: str, inputs_key: str):
+        function = _signature(loaded, signature)
+        actual = loaded.signature_defs[signature].method_name
+        if actual != method:
+            kind = "regression" if method == tf.saved_model.REGRESS_METHOD_NAME else "classification"
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Expected {kind} signature method_name to be {method}. Was: {actual}")
+        _, specs = function.structured_input_signature
+        if list(specs) != [inputs_key] or specs[inputs_key].dtype != tf.string:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f'Signature "{signature}" must take one string input named "{inputs_key}"')
+        return function
+
+    def regress(self, request: regression_pb2.RegressionRequest) -> regression_pb2.RegressionResponse:
+        return self.regress_on(self.models.resolve(request.model_spec), request)
+
+    def regress_on(self, loaded: LoadedVersion, request) -> regression_pb2.RegressionResponse:
+        signature = request.model_spec.signature_name or F.SERVING_DEFAULT
+        function = self._examples_signature(loaded, signature, tf.saved_model.REGRESS_METHOD_NAME,
+                                            tf.saved_model.REGRESS_INPUTS)
+        examples = _serialized_examples(request.input)
+        outputs = self._call(function, {tf.saved_model.REGRESS_INPUTS: examples.numpy()})
+        if tf.saved_model.REGRESS_OUTPUTS not in outputs:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f'Signature "{signature}" has no output named "{tf.saved_model.REGRESS_OUTPUTS}"')
+        values = np.asarray(outputs[tf.saved_model.REGRESS_OUTPUTS]).reshape(-1)
+        if len(values) != len(examples):
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Expected output tensor shape [{len(examples)}] or [{len(examples)}, 1], "
+                               f"got {len(values)} values")
+        response = regression_pb2.RegressionResponse()
+        _fill_spec(response.model_spec, request.model_spec.name, loaded.version, signature)
+        for value in values:
+            response.result.regressions.add(value=float(value))
+        return response
+
+    def classify(self, request: classification_pb2.ClassificationRequest) -> classification_pb2.ClassificationResponse:
+        return self.classify_on(self.models.resolve(request.model_spec), request)
+
+    def classify_on(self, loaded: LoadedVersion, request) -> classification_pb2.ClassificationResponse:
+        signature = request.model_spec.signature_name or F.SERVING_DEFAULT
+        function = self._examples_signature(loaded, signature, tf.saved_model.CLASSIFY_METHOD_NAME,
+                                            tf.saved_model.CLASSIFY_INPUTS)
+        examples = _serialized_examples(request.input)
+        outputs = self._call(function, {tf.saved_model.CLASSIFY_INPUTS: examples.numpy()})
+        classes = outputs.get(tf.saved_model.CLASSIFY_OUTPUT_CLASSES)
+        scores = outputs.get(tf.saved_model.CLASSIFY_OUTPUT_SCORES)
+        if classes is None and scores is None:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Expected classification signature outputs "
+                               f"{tf.saved_model.CLASSIFY_OUTPUT_CLASSES} and/or {tf.saved_model.CLASSIFY_OUTPUT_SCORES}")
+        shape = (classes if classes is not None else scores).shape
+        response = classification_pb2.ClassificationResponse()
+        _fill_spec(response.model_spec, request.model_spec.name, loaded.version, signature)
+        for row in range(shape[0]):
+            classification = response.result.classifications.add()
+            for col in range(shape[1] if len(shape) > 1 else 1):
+                label = classes[row][col] if classes is not None else b""
+                score = float(scores[row][col]) if scores is not None else 0.0
+                classification.classes.add(label=label.decode() if isinstance(label, bytes) else str(label),
+                                           score=score)
+        return response
+
+    def multi_inference(self, request: inference_pb2.MultiInferenceRequest) -> inference_pb2.MultiInferenceResponse:
+        """Several regress/classify tasks on one model version over the same examples (TF Serving's rules)."""
+        if not request.tasks:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "MultiInferenceRequest must have at least one task")
+        names = {task.model_spec.name for task in request.tasks}
+        if len(names) > 1:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               "All ModelSpecs in a MultiInferenceRequest must access the same model name")
+        signatures = [task.model_spec.signature_name or F.SERVING_DEFAULT for task in request.tasks]
+        if len(set(signatures)) != len(signatures):
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Duplicate evaluation of signature: "
+                               + next(s for s in signatures if signatures.count(s) > 1))
+        loaded = self.models.resolve(request.tasks[0].model_spec)
+        response = inference_pb2.MultiInferenceResponse()
+        for task in request.tasks:
+            result = response.results.add()
+            if task.method_name == tf.saved_model.REGRESS_METHOD_NAME:
+                sub = regression_pb2.RegressionRequest(model_spec=task.model_spec, input=request.input)
+                answer = self.regress_on(loaded, sub)
+                result.regression_result.CopyFrom(answer.result)
+            elif task.method_name == tf.saved_model.CLASSIFY_METHOD_NAME:
+                sub = classification_pb2.ClassificationRequest(model_spec=task.model_spec, input=request.input)
+                answer = self.classify_on(loaded, sub)
+                result.classification_result.CopyFrom(answer.result)
+            else:
+                raise RequestError(grpc.StatusCode.UNIMPLEMENTED,
+                                   f"Unsupported signature method_name: {task.method_name}")
+            result.model_spec.CopyFrom(answer.model_spec)
+        return response
+
+    def metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest):
+        unsupported = [f for f in request.metadata_field if f != SIGNATURE_DEF_FIELD]
+        if not request.metadata_field or unsupported:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Metadata field {', '.join(unsupported) or '(none)'} is not supported; "
+                               f"use {SIGNATURE_DEF_FIELD}")
+        loaded = self.models.resolve(request.model_spec)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for name, signature_def in loaded.signature_defs.items():
+            signature_map.signature_def[name].CopyFrom(signature_def)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        _fill_spec(response.model_spec, request.model_spec.name, loaded.version)
+        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
+        return response
+
+    # --- ModelService --------------------------------------------------------------------------------
+
+    def reload(self, request: model_management_pb2.ReloadConfigRequest) -> model_management_pb2.ReloadConfigResponse:
+        if request.config.WhichOneof("config") != "model_config_list":
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "only model_config_list configs are supported")
+        try:
+            self.models.apply(request.config)
+        except LabelError as e:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(e)) from None
+        log.info("model config reloaded: %s", ", ".join(
+            f"{m.name} {dict(m.version_labels) or ''}".strip() for m in request.config.model_config_list.config))
+        if self.batcher is not None:
+            self.batcher.forget(self.models.serves)
+        return model_management_pb2.ReloadConfigResponse(status=status_pb2.StatusProto(error_code=0))
+
+    def status(self, request: get_model_status_pb2.GetModelStatusRequest):
+        store = self.models.store(request.model_spec.name)
+        versions = store.versions()
+        if request.model_spec.version_label:
+            try:
+                versions = [store.get(label=request.model_spec.version_label).version]
+            except VersionNotFound as e:
+                raise RequestError(grpc.StatusCode.NOT_FOUND, str(e)) from None
+        if request.model_spec.HasField("version"):
+            wanted = request.model_spec.version.value
+            if wanted not in versions:
+                raise RequestError(grpc.StatusCode.NOT_FOUND,
+                                   f"Could not find version {wanted} of model {request.model_spec.name}")
+            versions = [wanted]
+        if not versions:
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"Could not find any versions of model {request.model_spec.name}")
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for version in versions:
+            response.model_version_status.add(
+                version=version,
+                state=get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+                status=status_pb2.StatusProto(error_code=0, error_message=""),
+            )
+        return response
+
+    # --- Warm-up ---------------------------------------------------------------------------------------
+
+    def warm_up(self, loaded: LoadedVersion) -> int:
+        """Replays the version's assets.extra/tf_serving_warmup_requests before it serves (as TF Serving).
+
+        A record that fails makes the load fail: the version is skipped and the old one keeps serving.
+        """
+        path = f"{loaded.path}/{F.WARMUP_REQUESTS_FILE}"
+        if not tf.io.gfile.exists(path):
+            return 0
+        count = 0
+        for record in tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS).as_numpy_iterator():
+            entry = prediction_log_pb2.PredictionLog.FromString(record)
+            kind = entry.WhichOneof("log_type")
+            try:
+                if kind == "predict_log":
+                    self.predict_on(loaded, entry.predict_log.request)
+                elif kind == "regress_log":
+                    self.regress_on(loaded, entry.regress_log.request)
+                elif kind == "classify_log":
+                    self.classify_on(loaded, entry.classify_log.request)
+                else:
+                    raise RequestError(grpc.StatusCode.UNIMPLEMENTED, f"unsupported warm-up log type {kind}")
+            except RequestError as e:
+                raise ValueError(f"warm-up request {count + 1} in {path} failed: {e.code.name}: {e}") from None
+            count += 1
+        return count
+
+
+def answer(api: str, spec, call: Callable, metrics=None):
+    """Runs one request; returns (response, None) or (None, RequestError). Logs refusals, records metrics.
+
+    Shared by the gRPC and REST front ends so both log and count alike; never raises.
+    """
+    started = time.monotonic()
+    response, error = None, None
+    try:
+        response = call()
+    except RequestError as e:
+        error = e
+        log.warning("%s: %s: %s", api, e.code.name, e)
+    except Exception as e:  # never crash the server on a request
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        error = RequestError(grpc.StatusCode.INTERNAL, message)
+        log.error("%s: INTERNAL: %s", api, message)
+    if metrics is not None:
+        answered = getattr(response, "model_spec", None)
+        version = str(answered.version.value) if answered is not None and answered.HasField("version") else ""
+        signature = answered.signature_name if answered is not None else getattr(spec, "signature_name", "")
+        metrics.observe(api, getattr(spec, "name", ""), version, signature,
+                        error.code.name if error else "OK", time.monotonic() - started)
+    return response, error

@@ -1,0 +1,319 @@
+"""TF Serving's REST API over the same inference core as gRPC, so both answer alike.
+
+  GET  /v1/models/{name}[/versions/{v}|/labels/{l}]             model status
+  GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata    signature defs
+  POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict     {"instances": [...]} or {"inputs": ...}
+  POST /v1/models/{name}[/versions/{v}|/labels/{l}]:regress     {"examples": [...], "context": {...}}
+  POST /v1/models/{name}[/versions/{v}|/labels/{l}]:classify
+  GET  /monitoring/prometheus/metrics                           (the path from the monitoring config)
+
+Errors are {"error": "..."} with TF Serving's mapping of status codes to HTTP codes. Binary
+strings travel as {"b64": "..."}; string outputs whose name ends in "_bytes" are sent that way.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import socket
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, Optional, Tuple
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from google.protobuf import json_format
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    input_pb2,
+    predict_pb2,
+    regression_pb2,
+)
+
+from components import features as F
+from serving.inference import SIGNATURE_DEF_FIELD, Inference, RequestError, answer
+from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from serving.metrics import RequestMetrics
+
+log = logging.getLogger(__name__)
+
+_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+                   r"(?:/(?P<metadata>metadata)|:(?P<verb>predict|regress|classify))?/?$")
+
+# TF Serving's http_server.cc ToHTTPStatusCode.
+_HTTP = {
+    grpc.StatusCode.OK: HTTPStatus.OK, grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.DEADLINE_EXCEEDED: 504, grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409, grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.FAILED_PRECONDITION: 412, grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400, grpc.StatusCode.UNIMPLEMENTED: 501, grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DATA_LOSS: 500, grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+
+def _bad(message: str) -> RequestError:
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+# --- JSON -> tensors and examples --------------------------------------------------------------------
+
+def _decode_strings(value: Any, name: str) -> Any:
+    if isinstance(value, list):
+        return [_decode_strings(v, name) for v in value]
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except ValueError:
+            raise _bad(f"input {name}: invalid base64 in b64 value") from None
+    if isinstance(value, str):
+        return value.encode()
+    raise _bad(f"input {name}: expected strings, got {type(value).__name__} {json.dumps(value)[:40]}")
+
+
+def _tensor(value: Any, name: str, spec: Optional[tf.TensorSpec]):
+    """A TensorProto of the signature's dtype; an input the signature lacks keeps JSON's own type."""
+    dtype = spec.dtype if spec is not None else None
+    try:
+        if dtype == tf.string or (dtype is None and _has_strings(value)):
+            array = np.array(_decode_strings(value, name), dtype=object)
+            return tf.make_tensor_proto(array, dtype=tf.string, shape=array.shape)
+        array = np.asarray(value, dtype=dtype.as_numpy_dtype if dtype is not None else None)
+        if array.dtype == object:
+            raise ValueError("ragged or mixed values")
+        return tf.make_tensor_proto(array, dtype=dtype)
+    except RequestError:
+        raise
+    except (TypeError, ValueError) as e:
+        expected = dtype.name if dtype is not None else "a tensor"
+        raise _bad(f"input {name}: cannot convert {json.dumps(value)[:60]} to {expected}: {e}") from None
+
+
+def _has_strings(value: Any) -> bool:
+    while isinstance(value, list) and value:
+        value = value[0]
+    return isinstance(value, (str, dict))
+
+
+def _predict_inputs(body: Dict[str, Any], specs: Dict[str, tf.TensorSpec]) -> Tuple[Dict[str, Any], bool]:
+    """The request's inputs by name and whether it used the row ("instances") format."""
+    if ("instances" in body) == ("inputs" in body):
+        raise _bad('JSON request must have exactly one of "instances" (row format) or "inputs" (columnar format)')
+    only = next(iter(specs)) if len(specs) == 1 else None
+    if "inputs" in body:
+        inputs = body["inputs"]
+        if isinstance(inputs, dict) and not (only and set(inputs) == {"b64"}):
+            return inputs, False
+        if only is None:
+            raise _bad(f'"inputs" must name the signature\'s inputs: {", ".join(sorted(specs))}')
+        return {only: inputs}, False
+    instances = body["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise _bad('"instances" must be a non-empty list')
+    if all(isinstance(row, dict) and set(row) != {"b64"} for row in instances):
+        names = set(instances[0])
+        if any(set(row) != names for row in instances):
+            raise _bad("every instance must have the same named inputs")
+        return {name: [row[name] for row in instances] for name in names}, True
+    if only is None:
+        raise _bad(f'instances must be objects naming the signature\'s inputs: {", ".join(sorted(specs))}')
+    return {only: instances}, True
+
+
+def _feature(value: Any, name: str) -> tf.train.Feature:
+    values = value if isinstance(value, list) else [value]
+    if all(isinstance(v, bool) or isinstance(v, int) for v in values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=_decode_strings(values, name)))
+
+
+def _example(features: Any) -> tf.train.Example:
+    if not isinstance(features, dict):
+        raise _bad("each example must be an object of feature name to value(s)")
+    return tf.train.Example(features=tf.train.Features(
+        feature={name: _feature(value, name) for name, value in features.items()}))
+
+
+def _examples_input(body: Dict[str, Any]) -> input_pb2.Input:
+    examples = body.get("examples")
+    if not isinstance(examples, list) or not examples:
+        raise _bad('JSON request must have a non-empty "examples" list')
+    model_input = input_pb2.Input()
+    if "context" in body:
+        target = model_input.example_list_with_context
+        target.context.CopyFrom(_example(body["context"]))
+    else:
+        target = model_input.example_list
+    for features in examples:
+        target.examples.add().CopyFrom(_example(features))
+    return model_input
+
+
+# --- tensors -> JSON ---------------------------------------------------------------------------------
+
+def _json_value(array: np.ndarray, name: str) -> Any:
+    if array.dtype == object or array.dtype.kind == "S":
+        binary = name.endswith("_bytes")
+
+        def encode(v: bytes):
+            if not binary:
+                try:
+                    return v.decode()
+                except UnicodeDecodeError:
+                    pass
+            return {"b64": base64.b64encode(v).decode()}
+
+        return np.vectorize(encode, otypes=[object])(array).tolist() if array.size else array.tolist()
+    if array.dtype == np.float32:  # shortest repr of the float32, as TF Serving prints it (3.1, not 3.0999999)
+        return np.vectorize(lambda v: float(repr(v)), otypes=[object])(array).tolist() if array.size else []
+    return array.tolist()
+
+
+def _predictions(response: predict_pb2.PredictResponse, row_format: bool) -> Dict[str, Any]:
+    arrays = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+    if not row_format:
+        values = {name: _json_value(a, name) for name, a in arrays.items()}
+        return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
+    sizes = {name: a.shape[0] if a.ndim else None for name, a in arrays.items()}
+    batch = next(iter(sizes.values()))
+    for name, size in sizes.items():
+        if size is None or size != batch:
+            raise _bad(f"Tensor name: {name} has inconsistent batch size: {size} expecting: {batch}")
+    rows = {name: _json_value(a, name) for name, a in arrays.items()}
+    if len(rows) == 1:
+        return {"predictions": next(iter(rows.values()))}
+    return {"predictions": [{name: rows[name][i] for name in rows} for i in range(batch)]}
+
+
+# --- the HTTP server ---------------------------------------------------------------------------------
+
+class RestServer:
+    """A thread per request; stop() stops accepting and waits for the requests in flight."""
+
+    def __init__(self, inference: Inference, host: str, port: int, metrics: Optional[RequestMetrics],
+                 metrics_path: Optional[str], max_body_bytes: int):
+        self.inference, self.metrics, self.metrics_path = inference, metrics, metrics_path
+        self.max_body_bytes = max_body_bytes
+        handler = type("Handler", (_Handler,), {"rest": self})
+        host = host.strip("[]") or "::"
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._httpd = type("Httpd", (ThreadingHTTPServer,), {"address_family": family})((host, port), handler)
+        self._httpd.daemon_threads = False  # server_close() joins the handlers: a drain
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="rest", daemon=True)
+
+    def start(self) -> "RestServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def handle(self, method: str, path: str, body: bytes) -> Tuple[int, bytes, str]:
+        if method == "GET" and self.metrics_path and path == self.metrics_path and self.metrics is not None:
+            return 200, self.metrics.render(), METRICS_CONTENT_TYPE
+        match = _PATH.match(path)
+        if not match or (method == "GET") == bool(match["verb"]):
+            return _error(RequestError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {path}"))
+        spec = _model_spec(match)
+        api = match["verb"] or ("metadata" if match["metadata"] else "status")
+        response, error = answer(api, spec, lambda: self._dispatch(api, spec, body), self.metrics)
+        if error is not None:
+            return _error(error)
+        return 200, json.dumps(response).encode(), "application/json"
+
+    def _dispatch(self, api: str, spec, body: bytes) -> Dict[str, Any]:
+        if api == "status":
+            request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
+            return _to_dict(self.inference.status(request))
+        if api == "metadata":
+            request = get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec,
+                                                                     metadata_field=[SIGNATURE_DEF_FIELD])
+            return _to_dict(self.inference.metadata(request))
+        if len(body) > self.max_body_bytes:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"request body of {len(body)} bytes exceeds the limit of {self.max_body_bytes}")
+        try:
+            parsed = json.loads(body or b"null")
+        except ValueError as e:
+            raise _bad(f"JSON Parse error: {e}") from None
+        if not isinstance(parsed, dict):
+            raise _bad("JSON request must be an object")
+        spec.signature_name = parsed.get("signature_name", "")
+        if api == "predict":
+            return self._predict(spec, parsed)
+        model_input = _examples_input(parsed)
+        if api == "regress":
+            request = regression_pb2.RegressionRequest(model_spec=spec, input=model_input)
+            return {"results": [r.value for r in self.inference.regress(request).result.regressions]}
+        request = classification_pb2.ClassificationRequest(model_spec=spec, input=model_input)
+        return {"results": [[[c.label, c.score] for c in classification.classes]
+                            for classification in self.inference.classify(request).result.classifications]}
+
+    def _predict(self, spec, body: Dict[str, Any]) -> Dict[str, Any]:
+        loaded = self.inference.models.resolve(spec)
+        signature = spec.signature_name or F.SERVING_DEFAULT
+        function = loaded.functions.get(signature)
+        if function is None:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{signature}" not found.')
+        _, specs = function.structured_input_signature
+        inputs, row_format = _predict_inputs(body, specs)
+        request = predict_pb2.PredictRequest(model_spec=spec)
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(_tensor(value, name, specs.get(name)))
+        return _predictions(self.inference.predict_on(loaded, request), row_format)
+
+
+def _model_spec(match):
+    spec = predict_pb2.PredictRequest().model_spec
+    spec.name = match["name"]
+    if match["version"]:
+        spec.version.value = int(match["version"])
+    if match["label"]:
+        spec.version_label = match["label"]
+    return spec
+
+
+def _to_dict(message) -> Dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True, including_default_value_fields=True)
+
+
+def _error(error: RequestError) -> Tuple[int, bytes, str]:
+    return int(_HTTP.get(error.code, 500)), json.dumps({"error": str(error)}).encode(), "application/json"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    rest: RestServer
+    protocol_version = "HTTP/1.1"
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > self.rest.max_body_bytes:
+            status, body, content_type = _error(RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"request body of {length} bytes exceeds the limit of {self.rest.max_body_bytes}"))
+            self.close_connection = True
+        else:
+            status, body, content_type = self.rest.handle(method, self.path.split("?")[0], self.rfile.read(length))
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self._serve("GET")
+
+    def do_POST(self):  # noqa: N802
+        self._serve("POST")
+
+    def log_message(self, format, *args):  # noqa: A002  (refusals are logged once, by `answer`)
+        pass
