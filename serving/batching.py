@@ -32,8 +32,7 @@ class TooLarge(ValueError):
 
 def batchable(function) -> bool:
     """True when every non-scalar input and every output has an unknown leading (batch) dimension."""
-    _, inputs = function.structured_input_signature
-    batched = [spec for spec in inputs.values() if spec.shape.rank != 0]
+    batched = [spec for spec in tf.nest.flatten(function.structured_input_signature) if spec.shape.rank != 0]
     outputs = tf.nest.flatten(function.structured_outputs)
     return bool(batched) and all(s.shape.rank and s.shape[0] is None for s in batched + outputs)
 

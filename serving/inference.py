@@ -18,6 +18,7 @@ Status codes (TF Serving's own where it has one for the case):
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Callable, Dict, Optional
@@ -154,6 +155,14 @@ def _convert_inputs(inputs, function) -> Dict[str, np.ndarray]:
     return arrays
 
 
+def _tf_error_message(error: Exception) -> str:
+    """The cause of a TF runtime error in one line (its text is a node trace ending with the cause)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.strip().startswith("[[")]
+    if not lines:
+        return type(error).__name__
+    return re.sub(r"\s*\[\[.*$", "", lines[-1] if lines[0].startswith("Graph execution error") else lines[0])
+
+
 def _dtype_name(enum: int) -> str:
     try:
         return tf.dtypes.as_dtype(enum).name
@@ -234,7 +243,7 @@ class Inference:
             outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})
             return {name: value.numpy() for name, value in outputs.items()}
         except (tf.errors.InvalidArgumentError, ValueError) as e:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(e).strip().splitlines()[0]) from None
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, _tf_error_message(e)) from None
 
     def _examples_signature(self, loaded: LoadedVersion, signature: str, method: str, inputs_key: str):
         function = _signature(loaded, signature)
@@ -430,9 +439,9 @@ def answer(api: str, spec, call: Callable, metrics=None):
         error = RequestError(grpc.StatusCode.INTERNAL, message)
         log.error("%s: INTERNAL: %s", api, message)
     if metrics is not None:
-        answered = getattr(response, "model_spec", None)
+        answered = getattr(response, "model_spec", None) or spec  # the request's spec when no proto answered
         version = str(answered.version.value) if answered is not None and answered.HasField("version") else ""
-        signature = answered.signature_name if answered is not None else getattr(spec, "signature_name", "")
+        signature = getattr(answered, "signature_name", "")
         metrics.observe(api, getattr(spec, "name", ""), version, signature,
                         error.code.name if error else "OK", time.monotonic() - started)
     return response, error

@@ -253,10 +253,12 @@ class RestServer:
         model_input = _examples_input(parsed)
         if api == "regress":
             request = regression_pb2.RegressionRequest(model_spec=spec, input=model_input)
-            return {"results": [r.value for r in self.inference.regress(request).result.regressions]}
+            response = _answered(spec, self.inference.regress(request))
+            return {"results": [r.value for r in response.result.regressions]}
         request = classification_pb2.ClassificationRequest(model_spec=spec, input=model_input)
+        response = _answered(spec, self.inference.classify(request))
         return {"results": [[[c.label, c.score] for c in classification.classes]
-                            for classification in self.inference.classify(request).result.classifications]}
+                            for classification in response.result.classifications]}
 
     def _predict(self, spec, body: Dict[str, Any]) -> Dict[str, Any]:
         loaded = self.inference.models.resolve(spec)
@@ -269,7 +271,14 @@ class RestServer:
         request = predict_pb2.PredictRequest(model_spec=spec)
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(_tensor(value, name, specs.get(name)))
-        return _predictions(self.inference.predict_on(loaded, request), row_format)
+        return _predictions(_answered(spec, self.inference.predict_on(loaded, request)), row_format)
+
+
+def _answered(spec, response):
+    """Notes on the request's spec which version and signature answered (for the metrics labels)."""
+    spec.version.value = response.model_spec.version.value
+    spec.signature_name = response.model_spec.signature_name
+    return response
 
 
 def _model_spec(match):

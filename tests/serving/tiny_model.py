@@ -43,7 +43,7 @@ class TinyRecommender(tf.Module):
         items = tf.tile(self.items, [tf.shape(user_id)[0]])
         scores = tf.reshape(self._rate(users, items), [-1, n])
         scores = tf.where(exclude_rated & tf.equal(self.items, "ccc")[None, :], float("-inf"), scores)
-        top = tf.math.top_k(scores, k)
+        top = tf.math.top_k(scores, tf.minimum(k, n))  # k beyond the catalogue: all of it, as the real model
         ids = tf.gather(self.items, top.indices)
         return {F.ITEMS_OUTPUT: ids, F.TITLES_OUTPUT: tf.strings.upper(ids), F.SCORES_OUTPUT: top.values}
 
