@@ -1,12 +1,16 @@
 """gRPC serving latency against an in-process call of the same signature (a benchmark, not a test).
 
 Usage: .venv/bin/python bench/serving_latency.py [--model-dir output/serving/recsys] [--requests 400]
-       [--out bench/results/serving_latency.json]
+       [--batching-requests 1600] [--out bench/results/serving_latency.json]
 
 Starts `recsys serve`'s server on loopback over the newest pushed version, then for `predict` (one
 user-item pair) and `recommend` (top-10, rated items excluded) measures p50/p99 latency and throughput
 at concurrency 1 and 16 through TF Serving's official stubs, and the same signature called in-process.
 The ratio to the in-process call is the server's overhead, measured in the same run.
+
+Batching rows: `recsys serve` runs as its own process (as in production), once with server-side
+batching off and once on (max batch 32, 2 ms timeout, 2 batch threads), and 32 client threads in this
+process measure each signature's throughput; the ratio on/off is the batching gain.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -30,6 +37,7 @@ import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 from components import features as F  # noqa: E402
+from serving.client import RecsysClient  # noqa: E402
 from serving.model_store import list_versions  # noqa: E402
 from serving.server import build_server  # noqa: E402
 
@@ -77,10 +85,60 @@ def _measure(call: Callable[[], object], requests: int, concurrency: int) -> Dic
             "throughput_rps": round(len(ms) / wall, 1), "requests": len(ms)}
 
 
+BATCHING_CONCURRENCY = 32
+BATCHING_CONFIG = "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 2000 }\n" \
+                  "num_batch_threads { value: 2 }\nmax_enqueued_batches { value: 100 }\n"
+
+
+def _serve_process(model_dir: str, batching_file: str = "") -> tuple:
+    """`recsys serve` in a child process on a free port; returns (process, target) once a model answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "pipeline.cli", "serve", "--model-dir", model_dir, "--host", "127.0.0.1",
+               "--port", str(port), "--rest-port", "0"]
+    if batching_file:
+        command += ["--batching-parameters-file", batching_file]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    process = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with RecsysClient(f"127.0.0.1:{port}", timeout=10) as client:
+        client.wait_until_ready(120)
+    return process, f"127.0.0.1:{port}"
+
+
+def _batching_rows(model_dir: str, requests: int, out_dir: str) -> List[Dict[str, object]]:
+    batching_file = os.path.join(out_dir, "bench_batching.config")
+    with open(batching_file, "w") as f:
+        f.write(BATCHING_CONFIG)
+    throughput: Dict[str, Dict[str, dict]] = {}
+    try:
+        for mode, config in (("off", ""), ("on", batching_file)):
+            process, target = _serve_process(model_dir, config)
+            try:
+                channel = grpc.insecure_channel(target)
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                for signature, request in _requests(F.DEFAULT_MODEL_NAME).items():
+                    stats = _measure(lambda: stub.Predict(request, timeout=30), requests, BATCHING_CONCURRENCY)
+                    throughput.setdefault(signature, {})[mode] = stats
+                    print(json.dumps({"batching": mode, "signature": signature, **stats}), flush=True)
+                channel.close()
+            finally:
+                process.send_signal(signal.SIGTERM)
+                process.wait(60)
+    finally:
+        os.remove(batching_file)
+    return [{"signature": signature, "concurrency": BATCHING_CONCURRENCY, "off": modes["off"], "on": modes["on"],
+             "off_rps": modes["off"]["throughput_rps"], "on_rps": modes["on"]["throughput_rps"],
+             "ratio": round(modes["on"]["throughput_rps"] / modes["off"]["throughput_rps"], 3)}
+            for signature, modes in throughput.items()]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=os.path.join("output", "serving", F.DEFAULT_MODEL_NAME))
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--batching-requests", type=int, default=1600,
+                        help="requests per batching on/off measurement (0 skips the batching rows)")
     parser.add_argument("--out", default=os.path.join("bench", "results", "serving_latency.json"))
     args = parser.parse_args()
     versions = list_versions(args.model_dir)
@@ -88,7 +146,7 @@ def main() -> int:
         print(f"no model version under {args.model_dir}: run `make run` first", file=sys.stderr)
         return 1
     model = tf.saved_model.load(f"{args.model_dir}/{versions[-1]}")
-    server, port, models = build_server(F.DEFAULT_MODEL_NAME, args.model_dir, port=0, host="127.0.0.1")
+    server, port, _ = build_server(F.DEFAULT_MODEL_NAME, args.model_dir, port=0, host="127.0.0.1")
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
     results = {"cpus": os.cpu_count(), "version": versions[-1], "rows": []}
     try:
@@ -105,8 +163,9 @@ def main() -> int:
                 print(json.dumps(row), flush=True)
     finally:
         server.stop(0)
-        models.stop()
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    if args.batching_requests:
+        results["batching"] = _batching_rows(args.model_dir, args.batching_requests, os.path.dirname(args.out) or ".")
     with open(args.out + ".tmp", "w") as f:
         json.dump(results, f, indent=2)
     os.replace(args.out + ".tmp", args.out)

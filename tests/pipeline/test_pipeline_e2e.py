@@ -83,7 +83,7 @@ def test_recommend_can_leave_out_what_the_user_rated_in_training(pipeline_run):
 def test_server_answers_the_pushed_model_through_the_official_stubs(pipeline_run):
     import grpc
     from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
-                                         predict_pb2, prediction_service_pb2_grpc)
+                                         predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
     from serving.client import RecsysClient
     from serving.server import build_server
@@ -100,6 +100,17 @@ def test_server_answers_the_pushed_model_through_the_official_stubs(pipeline_run
         request.inputs[F.ITEM_ID].CopyFrom(tf.make_tensor_proto(["i00003", "i00003"]))
         ratings = tf.make_ndarray(predictions.Predict(request, timeout=30).outputs[F.RATING_OUTPUT])
         assert ratings.shape == (2,) and np.all(np.isfinite(ratings))
+
+        # The same pairs as tf.Examples through Regress (TF Serving's regression signature contract).
+        regress = regression_pb2.RegressionRequest()
+        regress.model_spec.name, regress.model_spec.signature_name = pipeline_run.model_name, F.REGRESS
+        for user in ("u00002", "a-user-nobody-has-seen"):
+            example = regress.input.example_list.examples.add()
+            example.features.feature[F.USER_ID].bytes_list.value.append(user.encode())
+            example.features.feature[F.ITEM_ID].bytes_list.value.append(b"i00003")
+        regressions = predictions.Regress(regress, timeout=30).result.regressions
+        np.testing.assert_allclose([r.value for r in regressions], ratings, rtol=1e-5)
+        assert tf.io.gfile.exists(os.path.join(pipeline_run.serving_dir, str(version), F.WARMUP_REQUESTS_FILE))
 
         metadata_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         metadata_request.model_spec.name = pipeline_run.model_name
