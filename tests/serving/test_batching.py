@@ -1,0 +1,148 @@
+"""Server-side batching: concurrent requests share one call, each gets its own rows back, the queue is bounded."""
+
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from components import features as F
+from serving.batching import Batcher, QueueFull, TooLarge, batchable
+from serving.options import BatchingOptions
+from tests.serving.conftest import EXTERNAL, start_embedded
+from tests.serving.tiny_model import TinyRecommender, save_version
+
+pytestmark = pytest.mark.skipif(bool(EXTERNAL), reason="batching is configured on a server of our own")
+
+
+class Recorder:
+    """A signature-like function that doubles its input and records the batch sizes it was called with."""
+
+    def __init__(self, gate: threading.Event = None):
+        self.sizes, self.gate = [], gate
+
+    def __call__(self, x, k=None):
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.sizes.append(int(x.shape[0]))
+        return {"y": x * 2 + (0 if k is None else k)}
+
+
+def _concurrently(n, call):
+    results, threads = [None] * n, []
+    for i in range(n):
+        threads.append(threading.Thread(target=lambda i=i: results.__setitem__(i, call(i))))
+        threads[-1].start()
+    for thread in threads:
+        thread.join(20)
+    return results
+
+
+def test_concurrent_requests_run_as_few_batches_and_get_their_own_rows():
+    batcher, recorder = Batcher(BatchingOptions(max_batch_size=8, batch_timeout_micros=200_000,
+                                                num_batch_threads=1)), Recorder()
+    try:
+        results = _concurrently(8, lambda i: batcher.run(recorder, {"x": np.array([i, 10 * i], np.float32)}))
+    finally:
+        batcher.stop()
+    assert [r["y"].tolist() for r in results] == [[2.0 * i, 20.0 * i] for i in range(8)]
+    assert sum(recorder.sizes) == 16 and len(recorder.sizes) < 8 and max(recorder.sizes) <= 8
+
+
+def test_requests_with_different_scalar_inputs_never_share_a_batch():
+    batcher, recorder = Batcher(BatchingOptions(max_batch_size=8, batch_timeout_micros=100_000)), Recorder()
+    try:
+        results = _concurrently(6, lambda i: batcher.run(recorder, {"x": np.array([1.0], np.float32),
+                                                                    "k": np.array(i % 2, np.float32)}))
+    finally:
+        batcher.stop()
+    assert [r["y"].tolist() for r in results] == [[2.0 + i % 2] for i in range(6)]
+
+
+def test_a_full_queue_refuses_and_an_oversized_request_is_invalid():
+    gate = threading.Event()
+    batcher = Batcher(BatchingOptions(max_batch_size=2, batch_timeout_micros=0, max_enqueued_batches=1,
+                                      num_batch_threads=1))
+    recorder = Recorder(gate)
+    try:
+        first = threading.Thread(target=batcher.run, args=(recorder, {"x": np.ones(2, np.float32)}))
+        first.start()  # taken by the worker, which blocks on the gate
+        time.sleep(0.3)
+        queued = threading.Thread(target=batcher.run, args=(recorder, {"x": np.ones(2, np.float32)}))
+        queued.start()  # fills the one-batch queue
+        time.sleep(0.3)
+        with pytest.raises(QueueFull, match="queue .* is full"):
+            batcher.run(recorder, {"x": np.ones(1, np.float32)})
+        with pytest.raises(TooLarge, match="Task size 3 is larger than maximum input batch size 2"):
+            batcher.run(recorder, {"x": np.ones(3, np.float32)})
+        gate.set()
+        first.join(10)
+        queued.join(10)
+        assert recorder.sizes == [2, 2]
+    finally:
+        gate.set()
+        batcher.stop()
+
+
+def test_only_signatures_with_a_batch_dimension_batch(tmp_path):
+    module = TinyRecommender(0.0)
+    assert batchable(module.predict.get_concrete_function())
+    assert batchable(module.recommend.get_concrete_function())  # scalar k, batched user_id and outputs
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.float32)])
+    def scalar(x):
+        return {"y": x}
+
+    assert not batchable(scalar.get_concrete_function())
+
+
+def _predict_request(user):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = F.DEFAULT_MODEL_NAME, F.PREDICT
+    request.inputs[F.USER_ID].CopyFrom(tf.make_tensor_proto([user]))
+    request.inputs[F.ITEM_ID].CopyFrom(tf.make_tensor_proto(["i"]))
+    return request
+
+
+def test_batching_server_answers_each_client_and_refuses_with_unavailable_when_full(tmp_path):
+    base = str(tmp_path / F.DEFAULT_MODEL_NAME)
+    save_version(base, 1, 0.0)
+    options = BatchingOptions(max_batch_size=4, batch_timeout_micros=1_500_000, max_enqueued_batches=1,
+                              num_batch_threads=1)
+    server, where = start_embedded(base, batching=options)
+    channel = grpc.insecure_channel(where.grpc)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    try:
+        # Four one-row requests fill a batch: it runs at once, and each gets its own rating back.
+        users = ["u", "uu", "uuu", "uuuu"]
+        started = time.monotonic()
+        ratings = _concurrently(4, lambda i: tf.make_ndarray(
+            stub.Predict(_predict_request(users[i]), timeout=10).outputs[F.RATING_OUTPUT]).tolist())
+        assert ratings == [[2.0], [3.0], [4.0], [5.0]] and time.monotonic() - started < 1.0
+        # A three-row request waits for the batch timeout; two more rows do not fit the queue.
+        three = predict_pb2.PredictRequest()
+        three.CopyFrom(_predict_request("u"))
+        three.inputs[F.USER_ID].CopyFrom(tf.make_tensor_proto(["a", "b", "c"]))
+        three.inputs[F.ITEM_ID].CopyFrom(tf.make_tensor_proto(["i", "i", "i"]))
+        waiting = stub.Predict.future(three, timeout=10)
+        time.sleep(0.3)
+        two = predict_pb2.PredictRequest()
+        two.CopyFrom(three)
+        two.inputs[F.USER_ID].CopyFrom(tf.make_tensor_proto(["a", "b"]))
+        two.inputs[F.ITEM_ID].CopyFrom(tf.make_tensor_proto(["i", "i"]))
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Predict(two, timeout=10)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE and "full" in raised.value.details()
+        assert tf.make_ndarray(waiting.result().outputs[F.RATING_OUTPUT]).tolist() == [2.0, 2.0, 2.0]
+        # A client deadline shorter than the batch timeout is honoured, and the server goes on.
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Predict(_predict_request("u"), timeout=0.2)
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(1.6)
+        assert tf.make_ndarray(stub.Predict(_predict_request("u"), timeout=10).outputs[F.RATING_OUTPUT]).size == 1
+    finally:
+        channel.close()
+        server.stop(0)
