@@ -245,6 +245,13 @@ class Inference:
         except (tf.errors.InvalidArgumentError, ValueError) as e:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, _tf_error_message(e)) from None
 
+    def _run_examples(self, loaded: LoadedVersion, request, method: str, inputs_key: str):
+        """Runs a Regress/Classify request's examples: (signature name, outputs, number of examples)."""
+        signature = request.model_spec.signature_name or F.SERVING_DEFAULT
+        function = self._examples_signature(loaded, signature, method, inputs_key)
+        examples = _serialized_examples(request.input)
+        return signature, self._call(function, {inputs_key: examples.numpy()}), len(examples)
+
     def _examples_signature(self, loaded: LoadedVersion, signature: str, method: str, inputs_key: str):
         function = _signature(loaded, signature)
         actual = loaded.signature_defs[signature].method_name
@@ -262,18 +269,15 @@ class Inference:
         return self.regress_on(self.models.resolve(request.model_spec), request)
 
     def regress_on(self, loaded: LoadedVersion, request) -> regression_pb2.RegressionResponse:
-        signature = request.model_spec.signature_name or F.SERVING_DEFAULT
-        function = self._examples_signature(loaded, signature, tf.saved_model.REGRESS_METHOD_NAME,
-                                            tf.saved_model.REGRESS_INPUTS)
-        examples = _serialized_examples(request.input)
-        outputs = self._call(function, {tf.saved_model.REGRESS_INPUTS: examples.numpy()})
+        signature, outputs, count = self._run_examples(loaded, request, tf.saved_model.REGRESS_METHOD_NAME,
+                                                       tf.saved_model.REGRESS_INPUTS)
         if tf.saved_model.REGRESS_OUTPUTS not in outputs:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                                f'Signature "{signature}" has no output named "{tf.saved_model.REGRESS_OUTPUTS}"')
         values = np.asarray(outputs[tf.saved_model.REGRESS_OUTPUTS]).reshape(-1)
-        if len(values) != len(examples):
+        if len(values) != count:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"Expected output tensor shape [{len(examples)}] or [{len(examples)}, 1], "
+                               f"Expected output tensor shape [{count}] or [{count}, 1], "
                                f"got {len(values)} values")
         response = regression_pb2.RegressionResponse()
         _fill_spec(response.model_spec, request.model_spec.name, loaded.version, signature)
@@ -285,11 +289,8 @@ class Inference:
         return self.classify_on(self.models.resolve(request.model_spec), request)
 
     def classify_on(self, loaded: LoadedVersion, request) -> classification_pb2.ClassificationResponse:
-        signature = request.model_spec.signature_name or F.SERVING_DEFAULT
-        function = self._examples_signature(loaded, signature, tf.saved_model.CLASSIFY_METHOD_NAME,
-                                            tf.saved_model.CLASSIFY_INPUTS)
-        examples = _serialized_examples(request.input)
-        outputs = self._call(function, {tf.saved_model.CLASSIFY_INPUTS: examples.numpy()})
+        signature, outputs, _ = self._run_examples(loaded, request, tf.saved_model.CLASSIFY_METHOD_NAME,
+                                                   tf.saved_model.CLASSIFY_INPUTS)
         classes = outputs.get(tf.saved_model.CLASSIFY_OUTPUT_CLASSES)
         scores = outputs.get(tf.saved_model.CLASSIFY_OUTPUT_SCORES)
         if classes is None and scores is None:
