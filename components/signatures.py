@@ -64,6 +64,15 @@ def _catalog_features(model: tf.keras.Model, item_index: tf.Tensor) -> Dict[str,
     }
 
 
+def _catalog_candidates(model: tf.keras.Model) -> Dict[str, tf.Tensor]:
+    """Every catalogue item as model inputs, in vocabulary order (what `recommend` ranks)."""
+    return {
+        F.ITEM_INDEX: tf.range(tf.shape(model.catalog_item_ids)[0], dtype=tf.int64),
+        F.GENRES_MULTI_HOT: model.catalog_genres,
+        F.YEAR_XF: model.catalog_years,
+    }
+
+
 def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catalog_lib.Catalog):
     """Signatures keyed by name. Attaches what they need to `model` so `model.save` tracks it."""
     model.tft_layer = tft_output.transform_features_layer()
@@ -99,18 +108,20 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
         inputs.update(_catalog_features(model, inputs[F.ITEM_INDEX]))
         return {F.RATING_OUTPUT: model(inputs)}
 
+    # Models with an item tower (content) run it over the catalogue here, once, not on every request.
+    precompute = getattr(model, "item_vectors", None)
+    if precompute is not None:
+        model.catalog_item_vectors = tf.Variable(precompute(_catalog_candidates(model)), trainable=False,
+                                                 name="catalog_item_vectors")
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
                                   tf.TensorSpec([], tf.int32, name=F.K_INPUT),
                                   tf.TensorSpec([], tf.bool, name=F.EXCLUDE_RATED_INPUT)])
     def recommend(user_id, k, exclude_rated):
         users = tf.reshape(model.tft_layer({F.USER_ID: _as_column(user_id)})[F.USER_INDEX], [-1])
         num_items = tf.shape(model.catalog_item_ids)[0]
-        candidates = {
-            F.ITEM_INDEX: tf.range(num_items, dtype=tf.int64),
-            F.GENRES_MULTI_HOT: model.catalog_genres,
-            F.YEAR_XF: model.catalog_years,
-        }
-        scores = model.score_all_items(users, candidates)
+        cached = {"item_vectors": model.catalog_item_vectors} if precompute is not None else {}
+        scores = model.score_all_items(users, _catalog_candidates(model), **cached)
         scores = tf.cond(exclude_rated, lambda: _exclude_rated(model, users, scores), lambda: scores)
         top = tf.math.top_k(scores, k=tf.clip_by_value(k, 0, num_items))
         return {

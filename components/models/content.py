@@ -26,9 +26,15 @@ class ContentMLP(tf.keras.Model):
         return self._rate(self.user_embedding(inputs[F.USER_INDEX]), self.item_tower(content_features(inputs)),
                           training)
 
-    def score_all_items(self, users, items):
-        """[batch, N]: the item tower runs once per catalogue item, then every pair through the stack."""
-        pair_users, pair_items = all_pairs(self.user_embedding(users), self.item_tower(content_features(items)))
+    def item_vectors(self, items):
+        """The item tower over catalogue items: the export computes it once and saves it with the model."""
+        return self.item_tower(content_features(items))
+
+    def score_all_items(self, users, items, item_vectors=None):
+        """[batch, N]: every pair through the stack; `item_vectors` (precomputed) skips the item tower."""
+        if item_vectors is None:
+            item_vectors = self.item_vectors(items)
+        pair_users, pair_items = all_pairs(self.user_embedding(users), item_vectors)
         return tf.reshape(self._rate(pair_users, pair_items), [tf.shape(users)[0], -1])
 
 

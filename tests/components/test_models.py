@@ -84,6 +84,9 @@ def test_score_all_items_matches_pairwise_predictions(name):
     items = {F.ITEM_INDEX: tf.range(6, dtype=tf.int64), F.GENRES_MULTI_HOT: genres, F.YEAR_XF: years}
     all_scores = model.score_all_items(users, items).numpy()
     assert all_scores.shape == (2, 6)
+    if hasattr(model, "item_vectors"):  # the export's precomputed item tower gives the same scores
+        cached = model.score_all_items(users, items, item_vectors=model.item_vectors(items)).numpy()
+        np.testing.assert_allclose(cached, all_scores, rtol=1e-6)
     for row, user in enumerate([0, 3]):
         pairwise = model(_inputs(np.full(6, user), np.arange(6), genres, years)).numpy()
         np.testing.assert_allclose(all_scores[row], pairwise, rtol=1e-5, atol=1e-6)

@@ -251,6 +251,10 @@ def test_every_model_trains_in_the_pipeline_and_serves_new_items(tiny_data, tmp_
     top = model.signatures[F.RECOMMEND](user_id=tf.constant(["u00001"]), k=tf.constant(3),
                                         exclude_rated=tf.constant(True))
     assert top[F.ITEMS_OUTPUT].shape == (1, 3)
+    # recommend's scores (a precomputed item tower for content) are the model's ratings of those items
+    ids = top[F.ITEMS_OUTPUT].numpy()[0]
+    rated = model.signatures[F.PREDICT](user_id=tf.constant(["u00001"] * 3), item_id=tf.constant(ids))
+    np.testing.assert_allclose(top[F.SCORES_OUTPUT].numpy()[0], rated[F.RATING_OUTPUT].numpy(), rtol=1e-4)
 
 
 def test_promote_and_rollback_move_labels_on_a_live_server(pipeline_run, tmp_path, capsys):
