@@ -60,6 +60,8 @@ def test_recommend_returns_ranked_items(stubs):
     assert tf.make_ndarray(response.outputs[F.ITEMS_OUTPUT]).tolist() == [[b"ccc", b"bb"]]
     assert tf.make_ndarray(response.outputs[F.TITLES_OUTPUT]).tolist() == [[b"CCC", b"BB"]]
     np.testing.assert_allclose(tf.make_ndarray(response.outputs[F.SCORES_OUTPUT]), [[4.0, 3.0]])
+    if not EXTERNAL:  # numbers travel as one packed buffer, not element by element
+        assert response.outputs[F.SCORES_OUTPUT].tensor_content and not response.outputs[F.SCORES_OUTPUT].float_val
 
 
 def test_default_signature_takes_serialized_examples(stubs):
