@@ -25,18 +25,65 @@ def input_fn(
     shuffle: bool,
     seed: int,
 ) -> tf.data.Dataset:
-    """(model inputs, rating) batches; one pass per epoch."""
+    """(model inputs, rating) batches; one pass per epoch, reshuffled every epoch when `shuffle`.
+
+    Tuned with bench/training_throughput.py (2 cores, the 100K sample; numbers in
+    bench/results/training_throughput.json). Alone, TFXIO's dataset delivered ~50K examples/s: its
+    parallel interleave hands every record between threads (~2.5x slower here than the sequential
+    one) and it parses on one thread; the MF step alone runs at ~350K, so training waited for input
+    (0.1-0.2 of the in-memory rate). Now:
+    - a split of up to RECSYS_TRAIN_IN_MEMORY_MAX_MB (default 64) MiB of files is read once through
+      the data accessor, converted to model inputs and kept in memory (~100 bytes per example); each
+      epoch gathers batches along a fresh permutation (a global shuffle, deterministic from `seed`),
+      so epochs cost per-batch work only;
+    - a larger split streams: TFXIO with the sequential reader, model inputs built in parallel
+      (out of order when training), prefetched.
+    """
+    import os  # only for the memory knob below
+
+    schema = tft_output.transformed_metadata.schema
+    common = dict(label_key=F.LABEL_XF, num_epochs=1, reader_num_threads=None)  # None: sequential interleave
+
+    def to_model_inputs(features, label):
+        return catalog.model_inputs(features, num_genres), tf.reshape(label, [-1])
+
+    files = [path for pattern in file_pattern for path in tf.io.gfile.glob(pattern)]
+    in_memory_max = float(os.environ.get("RECSYS_TRAIN_IN_MEMORY_MAX_MB", "64")) * 2**20
+    chunks = []
+    if files and sum(tf.io.gfile.stat(path).length for path in files) <= in_memory_max:
+        chunks = list(data_accessor.tf_dataset_factory(
+            file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=8192, shuffle=False, **common), schema,
+        ).map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE))
+    if chunks:
+        data = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *chunks)
+        del chunks
+        n = tf.shape(data[1], out_type=tf.int64)[0]
+
+        def batches(order):  # batch b is data[order[b * batch_size:(b + 1) * batch_size]]
+            return tf.data.Dataset.range(0, n, batch_size).map(
+                lambda start: tf.nest.map_structure(lambda t: tf.gather(t, order[start:start + batch_size]), data),
+                num_parallel_calls=tf.data.AUTOTUNE)
+
+        if not shuffle:
+            return batches(tf.range(n)).prefetch(tf.data.AUTOTUNE)
+        # One random draw per pass (a new one each epoch, the same sequence for the same seed) seeds that
+        # pass's permutation: a whole-split shuffle without a per-example shuffle buffer.
+        def shuffled(draw):
+            return batches(tf.random.experimental.stateless_shuffle(
+                tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), draw])))
+
+        return (tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+                .flat_map(shuffled).prefetch(tf.data.AUTOTUNE))
+
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
-        tfxio.TensorFlowDatasetOptions(
-            batch_size=batch_size, label_key=F.LABEL_XF, num_epochs=1, shuffle=shuffle, shuffle_seed=seed
-        ),
-        tft_output.transformed_metadata.schema,
-    )
-    return dataset.map(
-        lambda features, label: (catalog.model_inputs(features, num_genres), tf.reshape(label, [-1])),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    ).prefetch(tf.data.AUTOTUNE)
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed,
+                                       sloppy_ordering=shuffle, **common),
+        schema,
+    ).map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    options = tf.data.Options()
+    options.deterministic = not shuffle  # training does not need the file order, only its shuffle
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def _forget_oov_rows(model: tf.keras.Model) -> None:
