@@ -1,0 +1,381 @@
+"""`recommend` (top-10) latency against catalogue size, and Trainer time against interactions.
+
+Usage: .venv/bin/python bench/recommend_scaling.py [--items 1000 10000 100000 1000000] [--models mf hybrid]
+       [--hybrid-max-items 100000] [--users 1000] [--work-dir output/bench/scaling]
+       [--pipeline-results bench/results/pipeline_scale_100k.json bench/results/pipeline_scale_1m.json]
+       [--out bench/results/recommend_scaling.json]
+
+For each catalogue size N a model is built by components.models at num_items = N (random weights:
+latency does not depend on their values), the catalogue is attached with components.signatures'
+own helper, and a `recommend` signature with the exported one's inputs and outputs is saved as a
+SavedModel version. Its body is signatures.recommend's: score_all_items over the whole catalogue,
+rated items excluded with signatures._exclude_rated, tf.math.top_k, ids and titles gathered; only the
+user-id lookup is a hash table built here instead of the Transform graph's vocabulary (also a hash
+table), so no Transform run over N items is needed. Measured at concurrency 1, 10 warm-up calls:
+  - in_process: the loaded SavedModel's signature called directly;
+  - grpc: serving.server.build_server on the version directory, TF Serving's PredictionService stub;
+  - breakdown (in-process, unsaved model): score_all_items alone, + top_k, to say where time goes.
+Each row's reference is the smallest catalogue of the same run: p50 ratio against the items ratio
+(linear growth: equal; log-log slope 1).
+The training rows read the Trainer's wall time and epochs from bench/run_pipelines.py's results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from typing import Dict, List, Optional
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bench import common  # noqa: E402
+from components import catalog as catalog_lib  # noqa: E402
+from components import features as F  # noqa: E402
+from components import models, signatures  # noqa: E402
+from components.models.base import ModelDims  # noqa: E402
+from components.training_config import TrainingConfig  # noqa: E402
+from data import synthetic  # noqa: E402
+
+MODEL_NAME = "scaling"
+TARGET_P50_MS = 10.0
+TARGET_ITEMS = 100_000
+K = 10
+
+
+def user_key(i: int) -> str:
+    return f"u{i:07d}"
+
+
+def synthetic_catalog(num_items: int, num_users: int, num_genres: int, rated_per_user: int,
+                      rng: np.random.Generator) -> catalog_lib.Catalog:
+    """A catalogue of N items and each user's rated items, shaped as catalog.build returns it."""
+    genres = (rng.random((num_items, num_genres), dtype=np.float32) < 0.12).astype(np.float32)
+    rated = [np.unique(rng.integers(0, num_items, size=min(rated_per_user, num_items))) for _ in range(num_users)]
+    rated.append(np.zeros(0, np.int64))  # the OOV user's row: rated nothing
+    splits = np.zeros(len(rated) + 1, np.int64)
+    splits[1:] = np.cumsum([len(r) for r in rated])
+    return catalog_lib.Catalog(
+        item_ids=[f"i{j:07d}".encode() for j in range(num_items)],
+        titles=np.array([f"Title {j}".encode() for j in range(num_items)], dtype=object),
+        genres=genres,
+        years=rng.normal(0.0, 1.0, num_items).astype(np.float32),
+        rated_row_splits=splits,
+        rated_items=np.concatenate(rated).astype(np.int64),
+    )
+
+
+def build_recommender(name: str, num_items: int, num_users: int, rated_per_user: int, seed: int = 7):
+    """(model with catalogue and user table attached, recommend tf.function, breakdown functions)."""
+    num_genres = len(synthetic.GENRES) + F.OOV_BUCKETS
+    rng = np.random.default_rng(seed)
+    dims = ModelDims(num_users + F.OOV_BUCKETS, num_items + F.OOV_BUCKETS, num_genres, 3.5)
+    model = models.get(name).build(dims, TrainingConfig(model=name, seed=seed))
+    model({F.USER_INDEX: tf.constant([0], tf.int64), F.ITEM_INDEX: tf.constant([0], tf.int64),
+           F.GENRES_MULTI_HOT: tf.zeros([1, num_genres]), F.YEAR_XF: tf.zeros([1])})  # builds every layer
+    items = synthetic_catalog(num_items, num_users, num_genres, rated_per_user, rng)
+    signatures._attach_catalog(model, items)
+    model.user_table = tf.lookup.StaticHashTable(  # stands in for the Transform graph's user vocabulary
+        tf.lookup.KeyValueTensorInitializer(tf.constant([user_key(i) for i in range(num_users)]),
+                                            tf.range(num_users, dtype=tf.int64)),
+        default_value=num_users)  # the OOV bucket, as Transform's vocabulary
+
+    def candidates():
+        make = getattr(signatures, "_catalog_candidates", None)
+        if make is not None:
+            return make(model)
+        return {F.ITEM_INDEX: tf.range(tf.shape(model.catalog_item_ids)[0], dtype=tf.int64),
+                F.GENRES_MULTI_HOT: model.catalog_genres, F.YEAR_XF: model.catalog_years}
+
+    precompute = getattr(model, "item_vectors", None)  # as signatures.build: item towers run once, at export
+    if precompute is not None:
+        model.catalog_item_vectors = tf.Variable(precompute(candidates()), trainable=False,
+                                                 name="catalog_item_vectors")
+
+    def scores_of(users):
+        cached = {"item_vectors": model.catalog_item_vectors} if precompute is not None else {}
+        return model.score_all_items(users, candidates(), **cached)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
+                                  tf.TensorSpec([], tf.int32, name=F.K_INPUT),
+                                  tf.TensorSpec([], tf.bool, name=F.EXCLUDE_RATED_INPUT)])
+    def recommend(user_id, k, exclude_rated):  # components/signatures.py's recommend, user lookup aside
+        users = model.user_table.lookup(user_id)
+        num = tf.shape(model.catalog_item_ids)[0]
+        scores = scores_of(users)
+        scores = tf.cond(exclude_rated, lambda: signatures._exclude_rated(model, users, scores), lambda: scores)
+        top = tf.math.top_k(scores, k=tf.clip_by_value(k, 0, num))
+        return {
+            F.ITEMS_OUTPUT: tf.gather(model.catalog_item_ids, top.indices),
+            F.TITLES_OUTPUT: tf.gather(model.catalog_titles, top.indices),
+            F.SCORES_OUTPUT: top.values,
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)])
+    def score_only(users):
+        return scores_of(users)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)])
+    def score_top_k(users):
+        return tf.math.top_k(scores_of(users), k=K).indices
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)])
+    def score_exclude_top_k(users):
+        return tf.math.top_k(signatures._exclude_rated(model, users, scores_of(users)), k=K).indices
+
+    breakdown = {"score_all_items": score_only, "score_all_items+top_k": score_top_k,
+                 "score_all_items+exclude_rated+top_k": score_exclude_top_k}
+    table = getattr(getattr(model, "item_embedding", None), "embeddings", None)
+    if table is not None:  # mf: the same product straight on the table, without gathering a copy of it first
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)])
+        def table_matmul(users):
+            return tf.matmul(model.user_embedding(users), table, transpose_b=True)
+
+        breakdown["matmul on the table, no gather"] = table_matmul
+    return model, recommend, breakdown
+
+
+def adaptive_stats(call, budget_s: float, max_requests: int, min_requests: int = 20) -> Dict:
+    """latency_stats with as many requests as fit in about `budget_s` (at least min_requests)."""
+    for _ in range(3):
+        call()
+    started = time.perf_counter()
+    call()
+    one = max(time.perf_counter() - started, 1e-5)
+    return common.latency_stats(call, max(min_requests, min(max_requests, int(budget_s / one))), warmup=7)
+
+
+def grpc_stats(base_path: str, budget_s: float, max_requests: int) -> Dict:
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from serving.server import build_server
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = MODEL_NAME, F.RECOMMEND
+    for key, value in {F.USER_ID: np.array([user_key(1)]), F.K_INPUT: np.int32(K),
+                       F.EXCLUDE_RATED_INPUT: np.bool_(True)}.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    server, port, registry = build_server(MODEL_NAME, base_path, port=0, host="127.0.0.1")
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        deadline = time.monotonic() + 120
+        while True:  # the version loads in the background on some server versions
+            try:
+                response = stub.Predict(request, timeout=60)
+                break
+            except grpc.RpcError as e:
+                if e.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        returned = len(tf.make_ndarray(response.outputs[F.ITEMS_OUTPUT]).reshape(-1))
+        stats = adaptive_stats(lambda: stub.Predict(request, timeout=60), budget_s, max_requests)
+        stats["items_returned"] = returned
+        return stats
+    finally:
+        channel.close()
+        server.stop(0)
+        stop = getattr(registry, "stop", None)
+        if stop is not None:
+            stop()
+
+
+def measure(name: str, num_items: int, args) -> Dict:
+    started = time.perf_counter()
+    model, recommend, breakdown = build_recommender(name, num_items, args.users, args.rated_per_user)
+    base_path = os.path.join(args.work_dir, f"{name}_{num_items}")
+    shutil.rmtree(base_path, ignore_errors=True)
+    export = os.path.join(base_path, "1")
+    tf.saved_model.save(model, export, signatures={F.RECOMMEND: recommend.get_concrete_function()})
+    build_s = time.perf_counter() - started
+    size_mb = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(export) for f in fs) / 2**20
+
+    users = tf.constant([1], tf.int64)
+    parts = {part: adaptive_stats(lambda fn=fn: fn(users), args.budget_s / 2, args.max_requests)["p50_ms"]
+             for part, fn in breakdown.items()}
+    del model, recommend, breakdown
+
+    loaded = tf.saved_model.load(export)
+    function = loaded.signatures[F.RECOMMEND]
+    inputs = {F.USER_ID: tf.constant([user_key(1)]), F.K_INPUT: tf.constant(K, tf.int32),
+              F.EXCLUDE_RATED_INPUT: tf.constant(True)}
+    returned = int(function(**inputs)[F.ITEMS_OUTPUT].shape[-1])
+    in_process = adaptive_stats(lambda: function(**inputs), args.budget_s, args.max_requests)
+    in_process["items_returned"] = returned
+    del loaded, function
+    row = {"model": name, "items": num_items, "users": args.users, "k": K, "exclude_rated": True,
+           "saved_model_mb": round(size_mb, 1), "build_and_save_s": round(build_s, 2),
+           "in_process": in_process, "breakdown_p50_ms": parts}
+    if not args.no_grpc:
+        row["grpc"] = grpc_stats(base_path, args.budget_s, args.max_requests)
+        row["grpc_p50_overhead_ms"] = round(row["grpc"]["p50_ms"] - in_process["p50_ms"], 3)
+    if not args.keep:
+        shutil.rmtree(base_path, ignore_errors=True)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def add_growth(rows: List[Dict]) -> None:
+    """Per model: ratios against its smallest catalogue, and the log-log slope between neighbours."""
+    for name in {r["model"] for r in rows}:
+        mine = sorted((r for r in rows if r["model"] == name), key=lambda r: r["items"])
+        base = mine[0]
+        for previous, row in zip([None] + mine[:-1], mine):
+            row["reference"] = f"{name} at {base['items']} items, same run"
+            row["items_ratio"] = round(row["items"] / base["items"], 3)
+            row["p50_ratio"] = round(row["in_process"]["p50_ms"] / base["in_process"]["p50_ms"], 3)
+            row["ns_per_item"] = round(row["in_process"]["p50_ms"] * 1e6 / row["items"], 2)
+            if previous is not None:
+                row["slope_vs_previous"] = round(
+                    math.log(row["in_process"]["p50_ms"] / previous["in_process"]["p50_ms"])
+                    / math.log(row["items"] / previous["items"]), 3)
+            if row["items"] == TARGET_ITEMS and name == "mf":  # the issue's target is about the default model
+                row["target_p50_ms"] = TARGET_P50_MS
+                row["met"] = row["in_process"]["p50_ms"] < TARGET_P50_MS and \
+                    row.get("grpc", {}).get("p50_ms", 0.0) < TARGET_P50_MS
+
+
+def verdict(rows: List[Dict], name: str, embedding_dim: int) -> Optional[str]:
+    """Is growth linear, and where it is not, what the breakdown says about why."""
+    mine = sorted((r for r in rows if r["model"] == name), key=lambda r: r["items"])
+    slopes = [r["slope_vs_previous"] for r in mine if "slope_vs_previous" in r]
+    if not slopes:
+        return None
+    steps = ", ".join(f"{a['items']:,}->{b['items']:,}: {b['slope_vs_previous']}" for a, b in zip(mine, mine[1:]))
+    last = mine[-1]
+    parts = last["breakdown_p50_ms"]
+    tail = slopes[-1]
+    growth = "about linear" if 0.8 <= tail <= 1.2 else "superlinear" if tail > 1.2 else "sublinear"
+    text = f"{name}: log-log slopes {steps}; "
+    if slopes[0] < 0.7:
+        text += "sublinear while the catalogue is small (the per-call cost of the signature dominates), then "
+    text += (f"{growth} at the large end. At {last['items']:,} items the p50 splits into score_all_items "
+             f"{parts['score_all_items']} ms, + top_k {parts['score_all_items+top_k']} ms, + exclude_rated "
+             f"{parts['score_all_items+exclude_rated+top_k']} ms (whole signature {last['in_process']['p50_ms']} ms).")
+    if "matmul on the table, no gather" in parts:
+        table_mb = last["items"] * embedding_dim * 4 / 2**20
+        text += (f" The item table is {table_mb:.0f} MB there; score_all_items first gathers a copy of it "
+                 f"(tf.gather(embeddings, range(N))) and then multiplies, and the same product straight on the "
+                 f"table takes {parts['matmul on the table, no gather']} ms.")
+        if growth == "superlinear":
+            text += (" Past the last-level cache every request streams the table from DRAM, and the gathered copy "
+                     "is a fresh allocation of the table's size per request (page faults): per item, the large "
+                     "catalogue costs more than the small one.")
+    return text
+
+
+def training_rows(paths: List[str]) -> List[Dict]:
+    """Trainer time per size from run_pipelines.py results: wall time, and per epoch from its TensorBoard log."""
+    rows = []
+    for path in paths:
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            for run in json.load(f).get("runs", []):
+                trainer = run.get("components", {}).get("Trainer")
+                if not trainer:
+                    continue
+                epochs = run.get("epochs_trained") or run.get("epochs_requested")
+                steady = run.get("steady_epoch_s")
+                row = {"interactions": run["interactions"], "users": run.get("users"), "items": run.get("items"),
+                       "trainer_wall_s": trainer["wall_s"], "epochs": epochs, "steady_epoch_s": steady,
+                       "source": os.path.basename(path)}
+                if steady and epochs:  # what the epochs do not explain: catalogue, first-epoch tracing, export
+                    row["outside_steady_epochs_s"] = round(trainer["wall_s"] - steady * epochs, 1)
+                rows.append(row)
+    rows.sort(key=lambda r: r["interactions"])
+    if rows:
+        base = rows[0]
+        for row in rows:
+            row["reference"] = f"{base['interactions']:,} interactions, same make bench run"
+            row["interactions_ratio"] = round(row["interactions"] / base["interactions"], 3)
+            row["wall_ratio"] = round(row["trainer_wall_s"] / base["trainer_wall_s"], 3)
+            if row["steady_epoch_s"] and base["steady_epoch_s"]:
+                row["per_epoch_ratio"] = round(row["steady_epoch_s"] / base["steady_epoch_s"], 3)
+    return rows
+
+
+def step_time_vs_vocabulary(sizes: List[Dict], steps: int = 100, batch_size: int = 1024) -> List[Dict]:
+    """mf train-step time at each run's vocabulary sizes, with the configured L2 and without: the per-step
+    part of the Trainer's growth that does not come from the number of interactions."""
+    rng = np.random.default_rng(0)
+    out = []
+    for size in sizes:
+        users, items = size["users"] + F.OOV_BUCKETS, size["items"] + F.OOV_BUCKETS
+        n = steps * batch_size
+        data = tf.data.Dataset.from_tensor_slices((
+            {F.USER_INDEX: rng.integers(0, users, n), F.ITEM_INDEX: rng.integers(0, items, n)},
+            rng.normal(3.5, 1.0, n).astype(np.float32))).batch(batch_size).cache()
+        for _ in data:  # fill the cache before timing
+            pass
+        row = {"users": users, "items": items, "batch_size": batch_size}
+        for l2 in (TrainingConfig.l2, 0.0):
+            model = models.get("mf").build(ModelDims(users, items, 1, 3.5), TrainingConfig(l2=l2))
+            model.compile(optimizer=tf.keras.optimizers.Adam(TrainingConfig.learning_rate), loss="mse")
+            model.fit(data.take(5), verbose=0)
+            started = time.perf_counter()
+            model.fit(data, verbose=0)
+            row[f"ms_per_step_l2_{l2:g}"] = round((time.perf_counter() - started) * 1000 / steps, 2)
+        out.append(row)
+        print(json.dumps(row), flush=True)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, nargs="+", default=[1_000, 10_000, 100_000, 1_000_000])
+    parser.add_argument("--models", nargs="+", default=["mf", "hybrid"])
+    parser.add_argument("--hybrid-max-items", type=int, default=100_000,
+                        help="larger catalogues skip the non-mf models (they score every pair through an MLP)")
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--rated-per-user", type=int, default=50)
+    parser.add_argument("--budget-s", type=float, default=2.0, help="about this long per latency measurement")
+    parser.add_argument("--max-requests", type=int, default=300)
+    parser.add_argument("--no-grpc", action="store_true")
+    parser.add_argument("--no-step-probe", action="store_true",
+                        help="skip timing the mf train step at each pipeline run's vocabulary sizes")
+    parser.add_argument("--keep", action="store_true", help="keep the SavedModels under --work-dir")
+    parser.add_argument("--work-dir", default=os.path.join("output", "bench", "scaling"))
+    parser.add_argument("--pipeline-results", nargs="*", default=[
+        os.path.join("bench", "results", "pipeline_scale_100k.json"),
+        os.path.join("bench", "results", "pipeline_scale_1m.json")])
+    parser.add_argument("--out", default=os.path.join("bench", "results", "recommend_scaling.json"))
+    args = parser.parse_args(argv)
+
+    rows = []
+    for name in args.models:
+        for n in sorted(args.items):
+            if name != "mf" and n > args.hybrid_max_items:
+                print(f"skip {name} at {n} items (--hybrid-max-items {args.hybrid_max_items})", flush=True)
+                continue
+            rows.append(measure(name, n, args))
+    add_growth(rows)
+    result = {
+        "benchmark": "recommend_scaling", "machine": common.machine(), "k": K, "users": args.users,
+        "rated_per_user": args.rated_per_user, "target": {"items": TARGET_ITEMS, "p50_ms": TARGET_P50_MS},
+        "rows": rows,
+        "growth": [v for v in (verdict(rows, name, TrainingConfig.embedding_dim) for name in args.models) if v],
+        "training": training_rows(args.pipeline_results),
+    }
+    if result["training"] and not args.no_step_probe:
+        result["training_step_vs_vocabulary"] = step_time_vs_vocabulary(
+            [t for t in result["training"] if t.get("users") and t.get("items")])
+    common.write_json(args.out, result)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,405 @@
+"""bench/report.md (tables) and PNG plots from whatever bench/results/*.json exist.
+
+Usage: .venv/bin/python bench/report.py [--results-dir bench/results] [--out bench/report.md]
+       [--started-at EPOCH_SECONDS]
+
+Every row shows its reference (measured in the same run) and the ratio to it; targets say met or
+missed. --started-at (what `make bench` records before its first step) adds the wall time of the run
+and marks which result files that run wrote; older files are listed as earlier measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import sys
+from typing import Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import common  # noqa: E402
+
+BENCH_BUDGET_S = 15 * 60
+PIPELINE_100K_TARGET_S = 180.0
+
+
+def _load(results_dir: str) -> Dict[str, Dict]:
+    out = {}
+    for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
+        try:
+            with open(path) as f:
+                out[os.path.basename(path)] = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"skipping {path}: {e}", file=sys.stderr)
+    return out
+
+
+def _met(flag: Optional[bool]) -> str:
+    return "n/a" if flag is None else ("**met**" if flag else "**missed**")
+
+
+def _f(value, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        magnitude = abs(value)
+        return f"{value:,.{3 if magnitude < 10 else 2 if magnitude < 100 else digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(header: List[str], rows: List[List]) -> List[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_f(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _generated_at(payload: Dict) -> Optional[datetime.datetime]:
+    stamp = (payload.get("machine") or {}).get("generated_at")
+    return datetime.datetime.fromisoformat(stamp) if stamp else None
+
+
+def _this_run(payload: Dict, started_at: Optional[float]) -> bool:
+    stamp = _generated_at(payload)
+    if stamp is None:
+        return False
+    return started_at is None or stamp.timestamp() >= started_at - 1
+
+
+class Plots:
+    def __init__(self, directory: str):
+        self.directory, self.written = directory, []
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        self.plt = plt
+
+    def save(self, fig, name: str) -> str:
+        path = os.path.join(self.directory, name)
+        fig.tight_layout()
+        fig.savefig(path + ".tmp.png", dpi=110)
+        os.replace(path + ".tmp.png", path)
+        self.plt.close(fig)
+        self.written.append(path)
+        return name
+
+
+# --- sections -------------------------------------------------------------------------------------------------
+
+
+def training_section(data: Dict, plots: Plots, summary: List[List], rel: str) -> List[str]:
+    lines = ["## 1. Training throughput: the Trainer's input path against in-memory batches", ""]
+    lines += [f"Transformed examples: `{data.get('transformed_examples')}` ({_f(data.get('train_examples'))} "
+              f"training examples). Reference: the same model fed the same parsed batches cached in memory, "
+              f"measured in the same run. input_fn and in-memory are timed over {data.get('epochs_per_fit')} "
+              f"epochs (the Trainer's default, so input_fn's one read of the split is spread as in run_fn); "
+              f"the streaming variants over {data.get('stream_epochs_per_fit')} (their cost is the same every "
+              f"epoch). Median of {data.get('repeats')} interleaved rounds.", ""]
+    rows = []
+    for r in data.get("rows", []):
+        rows.append([r["model"], r["batch_size"], r["input_path_eps"], r["in_memory_eps"], f"{r['ratio']:.3f}",
+                     f"≥ {r['target']}", _met(r["met"]), r["before"]["eps"], f"{r['before']['ratio']:.3f}",
+                     r["streaming"]["eps"], f"{r['streaming']['ratio']:.3f}"])
+        summary.append([f"training throughput {r['model']} (bs {r['batch_size']})",
+                        f"{r['input_path_eps']:,} ex/s", f"in-memory {r['in_memory_eps']:,} ex/s",
+                        f"{r['ratio']:.3f}", f"≥ {r['target']}", _met(r["met"])])
+    lines += _table(["model", "batch", "input_fn ex/s", "in-memory ex/s (ref)", "ratio", "target", "",
+                     "before: ex/s", "before: ratio", "streaming path ex/s", "streaming ratio"], rows)
+    profile = data.get("profile_dataset_alone_eps") or {}
+    if profile:
+        ref = profile.get("in_memory")
+        lines += ["**Profile** (each dataset alone, no model; reference: the in-memory dataset):", ""]
+        lines += _table(["stage", "examples/s", "ratio to in-memory"],
+                        [[k, v, f"{v / ref:.3f}" if ref else "–"] for k, v in profile.items()])
+    for title, key in (("What the profile showed", "profile_findings"), ("What changed", "changes")):
+        if data.get(key):
+            lines += [f"**{title}:**", ""] + [f"- {item}" for item in data[key]] + [""]
+    if isinstance(data.get("tf_profiler_trace"), str):
+        lines += [f"TF profiler trace (TensorBoard, not committed): `{data['tf_profiler_trace']}`", ""]
+    if data.get("rows"):
+        fig, ax = plots.plt.subplots(figsize=(7, 3.5))
+        variants = [("before", "input_fn before"), ("streaming", "streaming path"), ("input_path", "input_fn"),
+                    ("in_memory", "in memory (ref)")]
+        width = 0.2
+        for i, (key, label) in enumerate(variants):
+            values = [r[f"{key}_eps"] if key in ("input_path", "in_memory") else r[key]["eps"] for r in data["rows"]]
+            ax.bar([x + i * width for x in range(len(values))], values, width, label=label)
+        ax.set_xticks([x + 1.5 * width for x in range(len(data["rows"]))])
+        ax.set_xticklabels([r["model"] for r in data["rows"]])
+        ax.set_ylabel("examples / s")
+        ax.set_title("model.fit throughput by input path")
+        ax.legend(fontsize=8)
+        lines += [f"![training throughput]({rel}/{plots.save(fig, 'training_throughput.png')})", ""]
+    return lines
+
+
+def pipeline_section(files: Dict[str, Dict], started_at: Optional[float], plots: Plots, summary: List[List],
+                     rel: str) -> List[str]:
+    lines = ["## 2. Pipeline wall time per component", ""]
+    current = {n: d for n, d in files.items() if _this_run(d, started_at)}
+    earlier = {n: d for n, d in files.items() if n not in current}
+    runs = [(name, d, run) for name, d in current.items() for run in d.get("runs", [])]
+    runs.sort(key=lambda item: item[2]["interactions"])
+    for name, d, run in runs:
+        wall = run["pipeline_wall_s"]
+        lines += [f"**{run['interactions']:,} interactions** ({run['users']:,} users, {run['items']:,} items; "
+                  f"`{name}`): pipeline {wall} s, Beam `{' '.join(d.get('beam_args', []))}`, "
+                  f"{run.get('epochs_requested', '?')} epochs requested, {run.get('epochs_trained', '?')} trained "
+                  f"(early stopping), data generation {run.get('generate_s')} s (not in the pipeline time). "
+                  f"Reference for the share: the pipeline's wall time.", ""]
+        rows = [[c, v["wall_s"], f"{v['wall_s'] / wall:.3f}", v.get("peak_rss_mb")]
+                for c, v in run["components"].items()]
+        rows.append(["orchestrator overhead", run["orchestrator_overhead_s"],
+                     f"{run['orchestrator_overhead_s'] / wall:.4f}", None])
+        rows.append(["**pipeline**", wall, "1.000", run.get("peak_rss_mb")])
+        lines += _table(["component", "wall s", "share", "peak RSS MB"], rows)
+        if run["interactions"] == 100_000:
+            met = wall < PIPELINE_100K_TARGET_S
+            summary.append(["full local pipeline, 100K interactions", f"{wall} s",
+                            f"target {PIPELINE_100K_TARGET_S:.0f} s", f"{wall / PIPELINE_100K_TARGET_S:.3f}",
+                            f"< {PIPELINE_100K_TARGET_S:.0f} s", _met(met)])
+    if len(runs) >= 2:
+        small, large = runs[0][2], runs[-1][2]
+        factor = large["interactions"] / small["interactions"]
+        lines += [f"**Scaling {small['interactions']:,} → {large['interactions']:,} interactions "
+                  f"({factor:.0f}x; reference: the {small['interactions']:,} run of the same make bench):**", ""]
+        rows = []
+        for c in large["components"]:
+            a, b = small["components"].get(c, {}).get("wall_s"), large["components"][c]["wall_s"]
+            rows.append([c, a, b, f"{b / a:.2f}" if a and a >= 0.5 else "– (under 0.5 s)"])
+        rows.append(["pipeline", small["pipeline_wall_s"], large["pipeline_wall_s"],
+                     f"{large['pipeline_wall_s'] / small['pipeline_wall_s']:.2f}"])
+        lines += _table(["component", f"{small['interactions']:,} s", f"{large['interactions']:,} s", "ratio"], rows)
+        if small.get("epochs_trained") != large.get("epochs_trained") or \
+                runs[0][1].get("beam_args") != runs[-1][1].get("beam_args"):
+            lines += ["Settings differ between the sizes (epochs, Beam mode; above), so the Trainer and Beam "
+                      "components' ratios mix scale with settings; section 4 compares the Trainer per epoch.", ""]
+    if runs:
+        fig, ax = plots.plt.subplots(figsize=(8, 1.2 + 0.6 * len(runs)))
+        names = [c for c in runs[-1][2]["components"]]
+        left = [0.0] * len(runs)
+        colours = plots.plt.cm.tab20.colors
+        for i, c in enumerate(names):
+            widths = [run["components"].get(c, {}).get("wall_s", 0.0) for _, _, run in runs]
+            if max(widths) < 0.5:
+                continue
+            ax.barh(range(len(runs)), widths, left=left, label=c, color=colours[i % len(colours)])
+            left = [a + b for a, b in zip(left, widths)]
+        ax.set_yticks(range(len(runs)))
+        ax.set_yticklabels([f"{run['interactions']:,}" for _, _, run in runs])
+        ax.set_xlabel("seconds")
+        ax.set_title("pipeline wall time per component (components over 0.5 s)")
+        ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+        lines += [f"![pipeline components]({rel}/{plots.save(fig, 'pipeline_components.png')})", ""]
+    if earlier:
+        lines += ["Earlier measurements in bench/results (not re-run by this make bench; kept for history):", ""]
+        rows = [[name, run["interactions"], " ".join(d.get("beam_args", [])), run["pipeline_wall_s"],
+                 run["components"].get("Trainer", {}).get("wall_s")]
+                for name, d in earlier.items() for run in d.get("runs", [])]
+        lines += _table(["file", "interactions", "Beam", "pipeline s", "Trainer s"], rows)
+    return lines
+
+
+def serving_section(data: Dict, plots: Plots, summary: List[List], rel: str) -> List[str]:
+    lines = ["## 3. Serving latency: gRPC against the in-process signature call", "",
+             f"Model version {data.get('version')} (the pushed model of the 100K run). Reference: the same "
+             f"signature called in-process, same run.", ""]
+    rows = []
+    for r in data.get("rows", []):
+        g, d = r["grpc"], r["in_process"]
+        rows.append([r["signature"], r["concurrency"], g["p50_ms"], g["p99_ms"], g["throughput_rps"], d["p50_ms"],
+                     d["p99_ms"], d["throughput_rps"], r["p50_overhead_ms"], f"{r['throughput_ratio']:.3f}"])
+    lines += _table(["signature", "concurrency", "gRPC p50 ms", "gRPC p99 ms", "gRPC req/s", "in-process p50 ms (ref)",
+                     "in-process p99 ms", "in-process req/s (ref)", "p50 overhead ms", "throughput ratio"], rows)
+    batching = data.get("batching")
+    if batching:
+        lines += ["**Server-side batching** (reference: the same server with batching off):", ""]
+        lines += _table(["signature", "concurrency", "off req/s (ref)", "on req/s", "ratio"],
+                        [[b["signature"], b["concurrency"], b["off_rps"], b["on_rps"], f"{b['ratio']:.3f}"]
+                         for b in batching])
+        for b in batching:
+            summary.append([f"server-side batching, {b['signature']} at concurrency {b['concurrency']}",
+                            f"{b['on_rps']:,} req/s", f"off {b['off_rps']:,} req/s", f"{b['ratio']:.3f}", "–", "n/a"])
+    else:
+        lines += ["(No batching rows in serving_latency.json.)", ""]
+    if data.get("rows"):
+        fig, ax = plots.plt.subplots(figsize=(7, 3.2))
+        labels = [f"{r['signature']}\nc={r['concurrency']}" for r in data["rows"]]
+        xs = range(len(labels))
+        ax.bar([x - 0.2 for x in xs], [r["in_process"]["p50_ms"] for r in data["rows"]], 0.4, label="in-process p50")
+        ax.bar([x + 0.2 for x in xs], [r["grpc"]["p50_ms"] for r in data["rows"]], 0.4, label="gRPC p50")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(labels, fontsize=8)
+        ax.set_ylabel("ms")
+        ax.set_title("serving p50 latency")
+        ax.legend(fontsize=8)
+        lines += [f"![serving latency]({rel}/{plots.save(fig, 'serving_latency.png')})", ""]
+    return lines
+
+
+def scaling_section(data: Dict, plots: Plots, summary: List[List], rel: str) -> List[str]:
+    lines = ["## 4. Scaling", "", f"### recommend (top-{data.get('k')}) latency against catalogue size", "",
+             f"{data.get('users'):,} users, {data.get('rated_per_user')} rated items each excluded, concurrency 1. "
+             "Reference: the smallest catalogue of the same model in the same run; linear growth means "
+             "p50 ratio = items ratio (log-log slope 1).", ""]
+    rows = []
+    for r in data.get("rows", []):
+        g = r.get("grpc", {})
+        rows.append([r["model"], r["items"], r["in_process"]["p50_ms"], r["in_process"]["p99_ms"], g.get("p50_ms"),
+                     g.get("p99_ms"), r.get("items_ratio"), r.get("p50_ratio"), r.get("slope_vs_previous"),
+                     r.get("ns_per_item"), r["breakdown_p50_ms"].get("score_all_items"),
+                     r["breakdown_p50_ms"].get("score_all_items+top_k"), r.get("saved_model_mb")])
+        if "met" in r:
+            worst = max(r["in_process"]["p50_ms"], g.get("p50_ms", 0.0))
+            summary.append([f"recommend p50, {r['model']} at {r['items']:,} items",
+                            f"{r['in_process']['p50_ms']} ms in-process, {_f(g.get('p50_ms'), 3)} ms gRPC",
+                            f"target {r['target_p50_ms']} ms", f"{worst / r['target_p50_ms']:.3f}",
+                            f"< {r['target_p50_ms']} ms", _met(r["met"])])
+    lines += _table(["model", "items", "p50 ms", "p99 ms", "gRPC p50 ms", "gRPC p99 ms", "items ratio",
+                     "p50 ratio", "slope", "ns/item", "scores only ms", "+top_k ms", "SavedModel MB"], rows)
+    for text in data.get("growth", []):
+        lines += [f"- {text}"]
+    lines += [""]
+    if data.get("rows"):
+        fig, ax = plots.plt.subplots(figsize=(6.5, 4))
+        for name in sorted({r["model"] for r in data["rows"]}):
+            mine = sorted((r for r in data["rows"] if r["model"] == name), key=lambda r: r["items"])
+            xs = [r["items"] for r in mine]
+            ax.plot(xs, [r["in_process"]["p50_ms"] for r in mine], "o-", label=f"{name} in-process p50")
+            if all("grpc" in r for r in mine):
+                ax.plot(xs, [r["grpc"]["p50_ms"] for r in mine], "s--", label=f"{name} gRPC p50")
+            base = mine[0]
+            ax.plot(xs, [base["in_process"]["p50_ms"] * x / base["items"] for x in xs], ":", color="grey",
+                    label=f"{name}: linear from {base['items']:,}")
+        ax.axhline(data.get("target", {}).get("p50_ms", 10.0), color="red", lw=0.8, label="10 ms target")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("catalogue items")
+        ax.set_ylabel("p50 ms")
+        ax.set_title("recommend latency against catalogue size")
+        ax.legend(fontsize=7)
+        lines += [f"![recommend scaling]({rel}/{plots.save(fig, 'recommend_scaling.png')})", ""]
+    training = data.get("training") or []
+    if training:
+        lines += ["### Trainer time against interactions", "",
+                  f"From the pipeline runs of section 2 (reference: the {training[0]['interactions']:,} run). The "
+                  "runs may train different numbers of epochs (early stopping, or fewer epochs chosen for the "
+                  "budget), so the comparable figure is the steady epoch time (median gap between Keras' "
+                  "end-of-epoch events in the Trainer's TensorBoard log, validation pass included); the rest of "
+                  "the Trainer's wall time is fixed work (catalogue pass, first-epoch tracing, export).", ""]
+        lines += _table(["interactions", "users / items", "Trainer s", "epochs", "steady s/epoch",
+                         "outside steady epochs s", "interactions ratio", "Trainer wall ratio", "per-epoch ratio"],
+                        [[t["interactions"], f"{_f(t.get('users'))} / {_f(t.get('items'))}", t["trainer_wall_s"],
+                          t["epochs"], t.get("steady_epoch_s"), t.get("outside_steady_epochs_s"),
+                          t.get("interactions_ratio"), t.get("wall_ratio"), t.get("per_epoch_ratio")]
+                         for t in training])
+        probe = data.get("training_step_vs_vocabulary") or []
+        if probe:
+            keys = [k for k in probe[0] if k.startswith("ms_per_step")]
+            lines += ["mf train step alone (same batch of 1024, synthetic ids, in memory) at each run's vocabulary "
+                      "sizes; reference: the first row:", ""]
+            lines += _table(["users", "items"] + [k.replace("ms_per_step_", "ms/step ") for k in keys] +
+                            [f"ratio ({k.replace('ms_per_step_', '')})" for k in keys],
+                            [[p["users"], p["items"]] + [p[k] for k in keys] +
+                             [f"{p[k] / probe[0][k]:.2f}" for k in keys] for p in probe])
+        last = training[-1]
+        if len(training) >= 2 and last.get("per_epoch_ratio"):
+            ratio, factor = last["per_epoch_ratio"], last["interactions_ratio"]
+            shape = ("about linear" if 0.8 * factor <= ratio <= 1.25 * factor else
+                     "sublinear" if ratio < 0.8 * factor else "superlinear")
+            text = f"Per epoch the Trainer took {ratio:.2f}x the time for {factor:.0f}x the interactions: {shape}."
+            if shape == "superlinear" and len(probe) >= 2:
+                key = keys[0]
+                step = probe[-1][key] / probe[0][key]
+                text += (f" The step itself costs {step:.2f}x more at the larger vocabulary "
+                         f"({probe[-1]['users']:,} users and items against {probe[0]['users']:,}) with the same batch: "
+                         f"{factor:.0f}x the steps at {step:.2f}x the step cost predicts {factor * step:.1f}x. The "
+                         "Adam update touches every row of the embedding tables, not only the batch's rows (the L2 "
+                         "regulariser on the whole tables gives every row a gradient; without it the step still "
+                         "grows, by the column above), so an epoch grows with interactions x vocabulary.")
+            elif shape == "sublinear":
+                text += " Fixed per-epoch costs (validation start-up, callbacks) weigh more in the small run."
+            lines += [text, ""]
+    return lines
+
+
+def other_section(files: Dict[str, Dict]) -> List[str]:
+    lines = []
+    for name, data in files.items():
+        if data.get("protocol") and data.get("rows"):  # recsys benchmark (quality)
+            base = next((r for r in data["rows"] if r["name"].startswith("global mean")), None)
+            lines += [f"## Model quality (`{name}`, {data['protocol']}, earlier `recsys benchmark` run)", "",
+                      "Reference: the global-mean baseline of the same run.", ""]
+            lines += _table(["model", "RMSE", "RMSE ratio to global mean", f"Recall@{data.get('k')}", "wall s"],
+                            [[r["name"], round(r["rmse"], 4), f"{r['rmse'] / base['rmse']:.3f}" if base else "–",
+                              round(r["recall"], 4), round(r["wall_s"], 1)] for r in data["rows"]])
+    return lines
+
+
+def build(results_dir: str, out: str, started_at: Optional[float] = None) -> str:
+    files = _load(results_dir)
+    rel = os.path.relpath(results_dir, os.path.dirname(os.path.abspath(out)) or ".")
+    plots = Plots(results_dir)
+    summary: List[List] = []
+    body: List[str] = []
+    facts = next((d["machine"] for d in files.values() if d.get("machine")), None) or common.machine()
+    if "training_throughput.json" in files:
+        body += training_section(files["training_throughput.json"], plots, summary, rel)
+    pipeline_files = {n: d for n, d in files.items() if n.startswith("pipeline_scale")}
+    if pipeline_files:
+        body += pipeline_section(pipeline_files, started_at, plots, summary, rel)
+    if "serving_latency.json" in files:
+        body += serving_section(files["serving_latency.json"], plots, summary, rel)
+    if "recommend_scaling.json" in files:
+        body += scaling_section(files["recommend_scaling.json"], plots, summary, rel)
+    body += other_section(files)
+
+    wall = None
+    if started_at is not None:
+        wall = round(datetime.datetime.now().timestamp() - started_at, 1)
+        summary.append(["`make bench` wall time (up to this report)", f"{wall} s", f"budget {BENCH_BUDGET_S} s",
+                        f"{wall / BENCH_BUDGET_S:.3f}", "< 15 min", _met(wall < BENCH_BUDGET_S)])
+        common.write_json(os.path.join(results_dir, "bench_run.json"), {
+            "benchmark": "make_bench", "machine": common.machine(), "started_at": started_at, "wall_s": wall,
+            "budget_s": BENCH_BUDGET_S, "met": wall < BENCH_BUDGET_S})
+    elif "bench_run.json" in files:
+        run = files["bench_run.json"]
+        summary.append(["`make bench` wall time (recorded)", f"{run['wall_s']} s", f"budget {run['budget_s']} s",
+                        f"{run['wall_s'] / run['budget_s']:.3f}", "< 15 min", _met(run["met"])])
+
+    head = ["# Benchmarks (`make bench`)", "",
+            f"Machine: {facts.get('cpus')} CPUs ({facts.get('cpu_model', 'unknown model')}, L3 "
+            f"{facts.get('l3_cache', '?')}), "
+            f"{facts.get('memory_gb', '?')} GB RAM, {facts.get('platform')}, Python {facts.get('python')}, no GPU. "
+            f"Report built {common.now_iso()}" + (f"; results of the run started "
+                                                   f"{datetime.datetime.fromtimestamp(started_at, datetime.timezone.utc).isoformat(timespec='seconds')}"
+                                                   if started_at else "") + ".", "",
+            "Each row is a ratio against a reference measured in the same run (named in its column or "
+            "paragraph). Regenerate with `make bench` (all steps, then this report) or "
+            "`.venv/bin/python bench/report.py` (the report from the JSON files alone).", "",
+            "## Targets", ""]
+    head += _table(["what", "measured", "reference", "ratio", "target", ""], summary)
+    text = "\n".join(head + body).rstrip() + "\n"
+    common.write_text(out, text)
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results-dir", default=os.path.join("bench", "results"))
+    parser.add_argument("--out", default=os.path.join("bench", "report.md"))
+    parser.add_argument("--started-at", type=float, default=None)
+    args = parser.parse_args(argv)
+    build(args.results_dir, args.out, args.started_at)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
