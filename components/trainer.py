@@ -33,9 +33,9 @@ def input_fn(
     one) and it parses on one thread; the MF step alone runs at ~350K, so training waited for input
     (0.1-0.2 of the in-memory rate). Now:
     - a split of up to RECSYS_TRAIN_IN_MEMORY_MAX_MB (default 64) MiB of files is read once through
-      the data accessor, converted to model inputs and kept in memory (~100 bytes per example); each
-      epoch gathers batches along a fresh permutation (a global shuffle, deterministic from `seed`),
-      so epochs cost per-batch work only;
+      the data accessor, converted to model inputs and kept in memory (~100 bytes per example, and a
+      permuted copy while an epoch runs); each epoch permutes it in one gather (a global shuffle,
+      deterministic from `seed`) and slices batches off it, so an epoch costs no per-example work;
     - a larger split streams: TFXIO with the sequential reader, model inputs built in parallel
       (out of order when training), prefetched.
     """
@@ -57,23 +57,30 @@ def input_fn(
     if chunks:
         data = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *chunks)
         del chunks
-        n = tf.shape(data[1], out_type=tf.int64)[0]
+        n = int(data[1].shape[0])
+        whole = n - n % batch_size
 
-        def batches(order):  # batch b is data[order[b * batch_size:(b + 1) * batch_size]]
-            return tf.data.Dataset.range(0, n, batch_size).map(
-                lambda start: tf.nest.map_structure(lambda t: tf.gather(t, order[start:start + batch_size]), data),
-                num_parallel_calls=tf.data.AUTOTUNE)
+        def batches(split):  # [n, ...] tensors -> batch_size batches (the last one short): slices, no per-batch fn
+            full = tf.nest.map_structure(
+                lambda t: tf.reshape(t[:whole], tf.concat([[-1, batch_size], tf.shape(t)[1:]], 0)), split)
+            dataset = tf.data.Dataset.from_tensor_slices(full)
+            if whole < n:
+                dataset = dataset.concatenate(tf.data.Dataset.from_tensors(
+                    tf.nest.map_structure(lambda t: t[whole:], split)))
+            return dataset
 
         if not shuffle:
-            return batches(tf.range(n)).prefetch(tf.data.AUTOTUNE)
-        # One random draw per pass (a new one each epoch, the same sequence for the same seed) seeds that
-        # pass's permutation: a whole-split shuffle without a per-example shuffle buffer.
-        def shuffled(draw):
-            return batches(tf.random.experimental.stateless_shuffle(
-                tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), draw])))
+            return batches(data).prefetch(tf.data.AUTOTUNE)
+
+        # Each pass permutes the whole split in one gather: a global shuffle without a per-example shuffle
+        # buffer. One random draw per pass (a new one each epoch, the same sequence for the same seed) seeds it.
+        def permuted(draw):
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), draw]))
+            return batches(tf.nest.map_structure(lambda t: tf.gather(t, order), data))
 
         return (tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-                .flat_map(shuffled).prefetch(tf.data.AUTOTUNE))
+                .flat_map(permuted).prefetch(tf.data.AUTOTUNE))
 
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
