@@ -247,32 +247,50 @@ def add_growth(rows: List[Dict]) -> None:
                     row.get("grpc", {}).get("p50_ms", 0.0) < TARGET_P50_MS
 
 
+def _l3_bytes() -> Optional[int]:
+    size = common.machine().get("l3_cache", "")
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    try:
+        return int(size[:-1]) * units[size[-1]] if size and size[-1] in units else int(size)
+    except ValueError:
+        return None
+
+
 def verdict(rows: List[Dict], name: str, embedding_dim: int) -> Optional[str]:
-    """Is growth linear, and where it is not, what the breakdown says about why."""
+    """Is growth linear, and where it is not, what the breakdown says about why (numbers, not guesses)."""
     mine = sorted((r for r in rows if r["model"] == name), key=lambda r: r["items"])
     slopes = [r["slope_vs_previous"] for r in mine if "slope_vs_previous" in r]
     if not slopes:
         return None
     steps = ", ".join(f"{a['items']:,}->{b['items']:,}: {b['slope_vs_previous']}" for a, b in zip(mine, mine[1:]))
-    last = mine[-1]
+    last, previous = mine[-1], mine[-2]
     parts = last["breakdown_p50_ms"]
     tail = slopes[-1]
     growth = "about linear" if 0.8 <= tail <= 1.2 else "superlinear" if tail > 1.2 else "sublinear"
     text = f"{name}: log-log slopes {steps}; "
     if slopes[0] < 0.7:
         text += "sublinear while the catalogue is small (the per-call cost of the signature dominates), then "
-    text += (f"{growth} at the large end. At {last['items']:,} items the p50 splits into score_all_items "
-             f"{parts['score_all_items']} ms, + top_k {parts['score_all_items+top_k']} ms, + exclude_rated "
-             f"{parts['score_all_items+exclude_rated+top_k']} ms (whole signature {last['in_process']['p50_ms']} ms).")
+    text += (f"{growth} at the large end ({previous['ns_per_item']} ns per item at {previous['items']:,}, "
+             f"{last['ns_per_item']} at {last['items']:,}). At {last['items']:,} items, p50 of the parts: "
+             f"score_all_items {parts['score_all_items']} ms, with top_k {parts['score_all_items+top_k']} ms, with "
+             f"exclude_rated too {parts['score_all_items+exclude_rated+top_k']} ms (whole signature "
+             f"{last['in_process']['p50_ms']} ms)"
+             + ("; scoring the catalogue is most of it." if parts["score_all_items"] >= 0.7 * last["in_process"]["p50_ms"]
+                else "."))
     if "matmul on the table, no gather" in parts:
-        table_mb = last["items"] * embedding_dim * 4 / 2**20
-        text += (f" The item table is {table_mb:.0f} MB there; score_all_items first gathers a copy of it "
-                 f"(tf.gather(embeddings, range(N))) and then multiplies, and the same product straight on the "
-                 f"table takes {parts['matmul on the table, no gather']} ms.")
-        if growth == "superlinear":
-            text += (" Past the last-level cache every request streams the table from DRAM, and the gathered copy "
-                     "is a fresh allocation of the table's size per request (page faults): per item, the large "
-                     "catalogue costs more than the small one.")
+        table = last["items"] * embedding_dim * 4
+        l3 = _l3_bytes()
+        matmul = parts["matmul on the table, no gather"]
+        text += (f" The product alone, straight on the table without score_all_items' gathered copy, takes "
+                 f"{matmul} ms, so the copy is {'not ' if matmul >= 0.8 * parts['score_all_items'] else ''}"
+                 f"what costs.")
+        if growth == "superlinear" and l3:
+            small = previous["items"] * embedding_dim * 4
+            text += (f" The item table is {table / 2**20:.0f} MB at {last['items']:,} items against "
+                     f"{small / 2**20:.0f} MB at {previous['items']:,}, with a {l3 / 2**20:.0f} MB L3 cache: "
+                     + ("the smaller table can stay cache-resident between requests, the larger one has to come "
+                        "from memory on every request, which is consistent with each item costing more."
+                        if small <= l3 < table else "both exceed the L3 cache."))
     return text
 
 

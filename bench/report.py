@@ -100,7 +100,9 @@ def training_section(data: Dict, plots: Plots, summary: List[List], rel: str) ->
               f"measured in the same run. input_fn and in-memory are timed over {data.get('epochs_per_fit')} "
               f"epochs (the Trainer's default, so input_fn's one read of the split is spread as in run_fn); "
               f"the streaming variants over {data.get('stream_epochs_per_fit')} (their cost is the same every "
-              f"epoch). Median of {data.get('repeats')} interleaved rounds.", ""]
+              f"epoch). {data.get('repeats')} rounds, each fitting in-memory then every input path; ex/s are "
+              f"medians over rounds, ratios the median of each round's ratio (per round: "
+              f"{'; '.join(r['model'] + ' ' + ', '.join(map(str, r.get('rounds_ratio', []))) for r in data.get('rows', []))}).", ""]
     rows = []
     for r in data.get("rows", []):
         rows.append([r["model"], r["batch_size"], r["input_path_eps"], r["in_memory_eps"], f"{r['ratio']:.3f}",
@@ -271,11 +273,12 @@ def scaling_section(data: Dict, plots: Plots, summary: List[List], rel: str) -> 
         for name in sorted({r["model"] for r in data["rows"]}):
             mine = sorted((r for r in data["rows"] if r["model"] == name), key=lambda r: r["items"])
             xs = [r["items"] for r in mine]
-            ax.plot(xs, [r["in_process"]["p50_ms"] for r in mine], "o-", label=f"{name} in-process p50")
+            line, = ax.plot(xs, [r["in_process"]["p50_ms"] for r in mine], "o-", label=f"{name} in-process p50")
             if all("grpc" in r for r in mine):
-                ax.plot(xs, [r["grpc"]["p50_ms"] for r in mine], "s--", label=f"{name} gRPC p50")
+                ax.plot(xs, [r["grpc"]["p50_ms"] for r in mine], "s--", color=line.get_color(), alpha=0.6,
+                        label=f"{name} gRPC p50")
             base = mine[0]
-            ax.plot(xs, [base["in_process"]["p50_ms"] * x / base["items"] for x in xs], ":", color="grey",
+            ax.plot(xs, [base["in_process"]["p50_ms"] * x / base["items"] for x in xs], ":", color=line.get_color(),
                     label=f"{name}: linear from {base['items']:,}")
         ax.axhline(data.get("target", {}).get("p50_ms", 10.0), color="red", lw=0.8, label="10 ms target")
         ax.set_xscale("log")
@@ -314,17 +317,17 @@ def scaling_section(data: Dict, plots: Plots, summary: List[List], rel: str) -> 
             shape = ("about linear" if 0.8 * factor <= ratio <= 1.25 * factor else
                      "sublinear" if ratio < 0.8 * factor else "superlinear")
             text = f"Per epoch the Trainer took {ratio:.2f}x the time for {factor:.0f}x the interactions: {shape}."
-            if shape == "superlinear" and len(probe) >= 2:
+            if len(probe) >= 2:
                 key = keys[0]
                 step = probe[-1][key] / probe[0][key]
-                text += (f" The step itself costs {step:.2f}x more at the larger vocabulary "
-                         f"({probe[-1]['users']:,} users and items against {probe[0]['users']:,}) with the same batch: "
-                         f"{factor:.0f}x the steps at {step:.2f}x the step cost predicts {factor * step:.1f}x. The "
-                         "Adam update touches every row of the embedding tables, not only the batch's rows (the L2 "
-                         "regulariser on the whole tables gives every row a gradient; without it the step still "
-                         "grows, by the column above), so an epoch grows with interactions x vocabulary.")
-            elif shape == "sublinear":
-                text += " Fixed per-epoch costs (validation start-up, callbacks) weigh more in the small run."
+                text += (f" The mf step alone costs {step:.2f}x more at the larger vocabulary with the same batch "
+                         f"(the Adam update and the L2 penalty cover whole embedding tables, not just the batch's "
+                         f"rows), so {factor:.0f}x the steps at {step:.2f}x the step cost would predict "
+                         f"{factor * step:.1f}x per epoch if the step were all of an epoch.")
+                if ratio < 0.8 * factor * step:
+                    text += (" The measured ratio is lower: part of each epoch does not grow with the data (the "
+                             "validation pass over a 10x smaller eval split, per-epoch start-up), and it weighs "
+                             "more in the small run.")
             lines += [text, ""]
     return lines
 

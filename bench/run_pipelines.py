@@ -1,6 +1,6 @@
 """The real pipeline at 100K and 1M interactions for `make bench`, through bench/pipeline_scale.py's run_size.
 
-Usage: .venv/bin/python bench/run_pipelines.py [--sizes 100000 1000000] [--epochs 10 3]
+Usage: .venv/bin/python bench/run_pipelines.py [--sizes 100000 1000000] [--epochs 10 2]
        [--work-dir output/bench] [--results-dir bench/results] [--beam-arg=ARG ...]
 
 Unlike pipeline_scale.py's own main (a temporary directory), the outputs are kept under
@@ -10,7 +10,8 @@ baseline model, no cache) and written to <results-dir>/pipeline_scale_<100k|1m>.
 pipeline_scale.py's format plus the settings used, the epochs the Trainer actually trained (early
 stopping may stop before --epochs) and their durations, so training time can be compared per epoch.
 The default epochs are the Trainer's 10 for the 100K sample (the run the 3-minute target is about)
-and 3 for 1M: its Beam components alone take ~6 minutes on 2 cores, and `make bench` has 15.
+and 2 for 1M (one steady epoch to time): its Beam components alone take ~6 minutes on 2 cores, and
+`make bench` has 15.
 
 Beam settings are what `recsys run` picks for the input (pipeline.config.default_beam_args on the
 size of interactions.csv: in-memory for the sample, every core from 16 MiB) unless --beam-arg is given.
@@ -39,19 +40,21 @@ def size_label(n: int) -> str:
 
 
 def beam_args_for(num_ratings: int, workdir: str) -> tuple:
-    """What `recsys run` would choose for this input: generate it and look at its size."""
-    spec = synthetic.SampleSpec(num_ratings=num_ratings, num_users=max(200, num_ratings // 50),
-                                num_items=max(200, num_ratings // 50))  # as pipeline_scale.run_size does
-    probe = os.path.join(workdir, f"data_{num_ratings}")
-    synthetic.generate(probe, spec)
-    size = os.path.getsize(os.path.join(probe, F.INTERACTIONS_FILE))
-    return C.default_beam_args(size, os.cpu_count() or 1), size
+    """What `recsys run` would choose for this input, from the size a small sample of the same shape has
+    per rating (generating the full input twice would cost seconds at 1M)."""
+    probe = os.path.join(workdir, "beam_probe")
+    sample = 20_000
+    synthetic.generate(probe, synthetic.SampleSpec(num_ratings=sample, num_users=max(200, num_ratings // 50),
+                                                   num_items=max(200, num_ratings // 50)))
+    estimate = os.path.getsize(os.path.join(probe, F.INTERACTIONS_FILE)) * num_ratings // sample
+    shutil.rmtree(probe, ignore_errors=True)
+    return C.default_beam_args(estimate, os.cpu_count() or 1), estimate
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--epochs", type=int, nargs="+", default=[10, 3],
+    parser.add_argument("--epochs", type=int, nargs="+", default=[10, 2],
                         help="epochs per size, in the order of --sizes (the last one repeats)")
     parser.add_argument("--work-dir", default=os.path.join("output", "bench"))
     parser.add_argument("--results-dir", default=os.path.join("bench", "results"))
@@ -71,7 +74,8 @@ def main(argv=None) -> int:
         output_dir = os.path.join(args.work_dir, f"out_{size}")
         run["epochs_requested"] = epochs
         run.update(common.trainer_epochs(output_dir))
-        run["interactions_csv_bytes"] = input_bytes
+        run["interactions_csv_bytes_estimated"] = input_bytes
+        run["interactions_csv_bytes"] = os.path.getsize(os.path.join(args.work_dir, f"data_{size}", F.INTERACTIONS_FILE))
         run["output_dir"] = output_dir
         run["serving_dir"] = os.path.join(output_dir, "serving", F.DEFAULT_MODEL_NAME)
         result = {"cpus": os.cpu_count(), "beam_args": list(beam_args), "machine": common.machine(),
