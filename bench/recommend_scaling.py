@@ -325,7 +325,7 @@ def training_rows(paths: List[str]) -> List[Dict]:
     return rows
 
 
-def step_time_vs_vocabulary(sizes: List[Dict], steps: int = 100, batch_size: int = 1024) -> List[Dict]:
+def step_time_vs_vocabulary(sizes: List[Dict], steps: int = 60, batch_size: int = 1024) -> List[Dict]:
     """mf train-step time at each run's vocabulary sizes, with the configured L2 and without: the per-step
     part of the Trainer's growth that does not come from the number of interactions."""
     rng = np.random.default_rng(0)
