@@ -307,7 +307,10 @@ def training_rows(paths: List[str]) -> List[Dict]:
                     continue
                 epochs = run.get("epochs_trained") or run.get("epochs_requested")
                 steady = run.get("steady_epoch_s")
+                eval_fraction = run.get("eval_fraction", 0.1)
                 row = {"interactions": run["interactions"], "users": run.get("users"), "items": run.get("items"),
+                       "eval_fraction": eval_fraction,
+                       "train_examples": round(run["interactions"] * (1 - eval_fraction)),
                        "trainer_wall_s": trainer["wall_s"], "epochs": epochs, "steady_epoch_s": steady,
                        "source": os.path.basename(path)}
                 if steady and epochs:  # what the epochs do not explain: catalogue, first-epoch tracing, export
@@ -319,6 +322,7 @@ def training_rows(paths: List[str]) -> List[Dict]:
         for row in rows:
             row["reference"] = f"{base['interactions']:,} interactions, same make bench run"
             row["interactions_ratio"] = round(row["interactions"] / base["interactions"], 3)
+            row["train_examples_ratio"] = round(row["train_examples"] / base["train_examples"], 3)
             row["wall_ratio"] = round(row["trainer_wall_s"] / base["trainer_wall_s"], 3)
             if row["steady_epoch_s"] and base["steady_epoch_s"]:
                 row["per_epoch_ratio"] = round(row["steady_epoch_s"] / base["steady_epoch_s"], 3)

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import common  # noqa: E402
+from components.training_config import TrainingConfig  # noqa: E402
 
 BENCH_BUDGET_S = 15 * 60
 PIPELINE_100K_TARGET_S = 180.0
@@ -150,11 +151,18 @@ def pipeline_section(files: Dict[str, Dict], started_at: Optional[float], plots:
     runs.sort(key=lambda item: item[2]["interactions"])
     for name, d, run in runs:
         wall = run["pipeline_wall_s"]
+        asked, trained = run.get("epochs_requested"), run.get("epochs_trained")
+        settings = ("the Trainer's default" if asked == TrainingConfig.epochs else
+                    f"fewer than the Trainer's default {TrainingConfig.epochs}, to fit `make bench` in 15 minutes")
         lines += [f"**{run['interactions']:,} interactions** ({run['users']:,} users, {run['items']:,} items; "
-                  f"`{name}`): pipeline {wall} s, Beam `{' '.join(d.get('beam_args', []))}`, "
-                  f"{run.get('epochs_requested', '?')} epochs requested, {run.get('epochs_trained', '?')} trained "
-                  f"(early stopping), data generation {run.get('generate_s')} s (not in the pipeline time). "
-                  f"Reference for the share: the pipeline's wall time.", ""]
+                  f"`{name}`): pipeline {wall} s; Beam `{' '.join(d.get('beam_args', []))}` (what `recsys run` "
+                  f"picks for this input size); {asked} epochs ({settings}), {trained} trained"
+                  + (" (early stopping)" if trained and asked and trained < asked else "")
+                  + (f"; eval split {run['eval_fraction']:.0%}" if run.get("eval_fraction") else "")
+                  + (" (the pipeline's default is 10 %, smaller here to fit the budget)"
+                     if run.get("config_overrides") else "")
+                  + f"; data generation {run.get('generate_s')} s, not in the pipeline time. "
+                  "Reference for the share: the pipeline's wall time.", ""]
         rows = [[c, v["wall_s"], f"{v['wall_s'] / wall:.3f}", v.get("peak_rss_mb")]
                 for c, v in run["components"].items()]
         rows.append(["orchestrator overhead", run["orchestrator_overhead_s"],
@@ -178,10 +186,13 @@ def pipeline_section(files: Dict[str, Dict], started_at: Optional[float], plots:
         rows.append(["pipeline", small["pipeline_wall_s"], large["pipeline_wall_s"],
                      f"{large['pipeline_wall_s'] / small['pipeline_wall_s']:.2f}"])
         lines += _table(["component", f"{small['interactions']:,} s", f"{large['interactions']:,} s", "ratio"], rows)
-        if small.get("epochs_trained") != large.get("epochs_trained") or \
+        if small.get("epochs_trained") != large.get("epochs_trained") or large.get("config_overrides") or \
                 runs[0][1].get("beam_args") != runs[-1][1].get("beam_args"):
-            lines += ["Settings differ between the sizes (epochs, Beam mode; above), so the Trainer and Beam "
-                      "components' ratios mix scale with settings; section 4 compares the Trainer per epoch.", ""]
+            lines += ["Settings differ between the sizes (epochs, eval split, Beam mode; above), so the ratios of "
+                      "the Trainer, StatisticsGen and Evaluator mix scale with settings (the larger run evaluates "
+                      f"{large.get('eval_fraction', 0) * large['interactions']:,.0f} examples against "
+                      f"{small.get('eval_fraction', 0) * small['interactions']:,.0f}); section 4 compares the "
+                      "Trainer per epoch.", ""]
     if runs:
         fig, ax = plots.plt.subplots(figsize=(8, 1.2 + 0.6 * len(runs)))
         names = [c for c in runs[-1][2]["components"]]
@@ -296,12 +307,12 @@ def scaling_section(data: Dict, plots: Plots, summary: List[List], rel: str) -> 
                   "budget), so the comparable figure is the steady epoch time (median gap between Keras' "
                   "end-of-epoch events in the Trainer's TensorBoard log, validation pass included); the rest of "
                   "the Trainer's wall time is fixed work (catalogue pass, first-epoch tracing, export).", ""]
-        lines += _table(["interactions", "users / items", "Trainer s", "epochs", "steady s/epoch",
-                         "outside steady epochs s", "interactions ratio", "Trainer wall ratio", "per-epoch ratio"],
-                        [[t["interactions"], f"{_f(t.get('users'))} / {_f(t.get('items'))}", t["trainer_wall_s"],
-                          t["epochs"], t.get("steady_epoch_s"), t.get("outside_steady_epochs_s"),
-                          t.get("interactions_ratio"), t.get("wall_ratio"), t.get("per_epoch_ratio")]
-                         for t in training])
+        lines += _table(["interactions", "train examples", "users / items", "Trainer s", "epochs", "steady s/epoch",
+                         "outside steady epochs s", "train examples ratio", "Trainer wall ratio", "per-epoch ratio"],
+                        [[t["interactions"], t.get("train_examples"), f"{_f(t.get('users'))} / {_f(t.get('items'))}",
+                          t["trainer_wall_s"], t["epochs"], t.get("steady_epoch_s"), t.get("outside_steady_epochs_s"),
+                          t.get("train_examples_ratio", t.get("interactions_ratio")), t.get("wall_ratio"),
+                          t.get("per_epoch_ratio")] for t in training])
         probe = data.get("training_step_vs_vocabulary") or []
         if probe:
             keys = [k for k in probe[0] if k.startswith("ms_per_step")]
@@ -313,21 +324,21 @@ def scaling_section(data: Dict, plots: Plots, summary: List[List], rel: str) -> 
                              [f"{p[k] / probe[0][k]:.2f}" for k in keys] for p in probe])
         last = training[-1]
         if len(training) >= 2 and last.get("per_epoch_ratio"):
-            ratio, factor = last["per_epoch_ratio"], last["interactions_ratio"]
+            ratio, factor = last["per_epoch_ratio"], last.get("train_examples_ratio", last["interactions_ratio"])
             shape = ("about linear" if 0.8 * factor <= ratio <= 1.25 * factor else
                      "sublinear" if ratio < 0.8 * factor else "superlinear")
-            text = f"Per epoch the Trainer took {ratio:.2f}x the time for {factor:.0f}x the interactions: {shape}."
+            text = (f"Per epoch the Trainer took {ratio:.2f}x the time for {factor:.1f}x the training examples: "
+                    f"{shape}.")
             if len(probe) >= 2:
                 key = keys[0]
                 step = probe[-1][key] / probe[0][key]
                 text += (f" The mf step alone costs {step:.2f}x more at the larger vocabulary with the same batch "
                          f"(the Adam update and the L2 penalty cover whole embedding tables, not just the batch's "
-                         f"rows), so {factor:.0f}x the steps at {step:.2f}x the step cost would predict "
+                         f"rows), so {factor:.1f}x the steps at {step:.2f}x the step cost would predict "
                          f"{factor * step:.1f}x per epoch if the step were all of an epoch.")
                 if ratio < 0.8 * factor * step:
-                    text += (" The measured ratio is lower: part of each epoch does not grow with the data (the "
-                             "validation pass over a 10x smaller eval split, per-epoch start-up), and it weighs "
-                             "more in the small run.")
+                    text += (" The measured ratio is below that bound: an epoch is not only training steps "
+                             "(validation pass, per-epoch start-up).")
             lines += [text, ""]
     return lines
 
@@ -347,6 +358,7 @@ def other_section(files: Dict[str, Dict]) -> List[str]:
 
 def build(results_dir: str, out: str, started_at: Optional[float] = None) -> str:
     files = _load(results_dir)
+    recorded = files.get("bench_run.json", {}).get("started_at") if started_at is None else None
     rel = os.path.relpath(results_dir, os.path.dirname(os.path.abspath(out)) or ".")
     plots = Plots(results_dir)
     summary: List[List] = []
@@ -356,7 +368,7 @@ def build(results_dir: str, out: str, started_at: Optional[float] = None) -> str
         body += training_section(files["training_throughput.json"], plots, summary, rel)
     pipeline_files = {n: d for n, d in files.items() if n.startswith("pipeline_scale")}
     if pipeline_files:
-        body += pipeline_section(pipeline_files, started_at, plots, summary, rel)
+        body += pipeline_section(pipeline_files, started_at or recorded, plots, summary, rel)
     if "serving_latency.json" in files:
         body += serving_section(files["serving_latency.json"], plots, summary, rel)
     if "recommend_scaling.json" in files:
@@ -380,9 +392,9 @@ def build(results_dir: str, out: str, started_at: Optional[float] = None) -> str
             f"Machine: {facts.get('cpus')} CPUs ({facts.get('cpu_model', 'unknown model')}, L3 "
             f"{facts.get('l3_cache', '?')}), "
             f"{facts.get('memory_gb', '?')} GB RAM, {facts.get('platform')}, Python {facts.get('python')}, no GPU. "
-            f"Report built {common.now_iso()}" + (f"; results of the run started "
-                                                   f"{datetime.datetime.fromtimestamp(started_at, datetime.timezone.utc).isoformat(timespec='seconds')}"
-                                                   if started_at else "") + ".", "",
+            f"Report built {common.now_iso()}" + (f"; results of the `make bench` run started "
+                                                   f"{datetime.datetime.fromtimestamp(started_at or recorded, datetime.timezone.utc).isoformat(timespec='seconds')}"
+                                                   if started_at or recorded else "") + ".", "",
             "Each row is a ratio against a reference measured in the same run (named in its column or "
             "paragraph). Regenerate with `make bench` (all steps, then this report) or "
             "`.venv/bin/python bench/report.py` (the report from the JSON files alone).", "",

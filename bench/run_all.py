@@ -3,8 +3,8 @@
 Usage: .venv/bin/python bench/run_all.py [--work-dir output/bench] [--results-dir bench/results]
 
 Runs, in order, what each script's main() would run from the command line:
-  1. bench/run_pipelines.py      --sizes 100000 1000000 --epochs 10 2
-  2. bench/training_throughput.py --pipeline-output <work>/out_100000 --repeats 2
+  1. bench/run_pipelines.py      --sizes 100000 1000000 --epochs 10 2 --train-buckets 9 19
+  2. bench/training_throughput.py --pipeline-output <work>/out_100000 --repeats 3
   3. bench/recommend_scaling.py  --budget-s 1
 One process instead of three saves what every process pays before measuring anything on this 2-core
 machine: ~15 s of importing TensorFlow and TFX, and ~17 s the first Keras model takes to start
@@ -34,10 +34,11 @@ def main(argv=None) -> int:
     results = args.results_dir
     steps = [
         ("run_pipelines", run_pipelines.main, [
-            "--sizes", "100000", "1000000", "--epochs", "10", "2", "--work-dir", args.work_dir,
+            "--sizes", "100000", "1000000", "--epochs", "10", "2", "--train-buckets", "9", "19",
+            "--work-dir", args.work_dir,
             "--results-dir", results]),
         ("training_throughput", training_throughput.main, [
-            "--pipeline-output", os.path.join(args.work_dir, "out_100000"), "--repeats", "2",
+            "--pipeline-output", os.path.join(args.work_dir, "out_100000"), "--repeats", "3",
             "--out", os.path.join(results, "training_throughput.json")]),
         ("recommend_scaling", recommend_scaling.main, [
             "--work-dir", os.path.join(args.work_dir, "scaling"), "--budget-s", "1",
