@@ -25,6 +25,9 @@ from components.training_config import TrainingConfig  # noqa: E402
 
 BENCH_BUDGET_S = 15 * 60
 PIPELINE_100K_TARGET_S = 180.0
+BATCHING_TARGET_RATIO = 2.0  # throughput with batching on / off at concurrency 32
+PREDICT_P50_OVERHEAD_TARGET_MS = 1.0  # gRPC Predict p50 minus the in-process call's, concurrency 1
+PREDICT_P99_TARGET_MS = 5.0
 
 
 def _load(results_dir: str) -> Dict[str, Dict]:
@@ -238,9 +241,27 @@ def serving_section(data: Dict, plots: Plots, summary: List[List], rel: str) -> 
                          for b in batching])
         for b in batching:
             summary.append([f"server-side batching, {b['signature']} at concurrency {b['concurrency']}",
-                            f"{b['on_rps']:,} req/s", f"off {b['off_rps']:,} req/s", f"{b['ratio']:.3f}", "–", "n/a"])
+                            f"{b['on_rps']:,} req/s", f"off {b['off_rps']:,} req/s", f"{b['ratio']:.3f}",
+                            f"≥ {BATCHING_TARGET_RATIO:g}x", _met(b["ratio"] >= BATCHING_TARGET_RATIO)])
+        lines += [
+            "Why batching gains less than 2x here: the server is Python (TF Serving's binary cannot be installed "
+            "here), and per request it spends most of its CPU outside the model call: gRPC's Python handler, "
+            "request/response conversion and thread hand-offs, which batching does not remove (py-spy on the "
+            "server under this load: the signature call is a minority of the time the GIL is held). For "
+            "`recommend` over a large catalogue the per-user work (one row of scores over every item, the "
+            "exclusion scatter and top-k over it) grows with the batch; batching saves only the repeated reads "
+            "of the item table. The real TF Serving (C++) has no interpreter lock on the request path.", ""]
     else:
         lines += ["(No batching rows in serving_latency.json.)", ""]
+    for r in data.get("rows", []):
+        if r["signature"] == "predict" and r["concurrency"] == 1:
+            overhead, p99 = r["p50_overhead_ms"], r["grpc"]["p99_ms"]
+            summary.append(["gRPC Predict p50 at concurrency 1", f"{r['grpc']['p50_ms']} ms",
+                            f"in-process {r['in_process']['p50_ms']} ms", f"+{overhead} ms",
+                            f"≤ +{PREDICT_P50_OVERHEAD_TARGET_MS:g} ms", _met(overhead <= PREDICT_P50_OVERHEAD_TARGET_MS)])
+            summary.append(["gRPC Predict p99 at concurrency 1", f"{p99} ms", f"target {PREDICT_P99_TARGET_MS:g} ms",
+                            f"{p99 / PREDICT_P99_TARGET_MS:.3f}", f"< {PREDICT_P99_TARGET_MS:g} ms",
+                            _met(p99 < PREDICT_P99_TARGET_MS)])
     if data.get("rows"):
         fig, ax = plots.plt.subplots(figsize=(7, 3.2))
         labels = [f"{r['signature']}\nc={r['concurrency']}" for r in data["rows"]]
