@@ -9,7 +9,7 @@ or the pipeline root's directories), builds the DataAccessor the way TFX's Train
 (tfx/components/trainer/fn_args_utils.py), and for each model measures examples/second of
 `model.fit` over
   - input_fn:          components.trainer.input_fn, as run_fn calls it (dataset construction included);
-  - input_fn_streaming the same with RECSYS_TRAIN_IN_MEMORY_MAX_MB=0 (its path for splits too big to hold);
+  - input_fn_streaming the same with in_memory_max_mb=0 (its path for splits too big to hold);
   - input_fn_original  input_fn as it was before this benchmark (copied below), for the before/after;
   - in_memory          the ceiling: the same parsed batches cached in memory first.
 ratio = input path / in_memory, measured in the same run: each round fits in_memory and then each input
@@ -51,9 +51,8 @@ from components.models.base import ModelDims  # noqa: E402
 from components.training_config import TrainingConfig  # noqa: E402
 
 TARGET_RATIO = 0.7
-IN_MEMORY_KNOB = "RECSYS_TRAIN_IN_MEMORY_MAX_MB"
 CHANGES = [  # what components/trainer.input_fn does differently from original_input_fn below
-    "Splits up to RECSYS_TRAIN_IN_MEMORY_MAX_MB (default 64 MiB of TFRecords: ~2.8M examples of this schema, "
+    "Splits up to TrainingConfig.in_memory_input_max_mb (default 64 MiB of TFRecords: ~2.8M examples of this schema, "
     "~100 bytes each once parsed) are read once through the same DataAccessor (TFXIO, sequential reader, "
     "8192-example batches), converted to model inputs and kept in memory. Each epoch permutes the whole split in "
     "one gather and slices batch_size batches off it (Dataset.from_tensor_slices, no per-batch function): a "
@@ -90,20 +89,6 @@ def data_accessor(examples) -> tfx.components.DataAccessor:
         record_batch_factory=tfxio_utils.get_record_batch_factory_from_artifact([examples], descriptors),
         data_view_decode_fn=tfxio_utils.get_data_view_decode_fn_from_artifact([examples], descriptors),
     )
-
-
-class streaming_input:
-    """Context: input_fn with its in-memory path switched off (RECSYS_TRAIN_IN_MEMORY_MAX_MB=0)."""
-
-    def __enter__(self):
-        self.saved = os.environ.get(IN_MEMORY_KNOB)
-        os.environ[IN_MEMORY_KNOB] = "0"
-
-    def __exit__(self, *exc):
-        if self.saved is None:
-            os.environ.pop(IN_MEMORY_KNOB, None)
-        else:
-            os.environ[IN_MEMORY_KNOB] = self.saved
 
 
 def _count(dataset: tf.data.Dataset, epochs: int) -> int:
@@ -168,9 +153,8 @@ def main(argv=None) -> int:
     def real():
         return trainer.input_fn(train_files, accessor, tft_output, num_genres, bs, True, seed)
 
-    def streaming():
-        with streaming_input():
-            return trainer.input_fn(train_files, accessor, tft_output, num_genres, bs, True, seed)
+    def streaming():  # the path for splits over TrainingConfig.in_memory_input_max_mb
+        return trainer.input_fn(train_files, accessor, tft_output, num_genres, bs, True, seed, in_memory_max_mb=0)
 
     def original():
         return original_input_fn(train_files, accessor, tft_output, num_genres, bs, True, seed)

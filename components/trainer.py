@@ -24,6 +24,7 @@ def input_fn(
     batch_size: int,
     shuffle: bool,
     seed: int,
+    in_memory_max_mb: float = TrainingConfig.in_memory_input_max_mb,
 ) -> tf.data.Dataset:
     """(model inputs, rating) batches; one pass per epoch, reshuffled every epoch when `shuffle`.
 
@@ -32,15 +33,13 @@ def input_fn(
     parallel interleave hands every record between threads (~2.5x slower here than the sequential
     one) and it parses on one thread; the MF step alone runs at ~350K, so training waited for input
     (0.1-0.2 of the in-memory rate). Now:
-    - a split of up to RECSYS_TRAIN_IN_MEMORY_MAX_MB (default 64) MiB of files is read once through
+    - a split of up to `in_memory_max_mb` (TrainingConfig.in_memory_input_max_mb, default 64) MiB of files is read once through
       the data accessor, converted to model inputs and kept in memory (~100 bytes per example, and a
       permuted copy while an epoch runs); each epoch permutes it in one gather (a global shuffle,
       deterministic from `seed`) and slices batches off it, so an epoch costs no per-example work;
     - a larger split streams: TFXIO with the sequential reader, model inputs built in parallel
       (out of order when training), prefetched.
     """
-    import os  # only for the memory knob below
-
     schema = tft_output.transformed_metadata.schema
     common = dict(label_key=F.LABEL_XF, num_epochs=1, reader_num_threads=None)  # None: sequential interleave
 
@@ -48,7 +47,7 @@ def input_fn(
         return catalog.model_inputs(features, num_genres), tf.reshape(label, [-1])
 
     files = [path for pattern in file_pattern for path in tf.io.gfile.glob(pattern)]
-    in_memory_max = float(os.environ.get("RECSYS_TRAIN_IN_MEMORY_MAX_MB", "64")) * 2**20
+    in_memory_max = in_memory_max_mb * 2**20
     chunks = []
     if files and sum(tf.io.gfile.stat(path).length for path in files) <= in_memory_max:
         chunks = list(data_accessor.tf_dataset_factory(
@@ -117,7 +116,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                  num_users - F.OOV_BUCKETS, num_items - F.OOV_BUCKETS, num_genres - F.OOV_BUCKETS, global_mean)
 
     def dataset(files, shuffle):
-        return input_fn(files, fn_args.data_accessor, tft_output, num_genres, config.batch_size, shuffle, config.seed)
+        return input_fn(files, fn_args.data_accessor, tft_output, num_genres, config.batch_size, shuffle, config.seed,
+                        config.in_memory_input_max_mb)
 
     train, evaluation = dataset(fn_args.train_files, True), dataset(fn_args.eval_files, False)
     steps_per_epoch = None

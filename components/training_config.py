@@ -24,6 +24,8 @@ class TrainingConfig:
     epochs: int = 10
     early_stopping_patience: int = 2
     seed: int = 7
+    # A training split up to this size (TFRecord bytes) is read once and kept in memory; larger ones stream.
+    in_memory_input_max_mb: float = 64.0
 
     def to_custom_config(self) -> Dict[str, Any]:
         return {CUSTOM_CONFIG_KEY: dataclasses.asdict(self)}
