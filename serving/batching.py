@@ -129,10 +129,19 @@ class _Queue:
 class Batcher:
     """One queue per (function, values of its scalar inputs), created on first use."""
 
-    def __init__(self, options: BatchingOptions):
-        self.options = options
+    def __init__(self, options: BatchingOptions, serves: Callable[[Callable], bool] = lambda _: True):
+        """`serves(function)` says whether a function's version is still loaded; others' queues are dropped."""
+        self.options, self._serves = options, serves
         self._queues: Dict[Tuple[int, Hashable], Tuple[Callable, _Queue]] = {}
+        self._batchable: Dict[int, Tuple[Callable, bool]] = {}
         self._lock = threading.Lock()
+
+    def accepts(self, function: Callable) -> bool:
+        """batchable(function), worked out once per function rather than on every request."""
+        entry = self._batchable.get(id(function))
+        if entry is None or entry[0] is not function:
+            entry = self._batchable[id(function)] = (function, batchable(function))
+        return entry[1]
 
     def run(self, function: Callable, inputs: Dict[str, np.ndarray], timeout: Optional[float] = None):
         """The function's outputs for these inputs (numpy), computed in a batch with concurrent calls."""
@@ -142,16 +151,19 @@ class Batcher:
         with self._lock:
             entry = self._queues.get(key)
             if entry is None or entry[0] is not function:
+                # A function seen for the first time is usually a newly loaded version: drop the queues
+                # (threads, and the references keeping the old model in memory) of unloaded ones.
+                self._forget_locked(self._serves)
                 entry = self._queues[key] = (function, _Queue(function, self.options))
         return entry[1].submit(inputs, rows).result(timeout)
 
-    def forget(self, keep: Callable[[Callable], bool]) -> None:
-        """Stops the queues of functions no longer served (a version unloaded)."""
-        with self._lock:
-            for key, (function, queue) in list(self._queues.items()):
-                if not keep(function):
-                    queue.stop()
-                    del self._queues[key]
+    def _forget_locked(self, keep: Callable[[Callable], bool]) -> None:
+        for key, (function, queue) in list(self._queues.items()):
+            if not keep(function):
+                queue.stop()
+                del self._queues[key]
+        self._batchable = {k: v for k, v in self._batchable.items() if keep(v[0])}
 
     def stop(self) -> None:
-        self.forget(lambda _: False)
+        with self._lock:
+            self._forget_locked(lambda _: False)

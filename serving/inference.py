@@ -193,7 +193,8 @@ def _fill_spec(spec, name: str, version: int, signature: Optional[str] = None) -
         spec.signature_name = signature
 
 
-def _signature(loaded: LoadedVersion, name: str):
+def signature_function(loaded: LoadedVersion, name: str):
+    """The named signature of a loaded version, or TF Serving's FAILED_PRECONDITION."""
     function = loaded.functions.get(name)
     if function is None:
         raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
@@ -233,7 +234,7 @@ class Inference:
 
     def predict_on(self, loaded: LoadedVersion, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         signature = request.model_spec.signature_name or F.SERVING_DEFAULT
-        function = _signature(loaded, signature)
+        function = signature_function(loaded, signature)
         inputs = _convert_inputs(request.inputs, function)
         unknown = sorted(set(request.output_filter) - set(function.structured_outputs))
         if unknown:
@@ -249,7 +250,7 @@ class Inference:
 
     def _call(self, function, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         try:
-            if self.batcher is not None and batching.batchable(function):
+            if self.batcher is not None and self.batcher.accepts(function):
                 try:
                     return self.batcher.run(function, inputs)
                 except batching.QueueFull as e:
@@ -269,7 +270,7 @@ class Inference:
         return signature, self._call(function, {inputs_key: examples.numpy()}), len(examples)
 
     def _examples_signature(self, loaded: LoadedVersion, signature: str, method: str, inputs_key: str):
-        function = _signature(loaded, signature)
+        function = signature_function(loaded, signature)
         actual = loaded.signature_defs[signature].method_name
         if actual != method:
             kind = "regression" if method == tf.saved_model.REGRESS_METHOD_NAME else "classification"
@@ -380,8 +381,6 @@ class Inference:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(e)) from None
         log.info("model config reloaded: %s", ", ".join(
             f"{m.name} {dict(m.version_labels) or ''}".strip() for m in request.config.model_config_list.config))
-        if self.batcher is not None:
-            self.batcher.forget(self.models.serves)
         return model_management_pb2.ReloadConfigResponse(status=status_pb2.StatusProto(error_code=0))
 
     def status(self, request: get_model_status_pb2.GetModelStatusRequest):

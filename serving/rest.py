@@ -37,7 +37,7 @@ from tensorflow_serving.apis import (
 )
 
 from components import features as F
-from serving.inference import SIGNATURE_DEF_FIELD, Inference, RequestError, answer
+from serving.inference import SIGNATURE_DEF_FIELD, Inference, RequestError, answer, signature_function
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import RequestMetrics
 
@@ -262,10 +262,7 @@ class RestServer:
 
     def _predict(self, spec, body: Dict[str, Any]) -> Dict[str, Any]:
         loaded = self.inference.models.resolve(spec)
-        signature = spec.signature_name or F.SERVING_DEFAULT
-        function = loaded.functions.get(signature)
-        if function is None:
-            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{signature}" not found.')
+        function = signature_function(loaded, spec.signature_name or F.SERVING_DEFAULT)
         _, specs = function.structured_input_signature
         inputs, row_format = _predict_inputs(body, specs)
         request = predict_pb2.PredictRequest(model_spec=spec)

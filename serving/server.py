@@ -116,8 +116,8 @@ def build_server(
     """
     overrides = {"port": port, "host": host, "poll_interval": poll_interval, "max_workers": max_workers}
     options = dataclasses.replace(options or ServerOptions(), **{k: v for k, v in overrides.items() if v is not None})
-    batcher = Batcher(options.batching) if options.batching else None
     models = Models(options.poll_interval)
+    batcher = Batcher(options.batching, models.serves) if options.batching else None
     inference = Inference(models, batcher)
     models.warmup = inference.warm_up
     models.apply(config or single_model_config(model_name, base_path))

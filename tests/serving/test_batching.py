@@ -146,3 +146,18 @@ def test_batching_server_answers_each_client_and_refuses_with_unavailable_when_f
     finally:
         channel.close()
         server.stop(0)
+
+
+def test_queues_of_an_unloaded_version_are_dropped_when_the_new_one_is_first_used():
+    """Otherwise every swap would leave the old model in memory, held by its batch queue."""
+    old, new = Recorder(), Recorder()
+    loaded = {"current": old}
+    batcher = Batcher(BatchingOptions(batch_timeout_micros=0), serves=lambda f: f is loaded["current"])
+    try:
+        batcher.run(old, {"x": np.ones(1, np.float32)})
+        loaded["current"] = new  # the poller swapped versions
+        batcher.run(new, {"x": np.ones(1, np.float32)})
+        assert [function for function, _ in batcher._queues.values()] == [new]
+        assert old.sizes == [1] and new.sizes == [1]
+    finally:
+        batcher.stop()
