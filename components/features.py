@@ -24,6 +24,13 @@ INTERACTION_COLUMNS = (USER_ID, ITEM_ID, RATING, TIMESTAMP)
 ITEM_COLUMNS = (ITEM_ID, TITLE, GENRES, YEAR)
 GENRE_SEPARATOR = "|"
 
+# ExampleGen's output splits: the Trainer fits on train and early-stops / tunes on validation; the
+# gates (Evaluator, ranking gate) and the benchmark report on eval, which training never looks at.
+TRAIN_SPLIT = "train"
+VALIDATION_SPLIT = "validation"
+EVAL_SPLIT = "eval"
+SPLIT_NAMES = (TRAIN_SPLIT, VALIDATION_SPLIT, EVAL_SPLIT)
+
 INTERACTIONS_FILE = "interactions.csv"
 ITEMS_FILE = "items.csv"
 
@@ -67,6 +74,10 @@ OOV_BUCKETS = 1
 SERVING_DEFAULT = "serving_default"  # serialized tf.Example -> rating (TFMA, Predict)
 PREDICT = "predict"  # raw user_id, item_id -> rating
 RECOMMEND = "recommend"  # user_id, k -> top-k item ids, titles, scores
+# recommend + per-request lists (the same lists for every user of the request): exclude these item ids,
+# and rank only these (an empty allow-list means the whole catalogue).
+RECOMMEND_FILTERED = "recommend_filtered"
+SIMILAR_ITEMS = "similar_items"  # item_id, k -> the k most similar other items ("more like this")
 TRANSFORM_FEATURES = "transform_features"  # serialized tf.Example -> transformed features
 # serialized tf.Example -> rating under TF Serving's regression contract (method name
 # tf.saved_model.REGRESS_METHOD_NAME, input "inputs", output "outputs"): what Regress and
@@ -75,7 +86,9 @@ REGRESS = "regress"
 
 EXAMPLES_INPUT = "examples"
 K_INPUT = "k"
-EXCLUDE_RATED_INPUT = "exclude_rated"  # recommend: drop items the user rated in training
+EXCLUDE_RATED_INPUT = "exclude_rated"  # recommend: drop every item the user interacted with (all splits)
+EXCLUDE_ITEMS_INPUT = "exclude_item_ids"  # recommend_filtered
+ALLOW_ITEMS_INPUT = "allow_item_ids"  # recommend_filtered; empty = no restriction
 RATING_OUTPUT = "rating"
 ITEMS_OUTPUT = "item_ids"
 TITLES_OUTPUT = "titles"

@@ -1,0 +1,147 @@
+"""Top-k evaluation shared by the ranking gate, `recsys benchmark` and the tests.
+
+The protocol: every held-out interaction is relevant; each user's list ranks the whole catalogue
+with only that user's *training* items removed; Recall@k divides the hits by min(k, relevant),
+NDCG@k uses binary gains. The references (most popular, ItemKNN, EASE) are computed here from the
+same training pairs, so a model is always shown next to them on the same split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+
+import numpy as np
+from scipy import sparse
+
+Pair = Tuple[str, str]  # user id, item id
+# users -> [len(users), num_items] scores over Interactions.items (higher is better)
+Scorer = Callable[[np.ndarray], np.ndarray]
+
+EASE_DEFAULT_LAMBDA = 500.0
+ITEM_KNN_DEFAULT_NEIGHBOURS = 100
+
+
+def ranking_metrics(ranked: Mapping[str, Sequence[str]], relevant: Mapping[str, Set[str]],
+                    k: int) -> Dict[str, float]:
+    """Mean Recall@k and NDCG@k over the users with at least one relevant item."""
+    recalls, ndcgs = [], []
+    for user, items in relevant.items():
+        if not items:
+            continue
+        top = list(ranked.get(user, ()))[:k]
+        gains = [1.0 / math.log2(rank + 2) for rank, item in enumerate(top) if item in items]
+        ideal = sum(1.0 / math.log2(rank + 2) for rank in range(min(k, len(items))))
+        recalls.append(len(gains) / min(k, len(items)))
+        ndcgs.append(sum(gains) / ideal)
+    if not recalls:
+        return {"recall": 0.0, "ndcg": 0.0, "users": 0}
+    return {"recall": float(np.mean(recalls)), "ndcg": float(np.mean(ndcgs)), "users": len(recalls)}
+
+
+def coverage(ranked: Mapping[str, Sequence[str]], num_items: int, k: int) -> float:
+    """Share of the catalogue that appears in at least one top-k list."""
+    shown = {item for items in ranked.values() for item in list(items)[:k]}
+    return len(shown) / max(1, num_items)
+
+
+def relevant_by_user(pairs: Iterable[Pair]) -> Dict[str, Set[str]]:
+    out: Dict[str, Set[str]] = {}
+    for user, item in pairs:
+        out.setdefault(user, set()).add(item)
+    return out
+
+
+@dataclasses.dataclass
+class Interactions:
+    """Training pairs as a binary user x item CSR matrix with the id <-> row/column maps."""
+
+    users: List[str]
+    items: List[str]
+    matrix: sparse.csr_matrix  # [len(users), len(items)] float32, 1.0 per interacted pair
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[Pair], items: Optional[Sequence[str]] = None) -> "Interactions":
+        pairs = list(pairs)
+        users = sorted({u for u, _ in pairs})
+        item_list = list(items) if items is not None else sorted({i for _, i in pairs})
+        user_index = {u: n for n, u in enumerate(users)}
+        item_index = {i: n for n, i in enumerate(item_list)}
+        rows = np.fromiter((user_index[u] for u, i in pairs if i in item_index), dtype=np.int64)
+        cols = np.fromiter((item_index[i] for _, i in pairs if i in item_index), dtype=np.int64)
+        matrix = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(users), len(item_list)))
+        matrix.data[:] = 1.0  # duplicates collapse to one interaction
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        return cls(users, item_list, matrix)
+
+    @property
+    def user_index(self) -> Dict[str, int]:
+        return {u: n for n, u in enumerate(self.users)}
+
+    def item_counts(self) -> np.ndarray:
+        return np.asarray(self.matrix.sum(axis=0)).ravel()
+
+
+def top_k(train: Interactions, scorer: Scorer, users: Sequence[str], k: int,
+          batch: int = 512) -> Dict[str, List[str]]:
+    """Top-k items per user from `scorer`, the user's training items removed (unknown users: no exclusions)."""
+    index = train.user_index
+    known = np.array([index.get(u, -1) for u in users])
+    ranked: Dict[str, List[str]] = {}
+    items = np.asarray(train.items, dtype=object)
+    for start in range(0, len(users), batch):
+        rows = known[start:start + batch]
+        scores = np.array(scorer(rows), dtype=np.float64, copy=True)
+        for n, row in enumerate(rows):
+            if row >= 0:
+                seen = train.matrix.indices[train.matrix.indptr[row]:train.matrix.indptr[row + 1]]
+                scores[n, seen] = -np.inf
+        kk = min(k, scores.shape[1])
+        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        order = np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable"), 1)
+        for n, user in enumerate(users[start:start + batch]):
+            ranked[user] = list(items[order[n]])
+    return ranked
+
+
+def _history(train: Interactions, rows: np.ndarray) -> sparse.csr_matrix:
+    """The users' training rows (an all-zero row for an unknown user)."""
+    safe = np.where(rows >= 0, rows, 0)
+    history = train.matrix[safe].astype(np.float32)
+    return sparse.diags((rows >= 0).astype(np.float32)) @ history
+
+
+def most_popular(train: Interactions) -> Scorer:
+    counts = train.item_counts().astype(np.float64)
+    return lambda rows: np.tile(counts, (len(rows), 1))
+
+
+def ease_weights(matrix: sparse.spmatrix, lam: float = EASE_DEFAULT_LAMBDA) -> np.ndarray:
+    """EASE (Steck 2019): B = I - P / diag(P), P = (X^T X + lam I)^-1; zero diagonal. O(items^2) memory."""
+    gram = np.asarray((matrix.T @ matrix).todense(), dtype=np.float64)
+    gram[np.diag_indices_from(gram)] += lam
+    precision = np.linalg.inv(gram)
+    weights = precision / (-np.diag(precision))
+    weights[np.diag_indices_from(weights)] = 0.0
+    return weights.astype(np.float32)
+
+
+def ease(train: Interactions, lam: float = EASE_DEFAULT_LAMBDA) -> Scorer:
+    weights = ease_weights(train.matrix, lam)
+    return lambda rows: np.asarray(_history(train, rows) @ weights)
+
+
+def item_knn(train: Interactions, neighbours: int = ITEM_KNN_DEFAULT_NEIGHBOURS) -> Scorer:
+    """Cosine item-item similarities, each item keeping its `neighbours` most similar others."""
+    norms = np.sqrt(train.item_counts()).astype(np.float64)
+    norms[norms == 0] = 1.0
+    co = np.asarray((train.matrix.T @ train.matrix).todense(), dtype=np.float64)
+    sim = co / norms[:, None] / norms[None, :]
+    np.fill_diagonal(sim, 0.0)
+    if neighbours < sim.shape[1]:
+        cut = np.argpartition(-sim, neighbours - 1, axis=1)[:, neighbours:]
+        np.put_along_axis(sim, cut, 0.0, axis=1)
+    sim = sim.astype(np.float32)
+    return lambda rows: np.asarray(_history(train, rows) @ sim.T)
