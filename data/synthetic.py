@@ -1,9 +1,18 @@
-"""Deterministic synthetic ratings with planted structure, so tests can assert real learning.
+"""Deterministic synthetic interactions with planted taste, so tests can assert real learning.
 
-Ratings are mu + user bias + item bias + <user factor, item factor> + noise, where item
-factors are built from the item's genres and users prefer some genres: a model that learns
-embeddings and biases must beat the global mean by a clear margin, and a broken one cannot.
-Rows are streamed to disk (write to a temp file, then rename), so large sets use constant memory.
+Taste is planted in WHICH items a user picks, not only in the rating values, as in public rating logs:
+- item popularity is Zipf-like and user activity lognormal (long tails; every user has a few ratings);
+- each user picks distinct items with probability proportional to popularity^a * exp(beta * affinity),
+  where affinity is the dot product of latent user and item factors tied to genres (Gumbel-top-k: add
+  Gumbel noise to the log-weights and keep the k best; exact over catalogues up to POOL_ITEMS, and over
+  the popular head plus a uniform sample of the tail, importance-corrected, for larger ones);
+- ratings are mu + user bias + item bias + affinity + noise, rounded to halves and clipped;
+- each user's interactions are spread over an active period in random order, so a time split holds
+  out items drawn from the same taste as the user's past.
+So most-popular beats random, a taste-aware recommender (EASE, ItemKNN, a trained model) beats
+most-popular, and a rating model must beat the global mean. Users are generated in fixed blocks, each
+from its own random stream, and rows are streamed to disk (temp file, then rename): the file is the
+same for any chunk_size and 10M ratings take bounded memory.
 """
 
 from __future__ import annotations
@@ -30,6 +39,12 @@ _NOUNS = (
     "Horizon", "Stranger", "Voyage", "Machine", "Summer", "Letter", "Mountain", "Circus",
 )
 
+USER_BLOCK = 256  # users per random stream: the unit of determinism, independent of chunk_size
+POOL_ITEMS = 4096  # catalogues up to this size are ranked whole for every user (exact sampling)
+POOL_HEAD = 1024  # larger ones: these most popular items + a uniform sample of the rest
+SECONDS_PER_DAY = 86_400
+RATING_MEAN = 3.5
+
 
 @dataclasses.dataclass(frozen=True)
 class SampleSpec:
@@ -42,7 +57,15 @@ class SampleSpec:
     noise_sd: float = 0.45
     seed: int = 42
     start_timestamp: int = 1_600_000_000
-    chunk_size: int = 200_000
+    chunk_size: int = 200_000  # rows buffered per write; does not change the output
+    # Choice model: log-weight of item i for user u = popularity_exponent * log(pop_i) + taste * affinity(u, i).
+    zipf_exponent: float = 1.0  # pop_i = rank_i ** -zipf_exponent
+    popularity_exponent: float = 1.0
+    taste: float = 3.0
+    min_user_ratings: int = 5
+    activity_sigma: float = 1.0  # lognormal spread of the number of ratings per user
+    max_user_share: float = 0.4  # the most active users rate at most this share of the catalogue
+    span_days: int = 3 * 365  # the log covers this period; each user is active in part of it
 
 
 def user_key(index: int) -> str:
@@ -64,6 +87,64 @@ def _items(spec: SampleSpec, rng: np.random.Generator):
     return item_genres, item_factors, years, genre_vectors
 
 
+def activity(spec: SampleSpec, rng: np.random.Generator) -> np.ndarray:
+    """Ratings per user: lognormal, at least min_user_ratings, at most max_user_share of the catalogue (more
+    only when the total needs it), summing to num_ratings."""
+    n, total = spec.num_users, spec.num_ratings
+    if n <= 0 or spec.num_items <= 0 or total < 0:
+        raise ValueError(f"sample spec needs users, items and ratings >= 0, got {spec}")
+    if total > n * spec.num_items:
+        raise ValueError(f"num_ratings {total} exceeds num_users * num_items = {n * spec.num_items} "
+                         f"(each user rates an item at most once)")
+    cap = min(spec.num_items, max(int(spec.max_user_share * spec.num_items), 2 * -(-total // n)))
+    floor = min(spec.min_user_ratings, total // n, cap)
+    counts = np.full(n, floor, dtype=np.int64)
+    weights = rng.lognormal(0.0, spec.activity_sigma, n)
+    left = total - counts.sum()
+    while left > 0:  # share out the rest by weight; users at the catalogue size drop out of the share
+        open_ = counts < cap
+        if not open_.any():
+            cap = spec.num_items
+            continue
+        share = np.where(open_, weights, 0.0)
+        want = share / share.sum() * left
+        add = np.minimum(np.floor(want).astype(np.int64), cap - counts)
+        if add.sum() == 0:  # fewer than one rating each: largest remainders first
+            order = np.argsort(-(want - np.floor(want)), kind="stable")
+            add = np.zeros(n, np.int64)
+            add[[u for u in order if open_[u]][:left]] = 1
+        counts += add
+        left = total - counts.sum()
+    return counts
+
+
+def _pick(spec: SampleSpec, rng, counts, user_factors, item_factors, log_pop) -> list:
+    """Each user's distinct items, sampled without replacement by Gumbel-top-k on the log-weights."""
+    scale = spec.taste / np.sqrt(spec.latent_dim)
+    n_items = spec.num_items
+    picks = []
+    if n_items <= POOL_ITEMS:
+        logits = spec.popularity_exponent * log_pop + scale * (user_factors @ item_factors.T)
+        logits += rng.gumbel(size=logits.shape)
+        for row, k in zip(logits, counts):
+            picks.append(np.argpartition(-row, k - 1)[:k] if 0 < k < n_items else np.arange(k))
+        return picks
+    head = np.argsort(-log_pop, kind="stable")[:POOL_HEAD]
+    is_head = np.zeros(n_items, bool)
+    is_head[head] = True
+    tail = np.flatnonzero(~is_head)
+    for u, k in enumerate(counts):
+        size = min(len(tail), max(POOL_ITEMS - POOL_HEAD, 2 * int(k)))
+        sampled = tail[rng.choice(len(tail), size=size, replace=False)]
+        pool = np.concatenate([head, sampled])
+        # A tail item is in the pool with probability size/len(tail): add log(len(tail)/size) to its weight.
+        logits = spec.popularity_exponent * log_pop[pool] + scale * (item_factors[pool] @ user_factors[u])
+        logits[POOL_HEAD:] += np.log(len(tail) / size)
+        logits += rng.gumbel(size=len(pool))
+        picks.append(pool[np.argpartition(-logits, k - 1)[:k]] if k > 0 else pool[:0])
+    return picks
+
+
 def generate(out_dir: str, spec: SampleSpec = SampleSpec()) -> dict:
     """Write `items.csv` and `interactions.csv` under `out_dir`; returns counts written."""
     rng = np.random.default_rng(spec.seed)
@@ -73,14 +154,13 @@ def generate(out_dir: str, spec: SampleSpec = SampleSpec()) -> dict:
     for u in range(spec.num_users):
         liked = rng.choice(len(GENRES), size=2, replace=False)
         user_factors[u] = genre_vectors[liked].mean(axis=0) + rng.normal(0, 0.3, spec.latent_dim)
-    scale = 1.0 / np.sqrt(spec.latent_dim)
+    log_pop = -spec.zipf_exponent * np.log1p(rng.permutation(spec.num_items)).astype(np.float64)
     user_bias = rng.normal(0, 0.3, spec.num_users)
-    item_bias = rng.normal(0, 0.4, spec.num_items)
-    # Popularity and activity are long-tailed, as in real rating logs.
-    item_pop = rng.zipf(1.6, spec.num_items).astype(float) ** 0.5
-    item_p = item_pop / item_pop.sum()
-    user_act = rng.lognormal(0.0, 0.8, spec.num_users)
-    user_p = user_act / user_act.sum()
+    # Popular items are rated a little higher, as in real logs.
+    item_bias = rng.normal(0, 0.35, spec.num_items) + 0.1 * (log_pop - log_pop.mean()) / (log_pop.std() or 1.0)
+    counts = activity(spec, rng)
+    span = spec.span_days * SECONDS_PER_DAY
+    rating_scale = 1.0 / np.sqrt(spec.latent_dim)
 
     os.makedirs(out_dir, exist_ok=True)
     items_path = os.path.join(out_dir, F.ITEMS_FILE)
@@ -93,17 +173,31 @@ def generate(out_dir: str, spec: SampleSpec = SampleSpec()) -> dict:
             w.writerow((item_key(i), title, genres, int(years[i])))
 
     interactions_path = os.path.join(out_dir, F.INTERACTIONS_FILE)
-    written = 0
+    written, buffer = 0, []
     with atomic_csv(interactions_path, F.INTERACTION_COLUMNS) as w:
-        while written < spec.num_ratings:
-            n = min(spec.chunk_size, spec.num_ratings - written)
-            users = rng.choice(spec.num_users, size=n, p=user_p)
-            items = rng.choice(spec.num_items, size=n, p=item_p)
-            dots = np.einsum("ij,ij->i", user_factors[users], item_factors[items]) * scale
-            raw = 3.5 + user_bias[users] + item_bias[items] + dots + rng.normal(0, spec.noise_sd, n)
-            ratings = np.clip(np.round(raw * 2) / 2, F.RATING_MIN, F.RATING_MAX)
-            stamps = spec.start_timestamp + (written + np.arange(n)) * 60
-            for u, i, r, t in zip(users, items, ratings, stamps):
-                w.writerow((user_key(u), item_key(i), f"{r:.1f}", int(t)))
-            written += n
+        for start in range(0, spec.num_users, USER_BLOCK):
+            users = np.arange(start, min(start + USER_BLOCK, spec.num_users))
+            block_rng = np.random.default_rng([spec.seed, start // USER_BLOCK])
+            picks = _pick(spec, block_rng, counts[users], user_factors[users], item_factors, log_pop)
+            for u, items in zip(users, picks):
+                k = len(items)
+                if k == 0:
+                    continue
+                items = block_rng.permutation(items)  # consumption order: random, so time splits keep taste
+                # Affinity centred on the user's own picks: how much more they like this one than their usual.
+                dots = item_factors[items] @ user_factors[u] * rating_scale
+                dots -= dots.mean()
+                raw = RATING_MEAN + user_bias[u] + item_bias[items] + dots + block_rng.normal(0, spec.noise_sd, k)
+                ratings = np.clip(np.round(raw * 2) / 2, F.RATING_MIN, F.RATING_MAX)
+                # Active from a random start for a random share of the span; events uniform within it.
+                length = span * block_rng.uniform(0.05, 1.0)
+                begin = block_rng.uniform(0, span - length)
+                stamps = spec.start_timestamp + np.sort(begin + block_rng.uniform(0, length, k)).astype(np.int64)
+                buffer.extend((user_key(u), item_key(i), f"{r:.1f}", int(t))
+                              for i, r, t in zip(items, ratings, stamps))
+            if len(buffer) >= spec.chunk_size:
+                w.writerows(buffer)
+                written, buffer = written + len(buffer), []
+        w.writerows(buffer)
+        written += len(buffer)
     return {"users": spec.num_users, "items": spec.num_items, "interactions": written}
