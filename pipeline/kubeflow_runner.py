@@ -7,6 +7,7 @@ import os
 
 from tfx import v1 as tfx
 
+from components.atomic_io import atomic_path
 from pipeline.config import KUBEFLOW, PipelineConfig
 from pipeline.pipeline import create_pipeline, runtime_parameter_defaults
 
@@ -20,12 +21,12 @@ def compile_pipeline(config: PipelineConfig, image: str, output_path: str) -> st
     config = dataclasses.replace(config, orchestrator=KUBEFLOW, schema_path=IMAGE_SCHEMA_PATH)
     output_dir, filename = os.path.split(os.path.abspath(output_path))
     os.makedirs(output_dir, exist_ok=True)
-    tmp_name = f".{filename}.tmp"
-    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
-        output_dir=output_dir,
-        output_filename=tmp_name,
-    )
-    runner.run(create_pipeline(config), parameter_values=runtime_parameter_defaults(config), write_out=True)
-    os.replace(os.path.join(output_dir, tmp_name), os.path.join(output_dir, filename))
-    return os.path.join(output_dir, filename)
+    final = os.path.join(output_dir, filename)
+    with atomic_path(final) as tmp:  # the runner writes the temp file; it replaces `final` once complete
+        runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+            config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+            output_dir=output_dir,
+            output_filename=os.path.basename(tmp),
+        )
+        runner.run(create_pipeline(config), parameter_values=runtime_parameter_defaults(config), write_out=True)
+    return final

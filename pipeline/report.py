@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from components.atomic_io import atomic_write  # noqa: E402
 from pipeline.pipeline import RMSE  # noqa: E402
 
 
@@ -42,9 +43,7 @@ def _chart(metrics: Dict[str, Dict[str, float]]) -> bytes:
 
 
 def _write(path: str, data: bytes) -> None:
-    with tf.io.gfile.GFile(path + ".tmp", "wb") as f:
-        f.write(data)
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    atomic_write(path, data)
 
 
 def write(out_prefix: str, title: str, metrics: Dict[str, Dict[str, float]], failures: List[str],

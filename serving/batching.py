@@ -4,13 +4,19 @@ A batch runs when it holds `max_batch_size` rows or `batch_timeout_micros` after
 arrived, whichever is first; outputs are split back by each request's row count. The queue holds
 at most `max_enqueued_batches` full batches: beyond that a request is refused with UNAVAILABLE
 rather than waiting without bound. Requests only batch together when their scalar inputs (such as
-`recommend`'s k) are equal; a signature whose inputs or outputs lack a leading batch dimension is
-never batched.
+`recommend`'s k) are equal, compared by value; a signature whose inputs or outputs lack a leading
+batch dimension is never batched.
+
+Queues are cheap and bounded: `num_batch_threads` workers serve every queue, at most `max_queues`
+exist (one idle for `idle_queue_seconds` is dropped; past the cap a request runs unbatched on its own
+thread), so clients sending many distinct scalar values cannot multiply threads. A request whose
+deadline (DEADLINE, set by the gRPC front end) has passed when its batch forms is dropped, not run.
 """
 
 from __future__ import annotations
 
 import collections
+import contextvars
 import threading
 import time
 from concurrent.futures import Future
@@ -30,6 +36,14 @@ class TooLarge(ValueError):
     """One request has more rows than a batch may hold: INVALID_ARGUMENT."""
 
 
+class Expired(Exception):
+    """The request's deadline passed while it waited for its batch: DEADLINE_EXCEEDED."""
+
+
+# time.monotonic() by which the current request must be answered, or None (no client deadline).
+DEADLINE: contextvars.ContextVar = contextvars.ContextVar("recsys_request_deadline", default=None)
+
+
 def batchable(function) -> bool:
     """True when every non-scalar input and every output has an unknown leading (batch) dimension."""
     batched = [spec for spec in tf.nest.flatten(function.structured_input_signature) if spec.shape.rank != 0]
@@ -38,103 +52,41 @@ def batchable(function) -> bool:
 
 
 class _Task:
-    __slots__ = ("inputs", "rows", "future", "enqueued")
+    __slots__ = ("inputs", "rows", "future", "enqueued", "deadline")
 
-    def __init__(self, inputs: Dict[str, np.ndarray], rows: int):
+    def __init__(self, inputs: Dict[str, np.ndarray], rows: int, deadline: Optional[float]):
         self.inputs, self.rows, self.future, self.enqueued = inputs, rows, Future(), time.monotonic()
+        self.deadline = deadline
 
 
 class _Queue:
-    """Tasks for one (function, scalar inputs); `threads` workers form batches and run them."""
+    """Tasks for one (function, scalar input values); the Batcher's shared workers form and run batches."""
 
-    def __init__(self, function: Callable, options: BatchingOptions):
-        self.function, self.options = function, options
-        self._tasks: collections.deque = collections.deque()
-        self._rows = 0
+    __slots__ = ("function", "tasks", "rows", "last_used")
+
+    def __init__(self, function: Callable):
+        self.function, self.tasks, self.rows, self.last_used = function, collections.deque(), 0, time.monotonic()
+
+
+def _scalar_key(value: np.ndarray) -> Hashable:
+    """A scalar input by value: strings by their bytes (an object array's buffer holds only a pointer)."""
+    return value.item() if value.dtype == object else (value.dtype.str, value.tobytes())
+
+
+class Batcher:
+    """Queues keyed by (function, scalar input values), served by `num_batch_threads` shared workers."""
+
+    def __init__(self, options: BatchingOptions, serves: Callable[[Callable], bool] = lambda _: True):
+        """`serves(function)` says whether a function's version is still loaded; others' queues are dropped."""
+        self.options, self._serves = options, serves
+        self._queues: Dict[Tuple[int, Hashable], _Queue] = {}
+        self._batchable: Dict[int, Tuple[Callable, bool]] = {}
         self._cond = threading.Condition()
         self._stopped = False
         self._threads = [threading.Thread(target=self._work, daemon=True, name="batch")
                          for _ in range(options.num_batch_threads)]
         for thread in self._threads:
             thread.start()
-
-    def submit(self, inputs: Dict[str, np.ndarray], rows: int) -> Future:
-        limit = self.options.max_batch_size
-        if rows > limit:
-            raise TooLarge(f"Task size {rows} is larger than maximum input batch size {limit}")
-        task = _Task(inputs, rows)
-        with self._cond:
-            if self._rows + rows > limit * self.options.max_enqueued_batches:
-                raise QueueFull("The batch scheduling queue to which this task was submitted is full")
-            self._tasks.append(task)
-            self._rows += rows
-            self._cond.notify()
-        return task.future
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
-
-    def _next_batch(self) -> Optional[List[_Task]]:
-        timeout = self.options.batch_timeout_micros / 1e6
-        with self._cond:
-            while not self._tasks and not self._stopped:
-                self._cond.wait()
-            if not self._tasks:
-                return None
-            deadline = self._tasks[0].enqueued + timeout
-            while self._rows < self.options.max_batch_size and not self._stopped:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._cond.wait(remaining):
-                    break
-            batch, rows = [], 0
-            while self._tasks and rows + self._tasks[0].rows <= self.options.max_batch_size:
-                task = self._tasks.popleft()
-                batch.append(task)
-                rows += task.rows
-            self._rows -= rows
-            if self._tasks:
-                self._cond.notify()  # leftovers start the next batch on another worker
-            return batch
-
-    def _work(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            if not batch:  # another worker took these tasks first
-                continue
-            try:
-                self._run(batch)
-            except BaseException as e:  # every waiting request gets the error, the worker survives
-                for task in batch:
-                    if not task.future.done():
-                        task.future.set_exception(e)
-
-    def _run(self, batch: List[_Task]) -> None:
-        first = batch[0].inputs
-        if len(batch) == 1:
-            inputs = {name: tf.constant(value) for name, value in first.items()}
-        else:
-            inputs = {name: tf.constant(value if value.ndim == 0 else np.concatenate([t.inputs[name] for t in batch]))
-                      for name, value in first.items()}
-        outputs = {name: np.asarray(value) for name, value in self.function(**inputs).items()}
-        start = 0
-        for task in batch:
-            task.future.set_result({name: value[start:start + task.rows] for name, value in outputs.items()})
-            start += task.rows
-
-
-class Batcher:
-    """One queue per (function, values of its scalar inputs), created on first use."""
-
-    def __init__(self, options: BatchingOptions, serves: Callable[[Callable], bool] = lambda _: True):
-        """`serves(function)` says whether a function's version is still loaded; others' queues are dropped."""
-        self.options, self._serves = options, serves
-        self._queues: Dict[Tuple[int, Hashable], Tuple[Callable, _Queue]] = {}
-        self._batchable: Dict[int, Tuple[Callable, bool]] = {}
-        self._lock = threading.Lock()
 
     def accepts(self, function: Callable) -> bool:
         """batchable(function), worked out once per function rather than on every request."""
@@ -145,25 +97,128 @@ class Batcher:
 
     def run(self, function: Callable, inputs: Dict[str, np.ndarray], timeout: Optional[float] = None):
         """The function's outputs for these inputs (numpy), computed in a batch with concurrent calls."""
-        scalars = tuple(sorted((n, v.tobytes()) for n, v in inputs.items() if v.ndim == 0))
+        scalars = tuple(sorted((n, _scalar_key(v)) for n, v in inputs.items() if v.ndim == 0))
         rows = next(len(v) for v in inputs.values() if v.ndim)
+        limit = self.options.max_batch_size
+        if rows > limit:
+            raise TooLarge(f"Task size {rows} is larger than maximum input batch size {limit}")
         key = (id(function), scalars)
-        with self._lock:
-            entry = self._queues.get(key)
-            if entry is None or entry[0] is not function:
-                # A function seen for the first time is usually a newly loaded version: drop the queues
-                # (threads, and the references keeping the old model in memory) of unloaded ones.
-                self._forget_locked(self._serves)
-                entry = self._queues[key] = (function, _Queue(function, self.options))
-        return entry[1].submit(inputs, rows).result(timeout)
+        task = _Task(inputs, rows, DEADLINE.get())
+        with self._cond:
+            queue = self._queues.get(key)
+            if queue is None or queue.function is not function:
+                queue = self._new_queue_locked(key, function)
+            if queue is not None:
+                if queue.rows + rows > limit * self.options.max_enqueued_batches:
+                    raise QueueFull("The batch scheduling queue to which this task was submitted is full")
+                queue.tasks.append(task)
+                queue.rows += rows
+                queue.last_used = task.enqueued
+                self._cond.notify()
+        if queue is None:  # at the queue cap with every queue busy: run on the caller's (bounded) thread
+            return _call(function, inputs)
+        return task.future.result(timeout)
 
-    def _forget_locked(self, keep: Callable[[Callable], bool]) -> None:
-        for key, (function, queue) in list(self._queues.items()):
-            if not keep(function):
-                queue.stop()
+    def queue_count(self) -> int:
+        with self._cond:
+            return len(self._queues)
+
+    def _new_queue_locked(self, key, function) -> Optional[_Queue]:
+        # A function seen for the first time is usually a newly loaded version: drop the queues (and the
+        # references keeping the old model in memory) of unloaded ones, and those idle for long.
+        now = time.monotonic()
+        self._forget_locked(lambda f, q: self._serves(f) and (q.tasks or now - q.last_used
+                                                               < self.options.idle_queue_seconds))
+        if len(self._queues) >= self.options.max_queues:
+            idle = [k for k, q in self._queues.items() if not q.tasks]
+            if not idle:
+                return None
+            del self._queues[min(idle, key=lambda k: self._queues[k].last_used)]
+        queue = self._queues[key] = _Queue(function)
+        return queue
+
+    def _forget_locked(self, keep: Callable[[Callable, _Queue], bool]) -> None:
+        for key, queue in list(self._queues.items()):
+            if not keep(queue.function, queue):
+                for task in queue.tasks:
+                    task.future.set_exception(QueueFull("the batch queue was closed (version unloaded)"))
                 del self._queues[key]
-        self._batchable = {k: v for k, v in self._batchable.items() if keep(v[0])}
+        self._batchable = {k: v for k, v in self._batchable.items() if self._serves(v[0])}
 
     def stop(self) -> None:
-        with self._lock:
-            self._forget_locked(lambda _: False)
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        with self._cond:
+            self._forget_locked(lambda f, q: False)
+
+    def _next_batch(self) -> Optional[Tuple[Callable, List[_Task]]]:
+        """Waits for a batch that is full or whose first task waited `batch_timeout_micros`; takes it."""
+        timeout = self.options.batch_timeout_micros / 1e6
+        with self._cond:
+            while True:
+                if self._stopped and not any(q.tasks for q in self._queues.values()):
+                    return None
+                now, ready, wait = time.monotonic(), None, None
+                for queue in self._queues.values():
+                    if not queue.tasks:
+                        continue
+                    due = queue.tasks[0].enqueued + timeout
+                    if queue.rows >= self.options.max_batch_size or due <= now or self._stopped:
+                        if ready is None or queue.tasks[0].enqueued < ready.tasks[0].enqueued:
+                            ready = queue
+                    else:
+                        wait = due - now if wait is None else min(wait, due - now)
+                if ready is not None:
+                    return ready.function, self._take_locked(ready, now)
+                self._cond.wait(wait)
+
+    def _take_locked(self, queue: _Queue, now: float) -> List[_Task]:
+        batch, rows = [], 0
+        while queue.tasks and rows + queue.tasks[0].rows <= self.options.max_batch_size:
+            task = queue.tasks.popleft()
+            queue.rows -= task.rows
+            if task.deadline is not None and task.deadline <= now:
+                task.future.set_exception(Expired("the request's deadline passed while it waited for its batch"))
+                continue
+            batch.append(task)
+            rows += task.rows
+        if queue.tasks:
+            self._cond.notify()  # leftovers start the next batch on another worker
+        return batch
+
+    def _work(self) -> None:
+        while True:
+            taken = self._next_batch()
+            if taken is None:
+                return
+            function, batch = taken
+            if not batch:  # every task in it had expired
+                continue
+            try:
+                _run(function, batch)
+            except BaseException as e:  # every waiting request gets the error, the worker survives
+                for task in batch:
+                    if not task.future.done():
+                        task.future.set_exception(e)
+
+
+def _call(function: Callable, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    return {name: np.asarray(value) for name, value in
+            function(**{name: tf.constant(value) for name, value in inputs.items()}).items()}
+
+
+def _run(function: Callable, batch: List[_Task]) -> None:
+    first = batch[0].inputs
+    if len(batch) == 1:
+        inputs = first
+    else:
+        inputs = {name: value if value.ndim == 0 else np.concatenate([t.inputs[name] for t in batch])
+                  for name, value in first.items()}
+    outputs = _call(function, inputs)
+    start = 0
+    for task in batch:
+        task.future.set_result({name: value[start:start + task.rows] for name, value in outputs.items()})
+        start += task.rows

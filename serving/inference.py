@@ -9,8 +9,13 @@ Status codes (TF Serving's own where it has one for the case):
   FAILED_PRECONDITION  unknown signature_name (TF Serving's Predict answers exactly this), a label
                        on an unavailable version
   INVALID_ARGUMENT     missing, unexpected, wrongly typed or wrongly shaped inputs (the message names
-                       the input); Regress/Classify on a signature whose method name is not
-                       regress/classify; unknown output_filter alias; unsupported metadata_field
+                       the input); a TensorProto whose values do not fill its declared shape; more
+                       rows than the signature's limit; Regress/Classify on a signature whose method
+                       name is not regress/classify; unknown output_filter alias; unsupported
+                       metadata_field; an empty or duplicate-name model config
+  PERMISSION_DENIED    a reloaded config's base_path outside the allowed model roots; a reload on a
+                       port that is not the admin port
+  DEADLINE_EXCEEDED    the client's deadline passed before the request ran
   UNAVAILABLE          the batch queue is full (batching on)
   INTERNAL             anything else; the server logs one line per refused request and keeps serving
 """
@@ -21,7 +26,7 @@ import logging
 import re
 import threading
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import grpc
 import numpy as np
@@ -40,8 +45,9 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from components import features as F
-from serving import batching
-from serving.model_store import LabelError, LoadedVersion, ModelStore, VersionNotFound, VersionPolicy
+from serving import batching, limits
+from serving.model_store import ConfigError, LabelError, LoadedVersion, Models, VersionNotFound, under_roots
+from serving.options import ServerOptions
 
 log = logging.getLogger(__name__)
 
@@ -57,75 +63,12 @@ class RequestError(Exception):
         self.code = code
 
 
-def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
-    config = model_server_config_pb2.ModelServerConfig()
-    model = config.model_config_list.config.add(name=name, base_path=base_path, model_platform="tensorflow")
-    model.model_version_policy.latest.num_versions = 1
-    return config
+def _convert_inputs(inputs, function, signature: str, row_limit: int) -> Dict[str, np.ndarray]:
+    """Checks TensorProtos against the signature before building arrays. Names the first bad input.
 
-
-def _policy(model: model_server_config_pb2.ModelConfig) -> VersionPolicy:
-    policy = model.model_version_policy
-    kind = policy.WhichOneof("policy_choice") or "latest"
-    if kind == "specific":
-        return VersionPolicy("specific", versions=tuple(policy.specific.versions))
-    if kind == "all":
-        return VersionPolicy("all")
-    return VersionPolicy("latest", num_versions=policy.latest.num_versions or 1)
-
-
-class Models:
-    """The model stores by name, as the current ModelServerConfig says; resolves a ModelSpec to a version."""
-
-    def __init__(self, poll_interval: float, warmup: Optional[Callable[[LoadedVersion], int]] = None):
-        self.poll_interval, self.warmup = poll_interval, warmup
-        self.stores: Dict[str, ModelStore] = {}
-        self._lock = threading.Lock()
-
-    def apply(self, config: model_server_config_pb2.ModelServerConfig) -> None:
-        """Adds, reconfigures and removes models; a new store is loaded before it becomes visible."""
-        with self._lock:
-            stores = {}
-            for model in config.model_config_list.config:
-                store = self.stores.get(model.name)
-                if store is None or store.base_path != model.base_path:
-                    store = ModelStore(model.name, model.base_path, self.poll_interval, warmup=self.warmup)
-                    store.configure(_policy(model), dict(model.version_labels))
-                    store.start()
-                else:
-                    store.configure(_policy(model), dict(model.version_labels))
-                stores[model.name] = store
-            removed = [s for name, s in self.stores.items() if stores.get(name) is not s]
-            self.stores = stores
-        for store in removed:
-            store.stop()
-
-    def stop(self) -> None:
-        for store in self.stores.values():
-            store.stop()
-
-    def store(self, name: str) -> ModelStore:
-        store = self.stores.get(name)
-        if store is None:
-            raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
-        return store
-
-    def resolve(self, spec) -> LoadedVersion:
-        store = self.store(spec.name)
-        try:
-            return store.get(spec.version.value if spec.HasField("version") else None,
-                             label=spec.version_label or None)
-        except VersionNotFound as e:
-            raise RequestError(grpc.StatusCode.NOT_FOUND, str(e)) from None
-
-    def serves(self, function) -> bool:
-        """Whether a signature function belongs to a version still loaded (batch queues of others go)."""
-        return any(function in loaded.functions.values() for store in self.stores.values()
-                   for loaded in store.loaded())
-
-
-def _convert_inputs(inputs, function) -> Dict[str, np.ndarray]:
-    """Checks TensorProtos against the signature: names, dtypes, shapes. Names the first bad input."""
+    Names, dtypes, declared shapes, the row limit and whether the values fill the declared shape
+    exactly are all checked on the proto, so a tiny request declaring a huge tensor allocates nothing.
+    """
     _, specs = function.structured_input_signature
     given, expected = set(inputs), set(specs)
     if given != expected:
@@ -141,12 +84,19 @@ def _convert_inputs(inputs, function) -> Dict[str, np.ndarray]:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Expects arg[{name}] to be {spec.dtype.name} "
                                                                  f"but {_dtype_name(proto.dtype)} is provided")
         try:
+            dims = limits.declared_shape(proto, name)
+            if not spec.shape.is_compatible_with(dims):
+                raise limits.LimitError(f"input {name}: shape {dims} does not match the signature's {spec.shape}")
+            if dims and dims[0] > row_limit:
+                raise limits.LimitError(f"input {name}: {dims[0]} rows exceed the limit of {row_limit} rows per "
+                                        f"request for signature \"{signature}\"")
+            limits.check_content(proto, name, dims)
+        except limits.LimitError as e:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+        try:
             value = tf.make_ndarray(proto)  # numeric tensor_content is read in place, not element by element
         except Exception as e:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name}: malformed TensorProto: {e}") from None
-        if not spec.shape.is_compatible_with(value.shape):
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"input {name}: shape {list(value.shape)} does not match the signature's {spec.shape}")
         arrays[name] = value
     rows = {len(v) for v in arrays.values() if v.ndim}
     if len(rows) > 1:
@@ -201,9 +151,13 @@ def signature_function(loaded: LoadedVersion, name: str):
     return function
 
 
-def _serialized_examples(model_input) -> tf.Tensor:
+def _serialized_examples(model_input, limit: int, signature: str) -> tf.Tensor:
     """input.example_list, or example_list_with_context with the context merged into each example."""
     kind = model_input.WhichOneof("kind")
+    given = getattr(model_input, kind).examples if kind else ()
+    if len(given) > limit:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{len(given)} examples exceed the limit of {limit} "
+                                                             f"rows per request for signature \"{signature}\"")
     if kind == "example_list":
         examples = list(model_input.example_list.examples)
     elif kind == "example_list_with_context":
@@ -224,8 +178,11 @@ def _serialized_examples(model_input) -> tf.Tensor:
 class Inference:
     """PredictionService and ModelService methods over proto requests; raises RequestError."""
 
-    def __init__(self, models: Models, batcher: Optional[batching.Batcher] = None):
-        self.models, self.batcher = models, batcher
+    def __init__(self, models: Models, batcher: Optional[batching.Batcher] = None,
+                 options: ServerOptions = ServerOptions(), model_roots: Sequence[str] = ()):
+        """`model_roots`: where a reloaded config's base paths may point (see reload)."""
+        self.models, self.batcher, self.options = models, batcher, options
+        self.model_roots = tuple(model_roots)
 
     # --- PredictionService -------------------------------------------------------------------------
 
@@ -235,7 +192,7 @@ class Inference:
     def predict_on(self, loaded: LoadedVersion, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         signature = request.model_spec.signature_name or F.SERVING_DEFAULT
         function = signature_function(loaded, signature)
-        inputs = _convert_inputs(request.inputs, function)
+        inputs = _convert_inputs(request.inputs, function, signature, self.options.row_limit(signature))
         unknown = sorted(set(request.output_filter) - set(function.structured_outputs))
         if unknown:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -249,6 +206,9 @@ class Inference:
         return response
 
     def _call(self, function, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        deadline = batching.DEADLINE.get()
+        if deadline is not None and time.monotonic() >= deadline:
+            raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the request's deadline passed before it ran")
         try:
             if self.batcher is not None and self.batcher.accepts(function):
                 try:
@@ -257,6 +217,8 @@ class Inference:
                     raise RequestError(grpc.StatusCode.UNAVAILABLE, str(e)) from None
                 except batching.TooLarge as e:
                     raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+                except batching.Expired as e:
+                    raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, str(e)) from None
             outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})
             return {name: value.numpy() for name, value in outputs.items()}
         except (tf.errors.InvalidArgumentError, ValueError) as e:
@@ -266,7 +228,7 @@ class Inference:
         """Runs a Regress/Classify request's examples: (signature name, outputs, number of examples)."""
         signature = request.model_spec.signature_name or F.SERVING_DEFAULT
         function = self._examples_signature(loaded, signature, method, inputs_key)
-        examples = _serialized_examples(request.input)
+        examples = _serialized_examples(request.input, self.options.row_limit(signature), signature)
         return signature, self._call(function, {inputs_key: examples.numpy()}), len(examples)
 
     def _examples_signature(self, loaded: LoadedVersion, signature: str, method: str, inputs_key: str):
@@ -373,40 +335,44 @@ class Inference:
     # --- ModelService --------------------------------------------------------------------------------
 
     def reload(self, request: model_management_pb2.ReloadConfigRequest) -> model_management_pb2.ReloadConfigResponse:
+        """Applies a whole new ModelServerConfig, or refuses it and keeps the current one fully in place.
+
+        Refused: anything but a model_config_list, an empty list (it would unload everything), and a
+        base_path outside the model roots (a config pointing a model at /etc).
+        """
         if request.config.WhichOneof("config") != "model_config_list":
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "only model_config_list configs are supported")
-        try:
-            self.models.apply(request.config)
-        except LabelError as e:
-            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(e)) from None
+        for model in request.config.model_config_list.config:
+            if not under_roots(model.base_path, self.model_roots):
+                raise RequestError(grpc.StatusCode.PERMISSION_DENIED,
+                                   f"model {model.name}: base_path {model.base_path!r} is outside the allowed "
+                                   f"model roots ({', '.join(self.model_roots) or 'none'}; see --model-root)")
+        self.models.apply(request.config)
         log.info("model config reloaded: %s", ", ".join(
             f"{m.name} {dict(m.version_labels) or ''}".strip() for m in request.config.model_config_list.config))
         return model_management_pb2.ReloadConfigResponse(status=status_pb2.StatusProto(error_code=0))
 
     def status(self, request: get_model_status_pb2.GetModelStatusRequest):
-        store = self.models.store(request.model_spec.name)
-        versions = store.versions()
+        """As TF Serving: AVAILABLE versions, the one LOADING, and versions that failed (END, with the error)."""
+        name = request.model_spec.name
+        store = self.models.store(name)
+        states = store.states()
         if request.model_spec.version_label:
-            try:
-                versions = [store.get(label=request.model_spec.version_label).version]
-            except VersionNotFound as e:
-                raise RequestError(grpc.StatusCode.NOT_FOUND, str(e)) from None
+            wanted = store.get(label=request.model_spec.version_label).version
+            states = [s for s in states if s.version == wanted]
         if request.model_spec.HasField("version"):
             wanted = request.model_spec.version.value
-            if wanted not in versions:
-                raise RequestError(grpc.StatusCode.NOT_FOUND,
-                                   f"Could not find version {wanted} of model {request.model_spec.name}")
-            versions = [wanted]
-        if not versions:
-            raise RequestError(grpc.StatusCode.NOT_FOUND,
-                               f"Could not find any versions of model {request.model_spec.name}")
+            states = [s for s in states if s.version == wanted]
+            if not states:
+                raise RequestError(grpc.StatusCode.NOT_FOUND, f"Could not find version {wanted} of model {name}")
+        if not states:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
         response = get_model_status_pb2.GetModelStatusResponse()
-        for version in versions:
+        for state in states:
             response.model_version_status.add(
-                version=version,
-                state=get_model_status_pb2.ModelVersionStatus.AVAILABLE,
-                status=status_pb2.StatusProto(error_code=0, error_message=""),
-            )
+                version=state.version, state=state.state,
+                status=status_pb2.StatusProto(error_code=grpc.StatusCode.UNKNOWN.value[0] if state.error else 0,
+                                              error_message=state.error))
         return response
 
     # --- Warm-up ---------------------------------------------------------------------------------------
@@ -438,6 +404,11 @@ class Inference:
         return count
 
 
+_CODES = {VersionNotFound: grpc.StatusCode.NOT_FOUND, LabelError: grpc.StatusCode.FAILED_PRECONDITION,
+          ConfigError: grpc.StatusCode.INVALID_ARGUMENT, limits.LimitError: grpc.StatusCode.INVALID_ARGUMENT}
+_CODES.update({cls: grpc.StatusCode.NOT_FOUND for cls in VersionNotFound.__subclasses__()})
+
+
 def answer(api: str, spec, call: Callable, metrics=None):
     """Runs one request; returns (response, None) or (None, RequestError). Logs refusals, records metrics.
 
@@ -447,9 +418,9 @@ def answer(api: str, spec, call: Callable, metrics=None):
     response, error = None, None
     try:
         response = call()
-    except RequestError as e:
-        error = e
-        log.warning("%s: %s: %s", api, e.code.name, e)
+    except (RequestError, VersionNotFound, LabelError, ConfigError, limits.LimitError) as e:
+        error = e if isinstance(e, RequestError) else RequestError(_CODES[type(e)], str(e))
+        log.warning("%s: %s: %s", api, error.code.name, error)
     except Exception as e:  # never crash the server on a request
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         error = RequestError(grpc.StatusCode.INTERNAL, message)

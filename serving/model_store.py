@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import posixpath
 import threading
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.config import model_server_config_pb2
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,18 @@ class VersionNotFound(LookupError):
 
 class LabelError(ValueError):
     """A label points at a version that is not available (TF Serving refuses such a config too)."""
+
+
+State = get_model_status_pb2.ModelVersionStatus.State
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionState:
+    """What GetModelStatus reports for a version: LOADING, AVAILABLE, or END with the load error."""
+
+    version: int
+    state: int  # ModelVersionStatus.State
+    error: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +121,8 @@ class ModelStore:
         self.policy, self.labels = policy, dict(labels or {})
         self._loaded: Dict[int, LoadedVersion] = {}
         self._failed: Dict[int, Tuple[int, int]] = {}  # version -> _stamp when it failed
+        self._errors: Dict[int, str] = {}  # version -> why its last load failed (GetModelStatus: END)
+        self._loading: Optional[int] = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -113,22 +131,57 @@ class ModelStore:
     def configure(self, policy: VersionPolicy, labels: Mapping[str, int]) -> None:
         """Applies a new policy and labels; loads what they need before anything is unloaded.
 
-        A label on a version that is not loaded afterwards is refused and the old labels stay.
+        A label on a version that is not loaded afterwards is refused and the old config stays.
         """
-        with self._refreshing:
+        commit, _ = self.prepare(policy, labels)
+        commit()
+
+    def prepare(self, policy: VersionPolicy, labels: Mapping[str, int]) -> Tuple[Callable[[], None],
+                                                                                 Callable[[], None]]:
+        """Loads what a new policy and labels need, changing nothing that serves; returns (commit, abort).
+
+        Exactly one of them must be called: commit applies the config and unloads what it no longer
+        wants; abort unloads what the preparation loaded. Polling waits in between (one lock), so a
+        multi-model reload is applied whole or not at all. Raises LabelError, having undone itself.
+        """
+        self._refreshing.acquire()
+        before = set(self.versions())
+        try:
             wanted = policy.select(self._candidates())
             missing = {label: v for label, v in labels.items() if v not in wanted}
             if not missing:
-                self.policy = policy
-                self._refresh_locked()
+                self._load_wanted(policy)
                 missing = {label: v for label, v in labels.items() if v not in self._loaded}
             if missing:
                 label, version = sorted(missing.items())[0]
                 raise LabelError(f"Request to assign label {label} to version {version} of model {self.name}, "
                                  f"which is not currently available (available: "
                                  f"{', '.join(map(str, policy.select(self._candidates()))) or 'none'})")
-            with self._lock:
-                self.labels = dict(labels)
+        except BaseException:
+            self._unload_except(before)
+            self._refreshing.release()
+            raise
+
+        def commit() -> None:
+            try:
+                with self._lock:
+                    self.policy, self.labels = policy, dict(labels)
+                self._refresh_locked()
+            finally:
+                self._refreshing.release()
+
+        def abort() -> None:
+            try:
+                self._unload_except(before)
+            finally:
+                self._refreshing.release()
+
+        return commit, abort
+
+    def _unload_except(self, keep: set) -> None:
+        with self._lock:
+            for version in [v for v in self._loaded if v not in keep]:
+                del self._loaded[version]
 
     def refresh(self) -> None:
         with self._refreshing:
@@ -139,15 +192,19 @@ class ModelStore:
         return [v for v in list_versions(self.base_path)
                 if v not in self._failed or self._failed[v] != _stamp(self.base_path, v)]
 
-    def _refresh_locked(self) -> None:
-        """Loads the versions the policy wants, skipping any that fail; then unloads those no longer wanted."""
+    def _load_wanted(self, policy: VersionPolicy) -> List[int]:
+        """Loads the versions `policy` wants, choosing again without any that fail; returns the choice."""
         tried: set = set()
         while True:
-            wanted = self.policy.select([v for v in self._candidates() if v in self._loaded or v not in tried])
+            wanted = policy.select([v for v in self._candidates() if v in self._loaded or v not in tried])
             todo = [v for v in wanted if v not in self._loaded]
             tried.update(todo)
             if all([self._load(v) for v in todo]):
-                break  # else choose again without the failed ones: each version is tried once per refresh
+                return wanted  # else choose again without the failed ones: each is tried once per refresh
+
+    def _refresh_locked(self) -> None:
+        """Loads the versions the policy wants, skipping any that fail; then unloads those no longer wanted."""
+        wanted = self._load_wanted(self.policy)
         if not any(v in self._loaded for v in wanted):
             return  # nothing the policy wants could be loaded: keep serving what we have
         labelled = set(self.labels.values())  # a labelled version keeps serving until relabelled
@@ -158,6 +215,8 @@ class ModelStore:
 
     def _load(self, version: int) -> bool:
         stamp = _stamp(self.base_path, version)
+        with self._lock:
+            self._loading = version
         try:
             loaded = load_version(self.base_path, version)
             warmed = self.warmup(loaded) if self.warmup else 0
@@ -166,9 +225,13 @@ class ModelStore:
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             log.error("model %s: version %d at %s failed to load, skipped until its %s changes: %s",
                       self.name, version, self.base_path, SAVED_MODEL_FILE, first_line)
+            with self._lock:
+                self._loading, self._errors[version] = None, first_line
             return False
         self._failed.pop(version, None)
         with self._lock:
+            self._loading = None
+            self._errors.pop(version, None)
             self._loaded[version] = loaded
         log.info("model %s: version %d loaded%s", self.name, version,
                  f" and warmed up with {warmed} request(s)" if warmed else "")
@@ -180,9 +243,12 @@ class ModelStore:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stops polling and drops the loaded versions (requests in flight keep theirs until they finish)."""
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=self.poll_interval + 1)
+        with self._lock:
+            self._loaded.clear()
 
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_interval):
@@ -194,6 +260,16 @@ class ModelStore:
     def versions(self) -> List[int]:
         with self._lock:
             return sorted(self._loaded)
+
+    def states(self) -> List[VersionState]:
+        """Every version with a state, oldest first: AVAILABLE, LOADING, or END with its load error."""
+        with self._lock:
+            states = {v: VersionState(v, State.AVAILABLE) for v in self._loaded}
+            states.update({v: VersionState(v, State.END, error) for v, error in self._errors.items()
+                           if v not in states and v in self._failed})
+            if self._loading is not None and self._loading not in self._loaded:
+                states[self._loading] = VersionState(self._loading, State.LOADING)
+        return [states[v] for v in sorted(states)]
 
     def loaded(self) -> List[LoadedVersion]:
         with self._lock:
@@ -212,3 +288,117 @@ class ModelStore:
             if version not in self._loaded:
                 raise VersionNotFound(f"Servable not found for request: Specific({self.name}, {version})")
             return self._loaded[version]
+
+
+class ModelNotFound(VersionNotFound):
+    """No model of that name is served."""
+
+
+class ConfigError(ValueError):
+    """A ModelServerConfig refused before anything is loaded (empty, duplicate names, base_path outside roots)."""
+
+
+def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add(name=name, base_path=base_path, model_platform="tensorflow")
+    model.model_version_policy.latest.num_versions = 1
+    return config
+
+
+def policy_of(model: model_server_config_pb2.ModelConfig) -> VersionPolicy:
+    policy = model.model_version_policy
+    kind = policy.WhichOneof("policy_choice") or "latest"
+    if kind == "specific":
+        return VersionPolicy("specific", versions=tuple(policy.specific.versions))
+    if kind == "all":
+        return VersionPolicy("all")
+    return VersionPolicy("latest", num_versions=policy.latest.num_versions or 1)
+
+
+class Models:
+    """The model stores by name, as the current ModelServerConfig says; resolves a ModelSpec to a version."""
+
+    def __init__(self, poll_interval: float, warmup: Optional[Callable[[LoadedVersion], int]] = None):
+        self.poll_interval, self.warmup = poll_interval, warmup
+        self.stores: Dict[str, ModelStore] = {}
+        self._lock = threading.Lock()
+
+    def apply(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """Applies a whole config or none of it: every model is loaded before anything is dropped.
+
+        If any model's versions or labels cannot be served, what was loaded for the new config is
+        unloaded again and the previous config keeps serving unchanged (LabelError propagates).
+        """
+        names = [model.name for model in config.model_config_list.config]
+        if not names:
+            raise ConfigError("the config lists no model: an empty config would unload every model, refused")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates or "" in names:
+            raise ConfigError(f"model names must be unique and non-empty: {', '.join(duplicates) or '(empty)'}")
+        with self._lock:
+            plans = []  # (store, new, commit, abort)
+            try:
+                for model in config.model_config_list.config:
+                    store = self.stores.get(model.name)
+                    new = store is None or store.base_path != model.base_path
+                    if new:
+                        store = ModelStore(model.name, model.base_path, self.poll_interval, warmup=self.warmup)
+                    commit, abort = store.prepare(policy_of(model), dict(model.version_labels))
+                    plans.append((store, new, commit, abort))
+            except BaseException:
+                for store, new, _, abort in reversed(plans):
+                    abort()
+                    if new:
+                        store.stop()
+                raise
+            stores = {}
+            for store, new, commit, _ in plans:
+                commit()
+                if new:
+                    store.start()
+                stores[store.name] = store
+            removed = [s for name, s in self.stores.items() if stores.get(name) is not s]
+            self.stores = stores
+        for store in removed:
+            store.stop()
+
+    def stop(self) -> None:
+        for store in self.stores.values():
+            store.stop()
+
+    def store(self, name: str) -> ModelStore:
+        store = self.stores.get(name)
+        if store is None:
+            raise ModelNotFound(f"Servable not found for request: Latest({name})")
+        return store
+
+    def resolve(self, spec) -> LoadedVersion:
+        """The version a ModelSpec asks for (number, label, or the newest); raises VersionNotFound."""
+        return self.store(spec.name).get(spec.version.value if spec.HasField("version") else None,
+                                         label=spec.version_label or None)
+
+    def serves(self, function) -> bool:
+        """Whether a signature function belongs to a version still loaded (batch queues of others go)."""
+        return any(function in loaded.functions.values() for store in self.stores.values()
+                   for loaded in store.loaded())
+
+    def base_paths(self) -> List[str]:
+        return [store.base_path for store in self.stores.values()]
+
+
+def _normalized(path: str) -> str:
+    """`path` without `.`/`..` segments or symlinks (local), so a prefix test means containment."""
+    if "://" in path:
+        scheme, rest = path.split("://", 1)
+        return f"{scheme}://{posixpath.normpath('/' + rest).lstrip('/')}"
+    return os.path.realpath(path)
+
+
+def under_roots(path: str, roots: Sequence[str]) -> bool:
+    """Whether `path` is one of `roots` or lies below one of them."""
+    target = _normalized(path)
+    for root in roots:
+        root = _normalized(root).rstrip("/")
+        if target == root or target.startswith(root + "/"):
+            return True
+    return False

@@ -14,6 +14,9 @@ from typing import Optional, Tuple
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 
+from components import features as F
+from serving.limits import DEFAULT_MAX_ROWS, MAX_RECOMMEND_USERS
+
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -25,7 +28,11 @@ class BatchingOptions:
     max_batch_size: int = 32
     batch_timeout_micros: int = 1000
     max_enqueued_batches: int = 100  # the queue holds this many full batches; beyond it, UNAVAILABLE
-    num_batch_threads: int = 2
+    num_batch_threads: int = 2  # shared by all queues
+    # Not in TF Serving's file: one queue per (signature, scalar input values) is created on demand, so
+    # their number is capped; a queue idle this long is dropped, and past the cap requests run unbatched.
+    max_queues: int = 64
+    idle_queue_seconds: float = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,16 +47,29 @@ class TlsOptions:
 
 @dataclasses.dataclass(frozen=True)
 class ServerOptions:
-    host: str = "[::]"
+    """Everything `recsys serve` can be told; the CLI flags and the tests build this one object."""
+
+    host: str = "127.0.0.1"  # loopback unless told otherwise (containers: --host 0.0.0.0)
     port: int = 8500
     rest_port: Optional[int] = None  # None: no REST API; 0: any free port
     poll_interval: float = 5.0
-    max_workers: int = 8
+    max_workers: int = 8  # gRPC request threads; REST has as many workers of its own
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # Rows per request (users for recommend, tf.Examples for Regress/Classify), checked before allocation.
+    max_rows: int = DEFAULT_MAX_ROWS
+    row_limits: Tuple[Tuple[str, int], ...] = ((F.RECOMMEND, MAX_RECOMMEND_USERS),)  # per signature
+    # ModelService.HandleReloadConfigRequest is answered only here, on loopback; None: nowhere.
+    admin_port: Optional[int] = None
+    model_roots: Tuple[str, ...] = ()  # a reloaded base_path must lie under one; () = the served dirs' parents
+    rest_max_connections: int = 64  # beyond it, new REST connections are closed at once
+    rest_timeout: float = 10.0  # seconds to send the headers, or between body reads, or idle keep-alive
     batching: Optional[BatchingOptions] = None
     tls: Optional[TlsOptions] = None
     metrics_path: Optional[str] = DEFAULT_METRICS_PATH  # served on the REST port; None turns it off
     drain_seconds: float = 10.0  # on SIGTERM, in-flight requests get this long to finish
+
+    def row_limit(self, signature: str) -> int:
+        return dict(self.row_limits).get(signature, self.max_rows)
 
 
 # --- TF Serving's config messages, declared by name so their text files parse ---------------------
@@ -115,7 +135,7 @@ def _parse(path: str, message_name: str):
 def read_batching_parameters_file(path: str) -> BatchingOptions:
     params, default = _parse(path, "BatchingParameters"), BatchingOptions()
     values = {f.name: getattr(params, f.name).value if params.HasField(f.name) else getattr(default, f.name)
-              for f in dataclasses.fields(BatchingOptions)}
+              for f in dataclasses.fields(BatchingOptions) if f.name in params.DESCRIPTOR.fields_by_name}
     options = BatchingOptions(**values)
     if min(options.max_batch_size, options.max_enqueued_batches, options.num_batch_threads) < 1:
         raise ValueError(f"{path}: max_batch_size, max_enqueued_batches and num_batch_threads must be positive")

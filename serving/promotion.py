@@ -4,6 +4,10 @@ The config (version policy `specific` + `version_labels`) is written atomically 
 directories and pushed to a running server through ModelService.HandleReloadConfigRequest, which real
 TF Serving implements too. Every change is appended to `promotions.jsonl` (time, actor, label, from, to,
 reason, forced), the record `recsys models history` prints and `recsys rollback` reads.
+
+The config serves exactly the labelled versions: an unlabelled request gets the highest of them (TF
+Serving's rule), so a push nobody promoted never receives traffic, and a rolled-back version loses
+every label (a canary on it too) and so all of its traffic.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import dataclasses
 import getpass
 import json
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import grpc
 import tensorflow as tf
@@ -20,6 +24,7 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
+from components.atomic_io import atomic_write
 from serving.model_store import list_versions
 
 CONFIG_FILE = "models.config"
@@ -41,6 +46,7 @@ class Event:
     reason: str
     action: str  # promote | rollback
     forced: bool = False
+    cleared: Tuple[str, ...] = ()  # other labels a rollback removed from the rolled-back version
 
 
 def _config_path(serving_root: str) -> str:
@@ -84,23 +90,18 @@ def history(serving_root: str) -> List[Event]:
 
 
 def _write_config(serving_root: str, config: model_server_config_pb2.ModelServerConfig) -> None:
-    path = _config_path(serving_root)
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        f.write(text_format.MessageToString(config))
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    atomic_write(_config_path(serving_root), text_format.MessageToString(config))
 
 
 def _append_history(serving_root: str, event: Event) -> None:
     """Append-only: the previous lines are copied, never rewritten, and the whole file replaced at once."""
     path = _history_path(serving_root)
     previous = tf.io.gfile.GFile(path).read() if tf.io.gfile.exists(path) else ""
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        f.write(previous + json.dumps(dataclasses.asdict(event), sort_keys=True) + "\n")
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    atomic_write(path, previous + json.dumps(dataclasses.asdict(event), sort_keys=True) + "\n")
 
 
 def _set_label(serving_root: str, model_name: str, label: str, version: int, *, actor: Optional[str],
-               reason: str, action: str, forced: bool = False) -> Event:
+               reason: str, action: str, forced: bool = False, clear_others: bool = False) -> Event:
     if label not in LABELS:
         raise PromotionError(f"label {label!r}: use one of {', '.join(LABELS)}")
     config = load_config(serving_root, model_name)
@@ -110,12 +111,18 @@ def _set_label(serving_root: str, model_name: str, label: str, version: int, *, 
         raise PromotionError(f"version {version} of {model_name} is not in {model.base_path} "
                              f"(available: {', '.join(map(str, available)) or 'none'})")
     current = dict(model.version_labels)
-    event = Event(time.time(), actor or getpass.getuser(), label, current.get(label), version, reason, action, forced)
+    previous = current.get(label)
+    cleared: Tuple[str, ...] = ()
+    if clear_others and previous is not None:  # the version rolled back from keeps no label at all
+        cleared = tuple(sorted(other for other, v in current.items() if v == previous and other != label))
+        for other in cleared:
+            del current[other]
+    event = Event(time.time(), actor or getpass.getuser(), label, previous, version, reason, action, forced, cleared)
     current[label] = version
     model.version_labels.clear()
     model.version_labels.update(current)
-    # Serve exactly the labelled versions, plus the newest push so unlabelled clients keep their default.
-    model.model_version_policy.specific.versions[:] = sorted(set(current.values()) | {available[-1]})
+    # Exactly the labelled versions: unlabelled requests get the highest of them, never an unpromoted push.
+    model.model_version_policy.specific.versions[:] = sorted(set(current.values()))
     _write_config(serving_root, config)
     _append_history(serving_root, event)
     return event
@@ -138,14 +145,16 @@ def rollback(serving_root: str, model_name: str, label: str = "stable", *, actor
         if (event.action == "promote" and event.label == label and event.to_version == current
                 and event.from_version is not None):
             return _set_label(serving_root, model_name, label, event.from_version, actor=actor,
-                              reason=reason or f"rollback from {current}", action="rollback")
+                              reason=reason or f"rollback from {current}", action="rollback", clear_others=True)
     raise PromotionError(f"label {label!r} has no earlier version to roll back to")
 
 
-def apply(target: str, serving_root: str, model_name: str, timeout: float = 30.0) -> None:
-    """Sends the written config to a running server (ours or TF Serving) through HandleReloadConfigRequest."""
+def apply(target: str, serving_root: str, model_name: str, timeout: float = 30.0,
+          credentials: Optional[grpc.ChannelCredentials] = None) -> None:
+    """Sends the written config to a running server (ours: its admin port; TF Serving: its gRPC port)."""
     request = model_management_pb2.ReloadConfigRequest(config=load_config(serving_root, model_name))
-    with grpc.insecure_channel(target) as channel:
+    channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+    with channel:
         try:
             model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(request, timeout=timeout)
         except grpc.RpcError as e:

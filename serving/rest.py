@@ -13,19 +13,26 @@ strings travel as {"b64": "..."}; string outputs whose name ends in "_bytes" are
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
+import os
 import re
 import socket
+import ssl
+import tempfile
 import threading
+import time
+from concurrent import futures
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Optional, Tuple
 
 import grpc
 import numpy as np
 import tensorflow as tf
+import tornado.httpserver
+import tornado.web
 from google.protobuf import json_format
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -195,34 +202,85 @@ def _predictions(response: predict_pb2.PredictResponse, row_format: bool) -> Dic
 # --- the HTTP server ---------------------------------------------------------------------------------
 
 class RestServer:
-    """A thread per request; stop() stops accepting and waits for the requests in flight."""
+    """TF Serving's REST API on Tornado's HTTP/1.1 server, with limits a client cannot talk it out of.
+
+    Tornado parses the requests on one event-loop thread: a Content-Length that is negative, not a
+    number or over the body limit, and transfer encodings other than chunked, get 400 before any body
+    is read; a POST with neither Content-Length nor chunked encoding gets 411. Headers must arrive,
+    body reads progress and idle keep-alive connections end within `timeout` seconds. At most
+    `max_connections` connections are open (more are closed on accept) and inference runs on
+    `workers` threads with at most 8 requests per worker waiting (more get 503), so thread count and
+    memory stay bounded whatever clients do. Under TLS the port speaks only TLS, with the same
+    SSLConfig as gRPC, client certificates required when it says client_verify.
+    """
 
     def __init__(self, inference: Inference, host: str, port: int, metrics: Optional[RequestMetrics],
-                 metrics_path: Optional[str], max_body_bytes: int):
+                 metrics_path: Optional[str], max_body_bytes: int, tls=None, workers: int = 8,
+                 max_connections: int = 64, timeout: float = 10.0):
         self.inference, self.metrics, self.metrics_path = inference, metrics, metrics_path
-        self.max_body_bytes = max_body_bytes
-        handler = type("Handler", (_Handler,), {"rest": self})
-        host = host.strip("[]") or "::"
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._httpd = type("Httpd", (ThreadingHTTPServer,), {"address_family": family})((host, port), handler)
-        self._httpd.daemon_threads = False  # server_close() joins the handlers: a drain
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="rest", daemon=True)
+        self.max_body_bytes, self.max_connections, self.timeout = max_body_bytes, max_connections, timeout
+        self.max_pending = workers * 8
+        self.pending = 0  # requests waiting for or running on a worker (touched on the loop thread only)
+        self._ssl = _ssl_context(tls) if tls else None
+        self._socket = _listen(host, port)
+        self.port = self._socket.getsockname()[1]
+        self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest")
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._httpd = None
+        self._thread = threading.Thread(target=self._run, name="rest", daemon=True)
+        self._ready = threading.Event()
 
     def start(self) -> "RestServer":
         self._thread.start()
+        self._ready.wait(30)
         return self
 
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        app = tornado.web.Application([(r".*", _Handler, {"rest": self})], log_function=lambda handler: None,
+                                      compress_response=False)
+        self._httpd = _CappedHTTPServer(app, ssl_options=self._ssl, max_body_size=self.max_body_bytes,
+                                        max_header_size=64 * 1024, idle_connection_timeout=self.timeout,
+                                        body_timeout=self.timeout, decompress_request=False)
+        self._httpd.max_connections = self.max_connections
+        self._httpd.add_sockets([self._socket])
+        self._ready.set()
+        self._loop.run_forever()
+
+    def stop(self, grace: Optional[float] = None) -> None:
+        """Stops accepting, lets requests in flight finish (up to `grace` s), then closes every connection."""
+        if self._loop is None:
+            self._socket.close()
+            self._pool.shutdown(wait=False)
+            return
+
+        async def shutdown():
+            self._httpd.stop()
+            deadline = time.monotonic() + (grace or 0)
+            while self.pending and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            try:
+                await asyncio.wait_for(self._httpd.close_all_connections(), timeout=2)
+            except asyncio.TimeoutError:
+                pass
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=(grace or 0) + 5)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            self._pool.shutdown(wait=True)
+
+    def open_connections(self) -> int:
+        return len(self._httpd._connections) if self._httpd else 0
 
     def handle(self, method: str, path: str, body: bytes) -> Tuple[int, bytes, str]:
         if method == "GET" and self.metrics_path and path == self.metrics_path and self.metrics is not None:
             return 200, self.metrics.render(), METRICS_CONTENT_TYPE
         match = _PATH.match(path)
         if not match or (method == "GET") == bool(match["verb"]):
-            return _error(RequestError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {path}"))
+            return _error(RequestError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {path[:200]}"))
         spec = _model_spec(match)
         api = match["verb"] or ("metadata" if match["metadata"] else "status")
         response, error = answer(api, spec, lambda: self._dispatch(api, spec, body), self.metrics)
@@ -296,30 +354,83 @@ def _error(error: RequestError) -> Tuple[int, bytes, str]:
     return int(_HTTP.get(error.code, 500)), json.dumps({"error": str(error)}).encode(), "application/json"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    rest: RestServer
-    protocol_version = "HTTP/1.1"
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket; "::" also takes IPv4 (dual stack), as TF Serving's and gRPC's do."""
+    host = host.strip("[]") or "::"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
-    def _serve(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > self.rest.max_body_bytes:
-            status, body, content_type = _error(RequestError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"request body of {length} bytes exceeds the limit of {self.rest.max_body_bytes}"))
-            self.close_connection = True
-        else:
-            status, body, content_type = self.rest.handle(method, self.path.split("?")[0], self.rfile.read(length))
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        self._serve("GET")
+def _ssl_context(tls) -> ssl.SSLContext:
+    """The SSLConfig's PEM contents as a server context; client certificates required on client_verify."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory() as directory:  # ssl loads a key pair from files only
+        cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+        with open(os.open(key, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+            f.write(tls.server_key)
+        with open(cert, "wb") as f:
+            f.write(tls.server_cert)
+        context.load_cert_chain(cert, key)
+    if tls.custom_ca:
+        context.load_verify_locations(cadata=tls.custom_ca.decode())
+    context.verify_mode = ssl.CERT_REQUIRED if tls.client_verify else ssl.CERT_NONE
+    return context
 
-    def do_POST(self):  # noqa: N802
-        self._serve("POST")
 
-    def log_message(self, format, *args):  # noqa: A002  (refusals are logged once, by `answer`)
-        pass
+class _CappedHTTPServer(tornado.httpserver.HTTPServer):
+    """Closes a new connection at once while `max_connections` are open."""
+
+    max_connections = 64
+
+    def handle_stream(self, stream, address):
+        if len(self._connections) >= self.max_connections:
+            stream.close()
+            return
+        super().handle_stream(stream, address)
+
+
+class _Handler(tornado.web.RequestHandler):
+    SUPPORTED_METHODS = ("GET", "POST")
+
+    def initialize(self, rest: RestServer):
+        self.rest = rest
+
+    async def get(self):
+        await self._serve("GET")
+
+    async def post(self):
+        headers = self.request.headers
+        if "Content-Length" not in headers and "Transfer-Encoding" not in headers:
+            self._reply(411, json.dumps({"error": "POST needs a Content-Length header"}).encode(), "application/json")
+            return
+        await self._serve("POST")
+
+    async def _serve(self, method: str):
+        rest = self.rest
+        if rest.pending >= rest.max_pending:
+            self._reply(*_error(RequestError(grpc.StatusCode.UNAVAILABLE,
+                                             f"server busy: {rest.pending} REST requests pending")))
+            return
+        rest.pending += 1
+        try:
+            reply = await asyncio.get_running_loop().run_in_executor(
+                rest._pool, rest.handle, method, self.request.path, self.request.body)
+        finally:
+            rest.pending -= 1
+        self._reply(*reply)
+
+    def _reply(self, status: int, body: bytes, content_type: str):
+        self.set_status(status, reason=None if status in HTTPStatus._value2member_map_ else "Error")
+        self.set_header("Content-Type", content_type)
+        self.finish(body)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import posixpath
 import signal
 import threading
+import time
 from concurrent import futures
 from typing import Optional, Tuple
 
@@ -21,13 +23,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.batching import Batcher
-from serving.inference import Inference, Models, answer, single_model_config
+from serving.batching import DEADLINE, Batcher
+from serving.inference import Inference, answer
 from serving.metrics import RequestMetrics
+from serving.model_store import Models, single_model_config
 from serving.options import ServerOptions
 from serving.rest import RestServer
 
 log = logging.getLogger(__name__)
+
+ADMIN_HOST = "127.0.0.1"  # model management is reachable from this machine only
 
 
 def read_model_config_file(path: str) -> model_server_config_pb2.ModelServerConfig:
@@ -42,11 +47,20 @@ def read_model_config_file(path: str) -> model_server_config_pb2.ModelServerConf
 
 
 def _rpc(api: str, method: str):
-    """A servicer method that runs `self._inference.<method>` through the shared answer()."""
+    """A servicer method that runs `self._inference.<method>` through the shared answer().
+
+    The client's deadline goes along (batching.DEADLINE), so a request that expired while queued is
+    dropped instead of run.
+    """
 
     def handle(self, request, context):
-        response, error = answer(api, getattr(request, "model_spec", None),
-                                 lambda: getattr(self._inference, method)(request), self._metrics)
+        remaining = context.time_remaining()
+        token = DEADLINE.set(time.monotonic() + remaining if remaining is not None else None)
+        try:
+            response, error = answer(api, getattr(request, "model_spec", None),
+                                     lambda: getattr(self._inference, method)(request), self._metrics)
+        finally:
+            DEADLINE.reset(token)
         if error is not None:
             context.abort(error.code, str(error))
         return response
@@ -67,20 +81,31 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, inference: Inference, metrics: Optional[RequestMetrics]):
-        self._inference, self._metrics = inference, metrics
+    """GetModelStatus everywhere; HandleReloadConfigRequest only on the loopback admin port."""
+
+    def __init__(self, inference: Inference, metrics: Optional[RequestMetrics], admin: bool = False):
+        self._inference, self._metrics, self._admin = inference, metrics, admin
 
     GetModelStatus = _rpc("GetModelStatus", "status")
-    HandleReloadConfigRequest = _rpc("HandleReloadConfigRequest", "reload")
+    _reload = _rpc("HandleReloadConfigRequest", "reload")
+
+    def HandleReloadConfigRequest(self, request, context):  # noqa: N802 (the proto's name)
+        if self._admin:
+            return self._reload(request, context)
+        message = "model management is answered only on the admin port (recsys serve --admin-port, loopback)"
+        log.warning("HandleReloadConfigRequest from %s: PERMISSION_DENIED: %s", context.peer(), message)
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
 
 
 class ModelServer:
     """The gRPC server, the REST server when asked for, and what they serve; stop() drains both."""
 
     def __init__(self, grpc_server: grpc.Server, port: int, rest: Optional[RestServer], models: Models,
-                 batcher: Optional[Batcher], health_servicer: health.HealthServicer, metrics: RequestMetrics):
+                 batcher: Optional[Batcher], health_servicer: health.HealthServicer, metrics: RequestMetrics,
+                 admin: Optional[Tuple[grpc.Server, int]] = None):
         self.grpc_server, self.port, self.rest, self.models = grpc_server, port, rest, models
         self.batcher, self.health, self.metrics = batcher, health_servicer, metrics
+        self.admin_server, self.admin_port = admin or (None, None)
 
     @property
     def rest_port(self) -> Optional[int]:
@@ -90,8 +115,10 @@ class ModelServer:
         """Refuses new requests, lets those in flight finish (up to `grace` seconds), then unloads."""
         self.health.enter_graceful_shutdown()
         stopped = self.grpc_server.stop(grace)
+        if self.admin_server:
+            self.admin_server.stop(grace)
         if self.rest:
-            self.rest.stop()
+            self.rest.stop(grace)
         stopped.wait()
         if self.batcher:
             self.batcher.stop()
@@ -116,38 +143,50 @@ def build_server(
     """
     overrides = {"port": port, "host": host, "poll_interval": poll_interval, "max_workers": max_workers}
     options = dataclasses.replace(options or ServerOptions(), **{k: v for k, v in overrides.items() if v is not None})
+    config = config or single_model_config(model_name, base_path)
     models = Models(options.poll_interval)
     batcher = Batcher(options.batching, models.serves) if options.batching else None
-    inference = Inference(models, batcher)
+    # A reload may point models only below these: given by flag, else the initial models' parent dirs.
+    roots = options.model_roots or tuple(sorted({posixpath.dirname(m.base_path.rstrip("/")) or "/"
+                                                 for m in config.model_config_list.config}))
+    inference = Inference(models, batcher, options, roots)
     models.warmup = inference.warm_up
-    models.apply(config or single_model_config(model_name, base_path))
+    models.apply(config)
     metrics = RequestMetrics()
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=options.max_workers, thread_name_prefix="grpc"),
-        options=[("grpc.max_receive_message_length", options.max_message_bytes),
-                 ("grpc.max_send_message_length", options.max_message_bytes)],
-    )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(inference, metrics), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(inference, metrics), server)
     health_servicer = health.HealthServicer()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)  # the process answers; models may still load
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    address = f"{options.host}:{options.port}"
-    try:
-        if options.tls:
-            credentials = grpc.ssl_server_credentials(
-                [(options.tls.server_key, options.tls.server_cert)],
-                root_certificates=options.tls.custom_ca or None, require_client_auth=options.tls.client_verify)
-            bound = server.add_secure_port(address, credentials)
-        else:
-            bound = server.add_insecure_port(address)
+    credentials = None
+    if options.tls:
+        credentials = grpc.ssl_server_credentials(
+            [(options.tls.server_key, options.tls.server_cert)],
+            root_certificates=options.tls.custom_ca or None, require_client_auth=options.tls.client_verify)
+
+    def grpc_server(host: str, port: int, workers: int, admin: bool) -> Tuple[grpc.Server, int]:
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="admin" if admin else "grpc"),
+            options=[("grpc.max_receive_message_length", options.max_message_bytes),
+                     ("grpc.max_send_message_length", options.max_message_bytes)],
+            maximum_concurrent_rpcs=workers * 8)  # beyond: RESOURCE_EXHAUSTED at once, no unbounded queue
+        if not admin:
+            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+                PredictionService(inference, metrics), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(inference, metrics, admin), server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        address = f"{host}:{port}"
+        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
         if bound == 0:
             raise OSError(f"cannot listen on {address} (port in use?)")
+        return server, bound
+
+    try:
+        server, bound = grpc_server(options.host, options.port, options.max_workers, admin=False)
+        admin = grpc_server(ADMIN_HOST, options.admin_port, 2, admin=True) if options.admin_port is not None else None
         rest = None
         if options.rest_port is not None:
             try:
                 rest = RestServer(inference, options.host, options.rest_port, metrics, options.metrics_path,
-                                  options.max_message_bytes)
+                                  options.max_message_bytes, tls=options.tls, workers=options.max_workers,
+                                  max_connections=options.rest_max_connections, timeout=options.rest_timeout)
             except OSError as e:
                 raise OSError(f"cannot listen on {options.host}:{options.rest_port} for REST: {e.strerror}") from None
     except BaseException:
@@ -156,9 +195,11 @@ def build_server(
             batcher.stop()
         raise
     server.start()
+    if admin:
+        admin[0].start()
     if rest:
         rest.start()
-    return ModelServer(server, bound, rest, models, batcher, health_servicer, metrics), bound, models
+    return ModelServer(server, bound, rest, models, batcher, health_servicer, metrics, admin), bound, models
 
 
 def serve(model_name: str, base_path: str, options: ServerOptions = ServerOptions(),
@@ -172,8 +213,10 @@ def serve(model_name: str, base_path: str, options: ServerOptions = ServerOption
     for name, store in models.stores.items():
         versions = ", ".join(map(str, store.versions())) or "(none yet: waiting for a push)"
         log.info("serving %s version %s (from %s)", name, versions, store.base_path)
-    log.info("gRPC on port %d%s%s%s", bound, " (TLS)" if options.tls else "",
+    log.info("gRPC on %s port %d%s%s%s%s", options.host, bound, " (TLS)" if options.tls else "",
              f", REST on port {server.rest_port}" if server.rest else "",
+             f", model management on {ADMIN_HOST}:{server.admin_port}" if server.admin_server else
+             ", model management off (no --admin-port)",
              ", batching on" if options.batching else "")
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

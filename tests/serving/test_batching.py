@@ -157,7 +157,7 @@ def test_queues_of_an_unloaded_version_are_dropped_when_the_new_one_is_first_use
         batcher.run(old, {"x": np.ones(1, np.float32)})
         loaded["current"] = new  # the poller swapped versions
         batcher.run(new, {"x": np.ones(1, np.float32)})
-        assert [function for function, _ in batcher._queues.values()] == [new]
+        assert [queue.function for queue in batcher._queues.values()] == [new]
         assert old.sizes == [1] and new.sizes == [1]
     finally:
         batcher.stop()

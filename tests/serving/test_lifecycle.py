@@ -11,7 +11,7 @@ import time
 import grpc
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import get_model_status_pb2, predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
 
 from components import features as F
 from components import warmup
@@ -21,6 +21,7 @@ from tests.serving.conftest import EXTERNAL, start_embedded
 from tests.serving.tiny_model import save_version
 
 pytestmark = pytest.mark.skipif(bool(EXTERNAL), reason="these need a server of their own")
+AVAILABLE, END = get_model_status_pb2.ModelVersionStatus.AVAILABLE, get_model_status_pb2.ModelVersionStatus.END
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -49,7 +50,9 @@ def test_warmup_requests_are_replayed_and_a_failing_one_keeps_the_old_version(tm
             time.sleep(0.1)
         with RecsysClient(where.grpc, timeout=10) as client:
             assert client.predict("u", "i") == pytest.approx(2.0)  # still version 1
-            assert [s.version for s in client.status().model_version_status] == [1]
+            statuses = client.status().model_version_status  # as TF Serving: the failed version is END
+            assert [(s.version, s.state) for s in statuses] == [(1, AVAILABLE), (2, END)]
+            assert statuses[1].status.error_code != 0 and "warm-up request 1" in statuses[1].status.error_message
     finally:
         server.stop(0)
 

@@ -27,7 +27,8 @@ def test_promote_writes_specific_versions_and_labels(root):
     promotion.promote(root, F.DEFAULT_MODEL_NAME, 2, "canary", blessed=True)
     model = _config(root)
     assert dict(model.version_labels) == {"stable": 1, "canary": 2}
-    assert list(model.model_version_policy.specific.versions) == [1, 2, 3]  # labelled + the newest
+    # Exactly the labelled versions: the unpromoted push 3 gets no traffic, labelled or not.
+    assert list(model.model_version_policy.specific.versions) == [1, 2]
     assert model.base_path.endswith(f"/{F.DEFAULT_MODEL_NAME}")
 
 
@@ -55,3 +56,15 @@ def test_rollback_walks_back_through_the_history(root):
     forced = promotion.promote(root, F.DEFAULT_MODEL_NAME, 3, "stable", blessed=False, force=True)
     assert forced.forced
     assert [e.action for e in promotion.history(root)] == ["promote"] * 3 + ["rollback"] * 2 + ["promote"]
+
+
+def test_rollback_takes_every_label_and_all_traffic_off_the_rolled_back_version(root):
+    promotion.promote(root, F.DEFAULT_MODEL_NAME, 2, "stable", blessed=True)
+    promotion.promote(root, F.DEFAULT_MODEL_NAME, 3, "canary", blessed=True)
+    promotion.promote(root, F.DEFAULT_MODEL_NAME, 3, "stable", blessed=True)
+    event = promotion.rollback(root, F.DEFAULT_MODEL_NAME, "stable", reason="CTR dropped")
+    assert (event.from_version, event.to_version, event.cleared) == (3, 2, ("canary",))
+    model = _config(root)
+    assert dict(model.version_labels) == {"stable": 2}
+    assert list(model.model_version_policy.specific.versions) == [2]  # unlabelled requests get 2, nothing gets 3
+    assert promotion.history(root)[-1].cleared == ["canary"]  # recorded

@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (
 
 from components import features as F
 from serving.client import RecsysClient, ServingError
+from serving.options import ServerOptions
 from serving.server import build_server
 from tests.serving.conftest import EXTERNAL
 from tests.serving.tiny_model import CLASSIFY, save_version
@@ -247,7 +248,8 @@ def test_health_service_answers(target):
 
 
 def _served_versions(client):
-    return [s.version for s in client.status().model_version_status]
+    return [s.version for s in client.status().model_version_status
+            if s.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE]
 
 
 def test_new_versions_are_swapped_in_and_broken_ones_skipped(target):
@@ -314,10 +316,13 @@ def labelled(tmp_path):
     base = str(tmp_path / "recsys")
     save_version(base, 2, 0.0)
     save_version(base, 3, 10.0)
-    srv, port, models = build_server(F.DEFAULT_MODEL_NAME, base, port=0, host="127.0.0.1", poll_interval=0.2)
+    srv, port, models = build_server(F.DEFAULT_MODEL_NAME, base, port=0, host="127.0.0.1", poll_interval=0.2,
+                                     options=ServerOptions(admin_port=0))
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    yield base, prediction_service_pb2_grpc.PredictionServiceStub(channel), model_service_pb2_grpc.ModelServiceStub(channel)
+    admin = grpc.insecure_channel(f"127.0.0.1:{srv.admin_port}")  # model management: the loopback admin port
+    yield base, prediction_service_pb2_grpc.PredictionServiceStub(channel), model_service_pb2_grpc.ModelServiceStub(admin)
     channel.close()
+    admin.close()
     srv.stop(0)
     models.stop()
 
