@@ -3,10 +3,14 @@
 The input base holds `interactions.csv` (matched by the split pattern) and `items.csv`. Items
 are a Beam side input, which keeps the join distributed: interactions are never collected.
 
-Splits: TFX's hash split by default; or by time, as recommenders are judged in production (train
-on the past, evaluate on the future): `time` puts the newest interactions overall in eval (a global
-cut-off), `user-time` the newest of each user, `leave-last-one-out` each user's single newest rating
-(the usual protocol for top-k metrics).
+Three splits (F.SPLIT_NAMES): train (what models fit), validation (early stopping, tuning) and eval
+(what the gates and the benchmark judge; training never sees it). TFX's hash split by default; or by
+time, as recommenders are judged in production (train on the past, evaluate on the future): `time`
+puts the newest interactions overall in eval and the next newest in validation (global cut-offs),
+`user-time` does the same within each user's history, `leave-last-one-out` puts each user's newest
+interaction in eval and the one before it in validation (the usual protocol for top-k metrics).
+Interactions that share a timestamp are never split apart, and users with fewer than three
+interactions stay in train.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import csv
 import math
 import posixpath
-from typing import Any, Dict, Iterable, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -141,28 +145,39 @@ def _JoinedRatingsToExample(  # pylint: disable=invalid-name
 
 SPLIT_HASH, SPLIT_TIME, SPLIT_USER_TIME, SPLIT_LAST_ONE = "hash", "time", "user-time", "leave-last-one-out"
 SPLITS = (SPLIT_HASH, SPLIT_TIME, SPLIT_USER_TIME, SPLIT_LAST_ONE)
+# A user's history is split only from this length on (one interaction each for train, validation, eval).
+MIN_HISTORY_TO_SPLIT = 3
+_TRAIN, _VALIDATION, _EVAL = range(3)  # partition numbers, in F.SPLIT_NAMES order
+_EVAL_FRACTION, _VALIDATION_FRACTION = "eval_fraction", "validation_fraction"
 
 
-def split_custom_config(kind: str, eval_fraction: float) -> example_gen_pb2.CustomConfig:
+def split_custom_config(kind: str, eval_fraction: float, validation_fraction: float) -> example_gen_pb2.CustomConfig:
     """The ExampleGen custom_config that selects the split (hash buckets still size the hash split)."""
     if kind not in SPLITS:
         raise ValueError(f"unknown split {kind!r}; choose one of: {', '.join(SPLITS)}")
+    for name, value in ((_EVAL_FRACTION, eval_fraction), (_VALIDATION_FRACTION, validation_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+    if eval_fraction + validation_fraction >= 1.0:
+        raise ValueError(f"eval and validation fractions leave nothing to train on ({eval_fraction} + "
+                         f"{validation_fraction})")
     options = struct_pb2.Struct()
-    options.update({"split": kind, "eval_fraction": eval_fraction})
+    options.update({"split": kind, _EVAL_FRACTION: eval_fraction, _VALIDATION_FRACTION: validation_fraction})
     packed = any_pb2.Any()
     packed.Pack(options)
     return example_gen_pb2.CustomConfig(custom_config=packed)
 
 
-def _split_options(exec_properties: Dict[str, Any]) -> Tuple[str, float]:
+def _split_options(exec_properties: Dict[str, Any]) -> Tuple[str, float, float]:
     raw = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
     if not raw:
-        return SPLIT_HASH, 0.0
+        return SPLIT_HASH, 0.0, 0.0
     config = json_format.Parse(raw, example_gen_pb2.CustomConfig()) if isinstance(raw, str) else raw
     options = struct_pb2.Struct()
     if not config.custom_config.Unpack(options):
-        return SPLIT_HASH, 0.0
-    return options["split"], float(options["eval_fraction"])
+        return SPLIT_HASH, 0.0, 0.0
+    validation = float(options[_VALIDATION_FRACTION]) if _VALIDATION_FRACTION in options else 0.0
+    return options["split"], float(options[_EVAL_FRACTION]), validation
 
 
 def _timestamp(example: tf.train.Example) -> int:
@@ -173,19 +188,49 @@ def _user(example: tf.train.Example) -> bytes:
     return example.features.feature[F.USER_ID].bytes_list.value[0]
 
 
-def _newest_of_user(keyed: Tuple[bytes, Iterable[tf.train.Example]], eval_fraction: float, last_one: bool):
-    """(is_eval, example) for one user's history: the newest fraction (or the newest one) is eval;
-    ratings that share a timestamp are never split between train and eval."""
+def _first_at_or_after(history: List[tf.train.Example], newest: int, end: int) -> int:
+    """Index where the `newest` last of history[:end] begin, moved back to the first of a run of ties."""
+    if newest <= 0 or end <= 0:
+        return end
+    cutoff = _timestamp(history[max(0, end - newest)])
+    return next(i for i in range(end) if _timestamp(history[i]) >= cutoff)
+
+
+def _split_user_history(keyed: Tuple[bytes, Iterable[tf.train.Example]], eval_fraction: float,
+                        validation_fraction: float, last_one: bool):
+    """(partition, example) for one user's history: the newest fraction (or the newest one) is eval, the
+    next newest validation; ties stay together, and the train part is never emptied by them."""
     _, examples = keyed
     history = sorted(examples, key=_timestamp)
-    n_eval = (1 if last_one else math.ceil(len(history) * eval_fraction)) if len(history) > 1 else 0
-    cutoff = _timestamp(history[-n_eval]) if n_eval else None
-    first_eval = next((i for i, e in enumerate(history) if cutoff is not None and _timestamp(e) >= cutoff),
-                      len(history))
-    if first_eval == 0:  # every rating shares the newest timestamp: nothing is "before" it
-        first_eval = len(history)
+    n = len(history)
+    first_eval = first_validation = n
+    if n >= MIN_HISTORY_TO_SPLIT:
+        n_eval = 1 if last_one else math.ceil(n * eval_fraction)
+        n_validation = 1 if last_one else math.ceil(n * validation_fraction)
+        first_eval = _first_at_or_after(history, n_eval, n)
+        if first_eval == 0:  # ties reach back to the oldest interaction: nothing is "before" them
+            first_eval = n
+        first_validation = _first_at_or_after(history, n_validation, first_eval)
+        if first_validation == 0:
+            first_validation = first_eval
     for i, example in enumerate(history):
-        yield i >= first_eval, example
+        yield (_EVAL if i >= first_eval else _VALIDATION if i >= first_validation else _TRAIN), example
+
+
+def _by_cutoffs(example: tf.train.Example, cutoffs: Tuple[int, int]) -> Tuple[int, tf.train.Example]:
+    validation_from, eval_from = cutoffs
+    ts = _timestamp(example)
+    return (_EVAL if ts >= eval_from else _VALIDATION if ts >= validation_from else _TRAIN), example
+
+
+def _global_cutoffs(quantiles: List[int], eval_fraction: float, validation_fraction: float) -> Tuple[int, int]:
+    """(first validation timestamp, first eval timestamp) from percentiles; a zero fraction is no split."""
+    def at(fraction: float) -> int:
+        return quantiles[min(100, round((1 - fraction) * 100))]
+
+    eval_from = at(eval_fraction) if eval_fraction > 0 else quantiles[-1] + 1
+    validation_from = at(eval_fraction + validation_fraction) if validation_fraction > 0 else eval_from
+    return min(validation_from, eval_from), eval_from
 
 
 class Executor(BaseExampleGenExecutor):
@@ -195,33 +240,33 @@ class Executor(BaseExampleGenExecutor):
         return _JoinedRatingsToExample
 
     def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]):
-        kind, eval_fraction = _split_options(exec_properties)
-        if kind == SPLIT_HASH:
-            return super().GenerateExamplesByBeam(pipeline, exec_properties)
+        kind, eval_fraction, validation_fraction = _split_options(exec_properties)
         input_config = json_format.Parse(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
                                          example_gen_pb2.Input())
         output_config = json_format.Parse(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
                                           example_gen_pb2.Output())
-        train_name, eval_name = example_gen_utils.generate_output_split_names(input_config, output_config)
+        names = example_gen_utils.generate_output_split_names(input_config, output_config)
+        if sorted(names) != sorted(F.SPLIT_NAMES):
+            raise ValueError(f"output splits must be {', '.join(F.SPLIT_NAMES)} (got {', '.join(names)})")
+        if kind == SPLIT_HASH:
+            return super().GenerateExamplesByBeam(pipeline, exec_properties)
         examples = pipeline | "InputToRecord" >> _JoinedRatingsToExample(  # pylint: disable=no-value-for-parameter
             exec_properties, input_config.splits[0].pattern)
         if kind in (SPLIT_USER_TIME, SPLIT_LAST_ONE):
             tagged = (examples
                       | "KeyByUser" >> beam.Map(lambda e: (_user(e), e))
                       | "GroupByUser" >> beam.GroupByKey()
-                      | "NewestPerUser" >> beam.FlatMap(_newest_of_user, eval_fraction, kind == SPLIT_LAST_ONE))
+                      | "SplitPerUser" >> beam.FlatMap(_split_user_history, eval_fraction, validation_fraction,
+                                                       kind == SPLIT_LAST_ONE))
         else:
-            cutoff = (examples
-                      | "Timestamps" >> beam.Map(_timestamp)
-                      | "Quantiles" >> beam.ApproximateQuantiles.Globally(101)
-                      | "Cutoff" >> beam.Map(lambda q: q[min(100, round((1 - eval_fraction) * 100))]))
-            tagged = examples | "ByCutoff" >> beam.Map(
-                lambda e, c: (_timestamp(e) >= c, e), beam.pvalue.AsSingleton(cutoff))
-        train, evaluation = tagged | "Partition" >> beam.Partition(lambda pair, _: int(pair[0]), 2)
-        return {
-            train_name: train | "TrainExamples" >> beam.Values(),
-            eval_name: evaluation | "EvalExamples" >> beam.Values(),
-        }
+            cutoffs = (examples
+                       | "Timestamps" >> beam.Map(_timestamp)
+                       | "Quantiles" >> beam.ApproximateQuantiles.Globally(101)
+                       | "Cutoffs" >> beam.Map(_global_cutoffs, eval_fraction, validation_fraction))
+            tagged = examples | "ByCutoffs" >> beam.Map(_by_cutoffs, beam.pvalue.AsSingleton(cutoffs))
+        parts = tagged | "Partition" >> beam.Partition(lambda pair, _: pair[0], len(F.SPLIT_NAMES))
+        return {name: part | f"{name.capitalize()}Examples" >> beam.Values()
+                for name, part in zip(F.SPLIT_NAMES, parts)}
 
 
 class RatingsExampleGen(FileBasedExampleGen):

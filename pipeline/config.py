@@ -33,11 +33,20 @@ def default_beam_args(interactions_bytes: int, cpus: int) -> Tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class EvaluationConfig:
-    """Model gate: a candidate is blessed only under the RMSE bound and not worse than the baseline."""
+    """Model gates. Ranking (every model, on the eval split): Recall@k over the whole catalogue must beat
+    most-popular's by `min_lift_over_popular` and not fall below the latest blessed model's by more than
+    `max_relative_recall_regression`. Rating models also pass TFMA's RMSE gate (under the bound, not worse
+    than the baseline); their ranking metrics are reported but only gate them with `gate_rating_models_on_ranking`."""
 
     rmse_upper_bound: float = 1.0
     # Allowed RMSE increase over the latest blessed model, relative (0.01 = 1 % worse at most).
     max_relative_rmse_regression: float = 0.01
+    ranking_k: int = 10
+    # Recall@k must exceed most-popular's * (1 + this): 0 = strictly above most popular.
+    min_lift_over_popular: float = 0.0
+    # Allowed Recall@k drop below the latest blessed model's, relative (0.02 = 2 % lower at most).
+    max_relative_recall_regression: float = 0.02
+    gate_rating_models_on_ranking: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,10 +67,12 @@ class PipelineConfig:
     pipeline_name: str = "recsys"
     model_name: str = F.DEFAULT_MODEL_NAME
     schema_path: str = DEFAULT_SCHEMA
-    # hash (TFX's hash buckets), time (newest interactions overall are eval) or user-time (each user's
-    # newest); the buckets give the eval fraction for all three (1 of 9+1 = 10 %).
+    # hash (TFX's hash buckets), time (the newest interactions overall are eval, the next newest validation),
+    # user-time (the same within each user's history) or leave-last-one-out; the buckets give the eval and
+    # validation fractions for all of them (1 of 8+1+1 = 10 % each).
     split: str = "hash"
-    train_hash_buckets: int = 9
+    train_hash_buckets: int = 8
+    validation_hash_buckets: int = 1
     eval_hash_buckets: int = 1
     # Users and items with fewer training ratings than this get no embedding of their own (OOV).
     min_id_frequency: int = 1
@@ -77,7 +88,15 @@ class PipelineConfig:
 
     @property
     def eval_fraction(self) -> float:
-        return self.eval_hash_buckets / (self.train_hash_buckets + self.eval_hash_buckets)
+        return self.eval_hash_buckets / self._total_buckets
+
+    @property
+    def validation_fraction(self) -> float:
+        return self.validation_hash_buckets / self._total_buckets
+
+    @property
+    def _total_buckets(self) -> int:
+        return self.train_hash_buckets + self.validation_hash_buckets + self.eval_hash_buckets
 
     @property
     def pipeline_root(self) -> str:

@@ -10,8 +10,10 @@ from google.protobuf import json_format
 from tfx import v1 as tfx
 
 from components import features as F
+from components import models
 from components.data_gate import DataGate
 from components.example_gen import RatingsExampleGen, split_custom_config
+from components.ranking_gate import RankingGate
 from components.transform import MIN_ID_FREQUENCY
 from pipeline import metadata
 from pipeline.config import KUBEFLOW, ORCHESTRATORS, EvaluationConfig, PipelineConfig
@@ -19,6 +21,7 @@ from pipeline.config import KUBEFLOW, ORCHESTRATORS, EvaluationConfig, PipelineC
 PREPROCESSING_FN = "components.transform.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
 RMSE = "root_mean_squared_error"
+RANKING_GATE_ID = "RankingGate"
 
 
 def eval_config(evaluation: EvaluationConfig) -> tfma.EvalConfig:
@@ -61,12 +64,17 @@ def _as_json(value: Any) -> str:
     return json_format.MessageToJson(value, indent=None)
 
 
+def _json_parameter(value: Any) -> Any:
+    """A dict as its JSON string; a Kubeflow RuntimeParameter (a JSON string at run time) as it is."""
+    return value if isinstance(value, tfx.dsl.experimental.RuntimeParameter) else _as_json(value)
+
+
 def _run_values(config: PipelineConfig) -> Dict[str, Any]:
     """What may change from one run to the next, keyed by its Kubeflow runtime parameter name."""
     return {
         "data-root": config.data_root,
         "training-config": config.training.to_custom_config(),
-        "train-args": tfx.proto.TrainArgs(splits=["train"], num_steps=config.train_steps),
+        "train-args": tfx.proto.TrainArgs(splits=[F.TRAIN_SPLIT], num_steps=config.train_steps),
         "push-destination": tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)
         ),
@@ -87,21 +95,23 @@ def _parameters(config: PipelineConfig) -> Dict[str, Any]:
 
 
 def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+    """ExampleGen (train / validation / eval) -> data gate -> Transform (vocabularies from train) -> Trainer (fits
+    train, early-stops on validation) -> [rating models: TFMA Evaluator, RMSE on eval] -> RankingGate (top-k on
+    eval beside most popular and the latest blessed model) -> Pusher (only what the ranking gate blessed)."""
     if config.orchestrator not in ORCHESTRATORS:
         raise ValueError(f"unknown orchestrator {config.orchestrator!r}; choose one of: {', '.join(ORCHESTRATORS)}")
     params = _parameters(config)
+    buckets = {F.TRAIN_SPLIT: config.train_hash_buckets, F.VALIDATION_SPLIT: config.validation_hash_buckets,
+               F.EVAL_SPLIT: config.eval_hash_buckets}
     example_gen = RatingsExampleGen(
         input_base=params["data-root"],
         input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split", pattern=F.INTERACTIONS_FILE)]),
         output_config=tfx.proto.Output(
             split_config=tfx.proto.SplitConfig(
-                splits=[
-                    tfx.proto.SplitConfig.Split(name="train", hash_buckets=config.train_hash_buckets),
-                    tfx.proto.SplitConfig.Split(name="eval", hash_buckets=config.eval_hash_buckets),
-                ]
+                splits=[tfx.proto.SplitConfig.Split(name=name, hash_buckets=buckets[name]) for name in F.SPLIT_NAMES]
             )
         ),
-        custom_config=split_custom_config(config.split, config.eval_fraction),
+        custom_config=split_custom_config(config.split, config.eval_fraction, config.validation_fraction),
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
@@ -114,6 +124,8 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={MIN_ID_FREQUENCY: config.min_id_frequency},
+        # Vocabularies and statistics from train only; every split transformed (validation feeds early stopping).
+        splits_config=tfx.proto.SplitsConfig(analyze=[F.TRAIN_SPLIT], transform=list(F.SPLIT_NAMES)),
     )
     transform.add_upstream_node(data_gate)  # bad data stops the run before any training
     trainer = tfx.components.Trainer(
@@ -122,23 +134,41 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=params["train-args"],
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        eval_args=tfx.proto.EvalArgs(splits=[F.VALIDATION_SPLIT]),  # early stopping never sees eval
         custom_config=params["training-config"],
     )
     baseline_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        # The final verdict is the ranking gate's (the TFMA Evaluator's blessing is one of its inputs).
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                       producer_component_id=RANKING_GATE_ID, output_key="blessing"),
     ).with_id("latest_blessed_model_resolver")
-    evaluator = tfx.components.Evaluator(
+    rating_components, rating_blessing = [], None
+    if not models.is_ranking(config.training.model):  # a ranking model's predict is a score, not a rating
+        evaluator = tfx.components.Evaluator(
+            examples=example_gen.outputs["examples"],
+            model=trainer.outputs["model"],
+            baseline_model=baseline_resolver.outputs["model"],
+            eval_config=eval_config(config.evaluation),
+            example_splits=[F.EVAL_SPLIT],
+        )
+        rating_components, rating_blessing = [evaluator], evaluator.outputs["blessing"]
+    evaluation = config.evaluation
+    ranking_gate = RankingGate(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline_resolver.outputs["model"],
-        eval_config=eval_config(config.evaluation),
-    )
+        rating_blessing=rating_blessing,
+        training_config=_json_parameter(params["training-config"]),
+        k=evaluation.ranking_k,
+        min_lift_over_popular=evaluation.min_lift_over_popular,
+        max_relative_recall_regression=evaluation.max_relative_recall_regression,
+        gate_rating_models=evaluation.gate_rating_models_on_ranking,
+    ).with_id(RANKING_GATE_ID)
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
+        model_blessing=ranking_gate.outputs["blessing"],
         push_destination=params["push-destination"],
     )
     return tfx.dsl.Pipeline(
@@ -146,7 +176,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         pipeline_root=config.pipeline_root,
         components=[
             example_gen, statistics_gen, schema_gen, example_validator, data_gate, transform,
-            trainer, baseline_resolver, evaluator, pusher,
+            trainer, baseline_resolver, *rating_components, ranking_gate, pusher,
         ],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata.connection_config(config),

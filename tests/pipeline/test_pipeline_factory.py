@@ -2,10 +2,13 @@
 
 import ast
 import dataclasses
+import json
 import pathlib
 
 import pytest
 
+from components import features as F
+from components.training_config import TrainingConfig
 from pipeline.config import (IN_MEMORY_BEAM_ARGS, KUBEFLOW, MULTI_PROCESSING_MIN_BYTES, MySQLMetadata,
                              PipelineConfig, default_beam_args)
 from pipeline.pipeline import create_pipeline
@@ -17,10 +20,53 @@ def test_local_pipeline_records_into_sqlite_under_the_output_dir(tmp_path):
     config = PipelineConfig(data_root=str(tmp_path / "data"), output_dir=str(tmp_path / "out"))
     pipeline = create_pipeline(config)
     assert pipeline.metadata_connection_config.sqlite.filename_uri == config.metadata_path
-    assert {"RatingsExampleGen", "DataGate", "Transform", "Trainer", "Evaluator", "Pusher"} <= {
+    assert {"RatingsExampleGen", "DataGate", "Transform", "Trainer", "RankingGate", "Pusher"} <= {
         c.id for c in pipeline.components}
     transform = next(c for c in pipeline.components if c.id == "Transform")
     assert "DataGate" in {n.id for n in transform.upstream_nodes}
+
+
+def _components(config):
+    return {c.id: c for c in create_pipeline(config).components}
+
+
+def test_three_splits_train_fits_train_and_early_stops_on_validation(tmp_path):
+    parts = _components(PipelineConfig(output_dir=str(tmp_path), split="user-time"))
+    from google.protobuf import json_format
+    from tfx.proto import example_gen_pb2
+
+    output_config = parts["RatingsExampleGen"].exec_properties["output_config"]
+    splits = json_format.Parse(output_config, example_gen_pb2.Output()).split_config.splits
+    assert [(s.name, s.hash_buckets) for s in splits] == [(F.TRAIN_SPLIT, 8), (F.VALIDATION_SPLIT, 1),
+                                                          (F.EVAL_SPLIT, 1)]
+    trainer = parts["Trainer"].exec_properties
+    assert json.loads(trainer["train_args"])["splits"] == [F.TRAIN_SPLIT]
+    assert json.loads(trainer["eval_args"])["splits"] == [F.VALIDATION_SPLIT]
+    transform = parts["Transform"].exec_properties["splits_config"]
+    if isinstance(transform, str):
+        from tfx.proto import transform_pb2
+
+        transform = json_format.Parse(transform, transform_pb2.SplitsConfig())
+    assert list(transform.analyze) == [F.TRAIN_SPLIT] and list(transform.transform) == list(F.SPLIT_NAMES)
+
+
+def test_ranking_models_are_gated_by_the_ranking_gate_alone(tmp_path):
+    parts = _components(PipelineConfig(output_dir=str(tmp_path), training=TrainingConfig(model="auto")))
+    assert "Evaluator" not in parts
+    gate, pusher = parts["RankingGate"], parts["Pusher"]
+    assert pusher.inputs["model_blessing"].producer_component_id == "RankingGate"
+    assert gate.inputs["baseline_model"].producer_component_id == "latest_blessed_model_resolver"
+    assert "rating_blessing" not in gate.inputs
+    assert json.loads(gate.exec_properties["training_config"])["training"]["model"] == "auto"
+    assert gate.exec_properties["k"] == 10 and gate.exec_properties["max_relative_recall_regression"] == 0.02
+
+
+def test_rating_models_keep_the_rmse_gate_on_the_eval_split_and_the_ranking_gate_combines_it(tmp_path):
+    parts = _components(PipelineConfig(output_dir=str(tmp_path), training=TrainingConfig(model="mf")))
+    evaluator, gate = parts["Evaluator"], parts["RankingGate"]
+    assert json.loads(evaluator.exec_properties["example_splits"]) == [F.EVAL_SPLIT]
+    assert gate.inputs["rating_blessing"].producer_component_id == "Evaluator"
+    assert parts["Pusher"].inputs["model_blessing"].producer_component_id == "RankingGate"
 
 
 def test_mysql_metadata_is_used_when_configured(tmp_path):

@@ -1,0 +1,306 @@
+"""The ranking gate: a custom TFX component that judges a model by its top-k lists and blesses it for the Pusher.
+
+TFMA scores one prediction per example; a recommender is judged by what it puts in a user's top-k out of
+the whole catalogue, next to what "most popular" would have shown. This component loads the trained
+SavedModel, asks its `recommend_filtered` signature for every eval user's top-k (exclude_rated=False,
+exclude_item_ids = the user's training items: the protocol of components/ranking_eval.py), and computes
+Recall@k and NDCG@k overall and per slice (user activity, item popularity: the buckets ExampleGen adds),
+beside most-popular on the same split and the latest blessed model when there is one.
+
+Blessing (a ModelBlessing as TFX's Evaluator writes it, so the standard Pusher and the
+LatestBlessedModelStrategy resolver read it): a ranking model is blessed iff its Recall@k is above
+most-popular's * (1 + min_lift_over_popular) and not below the baseline's by more than
+max_relative_recall_regression (relative). A rating model's ranking metrics are reported and, unless
+gate_rating_models is set, do not gate it: TFMA's RMSE gate (its `rating_blessing`) decides. The metrics
+and the verdict are written as JSON into the blessing's directory (METRICS_FILE), for `recsys runs show`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import posixpath
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+import tensorflow as tf
+from tfx import types
+from tfx.components.evaluator import constants as evaluator_constants
+from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+from tfx.utils import path_utils
+
+from components import features as F
+from components import ranking_eval
+from components.atomic_io import atomic_write
+from components.training_config import CUSTOM_CONFIG_KEY
+
+METRICS_FILE = "ranking_metrics.json"  # in the blessing artifact's directory
+OVERALL = "overall"
+SLICE_FEATURES = (F.USER_ACTIVITY, F.ITEM_POPULARITY)
+DEFAULT_K = 10
+
+# Input, output and parameter keys.
+EXAMPLES_KEY, MODEL_KEY, BASELINE_MODEL_KEY, RATING_BLESSING_KEY = (
+    "examples", "model", "baseline_model", "rating_blessing")
+BLESSING_KEY = "blessing"
+TRAINING_CONFIG_KEY = "training_config"  # the Trainer's custom_config, as JSON
+K_KEY = "k"
+MIN_LIFT_KEY = "min_lift_over_popular"
+MAX_REGRESSION_KEY = "max_relative_recall_regression"
+GATE_RATING_KEY = "gate_rating_models"
+
+
+class RankingGateSpec(types.ComponentSpec):
+    PARAMETERS = {
+        TRAINING_CONFIG_KEY: ExecutionParameter(type=str),
+        K_KEY: ExecutionParameter(type=int),
+        MIN_LIFT_KEY: ExecutionParameter(type=float),
+        MAX_REGRESSION_KEY: ExecutionParameter(type=float),
+        GATE_RATING_KEY: ExecutionParameter(type=int),
+    }
+    INPUTS = {
+        EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+        BASELINE_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
+        RATING_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing, optional=True),
+    }
+    OUTPUTS = {BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing)}
+
+
+# --- reading ExampleGen's splits -------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class SplitData:
+    pairs: List[Tuple[str, str]]  # (user, item)
+    user_slices: Dict[str, str]  # user -> user_activity bucket
+    item_slices: Dict[str, str]  # item -> item_popularity bucket
+
+
+def read_split(examples: types.Artifact, split: str) -> SplitData:
+    """(user, item) pairs and slice buckets of one split of ExampleGen's tf.Examples (any size that fits in RAM)."""
+    uri = artifact_utils.get_split_uri([examples], split)
+    files = sorted(tf.io.gfile.glob(posixpath.join(uri, "*")))
+    if not files:
+        raise ValueError(f"{uri}: split {split!r} has no files")
+    compression = "GZIP" if files[0].endswith(".gz") else ""
+    spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="")
+            for key in (F.USER_ID, F.ITEM_ID, *SLICE_FEATURES)}
+    data = tf.data.TFRecordDataset(files, compression_type=compression).batch(8192).map(
+        lambda serialized: tf.io.parse_example(serialized, spec))
+    columns: Dict[str, List[str]] = {key: [] for key in spec}
+    for batch in data.as_numpy_iterator():
+        for key in spec:
+            columns[key].extend(v.decode("utf-8") for v in batch[key])
+    users, items = columns[F.USER_ID], columns[F.ITEM_ID]
+    return SplitData(pairs=list(zip(users, items)),
+                     user_slices=dict(zip(users, columns[F.USER_ACTIVITY])),
+                     item_slices=dict(zip(items, columns[F.ITEM_POPULARITY])))
+
+
+# --- asking the model --------------------------------------------------------------------------------------
+
+def load_model(model: types.Artifact):
+    return tf.saved_model.load(path_utils.serving_model_path(model.uri))
+
+
+def model_top_k(saved_model, users: Sequence[str], train_items: Mapping[str, Set[str]], k: int) -> Dict[str, List[str]]:
+    """Each user's top-k over the model's whole catalogue, only the user's training items excluded.
+
+    `recommend_filtered` takes the exclusions as a list (one request per user: the list applies to every
+    user of a request); a model without it (exported before that signature existed) is asked by
+    `recommend` for k + len(training items) and the training items are dropped here: the same lists.
+    """
+    ranked: Dict[str, List[str]] = {}
+    k_tensor, no = tf.constant(k, tf.int32), tf.constant(False)
+    if F.RECOMMEND_FILTERED in saved_model.signatures:
+        recommend = saved_model.signatures[F.RECOMMEND_FILTERED]
+        everything = tf.constant([], tf.string)
+        for user in users:
+            seen = sorted(train_items.get(user, ()))
+            out = recommend(**{F.USER_ID: tf.constant([user]), F.K_INPUT: k_tensor, F.EXCLUDE_RATED_INPUT: no,
+                               F.EXCLUDE_ITEMS_INPUT: tf.constant(seen, tf.string), F.ALLOW_ITEMS_INPUT: everything})
+            ranked[user] = [i.decode("utf-8") for i in out[F.ITEMS_OUTPUT].numpy()[0]]
+        return ranked
+    if F.RECOMMEND not in saved_model.signatures:
+        raise ValueError(f"the model has neither a {F.RECOMMEND_FILTERED!r} nor a {F.RECOMMEND!r} signature")
+    recommend = saved_model.signatures[F.RECOMMEND]
+    for user in users:
+        seen = train_items.get(user, set())
+        out = recommend(**{F.USER_ID: tf.constant([user]), F.K_INPUT: tf.constant(k + len(seen), tf.int32),
+                           F.EXCLUDE_RATED_INPUT: no})
+        items = (i.decode("utf-8") for i in out[F.ITEMS_OUTPUT].numpy()[0])
+        ranked[user] = [i for i in items if i not in seen][:k]
+    return ranked
+
+
+# --- metrics ------------------------------------------------------------------------------------------------
+
+def metrics_by_slice(ranked: Mapping[str, Sequence[str]], evaluation: SplitData, k: int,
+                     num_items: int) -> Dict[str, Dict[str, float]]:
+    """'overall' and 'feature=bucket' -> recall, ndcg, users (and coverage overall).
+
+    A user-activity slice keeps its users; an item-popularity slice keeps every user's relevant items
+    in that bucket (the lists are the same, the hits counted are those among the slice's items).
+    """
+    relevant = ranking_eval.relevant_by_user(evaluation.pairs)
+    out = {OVERALL: ranking_eval.ranking_metrics(ranked, relevant, k)}
+    out[OVERALL]["coverage"] = ranking_eval.coverage(ranked, num_items, k)
+    for bucket in sorted(set(evaluation.user_slices.values())):
+        chosen = {u: items for u, items in relevant.items() if evaluation.user_slices.get(u) == bucket}
+        out[f"{F.USER_ACTIVITY}={bucket}"] = ranking_eval.ranking_metrics(ranked, chosen, k)
+    for bucket in sorted(set(evaluation.item_slices.values())):
+        chosen = {u: {i for i in items if evaluation.item_slices.get(i) == bucket} for u, items in relevant.items()}
+        out[f"{F.ITEM_POPULARITY}={bucket}"] = ranking_eval.ranking_metrics(ranked, chosen, k)
+    return out
+
+
+@dataclasses.dataclass
+class Evaluation:
+    model: Dict[str, Dict[str, float]]
+    most_popular: Dict[str, Dict[str, float]]
+    baseline: Optional[Dict[str, Dict[str, float]]]
+
+
+def evaluate(saved_model, train: SplitData, evaluation: SplitData, k: int, baseline_model=None) -> Evaluation:
+    """The model's, most-popular's and (if given) the baseline model's metrics on the same eval split."""
+    interactions = ranking_eval.Interactions.from_pairs(train.pairs)
+    train_items = ranking_eval.relevant_by_user(train.pairs)
+    users = sorted({u for u, _ in evaluation.pairs})
+    num_items = len(interactions.items)
+    popular = ranking_eval.top_k(interactions, ranking_eval.most_popular(interactions), users, k)
+
+    def of(model):
+        return metrics_by_slice(model_top_k(model, users, train_items, k), evaluation, k, num_items)
+
+    return Evaluation(model=of(saved_model), most_popular=metrics_by_slice(popular, evaluation, k, num_items),
+                      baseline=of(baseline_model) if baseline_model is not None else None)
+
+
+def ranking_failures(result: Evaluation, k: int, min_lift: float, max_regression: float) -> List[str]:
+    """Why the model is not good enough at ranking (empty: it is)."""
+    failures = []
+    recall = result.model[OVERALL]["recall"]
+    popular = result.most_popular[OVERALL]["recall"]
+    if not recall > popular * (1 + min_lift):
+        bound = f"most popular's {popular:.4f}" + (f" * (1 + {min_lift:g})" if min_lift else "")
+        failures.append(f"{OVERALL}: recall@{k} {recall:.4f} is not above {bound}")
+    if result.baseline is not None:
+        base = result.baseline[OVERALL]["recall"]
+        if recall < base * (1 - max_regression):
+            failures.append(f"{OVERALL}: recall@{k} {recall:.4f} is more than {max_regression:.0%} below the "
+                            f"latest blessed model's {base:.4f}")
+    return failures
+
+
+def model_name(training_config: str) -> str:
+    """The `--model` the Trainer was given ('auto' when the config does not say)."""
+    from components import models
+
+    values = json.loads(training_config or "{}")
+    return values.get(CUSTOM_CONFIG_KEY, {}).get("model", models.AUTO)
+
+
+def is_ranking(name: str) -> bool:
+    from components import models
+
+    return models.is_ranking(name)
+
+
+def _blessed(artifact: types.Artifact) -> bool:
+    return artifact.get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY) == \
+        evaluator_constants.BLESSED_VALUE
+
+
+class Executor(base_executor.BaseExecutor):
+    """Computes the ranking metrics and writes the blessing (property, marker file and metrics JSON)."""
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        self._log_startup(input_dict, output_dict, exec_properties)
+        k = int(exec_properties.get(K_KEY) or DEFAULT_K)
+        min_lift = float(exec_properties.get(MIN_LIFT_KEY) or 0.0)
+        max_regression = float(exec_properties.get(MAX_REGRESSION_KEY) or 0.0)
+        name = model_name(exec_properties.get(TRAINING_CONFIG_KEY, ""))
+        ranking = is_ranking(name)
+        gated = ranking or bool(exec_properties.get(GATE_RATING_KEY))
+
+        examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
+        model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
+        baseline = (input_dict.get(BASELINE_MODEL_KEY) or [None])[0]
+        rating_blessing = (input_dict.get(RATING_BLESSING_KEY) or [None])[0]
+        blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
+
+        train, evaluation = read_split(examples, F.TRAIN_SPLIT), read_split(examples, F.EVAL_SPLIT)
+        result = evaluate(load_model(model), train, evaluation, k,
+                          baseline_model=load_model(baseline) if baseline is not None else None)
+        failures = ranking_failures(result, k, min_lift, max_regression)
+        if not gated:  # reported, not gating
+            failures = []
+        if not ranking:
+            if rating_blessing is None:
+                failures.append(f"rating model {name!r}: no RMSE evaluation (rating_blessing) to gate it")
+            elif not _blessed(rating_blessing):
+                failures.append(f"rating model {name!r}: the RMSE gate (Evaluator) did not bless it")
+        blessed = not failures
+
+        blessing.set_string_custom_property(evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, model.uri)
+        blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY, model.id)
+        if baseline is not None:
+            blessing.set_string_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY,
+                                                baseline.uri)
+            blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY,
+                                             baseline.id)
+        blessing.set_float_custom_property(f"recall_at_{k}", result.model[OVERALL]["recall"])
+        blessing.set_float_custom_property(f"most_popular_recall_at_{k}", result.most_popular[OVERALL]["recall"])
+        report = {
+            "k": k, "model_name": name, "ranking_model": ranking, "gated_on_ranking": gated, "blessed": blessed,
+            "failures": failures, "model": result.model, "most_popular": result.most_popular,
+            "baseline": result.baseline, "baseline_model": baseline.uri if baseline is not None else None,
+            "rating_blessed": _blessed(rating_blessing) if rating_blessing is not None else None,
+            "thresholds": {MIN_LIFT_KEY: min_lift, MAX_REGRESSION_KEY: max_regression},
+        }
+        tf.io.gfile.makedirs(blessing.uri)
+        atomic_write(posixpath.join(blessing.uri, METRICS_FILE), json.dumps(report, indent=1, sort_keys=True))
+        markers = [evaluator_constants.BLESSED_FILE_NAME, evaluator_constants.NOT_BLESSED_FILE_NAME]
+        marker, stale = markers if blessed else markers[::-1]
+        if tf.io.gfile.exists(posixpath.join(blessing.uri, stale)):  # a re-run into the same directory
+            tf.io.gfile.remove(posixpath.join(blessing.uri, stale))
+        atomic_write(posixpath.join(blessing.uri, marker), "")
+        blessing.set_int_custom_property(
+            evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY,
+            evaluator_constants.BLESSED_VALUE if blessed else evaluator_constants.NOT_BLESSED_VALUE)
+        logging.info("ranking gate: recall@%d %.4f (most popular %.4f%s): %s", k, result.model[OVERALL]["recall"],
+                     result.most_popular[OVERALL]["recall"],
+                     f", baseline {result.baseline[OVERALL]['recall']:.4f}" if result.baseline else "",
+                     "blessed" if blessed else "NOT blessed: " + "; ".join(failures))
+
+
+def read_report(blessing_uri: str) -> Optional[Dict[str, Any]]:
+    """The gate's metrics and verdict from a blessing directory (None if not written by this gate)."""
+    path = posixpath.join(blessing_uri, METRICS_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "r") as f:
+        return json.loads(f.read())
+
+
+class RankingGate(base_component.BaseComponent):
+    """Blesses a model whose top-k lists beat most-popular (and do not regress); see the module docstring."""
+
+    SPEC_CLASS = RankingGateSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(self, examples: types.BaseChannel, model: types.BaseChannel, training_config: Any,
+                 baseline_model: Optional[types.BaseChannel] = None,
+                 rating_blessing: Optional[types.BaseChannel] = None, k: int = DEFAULT_K,
+                 min_lift_over_popular: float = 0.0, max_relative_recall_regression: float = 0.02,
+                 gate_rating_models: bool = False):
+        spec = RankingGateSpec(
+            examples=examples, model=model, baseline_model=baseline_model, rating_blessing=rating_blessing,
+            training_config=training_config, k=k, min_lift_over_popular=min_lift_over_popular,
+            max_relative_recall_regression=max_relative_recall_regression,
+            gate_rating_models=int(gate_rating_models),
+            blessing=types.Channel(type=standard_artifacts.ModelBlessing))
+        super().__init__(spec=spec)

@@ -1,0 +1,247 @@
+"""The ranking gate's executor on small planted data, with small SavedModels built here.
+
+Users belong to one of three taste groups and pick mostly their group's items (popular ones more
+often), so a model that knows the groups beats most-popular by a wide margin; a model that ranks by
+popularity is no better than most-popular, and one that knows half the users' groups regresses
+against the full-knowledge model.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tfx.types import artifact_utils, standard_artifacts
+
+from components import features as F
+from components import ranking_gate as G
+from components import ranking_eval
+
+NUM_USERS, NUM_ITEMS, GROUPS = 120, 60, 3
+TRAIN_PER_USER, EVAL_PER_USER = 10, 3
+
+
+def _planted(seed=0):
+    rng = np.random.default_rng(seed)
+    group_of_item = np.arange(NUM_ITEMS) % GROUPS
+    popularity = 1.0 / (1 + np.arange(NUM_ITEMS)) ** 0.7  # long tail over the item ids
+    users, items = [f"u{u:03d}" for u in range(NUM_USERS)], [f"i{i:03d}" for i in range(NUM_ITEMS)]
+    train, evaluation = [], []
+    for u in range(NUM_USERS):
+        weights = popularity * np.where(group_of_item == u % GROUPS, 1.0, 0.03)
+        picked = rng.choice(NUM_ITEMS, TRAIN_PER_USER + EVAL_PER_USER, replace=False, p=weights / weights.sum())
+        train += [(users[u], items[i]) for i in picked[:TRAIN_PER_USER]]
+        evaluation += [(users[u], items[i]) for i in picked[TRAIN_PER_USER:]]
+    counts = np.zeros(NUM_ITEMS)
+    for _, item in train:
+        counts[items.index(item)] += 1
+    counts += 0.01 * (NUM_ITEMS - np.arange(NUM_ITEMS)) / NUM_ITEMS  # no ties: one right order to compare
+    taste = (np.arange(NUM_USERS)[:, None] % GROUPS == group_of_item[None, :]) * 100.0 + counts[None, :]
+    return users, items, train, evaluation, counts, taste
+
+
+def _write_examples(root, splits):
+    examples = standard_artifacts.Examples()
+    examples.uri = str(root)
+    examples.split_names = artifact_utils.encode_split_names(list(splits))
+    pairs = [p for rows in splits.values() for p in rows]
+    user_counts, item_counts = {}, {}
+    for user, item in pairs:
+        user_counts[user] = user_counts.get(user, 0) + 1
+        item_counts[item] = item_counts.get(item, 0) + 1
+    for name, rows in splits.items():
+        folder = root / f"Split-{name}"
+        folder.mkdir(parents=True)
+        with tf.io.TFRecordWriter(str(folder / "data_tfrecord-00000-of-00001.gz"), options="GZIP") as writer:
+            for user, item in rows:
+                values = {F.USER_ID: user, F.ITEM_ID: item,
+                          F.USER_ACTIVITY: F.count_bucket(user_counts[user], (10, 14)),
+                          F.ITEM_POPULARITY: F.count_bucket(item_counts[item], F.POPULARITY_EDGES)}
+                feature = {k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
+                           for k, v in values.items()}
+                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return examples
+
+
+class _ScoreTableModel(tf.Module):
+    """recommend / recommend_filtered over a fixed users x items score table (the documented contract)."""
+
+    def __init__(self, users, items, scores):
+        super().__init__()
+        self.items = tf.Variable(items, dtype=tf.string, trainable=False)
+        # unknown users get the last row: zeros
+        self.scores = tf.Variable(np.vstack([scores, np.zeros((1, len(items)))]).astype(np.float32), trainable=False)
+        self.table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(users), tf.range(len(users), dtype=tf.int64)),
+            default_value=len(users))
+
+    def _top(self, user_id, k, mask):
+        scores = tf.gather(self.scores, self.table.lookup(user_id))
+        scores = tf.where(mask[None, :], tf.fill(tf.shape(scores), float("-inf")), scores)
+        top = tf.math.top_k(scores, k=tf.minimum(k, tf.shape(self.items)[0]))
+        ids = tf.gather(self.items, top.indices)
+        return {F.ITEMS_OUTPUT: ids, F.TITLES_OUTPUT: ids, F.SCORES_OUTPUT: top.values}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int32),
+                                  tf.TensorSpec([], tf.bool), tf.TensorSpec([None], tf.string),
+                                  tf.TensorSpec([None], tf.string)])
+    def recommend_filtered(self, user_id, k, exclude_rated, exclude_item_ids, allow_item_ids):
+        excluded = tf.reduce_any(tf.equal(self.items[:, None], exclude_item_ids[None, :]), axis=1)
+        allowed = tf.logical_or(tf.equal(tf.size(allow_item_ids), 0),
+                                tf.reduce_any(tf.equal(self.items[:, None], allow_item_ids[None, :]), axis=1))
+        return self._top(user_id, k, tf.logical_or(excluded, tf.logical_not(allowed)))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int32),
+                                  tf.TensorSpec([], tf.bool)])
+    def recommend(self, user_id, k, exclude_rated):
+        return self._top(user_id, k, tf.zeros_like(self.items, dtype=tf.bool))
+
+
+def _save_model(root, users, items, scores, filtered=True):
+    module = _ScoreTableModel(users, items, scores)
+    signatures = {}
+    if filtered:
+        signatures[F.RECOMMEND_FILTERED] = tf.function(
+            lambda user_id, k, exclude_rated, exclude_item_ids, allow_item_ids: module.recommend_filtered(
+                user_id, k, exclude_rated, exclude_item_ids, allow_item_ids),
+            input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
+                             tf.TensorSpec([], tf.int32, name=F.K_INPUT),
+                             tf.TensorSpec([], tf.bool, name=F.EXCLUDE_RATED_INPUT),
+                             tf.TensorSpec([None], tf.string, name=F.EXCLUDE_ITEMS_INPUT),
+                             tf.TensorSpec([None], tf.string, name=F.ALLOW_ITEMS_INPUT)]).get_concrete_function()
+    signatures[F.RECOMMEND] = tf.function(
+        lambda user_id, k, exclude_rated: module.recommend(user_id, k, exclude_rated),
+        input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID), tf.TensorSpec([], tf.int32, name=F.K_INPUT),
+                         tf.TensorSpec([], tf.bool, name=F.EXCLUDE_RATED_INPUT)]).get_concrete_function()
+    model = standard_artifacts.Model()
+    model.uri = str(root)
+    tf.saved_model.save(module, str(root / "Format-Serving"), signatures=signatures)
+    return model
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ranking_gate")
+    users, items, train, evaluation, counts, taste = _planted()
+    examples = _write_examples(root / "examples", {F.TRAIN_SPLIT: train, F.EVAL_SPLIT: evaluation})
+    half = taste.copy()
+    half[1::2] = counts[None, :]  # every other user ranked by popularity only
+    rng = np.random.default_rng(1)
+    models = {
+        "taste": _save_model(root / "taste", users, items, taste),
+        "popularity": _save_model(root / "popularity", users, items, np.tile(counts, (NUM_USERS, 1))),
+        "random": _save_model(root / "random", users, items, rng.random((NUM_USERS, NUM_ITEMS))),
+        "half_taste": _save_model(root / "half_taste", users, items, half),
+        "taste_recommend_only": _save_model(root / "taste_recommend_only", users, items, taste, filtered=False),
+    }
+    return {"examples": examples, "models": models, "root": root}
+
+
+def _gate(planted, tmp_path, model, baseline=None, rating_blessing=None, name="ease", **params):
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.uri = str(tmp_path / "blessing")
+    inputs = {G.EXAMPLES_KEY: [planted["examples"]], G.MODEL_KEY: [planted["models"][model]]}
+    if baseline:
+        inputs[G.BASELINE_MODEL_KEY] = [planted["models"][baseline]]
+    if rating_blessing is not None:
+        inputs[G.RATING_BLESSING_KEY] = [rating_blessing]
+    properties = {G.TRAINING_CONFIG_KEY: json.dumps({"training": {"model": name}}), G.K_KEY: 10,
+                  G.MIN_LIFT_KEY: 0.0, G.MAX_REGRESSION_KEY: 0.02, G.GATE_RATING_KEY: 0}
+    properties.update(params)
+    G.Executor().Do(inputs, {G.BLESSING_KEY: [blessing]}, properties)
+    report = G.read_report(blessing.uri)
+    blessed = blessing.get_int_custom_property("blessed") == 1
+    marker = "BLESSED" if blessed else "NOT_BLESSED"
+    assert os.path.exists(os.path.join(blessing.uri, marker))
+    assert not os.path.exists(os.path.join(blessing.uri, "NOT_BLESSED" if blessed else "BLESSED"))
+    assert report["blessed"] == blessed
+    assert blessing.get_string_custom_property("current_model") == planted["models"][model].uri
+    return blessed, report, blessing
+
+
+def test_a_model_that_knows_taste_is_blessed_with_metrics_beside_most_popular(planted, tmp_path):
+    blessed, report, blessing = _gate(planted, tmp_path, "taste")
+    model, popular = report["model"]["overall"], report["most_popular"]["overall"]
+    assert blessed and report["failures"] == []
+    assert model["users"] == popular["users"] == NUM_USERS
+    assert model["recall"] > 1.5 * popular["recall"] and model["ndcg"] > 1.5 * popular["ndcg"], (model, popular)
+    assert 0 < model["coverage"] <= 1 and popular["coverage"] < model["coverage"]
+    # Slices from ExampleGen's buckets, for the model and most-popular alike.
+    slices = {s for s in report["model"] if s != "overall"}
+    assert any(s.startswith(F.USER_ACTIVITY + "=") for s in slices)
+    assert any(s.startswith(F.ITEM_POPULARITY + "=") for s in slices)
+    assert slices <= set(report["most_popular"])
+    assert blessing.get_float_custom_property("recall_at_10") == pytest.approx(model["recall"])
+    assert report["baseline"] is None
+
+
+def test_the_gate_excludes_only_training_items_and_matches_the_reference_protocol(planted):
+    users, items, train, evaluation, counts, taste = _planted()
+    interactions = ranking_eval.Interactions.from_pairs(train)
+    model = G.load_model(planted["models"]["taste"])
+    eval_users = sorted({u for u, _ in evaluation})
+    ranked = G.model_top_k(model, eval_users, ranking_eval.relevant_by_user(train), 10)
+    index = {i: n for n, i in enumerate(items)}
+    reference = ranking_eval.top_k(interactions, lambda rows: taste[rows][:, [index[i] for i in interactions.items]],
+                                   eval_users, 10)
+    assert ranked == reference
+    # A model exported with `recommend` only gives the same lists (fetched longer, training items dropped).
+    fallback = G.model_top_k(G.load_model(planted["models"]["taste_recommend_only"]), eval_users,
+                             ranking_eval.relevant_by_user(train), 10)
+    assert fallback == ranked
+
+
+@pytest.mark.parametrize("model", ["popularity", "random"])
+def test_a_model_no_better_than_most_popular_is_not_blessed(planted, tmp_path, model):
+    blessed, report, _ = _gate(planted, tmp_path, model)
+    assert not blessed
+    assert report["model"]["overall"]["recall"] <= report["most_popular"]["overall"]["recall"]
+    assert "is not above most popular's" in report["failures"][0]
+
+
+def test_the_margin_over_most_popular_is_configurable(planted, tmp_path):
+    _, report, _ = _gate(planted, tmp_path, "taste")
+    lift = report["model"]["overall"]["recall"] / report["most_popular"]["overall"]["recall"] - 1
+    blessed, report, _ = _gate(planted, tmp_path / "strict", "taste", **{G.MIN_LIFT_KEY: lift + 0.1})
+    assert not blessed and "* (1 + " in report["failures"][0]
+
+
+def test_a_regression_against_the_latest_blessed_model_is_not_blessed(planted, tmp_path):
+    blessed, report, blessing = _gate(planted, tmp_path, "half_taste", baseline="taste")
+    model, base, popular = (report[k]["overall"]["recall"] for k in ("model", "baseline", "most_popular"))
+    assert popular < model < 0.98 * base, (popular, model, base)  # beats most popular, regresses on the baseline
+    assert not blessed and report["failures"] == [report["failures"][0]]
+    assert "below the latest blessed model's" in report["failures"][0]
+    assert blessing.get_string_custom_property("baseline_model") == planted["models"]["taste"].uri
+    # The same model against itself as the baseline: no regression, blessed.
+    assert _gate(planted, tmp_path / "same", "taste", baseline="taste")[0]
+
+
+def _rating_blessing(tmp_path, blessed):
+    artifact = standard_artifacts.ModelBlessing()
+    artifact.uri = str(tmp_path / "rating_blessing")
+    artifact.set_int_custom_property("blessed", int(blessed))
+    return artifact
+
+
+@pytest.mark.parametrize("rmse_blessed", [True, False])
+def test_a_rating_model_is_gated_by_its_rmse_blessing_and_its_ranking_only_reported(planted, tmp_path, rmse_blessed):
+    blessed, report, _ = _gate(planted, tmp_path, "random", name="mf",
+                               rating_blessing=_rating_blessing(tmp_path, rmse_blessed))
+    assert blessed == rmse_blessed
+    assert report["ranking_model"] is False and report["gated_on_ranking"] is False
+    assert report["model"]["overall"]["recall"] < report["most_popular"]["overall"]["recall"]  # reported anyway
+
+
+def test_a_rating_model_can_be_gated_on_ranking_too_and_needs_an_rmse_verdict(planted, tmp_path):
+    blessed, report, _ = _gate(planted, tmp_path, "random", name="mf", rating_blessing=_rating_blessing(tmp_path, True),
+                               **{G.GATE_RATING_KEY: 1})
+    assert not blessed and "most popular" in report["failures"][0]
+    blessed, report, _ = _gate(planted, tmp_path / "none", "taste", name="mf")
+    assert not blessed and "no RMSE evaluation" in report["failures"][0]
+
+
+def test_auto_counts_as_a_ranking_model():
+    assert G.is_ranking("auto") and not G.is_ranking("mf")
+    assert G.model_name("") == "auto"
