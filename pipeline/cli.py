@@ -91,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("benchmark", help="train every model through the pipeline and compare them on held-out data")
     p.add_argument("--data-root", default=C.DEFAULT_DATA_ROOT)
     p.add_argument("--test-file", help="held-out interactions.csv (e.g. an imported ml-100k u1 test part); "
-                                       "default: leave-last-one-out per user")
-    p.add_argument("--models", default="mf,mlp,content,hybrid", help="comma-separated (default %(default)s)")
+                                       "default: the pipeline's eval split")
+    p.add_argument("--models", default=None, help="comma-separated (default: every registered model)")
+    p.add_argument("--split", choices=["hash", "time", "user-time", "leave-last-one-out"],
+                   default=C.PipelineConfig.split, help="the pipeline's split for every model (default %(default)s)")
     p.add_argument("--output-dir", default=os.path.join(C.DEFAULT_OUTPUT_DIR, "benchmark"))
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--epochs", type=int, default=TrainingConfig.epochs)
@@ -254,20 +256,20 @@ def cmd_run(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    from pipeline import quality
+
+    names = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else quality.registered_models()
     _check_models(names)
     if not os.path.isdir(args.data_root):
         raise CliError(f"data root {args.data_root!r} is not a directory")
     if args.test_file and not os.path.isfile(args.test_file):
         raise CliError(f"test file {args.test_file!r} not found")
-    from pipeline import quality
-
     result = quality.run(os.path.abspath(args.data_root), os.path.abspath(args.output_dir), names,
-                         test_file=args.test_file, k=args.k,
+                         test_file=args.test_file, k=args.k, split=args.split,
                          training=dataclasses.replace(TrainingConfig(), epochs=args.epochs))
-    json_path, md_path = quality.write(result, args.output_dir)
+    paths = quality.write(result, args.output_dir)
     print(quality.to_markdown(result))
-    print(f"wrote {json_path} and {md_path}")
+    print(f"wrote {', '.join(paths)}")
     return 0
 
 
