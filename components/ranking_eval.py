@@ -145,3 +145,32 @@ def item_knn(train: Interactions, neighbours: int = ITEM_KNN_DEFAULT_NEIGHBOURS)
         np.put_along_axis(sim, cut, 0.0, axis=1)
     sim = sim.astype(np.float32)
     return lambda rows: np.asarray(_history(train, rows) @ sim.T)
+
+
+IALS_DEFAULT_FACTORS, IALS_DEFAULT_ITERATIONS = 64, 15  # the `implicit` library's usual settings, untuned
+
+
+def ials_available() -> bool:
+    """Whether the optional `implicit` library (iALS) is importable."""
+    try:
+        import implicit.cpu.als  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def ials(train: Interactions, factors: int = IALS_DEFAULT_FACTORS,
+         iterations: int = IALS_DEFAULT_ITERATIONS) -> Scorer:
+    """iALS (Hu et al. 2008) from the `implicit` library, untuned; ImportError when it is not installed."""
+    from implicit.cpu.als import AlternatingLeastSquares  # optional dependency
+    from threadpoolctl import threadpool_limits  # a dependency of implicit
+
+    with threadpool_limits(1, "blas"):  # implicit parallelises itself; a BLAS pool on top slows it down
+        model = AlternatingLeastSquares(factors=factors, iterations=iterations, random_state=0)
+        model.fit(train.matrix.tocsr().astype(np.float32), show_progress=False)
+    users, items = np.asarray(model.user_factors), np.asarray(model.item_factors)
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        vectors = np.where((rows >= 0)[:, None], users[np.maximum(rows, 0)], 0.0)  # unknown users: zeros
+        return vectors @ items.T
+    return score

@@ -37,7 +37,6 @@ BIAS_DAMPING = 10.0
 TRAINER = "Trainer"  # the Trainer's component id: its wall time is a model's training time
 # ItemKNN and EASE hold item x item matrices: beyond this catalogue size the references are skipped.
 REFERENCE_MAX_ITEMS = 20_000
-IALS_FACTORS, IALS_ITERATIONS = 64, 15  # the library's usual settings, untuned
 # How a model's lists were produced (which items were kept out of them).
 VIA_FILTERED = f"{F.RECOMMEND_FILTERED}: the user's train items excluded"
 VIA_RECOMMEND = f"{F.RECOMMEND}(exclude_rated=True): the model's own exclusion table (no {F.RECOMMEND_FILTERED})"
@@ -124,31 +123,6 @@ def rating_references(train: Sequence[Interaction], held_out: Sequence[Interacti
     return [global_mean, biases]
 
 
-def ials(train: R.Interactions, factors: int = IALS_FACTORS, iterations: int = IALS_ITERATIONS) -> R.Scorer:
-    """iALS (Hu et al. 2008) from the `implicit` library, its usual settings: ImportError when absent."""
-    from implicit.cpu.als import AlternatingLeastSquares  # optional: not every install has it
-
-    from threadpoolctl import threadpool_limits  # a dependency of implicit
-
-    with threadpool_limits(1, "blas"):  # implicit parallelises itself; a BLAS pool on top slows it down
-        model = AlternatingLeastSquares(factors=factors, iterations=iterations, random_state=0)
-        model.fit(train.matrix.tocsr().astype(np.float32), show_progress=False)
-    users, items = np.asarray(model.user_factors), np.asarray(model.item_factors)
-
-    def score(rows: np.ndarray) -> np.ndarray:
-        vectors = np.where((rows >= 0)[:, None], users[np.maximum(rows, 0)], 0.0)
-        return vectors @ items.T
-    return score
-
-
-def ials_available() -> bool:
-    try:
-        import implicit.cpu.als  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
 def ranking_references(train: R.Interactions, relevant: Dict[str, Set[str]], k: int) -> List[Row]:
     """Most popular, ItemKNN, EASE and (when importable) iALS, fitted on `train`, ranked like the models."""
     users = sorted(relevant)
@@ -159,8 +133,8 @@ def ranking_references(train: R.Interactions, relevant: Dict[str, Set[str]], k: 
         (f"ItemKNN (cosine, {R.ITEM_KNN_DEFAULT_NEIGHBOURS} neighbours)",
          None if big else (lambda: R.item_knn(train)), skip if big else ""),
         (f"EASE (lambda {R.EASE_DEFAULT_LAMBDA:g})", None if big else (lambda: R.ease(train)), skip if big else ""),
-        (f"iALS (implicit, {IALS_FACTORS} factors, untuned)", (lambda: ials(train)) if ials_available() else None,
-         "" if ials_available() else "not installed (the `implicit` library is not importable)"),
+        (f"iALS (implicit, {R.IALS_DEFAULT_FACTORS} factors, untuned)", (lambda: R.ials(train)) if R.ials_available()
+         else None, "" if R.ials_available() else "not installed (the `implicit` library is not importable)"),
     ]
     rows = []
     for name, fit, note in candidates:
