@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
     p.add_argument("--split", choices=["hash", "time", "user-time", "leave-last-one-out"],
                    default=C.PipelineConfig.split,
-                   help="train/eval split: hash (default), time (newest 10%% overall to eval), "
-                        "user-time (each user's newest 10%% to eval), leave-last-one-out (each user's newest)")
+                   help="train/validation/eval split: hash (default, 8:1:1), time (newest 10%% overall to eval, "
+                        "the next 10%% to validation), user-time (the same per user), leave-last-one-out (each "
+                        "user's newest to eval, the one before to validation)")
     p.add_argument("--min-id-frequency", type=int, default=C.PipelineConfig.min_id_frequency,
                    help="users/items with fewer training ratings share the OOV bucket (default %(default)s)")
     p.add_argument("--rmse-threshold", type=float, default=C.EvaluationConfig.rmse_upper_bound,
@@ -78,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rmse-regression", type=float, default=C.EvaluationConfig.max_relative_rmse_regression,
                    help="bless only models at most this much worse than the latest blessed one, relative "
                         "(default %(default)s = 1 %%)")
+    p.add_argument("--ranking-k", type=int, default=C.EvaluationConfig.ranking_k,
+                   help="k of the ranking gate's Recall@k and NDCG@k (default %(default)s)")
+    p.add_argument("--min-lift-over-popular", type=float, default=C.EvaluationConfig.min_lift_over_popular,
+                   help="bless only models whose Recall@k exceeds most popular's * (1 + this) (default %(default)s)")
+    p.add_argument("--max-recall-regression", type=float,
+                   default=C.EvaluationConfig.max_relative_recall_regression,
+                   help="bless only models whose Recall@k is at most this much below the latest blessed one's, "
+                        "relative (default %(default)s = 2 %%)")
+    p.add_argument("--gate-rating-models-on-ranking", action="store_true",
+                   help="rating models must pass the ranking gate too (default: their top-k is reported only)")
     p.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
                    help="extra Beam pipeline argument, repeatable (e.g. --beam-arg=--direct_num_workers=2)")
     env = os.environ.get
@@ -238,7 +249,10 @@ def cmd_run(args) -> int:
         min_id_frequency=args.min_id_frequency,
         training=training,
         evaluation=C.EvaluationConfig(rmse_upper_bound=args.rmse_threshold,
-                                      max_relative_rmse_regression=args.max_rmse_regression),
+                                      max_relative_rmse_regression=args.max_rmse_regression,
+                                      ranking_k=args.ranking_k, min_lift_over_popular=args.min_lift_over_popular,
+                                      max_relative_recall_regression=args.max_recall_regression,
+                                      gate_rating_models_on_ranking=args.gate_rating_models_on_ranking),
         mysql=(C.MySQLMetadata(host=args.mlmd_mysql_host, port=args.mlmd_mysql_port,
                                database=args.mlmd_mysql_database, user=args.mlmd_mysql_user,
                                password=os.environ.get("RECSYS_MLMD_MYSQL_PASSWORD", ""))
@@ -374,13 +388,16 @@ def cmd_runs(args) -> int:
     if not match:
         raise CliError(f"run {run_id!r} not found; evaluated runs: {', '.join(r.run_id for r in runs)}")
     run = match[0]
-    metrics = run_summary.metrics_by_slice(run.evaluation_uri)
-    failures = run_summary.threshold_failures(run.evaluation_uri)
+    from components.ranking_gate import read_report
+
+    metrics = run_summary.metrics_by_slice(run.evaluation_uri) if run.evaluation_uri else {}
+    ranking = read_report(run.ranking_blessing_uri) if run.ranking_blessing_uri else None
+    failures = run_summary.run_failures(run.evaluation_uri, ranking)
     print(f"run {run.run_id}: model {run.model_uri}")
-    print(report.as_text(metrics, failures, run.blessed))
+    print(report.as_text(metrics, failures, run.blessed, ranking))
     safe_id = "".join(c if c.isalnum() or c in "-_." else "-" for c in run.run_id)
     paths = report.write(os.path.join(os.path.abspath(args.output_dir), "reports", f"run-{safe_id}"),
-                         f"Evaluation of run {run.run_id}", metrics, failures, run.blessed)
+                         f"Evaluation of run {run.run_id}", metrics, failures, run.blessed, ranking)
     print("report: " + ", ".join(paths))
     return 0
 

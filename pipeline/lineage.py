@@ -105,28 +105,47 @@ def versions(config: PipelineConfig) -> List[VersionLineage]:
 @dataclasses.dataclass(frozen=True)
 class EvaluatedRun:
     run_id: str
-    evaluation_uri: str
+    evaluation_uri: Optional[str]  # TFMA's (rating models); None when only the ranking gate judged the model
     model_uri: str
-    blessed: bool
+    blessed: bool  # the final verdict: the ranking gate's blessing (TFMA's when no gate ran)
+    ranking_blessing_uri: Optional[str] = None  # the ranking gate's blessing: its metrics JSON is there
+
+
+def _model_input(store, execution_id: int) -> Optional[metadata_store_pb2.Artifact]:
+    events = [e for e in store.get_events_by_execution_ids([execution_id])
+              if e.type == _INPUT and e.path.steps and e.path.steps[0].key == "model"]
+    return store.get_artifacts_by_id([events[0].artifact_id])[0] if events else None
+
+
+def _is_blessed(blessing: Optional[metadata_store_pb2.Artifact]) -> bool:
+    return bool(blessing and blessing.custom_properties["blessed"].int_value == 1)
 
 
 def evaluated_runs(config: PipelineConfig) -> List[EvaluatedRun]:
-    """Pipeline runs whose Evaluator finished, oldest first."""
+    """Pipeline runs whose Evaluator or ranking gate finished, oldest first."""
+    from components.ranking_gate import read_report
+
     store = _store(config)
     runs = []
     for context in sorted(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.id):
+        evaluation, tfma_blessing, gate_blessing, model = None, None, None, None
         for execution in store.get_executions_by_context(context.id):
             outputs = _artifacts_of(store, execution.id, _OUTPUT)
-            if _A.ModelEvaluation.TYPE_NAME not in outputs:
-                continue
-            model_events = [e for e in store.get_events_by_execution_ids([execution.id])
-                            if e.type == _INPUT and e.path.steps and e.path.steps[0].key == "model"]
-            model = store.get_artifacts_by_id([model_events[0].artifact_id])[0] if model_events else None
             blessing = outputs.get(_A.ModelBlessing.TYPE_NAME)
-            runs.append(EvaluatedRun(
-                run_id=context.name,
-                evaluation_uri=outputs[_A.ModelEvaluation.TYPE_NAME].uri,
-                model_uri=model.uri if model else "",
-                blessed=bool(blessing and blessing.custom_properties["blessed"].int_value == 1),
-            ))
+            if _A.ModelEvaluation.TYPE_NAME in outputs:
+                evaluation, tfma_blessing = outputs[_A.ModelEvaluation.TYPE_NAME].uri, blessing
+            elif blessing is not None and read_report(blessing.uri) is not None:
+                gate_blessing = blessing
+            else:
+                continue
+            model = _model_input(store, execution.id) or model
+        if evaluation is None and gate_blessing is None:
+            continue
+        runs.append(EvaluatedRun(
+            run_id=context.name,
+            evaluation_uri=evaluation,
+            model_uri=model.uri if model else "",
+            blessed=_is_blessed(gate_blessing if gate_blessing is not None else tfma_blessing),
+            ranking_blessing_uri=gate_blessing.uri if gate_blessing is not None else None,
+        ))
     return runs

@@ -1,15 +1,16 @@
-"""What the last pipeline run decided, read back from ML Metadata and the Evaluator's output."""
+"""What the last pipeline run decided, read back from ML Metadata, the ranking gate's report and TFMA's output."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from tfx import v1 as tfx
 
-from pipeline import metadata
+from components.ranking_gate import OVERALL, read_report
+from pipeline import lineage, metadata
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import RMSE
 
@@ -20,11 +21,16 @@ class RunSummary:
     metrics: Dict[str, float]
     failures: List[str]
     pushed_to: Optional[str]
+    ranking: Optional[Dict[str, Any]] = None  # the ranking gate's report (components/ranking_gate.py)
 
     def describe(self) -> str:
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(self.metrics.items()) if k != "example_count")
-        lines = [f"evaluation: {shown}" + (f" on {int(self.metrics['example_count'])} examples"
-                                            if "example_count" in self.metrics else "")]
+        lines = []
+        if self.metrics:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(self.metrics.items()) if k != "example_count")
+            lines.append(f"evaluation: {shown}" + (f" on {int(self.metrics['example_count'])} examples"
+                                                    if "example_count" in self.metrics else ""))
+        if self.ranking:
+            lines.append(describe_ranking(self.ranking))
         if self.blessed:
             lines.append(f"model blessed and pushed to {self.pushed_to}")
         else:
@@ -65,22 +71,47 @@ def threshold_failures(evaluation_uri: str) -> List[str]:
             for s in result.metric_validations_per_slice for f in s.failures]
 
 
+def describe_ranking(report: Dict[str, Any]) -> str:
+    """One line: the model's Recall/NDCG@k on the eval split beside most popular (and the baseline)."""
+    k, overall = report["k"], report["model"][OVERALL]
+    popular = report["most_popular"][OVERALL]
+    line = (f"ranking on eval ({overall['users']} users): recall@{k} {overall['recall']:.4f}, ndcg@{k} "
+            f"{overall['ndcg']:.4f}; most popular {popular['recall']:.4f}, {popular['ndcg']:.4f}")
+    if report.get("baseline"):
+        base = report["baseline"][OVERALL]
+        line += f"; latest blessed model {base['recall']:.4f}, {base['ndcg']:.4f}"
+    if not report.get("gated_on_ranking", True):
+        line += " (reported, not gating this rating model)"
+    return line
+
+
+def run_failures(evaluation_uri: Optional[str], ranking: Optional[Dict[str, Any]]) -> List[str]:
+    """TFMA's threshold failures, then the ranking gate's."""
+    failures = threshold_failures(evaluation_uri) if evaluation_uri else []
+    return failures + [f for f in (ranking or {}).get("failures", []) if not (failures and "RMSE gate" in f)]
+
+
 def latest(config: PipelineConfig) -> RunSummary:
     store = metadata_store.MetadataStore(metadata.connection_config(config))
-    evaluation = _latest(store, tfx.types.standard_artifacts.ModelEvaluation.TYPE_NAME)
-    blessing = _latest(store, tfx.types.standard_artifacts.ModelBlessing.TYPE_NAME)
+    runs = lineage.evaluated_runs(config)
     pushed = _latest(store, tfx.types.standard_artifacts.PushedModel.TYPE_NAME)
     metrics: Dict[str, float] = {}
     failures: List[str] = []
-    if evaluation is not None:
-        metrics = metrics_by_slice(evaluation.uri).get("overall", {})
-        failures = threshold_failures(evaluation.uri)
-    is_blessed = bool(blessing and blessing.custom_properties["blessed"].int_value == 1)
+    ranking = None
+    is_blessed = False
+    if runs:
+        run = runs[-1]
+        ranking = read_report(run.ranking_blessing_uri) if run.ranking_blessing_uri else None
+        if run.evaluation_uri:
+            metrics = metrics_by_slice(run.evaluation_uri).get("overall", {})
+        failures = run_failures(run.evaluation_uri, ranking)
+        is_blessed = run.blessed
     pushed_to = None
     if pushed is not None and pushed.custom_properties["pushed"].int_value == 1:
         pushed_to = pushed.custom_properties["pushed_destination"].string_value
     return RunSummary(blessed=is_blessed and pushed_to is not None, metrics=metrics,
-                      failures=failures, pushed_to=pushed_to)
+                      failures=failures, pushed_to=pushed_to, ranking=ranking)
 
 
-__all__ = ["RunSummary", "latest", "metrics_by_slice", "threshold_failures", "RMSE"]
+__all__ = ["RunSummary", "latest", "metrics_by_slice", "threshold_failures", "run_failures", "describe_ranking",
+           "RMSE"]

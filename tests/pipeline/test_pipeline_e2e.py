@@ -335,3 +335,29 @@ def test_promote_and_rollback_move_labels_on_a_live_server(pipeline_run, tmp_pat
     root = os.path.join(pipeline_run.pipeline_root, "Transform")
     assert f"examples={root}/transformed_examples/" in stable_line and f"transform_graph={root}/transform_graph/" in stable_line
     assert '"model": "mf"' in listing and "data: span 0, split:single_split" in listing
+
+
+def test_the_ranking_gate_refuses_a_model_that_does_not_beat_most_popular_and_nothing_is_pushed(
+        tiny_data, tmp_path, capsys):
+    """A two-tower model trained for a single step (one epoch, one batch): `recsys run` exits 3, nothing pushed."""
+    from pipeline import cli
+    from pipeline.config import PipelineConfig
+
+    out = str(tmp_path / "out")
+    code = cli.main(["run", "--data-root", tiny_data, "--output-dir", out, "--model", "two_tower", "--epochs", "1",
+                     "--batch-size", "8192"])
+    printed = capsys.readouterr().out
+    assert code == cli.EXIT_NOT_BLESSED, printed
+    assert "model NOT blessed, nothing pushed: overall: recall@10" in printed
+    config = PipelineConfig(output_dir=out)
+    assert _versions(config.serving_dir) == []
+    summary = run_summary.latest(config)
+    assert not summary.blessed and summary.pushed_to is None and summary.metrics == {}  # no TFMA for ranking
+    model, popular = (summary.ranking[k]["overall"] for k in ("model", "most_popular"))
+    assert popular["recall"] > 0.15 and model["recall"] < popular["recall"], (model, popular)
+    assert popular["users"] == model["users"] > 100
+
+    assert cli.main(["runs", "show", "--output-dir", out]) == 0
+    shown = capsys.readouterr().out
+    assert "most_popular recall@10" in shown and "user_activity=" in shown and "item_popularity=" in shown
+    assert "NOT BLESSED: overall: recall@10" in shown and "is not above most popular's" in shown
