@@ -38,6 +38,16 @@ def _add_client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait up to this long for the server to have a model available")
     p.add_argument("--timeout", type=float, default=10.0, help="per-request deadline in seconds")
+    p.add_argument("--label", default=None,
+                   help="version label to ask for (default: stable when the served config has it, else the "
+                        "server's newest served version; '' for no label)")
+    _add_tls_args(p)
+
+
+def _add_tls_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-ca", metavar="PEM", help="talk TLS to --target, trusting this CA certificate")
+    p.add_argument("--tls-cert", metavar="PEM", help="client certificate, for servers that verify clients")
+    p.add_argument("--tls-key", metavar="PEM", help="the client certificate's private key")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default=F.DEFAULT_MODEL_NAME)
     p.add_argument("--model-config-file", help="TF Serving ModelServerConfig (text): several models, version "
                                                 "policies and labels; replaces --model-dir/--model-name")
-    p.add_argument("--host", default=ServerOptions.host, help="address to listen on (default %(default)s)")
+    p.add_argument("--host", default=ServerOptions.host,
+                   help="address to listen on (default %(default)s: this machine only; 0.0.0.0 in containers)")
     p.add_argument("--port", type=int, default=ServerOptions.port, help="gRPC port (default %(default)s)")
     p.add_argument("--rest-port", type=int, default=8501,
                    help="REST port, TF Serving's /v1/models API and metrics (default %(default)s; 0: no REST)")
@@ -149,6 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_METRICS_PATH} on the REST port")
     p.add_argument("--drain-seconds", type=float, default=ServerOptions.drain_seconds,
                    help="on SIGTERM, how long in-flight requests may take to finish (default %(default)s)")
+    p.add_argument("--admin-port", type=int, default=None,
+                   help="serve ModelService.HandleReloadConfigRequest (recsys promote --target) on this port of "
+                        "127.0.0.1 only (default: model management off)")
+    p.add_argument("--model-root", action="append", default=None, metavar="DIR",
+                   help="a reloaded config's base_path must lie under one of these (repeatable; default: the "
+                        "parent directory of each served model)")
+    p.add_argument("--max-rows", type=int, default=ServerOptions.max_rows,
+                   help="rows (or tf.Examples) per request for any signature (default %(default)s)")
+    p.add_argument("--row-limit", action="append", default=None, metavar="SIGNATURE=N",
+                   help="rows per request for one signature (repeatable; default: "
+                        + ", ".join(f"{s}={n}" for s, n in ServerOptions.row_limits) + ")")
+    p.add_argument("--rest-max-connections", type=int, default=ServerOptions.rest_max_connections,
+                   help="open REST connections; more are closed at once (default %(default)s)")
+    p.add_argument("--rest-timeout", type=float, default=ServerOptions.rest_timeout,
+                   help="seconds a REST client may take to send headers or the next body bytes, or stay idle "
+                        "(default %(default)s)")
 
     def add_serving_args(p):
         p.add_argument("--output-dir", default=C.DEFAULT_OUTPUT_DIR, help="the pipeline's output dir")
@@ -156,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_change_args(p):
         add_serving_args(p)
-        p.add_argument("--target", help="host:port of a running server to apply the new config to")
+        p.add_argument("--target", help="host:port of a running server to apply the new config to (recsys serve: "
+                                         "its --admin-port; TF Serving: its gRPC port)")
+        _add_tls_args(p)
         p.add_argument("--reason", default="", help="why, for the record")
         p.add_argument("--actor", help="who, for the record (default: the OS user)")
 
@@ -314,7 +343,8 @@ def _apply_change(args, change) -> int:
     try:
         event = change()
         if args.target:
-            promotion.apply(args.target, _serving_root(args), args.model_name)
+            promotion.apply(args.target, _serving_root(args), args.model_name,
+                            credentials=_credentials(args))
     except promotion.PromotionError as e:
         raise CliError(str(e)) from None
     applied = f"; applied to {args.target}" if args.target else "; not applied to a server (no --target)"
@@ -411,13 +441,22 @@ def serve_options(args) -> ServerOptions:
         batching = O.read_batching_parameters_file(args.batching_parameters_file)
     elif args.enable_batching:
         batching = O.BatchingOptions()
+    row_limits = dict(O.ServerOptions.row_limits)
+    for entry in args.row_limit or ():
+        signature, _, limit = entry.partition("=")
+        if not signature or not limit.isdigit() or int(limit) < 1:
+            raise CliError(f"--row-limit {entry!r}: expected SIGNATURE=N with N a positive integer")
+        row_limits[signature] = int(limit)
     return O.ServerOptions(
         host=args.host, port=args.port, rest_port=args.rest_port or None, poll_interval=args.poll_interval,
         max_workers=args.max_workers, max_message_bytes=args.max_message_bytes, batching=batching,
         tls=O.read_ssl_config_file(args.ssl_config_file) if args.ssl_config_file else None,
         metrics_path=(O.read_monitoring_config_file(args.monitoring_config_file) if args.monitoring_config_file
                       else O.DEFAULT_METRICS_PATH),
-        drain_seconds=args.drain_seconds)
+        drain_seconds=args.drain_seconds, admin_port=args.admin_port,
+        model_roots=tuple(os.path.abspath(r) if "://" not in r else r for r in args.model_root or ()),
+        max_rows=args.max_rows, row_limits=tuple(sorted(row_limits.items())),
+        rest_max_connections=args.rest_max_connections, rest_timeout=args.rest_timeout)
 
 
 def cmd_serve(args) -> int:
@@ -431,10 +470,17 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _credentials(args):
+    from serving.client import channel_credentials
+
+    return channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+
+
 def _client(args):
     from serving.client import RecsysClient
 
-    client = RecsysClient(target=args.target, model_name=args.model_name, timeout=args.timeout)
+    client = RecsysClient(target=args.target, model_name=args.model_name, timeout=args.timeout, label=args.label,
+                          credentials=_credentials(args))
     if args.wait > 0:
         client.wait_until_ready(args.wait)
     return client

@@ -1,7 +1,9 @@
 """A small typed client over TensorFlow Serving's official gRPC stubs.
 
 It works against real TF Serving and against `recsys serve` alike; gRPC failures become one
-`ServingError` whose message says what failed and where.
+`ServingError` whose message says what failed and where. It speaks TLS when given credentials
+(`channel_credentials`), and asks for the `stable` label by default when the server has one, so an
+unlabelled newest version never answers it by accident.
 """
 
 from __future__ import annotations
@@ -27,8 +29,31 @@ from components import features as F
 _CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
+STABLE = "stable"
+
+
 class ServingError(RuntimeError):
     """A failed call, described in one line."""
+
+
+def channel_credentials(ca: Optional[str] = None, cert: Optional[str] = None,
+                        key: Optional[str] = None) -> Optional[grpc.ChannelCredentials]:
+    """TLS credentials from PEM files (CA to trust; client certificate and key), or None for plaintext."""
+    if not (ca or cert or key):
+        return None
+    if bool(cert) != bool(key):
+        raise ServingError("a client certificate needs its key: give both --tls-cert and --tls-key")
+
+    def read(path):
+        if not path:
+            return None
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise ServingError(f"cannot read {path}: {e.strerror}") from None
+
+    return grpc.ssl_channel_credentials(read(ca), read(key), read(cert))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,9 +65,14 @@ class Recommendation:
 
 class RecsysClient:
     def __init__(self, target: str = "localhost:8500", model_name: str = F.DEFAULT_MODEL_NAME,
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, label: Optional[str] = None,
+                 credentials: Optional[grpc.ChannelCredentials] = None):
+        """`label`: the version label to ask for; None means `stable` when the server has that label,
+        else the server's default (its newest served version); "" always means the server's default."""
         self.target, self.model_name, self.timeout = target, model_name, timeout
-        self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._label = label
+        self._channel = (grpc.secure_channel(target, credentials, options=_CHANNEL_OPTIONS) if credentials
+                         else grpc.insecure_channel(target, options=_CHANNEL_OPTIONS))
         self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
@@ -93,13 +123,29 @@ class RecsysClient:
             time.sleep(0.5)
         raise ServingError(f"model '{self.model_name}' not ready at {self.target} after {timeout_s:g} s: {last_error}")
 
+    def label(self, what: str = "status") -> str:
+        """The label requests carry ("" for none), asking the server once whether it has `stable`."""
+        if self._label is None:
+            request = get_model_status_pb2.GetModelStatusRequest()
+            request.model_spec.name, request.model_spec.version_label = self.model_name, STABLE
+            try:
+                self._models.GetModelStatus(request, timeout=self.timeout)
+                self._label = STABLE
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.NOT_FOUND:  # unreachable server etc.: say so, in one line
+                    self._call(self._models.GetModelStatus, request, what)
+                self._label = ""
+        return self._label
+
     def _predict(self, signature: str, inputs: dict) -> dict:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
         request.model_spec.signature_name = signature
+        what = f"{signature} on model '{self.model_name}'"
+        request.model_spec.version_label = self.label(what)
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(value)
-        response = self._call(self._predictions.Predict, request, f"{signature} on model '{self.model_name}'")
+        response = self._call(self._predictions.Predict, request, what)
         return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
 
     def predict_many(self, pairs: Sequence[Tuple[str, str]]) -> List[float]:

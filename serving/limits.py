@@ -85,6 +85,6 @@ def guard_rows(tensor, limit: int, name: str):
     rows = tf.shape(tensor, out_type=tf.int64)[0]
     check = tf.debugging.assert_less_equal(
         rows, tf.constant(limit, tf.int64),
-        message=f"input {name}: more rows than the signature's limit of {limit}")
+        message=f"input {name}: more rows than the limit of {limit} per request")
     with tf.control_dependencies([check]):
         return tf.identity(tensor)

@@ -1,5 +1,6 @@
 """A server of our own: warm-up, message limits, TLS, draining on SIGTERM, and `recsys serve`'s config errors."""
 
+import concurrent.futures
 import datetime
 import logging
 import os
@@ -15,7 +16,7 @@ from tensorflow_serving.apis import get_model_status_pb2, predict_pb2, predictio
 
 from components import features as F
 from components import warmup
-from serving.client import RecsysClient
+from serving.client import RecsysClient, channel_credentials
 from serving.options import read_ssl_config_file
 from tests.serving.conftest import EXTERNAL, start_embedded
 from tests.serving.tiny_model import save_version
@@ -113,10 +114,18 @@ def test_tls_with_client_certificates_from_an_ssl_config_file(tmp_path):
     assert tls.client_verify and tls.server_cert.startswith(b"-----BEGIN CERTIFICATE-----")
     base = str(tmp_path / F.DEFAULT_MODEL_NAME)
     save_version(base, 1, 0.0)
-    server, where = start_embedded(base, tls=tls, rest_port=None)
+    server, where = start_embedded(base, tls=tls)  # REST on: it must not be a way around TLS
     address = f"localhost:{where.grpc.rsplit(':', 1)[1]}"
     root = _pem(cert=ca).encode()
     try:
+        _rest_requires_tls_and_a_client_certificate(tmp_path, server.rest_port, ca, client_key, client_cert)
+        for name, content in (("ca.pem", _pem(cert=ca)), ("client.pem", _pem(cert=client_cert)),
+                              ("client.key", _pem(client_key))):
+            (tmp_path / name).write_text(content)
+        credentials = channel_credentials(str(tmp_path / "ca.pem"), str(tmp_path / "client.pem"),
+                                          str(tmp_path / "client.key"))
+        with RecsysClient(address, timeout=10, credentials=credentials) as client:  # what --tls-* give the CLI
+            assert client.predict("u", "i") == 2.0
         with_client_cert = grpc.ssl_channel_credentials(root, _pem(client_key).encode(), _pem(cert=client_cert).encode())
         with grpc.secure_channel(address, with_client_cert) as channel:
             answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(_predict(), timeout=10)
@@ -130,6 +139,27 @@ def test_tls_with_client_certificates_from_an_ssl_config_file(tmp_path):
         server.stop(0)
 
 
+def _rest_requires_tls_and_a_client_certificate(tmp_path, port, ca, client_key, client_cert):
+    import socket
+    import ssl
+    import urllib.request
+
+    url = f"https://localhost:{port}/v1/models/{F.DEFAULT_MODEL_NAME}"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:  # plaintext HTTP: no answer
+        sock.sendall(b"GET /v1/models/recsys HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            assert not sock.recv(100).startswith(b"HTTP/")
+        except ConnectionResetError:
+            pass
+    context = ssl.create_default_context(cadata=_pem(cert=ca))
+    with pytest.raises((ssl.SSLError, OSError)):  # TLS without a client certificate: refused
+        urllib.request.urlopen(url, timeout=5, context=context).read()
+    (tmp_path / "rest-client.pem").write_text(_pem(cert=client_cert) + _pem(client_key))
+    context.load_cert_chain(str(tmp_path / "rest-client.pem"))
+    with urllib.request.urlopen(url, timeout=5, context=context) as response:
+        assert response.status == 200
+
+
 def _free_port():
     import socket
 
@@ -138,17 +168,27 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _rest_predict(port):
+    import json
+    import urllib.request
+
+    body = json.dumps({"signature_name": F.PREDICT, "instances": [{F.USER_ID: "u", F.ITEM_ID: "i"}]}).encode()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/{F.DEFAULT_MODEL_NAME}:predict", body,
+                                timeout=30) as response:
+        return response.status, json.loads(response.read())
+
+
 def test_sigterm_drains_the_request_in_flight_then_exits_cleanly(tmp_path):
-    """A batch timeout of 3 s keeps a request in flight while SIGTERM arrives: it must still be answered."""
+    """A batch timeout of 3 s keeps requests in flight (gRPC and REST) while SIGTERM arrives: both are answered."""
     base = str(tmp_path / F.DEFAULT_MODEL_NAME)
     save_version(base, 1, 0.0)
     batching = tmp_path / "batching.config"
     batching.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 3000000 }\n")
-    port = _free_port()
+    port, rest_port = _free_port(), _free_port()
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "serve", "--model-dir", base, "--host", "127.0.0.1",
-         "--port", str(port), "--rest-port", "0", "--batching-parameters-file", str(batching)],
+         "--port", str(port), "--rest-port", str(rest_port), "--batching-parameters-file", str(batching)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         with RecsysClient(f"127.0.0.1:{port}", timeout=30) as client:
@@ -156,9 +196,11 @@ def test_sigterm_drains_the_request_in_flight_then_exits_cleanly(tmp_path):
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 in_flight = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict.future(
                     _predict(), timeout=30)
+                rest = concurrent.futures.ThreadPoolExecutor(1).submit(_rest_predict, rest_port)
                 time.sleep(0.5)
                 process.send_signal(signal.SIGTERM)
                 assert tf.make_ndarray(in_flight.result().outputs[F.RATING_OUTPUT]).tolist() == [2.0]
+                assert rest.result(timeout=30) == (200, {"predictions": [2.0]})
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 0, output
         assert "draining in-flight requests" in output and "stopped" in output

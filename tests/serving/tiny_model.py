@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from components import features as F
 from components import signatures, warmup
+from serving.limits import MAX_RECOMMEND_USERS, guard_rows
 
 CLASSIFY = "classify"
 
@@ -37,7 +38,11 @@ class TinyRecommender(tf.Module):
                                   tf.TensorSpec([], tf.int32, name=F.K_INPUT),
                                   tf.TensorSpec([], tf.bool, name=F.EXCLUDE_RATED_INPUT)])
     def recommend(self, user_id, k, exclude_rated):
-        """Every user "rated" the longest item, ccc: excluding rated items drops it."""
+        """Every user "rated" the longest item, ccc: excluding rated items drops it.
+
+        Guarded like the Trainer's export: over MAX_RECOMMEND_USERS users the SavedModel itself refuses.
+        """
+        user_id = guard_rows(user_id, MAX_RECOMMEND_USERS, F.USER_ID)
         n = tf.shape(self.items)[0]
         users = tf.repeat(user_id, n)
         items = tf.tile(self.items, [tf.shape(user_id)[0]])
