@@ -264,6 +264,7 @@ def test_promote_and_rollback_move_labels_on_a_live_server(pipeline_run, tmp_pat
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     from pipeline import cli
+    from serving.options import ServerOptions
     from serving.server import build_server, read_model_config_file
 
     out = tmp_path / "out"
@@ -280,9 +281,10 @@ def test_promote_and_rollback_move_labels_on_a_live_server(pipeline_run, tmp_pat
     assert cli.main(["promote", str(unblessed), "--label", "canary", "--force", "--reason", "try it", *common]) == 0
 
     config = read_model_config_file(str(out / "serving" / "models.config"))
-    server, port, models = build_server(config=config, port=0, host="127.0.0.1")
-    target = f"127.0.0.1:{port}"
-    channel = grpc.insecure_channel(target)
+    server, port, models = build_server(config=config, port=0, host="127.0.0.1",
+                                        options=ServerOptions(admin_port=0))
+    target = f"127.0.0.1:{server.admin_port}"  # model management: the loopback admin port only
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
     def version_for(label):
@@ -329,7 +331,8 @@ def test_promote_and_rollback_move_labels_on_a_live_server(pipeline_run, tmp_pat
     assert "rollback" in history[3] and f"{unblessed} -> {blessed}" in history[3]
     assert cli.main(["models", "list", *common]) == 0
     listing = capsys.readouterr().out
-    assert f"{blessed}  blessed  stable" in listing and f"{unblessed}  NOT blessed  canary" in listing
+    # The rollback took every label off the rolled-back version, its canary too: it gets no traffic.
+    assert f"{blessed}  blessed  stable" in listing and f"{unblessed}  NOT blessed  -" in listing
     # Lineage: the stable version's run, down to the transformed examples and the transform graph.
     stable_line = next(line for line in listing.splitlines() if line.startswith(f"{blessed}  "))
     root = os.path.join(pipeline_run.pipeline_root, "Transform")
