@@ -17,6 +17,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from components import catalog as catalog_lib
 from components import features as F
+from components.models import topk
 
 
 def _as_column(values: tf.Tensor) -> tf.Tensor:
@@ -43,14 +44,51 @@ def _attach_catalog(model: tf.keras.Model, items: catalog_lib.Catalog) -> None:
     model.catalog_years = tf.Variable(items.years, trainable=False, name="catalog_years")
     model.rated_row_splits = tf.Variable(items.rated_row_splits, trainable=False, name="rated_row_splits")
     model.rated_items = tf.Variable(items.rated_items, trainable=False, name="rated_items")
+    model.seen_row_splits = tf.Variable(items.seen_row_splits, trainable=False, name="seen_row_splits")
+    model.seen_items = tf.Variable(items.seen_items, trainable=False, name="seen_items")
 
 
-def _exclude_rated(model: tf.keras.Model, users: tf.Tensor, scores: tf.Tensor) -> tf.Tensor:
-    """Scores with each user's training items set to -inf: a sparse scatter, not a dense mask."""
-    rated = tf.gather(tf.RaggedTensor.from_row_splits(model.rated_items, model.rated_row_splits), users)
-    batch_rows = tf.repeat(tf.range(tf.shape(users)[0], dtype=tf.int64), rated.row_lengths())
-    indices = tf.stack([batch_rows, rated.flat_values], axis=1)
-    return tf.tensor_scatter_nd_update(scores, indices, tf.fill([tf.shape(indices)[0]], float("-inf")))
+def _exclude_seen(model: tf.keras.Model, users: tf.Tensor, scores: tf.Tensor) -> tf.Tensor:
+    """Scores with every item each user interacted with (any split the pipeline saw) set to -inf."""
+    return topk.exclude_rows(scores, users, model.seen_row_splits, model.seen_items)
+
+
+def _item_indices(model: tf.keras.Model, item_ids: tf.Tensor) -> tf.Tensor:
+    """Vocabulary indices of raw item ids; ids not in the catalogue are dropped."""
+    index = tf.reshape(model.tft_layer({F.ITEM_ID: _as_column(item_ids)})[F.ITEM_INDEX], [-1])
+    return tf.boolean_mask(index, index < tf.cast(tf.shape(model.catalog_item_ids)[0], index.dtype))
+
+
+def _catalogue_mask(model: tf.keras.Model, index: tf.Tensor) -> tf.Tensor:
+    """[N] bool, True at the given catalogue indices."""
+    n = tf.shape(model.catalog_item_ids, out_type=tf.int64)[0]
+    return tf.scatter_nd(tf.reshape(tf.cast(index, tf.int64), [-1, 1]), tf.ones_like(index, tf.bool), [n])
+
+
+def _top_k(model: tf.keras.Model, scores: tf.Tensor, k: tf.Tensor, limit: tf.Tensor = None) -> Dict[str, tf.Tensor]:
+    """Top-k of [B, N] scores as ids, titles and scores; k is clipped to the catalogue (or `limit`), and a
+    slot left without a candidate (every remaining item excluded) has an empty id and a -inf score."""
+    limit = tf.shape(model.catalog_item_ids)[0] if limit is None else limit
+    top = tf.math.top_k(scores, k=tf.clip_by_value(k, 0, limit))
+    valid = tf.math.is_finite(top.values)
+    return {
+        F.ITEMS_OUTPUT: tf.where(valid, tf.gather(model.catalog_item_ids, top.indices), ""),
+        F.TITLES_OUTPUT: tf.where(valid, tf.gather(model.catalog_titles, top.indices), ""),
+        F.SCORES_OUTPUT: top.values,
+    }
+
+
+def _similarity_vectors(model: tf.keras.Model, candidates: Dict[str, tf.Tensor]):
+    """[N, d] item vectors to compare items by cosine, or None when the model has none."""
+    if hasattr(model, "similarity_vectors"):
+        return model.similarity_vectors(candidates)
+    if hasattr(model, "catalog_item_vectors"):
+        return model.catalog_item_vectors
+    tables = [getattr(model, name).embeddings for name in ("item_embedding", "gmf_item", "mlp_item")
+              if hasattr(model, name)]
+    if not tables:
+        return None
+    return tf.concat([tf.gather(t, candidates[F.ITEM_INDEX]) for t in tables], axis=1)
 
 
 def _catalog_features(model: tf.keras.Model, item_index: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -108,35 +146,83 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
         inputs.update(_catalog_features(model, inputs[F.ITEM_INDEX]))
         return {F.RATING_OUTPUT: model(inputs)}
 
-    # Models with an item tower (content) run it over the catalogue here, once, not on every request.
+    # Models with an item tower (content, two_tower) run it over the catalogue here, once, not per request.
     precompute = getattr(model, "item_vectors", None)
     if precompute is not None:
         model.catalog_item_vectors = tf.Variable(precompute(_catalog_candidates(model)), trainable=False,
                                                  name="catalog_item_vectors")
 
+    def user_scores(user_id):
+        users = tf.reshape(model.tft_layer({F.USER_ID: _as_column(user_id)})[F.USER_INDEX], [-1])
+        cached = {"item_vectors": model.catalog_item_vectors} if precompute is not None else {}
+        return users, model.score_all_items(users, _catalog_candidates(model), **cached)
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
                                   tf.TensorSpec([], tf.int32, name=F.K_INPUT),
                                   tf.TensorSpec([], tf.bool, name=F.EXCLUDE_RATED_INPUT)])
     def recommend(user_id, k, exclude_rated):
-        users = tf.reshape(model.tft_layer({F.USER_ID: _as_column(user_id)})[F.USER_INDEX], [-1])
-        num_items = tf.shape(model.catalog_item_ids)[0]
-        cached = {"item_vectors": model.catalog_item_vectors} if precompute is not None else {}
-        scores = model.score_all_items(users, _catalog_candidates(model), **cached)
-        scores = tf.cond(exclude_rated, lambda: _exclude_rated(model, users, scores), lambda: scores)
-        top = tf.math.top_k(scores, k=tf.clip_by_value(k, 0, num_items))
-        return {
-            F.ITEMS_OUTPUT: tf.gather(model.catalog_item_ids, top.indices),
-            F.TITLES_OUTPUT: tf.gather(model.catalog_titles, top.indices),
-            F.SCORES_OUTPUT: top.values,
-        }
+        users, scores = user_scores(user_id)
+        scores = tf.cond(exclude_rated, lambda: _exclude_seen(model, users, scores), lambda: scores)
+        return _top_k(model, scores, k)
 
-    return {
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
+                                  tf.TensorSpec([], tf.int32, name=F.K_INPUT),
+                                  tf.TensorSpec([], tf.bool, name=F.EXCLUDE_RATED_INPUT),
+                                  tf.TensorSpec([None], tf.string, name=F.EXCLUDE_ITEMS_INPUT),
+                                  tf.TensorSpec([None], tf.string, name=F.ALLOW_ITEMS_INPUT)])
+    def recommend_filtered(user_id, k, exclude_rated, exclude_item_ids, allow_item_ids):
+        users, scores = user_scores(user_id)
+        scores = tf.cond(exclude_rated, lambda: _exclude_seen(model, users, scores), lambda: scores)
+        allowed = tf.cond(tf.size(allow_item_ids) > 0,
+                          lambda: _catalogue_mask(model, _item_indices(model, allow_item_ids)),
+                          lambda: tf.ones_like(model.catalog_item_ids, tf.bool))
+        allowed = allowed & ~_catalogue_mask(model, _item_indices(model, exclude_item_ids))
+        scores = tf.where(allowed[None, :], scores, float("-inf"))
+        return _top_k(model, scores, k, limit=tf.reduce_sum(tf.cast(allowed, tf.int32)))
+
+    serving = {
         F.SERVING_DEFAULT: serve_examples.get_concrete_function(),
         F.REGRESS: regress.get_concrete_function(),
         F.TRANSFORM_FEATURES: transform_features.get_concrete_function(),
         F.PREDICT: predict.get_concrete_function(),
         F.RECOMMEND: recommend.get_concrete_function(),
+        F.RECOMMEND_FILTERED: recommend_filtered.get_concrete_function(),
     }
+
+    # "More like this": item-item weights where the model has them (EASE), else cosine of item vectors.
+    if hasattr(model, "similar_item_scores"):
+        similar_scores = model.similar_item_scores
+    else:
+        vectors = _similarity_vectors(model, _catalog_candidates(model))
+        similar_scores = None
+        if vectors is not None:
+            model.catalog_similarity_vectors = tf.Variable(tf.math.l2_normalize(vectors, axis=1), trainable=False,
+                                                           name="catalog_similarity_vectors")
+
+            def similar_scores(item_index):
+                n = tf.shape(model.catalog_similarity_vectors, out_type=tf.int64)[0]
+                known = tf.cast(item_index < n, tf.float32)[:, None]
+                query = tf.gather(model.catalog_similarity_vectors, tf.minimum(item_index, n - 1)) * known
+                return tf.matmul(query, model.catalog_similarity_vectors, transpose_b=True)
+
+    if similar_scores is not None:
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.ITEM_ID),
+                                      tf.TensorSpec([], tf.int32, name=F.K_INPUT)])
+        def similar_items(item_id, k):
+            index = tf.reshape(model.tft_layer({F.ITEM_ID: _as_column(item_id)})[F.ITEM_INDEX], [-1])
+            index = tf.cast(index, tf.int64)
+            scores = similar_scores(index)
+            n = tf.shape(model.catalog_item_ids, out_type=tf.int64)[0]
+            known = index < n  # the item itself is never "similar"; an unknown item matches nothing
+            rows = tf.range(tf.shape(index, out_type=tf.int64)[0])
+            scores = tf.tensor_scatter_nd_update(
+                scores, tf.stack([tf.boolean_mask(rows, known), tf.boolean_mask(index, known)], axis=1),
+                tf.fill([tf.reduce_sum(tf.cast(known, tf.int32))], float("-inf")))
+            scores = tf.where(known[:, None], scores, float("-inf"))
+            return _top_k(model, scores, k)
+
+        serving[F.SIMILAR_ITEMS] = similar_items.get_concrete_function()
+    return serving
 
 
 # Signatures whose SignatureDef must carry TF Serving's method name for Regress/Classify to accept them.

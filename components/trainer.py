@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import List
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
@@ -12,6 +13,7 @@ from tfx_bsl.public import tfxio
 
 from components import catalog, models, signatures, warmup
 from components import features as F
+from components.models import topk
 from components.models.base import ModelDims
 from components.training_config import TrainingConfig
 
@@ -104,28 +106,16 @@ def _forget_oov_rows(model: tf.keras.Model) -> None:
             table.assign(tf.concat([table[:-F.OOV_BUCKETS], tf.zeros_like(table[-F.OOV_BUCKETS:])], axis=0))
 
 
-# TFX calls this by name (Trainer's `run_fn`).
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    config = TrainingConfig.from_custom_config(fn_args.custom_config)
-    model_module = models.get(config.model)
-    tf.keras.utils.set_random_seed(config.seed)
-    tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    num_users, num_items, num_genres = catalog.vocabulary_sizes(tft_output)
-    global_mean, items = catalog.build(fn_args.train_files, fn_args.data_accessor, tft_output)
-    logging.info("training %s: %d users, %d items, %d genres, global mean %.3f", config.model,
-                 num_users - F.OOV_BUCKETS, num_items - F.OOV_BUCKETS, num_genres - F.OOV_BUCKETS, global_mean)
+def _other_split_files(train_files: List[str], split: str) -> List[str]:
+    """The file patterns of another split of the same transformed examples (Split-train -> Split-<split>)."""
+    marker = f"Split-{F.TRAIN_SPLIT}"
+    patterns = [p.replace(marker, f"Split-{split}") for p in train_files if marker in p]
+    return [p for p in patterns if tf.io.gfile.glob(p)]
 
-    def dataset(files, shuffle):
-        return input_fn(files, fn_args.data_accessor, tft_output, num_genres, config.batch_size, shuffle, config.seed,
-                        config.in_memory_input_max_mb)
 
-    train, evaluation = dataset(fn_args.train_files, True), dataset(fn_args.eval_files, False)
-    steps_per_epoch = None
-    if fn_args.train_steps:
-        steps_per_epoch = max(1, fn_args.train_steps // config.epochs)
-        train = train.repeat()
-
-    model = model_module.build(ModelDims(num_users, num_items, num_genres, global_mean), config)
+def _fit_rating_model(model_module, dims: ModelDims, config: TrainingConfig, train, validation, steps_per_epoch,
+                      validation_steps, log_dir: str) -> tf.keras.Model:
+    model = model_module.build(dims, config)
     model.compile(
         optimizer=tf.keras.optimizers.Adam(config.learning_rate),
         loss=tf.keras.losses.MeanSquaredError(),
@@ -133,18 +123,59 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     )
     model.fit(
         train,
-        validation_data=evaluation,
+        validation_data=validation,
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
-        validation_steps=fn_args.eval_steps,
+        validation_steps=validation_steps,
         verbose=2,
         callbacks=[
             tf.keras.callbacks.EarlyStopping(
                 monitor="val_rmse", patience=config.early_stopping_patience, restore_best_weights=True
             ),
-            tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+            tf.keras.callbacks.TensorBoard(log_dir=log_dir),
         ],
     )
+    return model
+
+
+# TFX calls this by name (Trainer's `run_fn`).
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    config = TrainingConfig.from_custom_config(fn_args.custom_config)
+    if fn_args.hyperparameters:  # the Tuner's best values (`recsys run --tune`)
+        config = config.with_hyperparameters(fn_args.hyperparameters)
+    tf.keras.utils.set_random_seed(config.seed)
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    num_users, num_items, num_genres = catalog.vocabulary_sizes(tft_output)
+    global_mean, items = catalog.build(fn_args.train_files, fn_args.data_accessor, tft_output)
+    validation_pairs = catalog.read_pairs(fn_args.eval_files, fn_args.data_accessor, tft_output)
+    eval_files = _other_split_files(fn_args.train_files, F.EVAL_SPLIT)
+    eval_pairs = catalog.read_pairs(eval_files, fn_args.data_accessor, tft_output) if eval_files else validation_pairs[:0]
+    # Serving excludes everything the pipeline saw; the models score from the training split alone.
+    items = catalog.with_seen(items, np.concatenate([validation_pairs, eval_pairs]))
+    model_name = models.resolve(config.model, num_items - F.OOV_BUCKETS, config.ease_max_items)
+    model_module = models.get(model_name)
+    logging.info("training %s (%s): %d users, %d items, %d genres, global mean %.3f", model_name, config.model,
+                 num_users - F.OOV_BUCKETS, num_items - F.OOV_BUCKETS, num_genres - F.OOV_BUCKETS, global_mean)
+    print(f"training {model_name}" + (f" (--model {config.model})" if model_name != config.model else ""), flush=True)
+
+    def dataset(files, shuffle):
+        return input_fn(files, fn_args.data_accessor, tft_output, num_genres, config.batch_size, shuffle, config.seed,
+                        config.in_memory_input_max_mb)
+
+    train = dataset(fn_args.train_files, True)
+    steps_per_epoch = None
+    if fn_args.train_steps:
+        steps_per_epoch = max(1, fn_args.train_steps // config.epochs)
+        train = train.repeat()
+
+    dims = ModelDims(num_users, num_items, num_genres, global_mean)
+    if models.is_ranking(model_name):
+        holdout = topk.Holdout(validation_pairs, items.rated_row_splits, items.rated_items, seed=config.seed)
+        model = model_module.train(dims, config, items, train, holdout, steps_per_epoch,
+                                   [tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
+    else:
+        model = _fit_rating_model(model_module, dims, config, train, dataset(fn_args.eval_files, False),
+                                  steps_per_epoch, fn_args.eval_steps, fn_args.model_run_dir)
     _forget_oov_rows(model)
     serving = signatures.build(model, tft_output, items)
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=serving)

@@ -14,18 +14,43 @@ CUSTOM_CONFIG_KEY = "training"
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    model: str = "mf"
+    model: str = "auto"  # components.models.CHOICES; auto: the best ranking model that fits the catalogue
     embedding_dim: int = 32
     hidden_units: Tuple[int, ...] = (64, 32)
     dropout: float = 0.1
+    # L2 on the embedding rows a batch looks up, per occurrence (lambda of SGD matrix factorisation; see
+    # components/models/base.py RowL2Embedding). Dense kernels, shared by every example, get dense_l2.
     l2: float = 1e-5
+    dense_l2: float = 1e-5
     learning_rate: float = 0.005
     batch_size: int = 1024
     epochs: int = 10
     early_stopping_patience: int = 2
     seed: int = 7
+    # Ranking models (two_tower, ease). Two-tower: Adagrad at this rate, in-batch softmax logits divided by
+    # the temperature. EASE: lambda (0: chosen on the validation split from a data-scaled grid) and the
+    # catalogue size above which it refuses (its items x items matrix is dense).
+    ranking_learning_rate: float = 0.05
+    retrieval_temperature: float = 0.2
+    ease_lambda: float = 0.0
+    ease_max_items: int = 10_000
     # A training split up to this size (TFRecord bytes) is read once and kept in memory; larger ones stream.
     in_memory_input_max_mb: float = 64.0
+
+    # Tuner (`recsys run --tune`): trials of the search and the epoch cap of each trial.
+    tuner_trials: int = 8
+    tuner_epochs: int = 10
+
+    def with_hyperparameters(self, values: Mapping[str, Any]) -> "TrainingConfig":
+        """A copy with the tuned fields overridden (the Tuner's best values, or its whole config dict)."""
+        values = dict(values or {})
+        if "values" in values and "space" in values:  # keras_tuner.HyperParameters.get_config()
+            values = dict(values["values"])
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        unknown = set(values) - set(fields)
+        if unknown:
+            raise ValueError(f"unknown hyperparameter(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **{name: type(getattr(self, name))(value) for name, value in values.items()})
 
     def to_custom_config(self) -> Dict[str, Any]:
         return {CUSTOM_CONFIG_KEY: dataclasses.asdict(self)}

@@ -30,7 +30,7 @@ def pipeline_run(tiny_data, tmp_path_factory):
     config = PipelineConfig(
         data_root=tiny_data,
         output_dir=str(tmp_path_factory.mktemp("pipeline_output")),
-        training=TrainingConfig(epochs=8, batch_size=256, learning_rate=0.01),
+        training=TrainingConfig(model="mf", epochs=8, batch_size=256, learning_rate=0.01),
         evaluation=EvaluationConfig(rmse_upper_bound=0.9),
     )
     local_runner.run(config)

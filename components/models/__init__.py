@@ -1,18 +1,41 @@
-"""Model registry: `--model NAME` picks a module here; each exposes `build(dims, config)`.
+"""Model registry: `--model NAME` picks a module here.
 
-Every model takes the inputs of `components.catalog.model_inputs` (flat user/item indices, genre
-multi-hot, scaled year), returns one rating per row, and has `score_all_items(users, items)`.
+Rating models (mf, mlp, content, hybrid) regress the rating value: each exposes `build(dims, config)`
+and is fitted with MSE. Ranking models (two_tower, ease) learn which items a user picks from implicit
+feedback (every interaction a positive): each exposes `train(dims, config, catalogue, dataset, holdout)`.
+Every model has `score_all_items(users, items)` for `recommend`. `auto`, the default, is the ranking
+model that ranks best: EASE when the catalogue fits its size limit, the two-tower model above it.
 """
 
 from types import ModuleType
 
-from components.models import content, hybrid, mf, mlp
+from components.models import content, ease, hybrid, mf, mlp, two_tower
 
-MODELS = {"mf": mf, "mlp": mlp, "content": content, "hybrid": hybrid}
+RATING_MODELS = {"mf": mf, "mlp": mlp, "content": content, "hybrid": hybrid}
+RANKING_MODELS = {"ease": ease, "two_tower": two_tower}
+MODELS = {**RATING_MODELS, **RANKING_MODELS}
+AUTO = "auto"
+DEFAULT_MODEL = AUTO
+CHOICES = (AUTO, *MODELS)
 
 
 def get(name: str) -> ModuleType:
     try:
         return MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}") from None
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(CHOICES)}") from None
+
+
+def is_ranking(name: str) -> bool:
+    """Ranking models are gated on top-k metrics; rating models on RMSE (and report top-k)."""
+    if name != AUTO and name not in MODELS:
+        get(name)
+    return name == AUTO or name in RANKING_MODELS
+
+
+def resolve(name: str, num_items: int, ease_max_items: int) -> str:
+    """The concrete model `name` means for a catalogue of `num_items` items."""
+    if name != AUTO:
+        get(name)
+        return name
+    return "ease" if num_items <= ease_max_items else "two_tower"

@@ -1,0 +1,106 @@
+"""EASE (Steck 2019): a closed-form item-to-item model of implicit feedback.
+
+B = I - P / diag(P) with P = (X^T X + lambda I)^-1 over the binary user x item matrix X of the
+training split, diagonal zero; a user's scores are their training history times B. No epochs: the
+only hyperparameter, lambda, is chosen on the validation split's Recall@10 from a grid that scales
+with the data (multiples of the mean item count), unless the config fixes it.
+
+Size limit: B is a dense items x items float32 matrix, computed in float64 (an inverse of
+O(items^3) time) and saved with the model, so the catalogue is capped (`TrainingConfig.ease_max_items`,
+default 10,000 items: 400 MB in the SavedModel); above it, use `two_tower`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import tensorflow as tf
+from scipy import sparse
+
+from components import catalog as catalog_lib
+from components import features as F
+from components.models.base import ModelDims
+from components.models.topk import Holdout
+from components.ranking_eval import ease_weights
+from components.training_config import TrainingConfig
+
+LAMBDA_GRID = (1.0, 3.0, 10.0, 30.0)  # times the mean number of interactions per item
+# Above this many items one inverse takes minutes on a laptop: lambda is not searched, the middle
+# of the grid is used.
+GRID_SEARCH_MAX_ITEMS = 4000
+
+
+class CatalogueTooLarge(ValueError):
+    """The item vocabulary does not fit EASE's dense item x item matrix."""
+
+
+class Ease(tf.keras.Model):
+    def __init__(self, weights: np.ndarray, row_splits: np.ndarray, history: np.ndarray, lam: float):
+        super().__init__(name="ease")
+        self.weights_matrix = tf.Variable(weights, trainable=False, name="ease_weights")
+        self.history_row_splits = tf.Variable(row_splits, trainable=False, name="history_row_splits")
+        self.history_items = tf.Variable(history, trainable=False, name="history_items")
+        self.lam = lam
+
+    def _history(self, users: tf.Tensor) -> tf.SparseTensor:
+        """[batch, items] binary rows of the users' training history (empty for an unknown user)."""
+        users = tf.minimum(tf.cast(users, tf.int64), tf.shape(self.history_row_splits, out_type=tf.int64)[0] - 2)
+        rows = tf.gather(tf.RaggedTensor.from_row_splits(self.history_items, self.history_row_splits), users)
+        indices = tf.stack([tf.repeat(tf.range(tf.shape(users, out_type=tf.int64)[0]), rows.row_lengths()),
+                            rows.flat_values], axis=1)
+        shape = tf.stack([tf.shape(users, out_type=tf.int64)[0], tf.shape(self.weights_matrix, out_type=tf.int64)[0]])
+        return tf.SparseTensor(indices, tf.ones_like(rows.flat_values, tf.float32), shape)
+
+    def _scores(self, users: tf.Tensor) -> tf.Tensor:
+        """[batch, catalogue] scores, plus a column of zeros for the OOV item."""
+        scores = tf.sparse.sparse_dense_matmul(self._history(users), self.weights_matrix)
+        return tf.pad(scores, [[0, 0], [0, F.OOV_BUCKETS]])
+
+    def call(self, inputs, training: bool = False) -> tf.Tensor:
+        items = tf.reshape(tf.cast(inputs[F.ITEM_INDEX], tf.int64), [-1, 1])
+        return tf.squeeze(tf.gather(self._scores(inputs[F.USER_INDEX]), items, batch_dims=1), 1)
+
+    def score_all_items(self, users, items) -> tf.Tensor:
+        return tf.gather(self._scores(users), items[F.ITEM_INDEX], axis=1)
+
+    def similar_item_scores(self, item_index: tf.Tensor) -> tf.Tensor:
+        """[batch, catalogue]: the scores of a user whose whole history is that one item."""
+        n = tf.shape(self.weights_matrix, out_type=tf.int64)[0]
+        known = tf.cast(item_index < n, tf.float32)[:, None]
+        return tf.gather(self.weights_matrix, tf.minimum(item_index, n - 1)) * known
+
+
+def check_size(num_items: int, limit: int) -> None:
+    if num_items > limit:
+        raise CatalogueTooLarge(
+            f"ease: the catalogue has {num_items} items, above its limit of {limit} (a dense items x items "
+            f"matrix of {4 * num_items ** 2 / 2**30:.1f} GiB); use --model two_tower, or raise "
+            f"--ease-max-items if the machine has the memory")
+
+
+def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, train_data, holdout: Holdout,
+          steps_per_epoch=None, callbacks=()) -> Ease:
+    """Closed form on the training split; lambda from the grid by validation Recall@10."""
+    num_items = len(items.item_ids)
+    check_size(num_items, config.ease_max_items)
+    pairs = items.train_pairs
+    matrix = sparse.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
+                               shape=(dims.num_users, num_items))
+    mean_count = max(1.0, len(pairs) / max(1, num_items))
+    if config.ease_lambda > 0:
+        grid = [config.ease_lambda]
+    elif num_items > GRID_SEARCH_MAX_ITEMS or not len(holdout):
+        grid = [mean_count * LAMBDA_GRID[len(LAMBDA_GRID) // 2]]
+    else:
+        grid = [mean_count * m for m in LAMBDA_GRID]
+    best = None
+    for lam in grid:
+        weights = ease_weights(matrix, lam)
+        recall = holdout.recall(lambda users: np.asarray(matrix[users] @ weights)) if len(holdout) else 0.0
+        logging.info("ease: lambda %.1f, validation Recall@10 %.4f", lam, recall)
+        print(f"ease: lambda {lam:.1f}: validation Recall@10 {recall:.4f}", flush=True)
+        if best is None or recall > best[0]:
+            best = (recall, lam, weights)
+    _, lam, weights = best
+    return Ease(weights, items.rated_row_splits, items.rated_items, lam)
