@@ -88,3 +88,31 @@ def guard_rows(tensor, limit: int, name: str):
         message=f"input {name}: more rows than the limit of {limit} per request")
     with tf.control_dependencies([check]):
         return tf.identity(tensor)
+
+
+MAX_SCORED_PAIRS = 1 << 18  # (user, item) pairs a pairwise model (MLP) scores at once: its activations' bound
+
+
+def score_in_chunks(score_chunk, rows, num_items, max_pairs: int = MAX_SCORED_PAIRS):
+    """[rows, num_items] scores built from item chunks of at most `max_pairs // rows` items.
+
+    `score_chunk(start, end)` scores every row against items [start, end) and returns [rows, end - start].
+    A model that runs each (user, item) pair through hidden layers (MLP) would otherwise hold
+    rows x catalogue x hidden activations at once; chunked, the peak is max_pairs x hidden plus the
+    [rows, num_items] result. Graph-friendly (a while loop), so it can live in an exported signature.
+    """
+    import tensorflow as tf
+
+    rows = tf.cast(rows, tf.int32)
+    num_items = tf.cast(num_items, tf.int32)
+    chunk = tf.maximum(1, max_pairs // tf.maximum(rows, 1))
+    count = (num_items + chunk - 1) // chunk
+    parts = tf.TensorArray(tf.float32, size=count, infer_shape=False, element_shape=tf.TensorShape([None, None]))
+
+    def body(i, parts):
+        start = i * chunk
+        scores = score_chunk(start, tf.minimum(start + chunk, num_items))
+        return i + 1, parts.write(i, tf.transpose(tf.cast(scores, tf.float32)))  # [items, rows]: concat on axis 0
+
+    _, parts = tf.while_loop(lambda i, _: i < count, body, (tf.constant(0), parts))
+    return tf.cond(count > 0, lambda: tf.transpose(parts.concat()), lambda: tf.zeros([rows, 0], tf.float32))

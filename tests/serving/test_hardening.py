@@ -585,3 +585,25 @@ def test_fuzz_malformed_requests_get_status_codes_and_the_server_stays_up(served
         connection.close()
     print(f"\nfuzz: {grpc_count} gRPC requests {codes}; {http_count} REST requests {statuses}")
     assert grpc_count == FUZZ_GRPC and http_count == FUZZ_REST
+
+
+def test_score_in_chunks_equals_scoring_at_once_and_bounds_each_chunk():
+    """The helper pairwise (MLP) models use so recommend never holds users x catalogue activations."""
+    from serving.limits import score_in_chunks
+
+    users, items = tf.random.stateless_normal([7, 4], [1, 2]), tf.random.stateless_normal([1001, 4], [3, 4])
+    widths = []
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4]), tf.TensorSpec([None, 4])])
+    def chunked(users, items):
+        def score_chunk(start, end):
+            widths.append(None)  # traced once: the loop body, not one copy per chunk
+            block = items[start:end]
+            tf.debugging.assert_less_equal(tf.shape(users)[0] * tf.shape(block)[0], 64)
+            return tf.matmul(users, block, transpose_b=True)
+
+        return score_in_chunks(score_chunk, tf.shape(users)[0], tf.shape(items)[0], max_pairs=64)
+
+    np.testing.assert_allclose(chunked(users, items).numpy(), tf.matmul(users, items, transpose_b=True).numpy(),
+                               rtol=1e-6)
+    assert chunked(users, items[:0]).shape == (7, 0) and len(widths) == 1
