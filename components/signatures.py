@@ -1,10 +1,13 @@
 """The exported model's serving signatures; each embeds the Transform graph, so requests carry raw ids.
 
 The item catalogue (ids, titles, content features per vocabulary index) is saved with the model:
-`recommend` ranks it (optionally without the items each user rated in training, also saved with the
-model), and `predict` describes an item from its id. `serving_default` takes the item's
+`recommend` ranks it, without (when `exclude_rated`) every item the user interacted with in any split
+the pipeline saw (a table saved with the model); `recommend_filtered` also takes per-request exclude
+and allow lists of raw item ids; `similar_items` answers "more like this" from the model's item-item
+weights or item vectors; `predict` describes an item from its id. `serving_default` takes the item's
 attributes from the tf.Example when the client sends them (cold start for new items) and from the
-catalogue otherwise.
+catalogue otherwise. User-keyed signatures refuse more than `serving.limits.MAX_RECOMMEND_USERS` rows
+inside the graph, so the real TF Serving is bounded as well as ours.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from components import catalog as catalog_lib
 from components import features as F
 from components.models import topk
+from serving import limits
 
 
 def _as_column(values: tf.Tensor) -> tf.Tensor:
@@ -76,6 +80,13 @@ def _top_k(model: tf.keras.Model, scores: tf.Tensor, k: tf.Tensor, limit: tf.Ten
         F.TITLES_OUTPUT: tf.where(valid, tf.gather(model.catalog_titles, top.indices), ""),
         F.SCORES_OUTPUT: top.values,
     }
+
+
+def _score(model: tf.keras.Model, users: tf.Tensor, candidates: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """score_all_items over `candidates`; precomputed item vectors travel under "item_vectors"."""
+    candidates = dict(candidates)
+    cached = {"item_vectors": candidates.pop("item_vectors")} if "item_vectors" in candidates else {}
+    return model.score_all_items(users, candidates, **cached)
 
 
 def _similarity_vectors(model: tf.keras.Model, candidates: Dict[str, tf.Tensor]):
@@ -153,9 +164,19 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
                                                  name="catalog_item_vectors")
 
     def user_scores(user_id):
+        """[B, N] scores of the requested users (at most MAX_RECOMMEND_USERS, so real TF Serving is bounded too)."""
+        user_id = limits.guard_rows(user_id, limits.MAX_RECOMMEND_USERS, F.USER_ID)
         users = tf.reshape(model.tft_layer({F.USER_ID: _as_column(user_id)})[F.USER_INDEX], [-1])
-        cached = {"item_vectors": model.catalog_item_vectors} if precompute is not None else {}
-        return users, model.score_all_items(users, _catalog_candidates(model), **cached)
+        candidates = _catalog_candidates(model)
+        if precompute is not None:
+            candidates["item_vectors"] = model.catalog_item_vectors
+        if not getattr(model, "PAIRWISE_SCORING", False):
+            return users, _score(model, users, candidates)
+        # Each (user, item) pair goes through hidden layers: score the catalogue in chunks so the activations
+        # stay bounded whatever the request's size.
+        return users, limits.score_in_chunks(
+            lambda start, end: _score(model, users, {key: value[start:end] for key, value in candidates.items()}),
+            tf.shape(users)[0], tf.shape(model.catalog_item_ids)[0])
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
                                   tf.TensorSpec([], tf.int32, name=F.K_INPUT),
@@ -209,6 +230,7 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.ITEM_ID),
                                       tf.TensorSpec([], tf.int32, name=F.K_INPUT)])
         def similar_items(item_id, k):
+            item_id = limits.guard_rows(item_id, limits.MAX_RECOMMEND_USERS, F.ITEM_ID)
             index = tf.reshape(model.tft_layer({F.ITEM_ID: _as_column(item_id)})[F.ITEM_INDEX], [-1])
             index = tf.cast(index, tf.int64)
             scores = similar_scores(index)

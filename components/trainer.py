@@ -180,4 +180,5 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     serving = signatures.build(model, tft_output, items)
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=serving)
     signatures.set_method_names(fn_args.serving_model_dir)
-    warmup.write(fn_args.serving_model_dir, tft_output.vocabulary_by_name(F.USER_VOCAB)[0], items.item_ids[0])
+    warmup.write(fn_args.serving_model_dir, tft_output.vocabulary_by_name(F.USER_VOCAB)[0], items.item_ids[0],
+                 signatures=serving)

@@ -23,8 +23,8 @@ def _predict(signature: str, **inputs) -> prediction_log_pb2.PredictionLog:
     return prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
 
 
-def requests(user_id: bytes, item_id: bytes):
-    """One request per signature a client calls, for a user and an item the model knows."""
+def requests(user_id: bytes, item_id: bytes, signatures=None):
+    """One request per signature a client calls (of `signatures`, default all), for a known user and item."""
     users, items = tf.make_tensor_proto([user_id]), tf.make_tensor_proto([item_id])
     example = tf.train.Example()
     example.features.feature[F.USER_ID].bytes_list.value.append(user_id)
@@ -32,19 +32,26 @@ def requests(user_id: bytes, item_id: bytes):
     regress = regression_pb2.RegressionRequest()
     regress.model_spec.signature_name = F.REGRESS
     regress.input.example_list.examples.add().CopyFrom(example)
-    return [
-        _predict(F.PREDICT, **{F.USER_ID: users, F.ITEM_ID: items}),
-        _predict(F.RECOMMEND, **{F.USER_ID: users, F.K_INPUT: tf.make_tensor_proto(WARMUP_K, dtype=tf.int32),
-                                 F.EXCLUDE_RATED_INPUT: tf.make_tensor_proto(True)}),
-        _predict(F.SERVING_DEFAULT, **{F.EXAMPLES_INPUT: tf.make_tensor_proto([example.SerializeToString()])}),
-        prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(request=regress)),
-    ]
+    k, no_ids = tf.make_tensor_proto(WARMUP_K, dtype=tf.int32), tf.make_tensor_proto([], dtype=tf.string)
+    logs = {
+        F.PREDICT: _predict(F.PREDICT, **{F.USER_ID: users, F.ITEM_ID: items}),
+        F.RECOMMEND: _predict(F.RECOMMEND, **{F.USER_ID: users, F.K_INPUT: k,
+                                              F.EXCLUDE_RATED_INPUT: tf.make_tensor_proto(True)}),
+        F.RECOMMEND_FILTERED: _predict(F.RECOMMEND_FILTERED, **{
+            F.USER_ID: users, F.K_INPUT: k, F.EXCLUDE_RATED_INPUT: tf.make_tensor_proto(True),
+            F.EXCLUDE_ITEMS_INPUT: items, F.ALLOW_ITEMS_INPUT: no_ids}),
+        F.SIMILAR_ITEMS: _predict(F.SIMILAR_ITEMS, **{F.ITEM_ID: items, F.K_INPUT: k}),
+        F.SERVING_DEFAULT: _predict(F.SERVING_DEFAULT,
+                                    **{F.EXAMPLES_INPUT: tf.make_tensor_proto([example.SerializeToString()])}),
+        F.REGRESS: prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(request=regress)),
+    }
+    return [log for name, log in logs.items() if signatures is None or name in signatures]
 
 
-def write(export_dir: str, user_id: bytes, item_id: bytes) -> str:
+def write(export_dir: str, user_id: bytes, item_id: bytes, signatures=None) -> str:
     path = f"{export_dir.rstrip('/')}/{F.WARMUP_REQUESTS_FILE}"
     tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
     with tf.io.TFRecordWriter(path) as writer:
-        for log in requests(user_id, item_id):
+        for log in requests(user_id, item_id, signatures):
             writer.write(log.SerializeToString())
     return path
