@@ -16,7 +16,7 @@ export PYTHONHASHSEED := 0
 
 DATA      ?= data/sample
 OUT       ?= output
-MODEL     ?= mf
+MODEL     ?= auto
 PORT      ?= 8500
 USER_ID   ?= u00001
 ITEM_ID   ?= i00001

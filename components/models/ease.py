@@ -39,6 +39,9 @@ class Ease(tf.keras.Model):
     def __init__(self, weights: np.ndarray, row_splits: np.ndarray, history: np.ndarray, lam: float):
         super().__init__(name="ease")
         self.weights_matrix = tf.Variable(weights, trainable=False, name="ease_weights")
+        # What a user without training history (a new user) is ranked by: the items' training counts.
+        counts = np.bincount(history, minlength=weights.shape[0]).astype(np.float32)
+        self.popularity = tf.Variable(counts / max(1.0, counts.max()), trainable=False, name="item_popularity")
         self.history_row_splits = tf.Variable(row_splits, trainable=False, name="history_row_splits")
         self.history_items = tf.Variable(history, trainable=False, name="history_items")
         self.lam = lam
@@ -53,8 +56,11 @@ class Ease(tf.keras.Model):
         return tf.SparseTensor(indices, tf.ones_like(rows.flat_values, tf.float32), shape)
 
     def _scores(self, users: tf.Tensor) -> tf.Tensor:
-        """[batch, catalogue] scores, plus a column of zeros for the OOV item."""
-        scores = tf.sparse.sparse_dense_matmul(self._history(users), self.weights_matrix)
+        """[batch, catalogue] scores, plus a column of zeros for the OOV item; popularity for an empty history."""
+        history = self._history(users)
+        scores = tf.sparse.sparse_dense_matmul(history, self.weights_matrix)
+        has_history = tf.sparse.reduce_sum(history, axis=1, output_is_sparse=False) > 0
+        scores = tf.where(has_history[:, None], scores, self.popularity[None, :])
         return tf.pad(scores, [[0, 0], [0, F.OOV_BUCKETS]])
 
     def call(self, inputs, training: bool = False) -> tf.Tensor:
