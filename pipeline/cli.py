@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gRPC request threads (default %(default)s)")
     p.add_argument("--max-message-bytes", type=int, default=ServerOptions.max_message_bytes,
                    help="largest request or response; larger ones get RESOURCE_EXHAUSTED (default %(default)s)")
+    p.add_argument("--max-request-bytes", type=int, default=ServerOptions.max_request_bytes,
+                   help="largest gRPC request or REST body, refused before it is read or parsed (default "
+                        "%(default)s)")
     p.add_argument("--enable-batching", action="store_true",
                    help="batch concurrent requests to a signature (TF Serving's --enable_batching)")
     p.add_argument("--batching-parameters-file",
@@ -456,6 +459,7 @@ def serve_options(args) -> ServerOptions:
         drain_seconds=args.drain_seconds, admin_port=args.admin_port,
         model_roots=tuple(os.path.abspath(r) if "://" not in r else r for r in args.model_root or ()),
         max_rows=args.max_rows, row_limits=tuple(sorted(row_limits.items())),
+        max_request_bytes=args.max_request_bytes,
         rest_max_connections=args.rest_max_connections, rest_timeout=args.rest_timeout)
 
 

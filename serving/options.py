@@ -19,6 +19,9 @@ from serving.limits import DEFAULT_MAX_ROWS, MAX_RECOMMEND_USERS
 
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Requests are small (ids, a few scalars); a parsed request takes up to ~18x its wire size (one object per
+# string), so this bounds one request's memory to ~150 MB whatever it declares.
+DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +57,8 @@ class ServerOptions:
     rest_port: Optional[int] = None  # None: no REST API; 0: any free port
     poll_interval: float = 5.0
     max_workers: int = 8  # gRPC request threads; REST has as many workers of its own
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # responses (and requests, when smaller than the next)
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # a gRPC request or REST body; larger: refused unread
     # Rows per request (users for recommend, tf.Examples for Regress/Classify), checked before allocation.
     max_rows: int = DEFAULT_MAX_ROWS
     row_limits: Tuple[Tuple[str, int], ...] = tuple(  # per signature: those scoring the whole catalogue per row
@@ -68,6 +72,10 @@ class ServerOptions:
     tls: Optional[TlsOptions] = None
     metrics_path: Optional[str] = DEFAULT_METRICS_PATH  # served on the REST port; None turns it off
     drain_seconds: float = 10.0  # on SIGTERM, in-flight requests get this long to finish
+
+    @property
+    def request_limit(self) -> int:
+        return min(self.max_request_bytes, self.max_message_bytes)
 
     def row_limit(self, signature: str) -> int:
         return dict(self.row_limits).get(signature, self.max_rows)

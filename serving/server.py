@@ -164,9 +164,9 @@ def build_server(
     def grpc_server(host: str, port: int, workers: int, admin: bool) -> Tuple[grpc.Server, int]:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="admin" if admin else "grpc"),
-            options=[("grpc.max_receive_message_length", options.max_message_bytes),
+            options=[("grpc.max_receive_message_length", options.request_limit),
                      ("grpc.max_send_message_length", options.max_message_bytes)],
-            maximum_concurrent_rpcs=workers * 8)  # beyond: RESOURCE_EXHAUSTED at once, no unbounded queue
+            maximum_concurrent_rpcs=workers * 4)  # beyond: RESOURCE_EXHAUSTED before the message is read
         if not admin:
             prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
                 PredictionService(inference, metrics), server)
@@ -185,7 +185,7 @@ def build_server(
         if options.rest_port is not None:
             try:
                 rest = RestServer(inference, options.host, options.rest_port, metrics, options.metrics_path,
-                                  options.max_message_bytes, tls=options.tls, workers=options.max_workers,
+                                  options.request_limit, tls=options.tls, workers=options.max_workers,
                                   max_connections=options.rest_max_connections, timeout=options.rest_timeout)
             except OSError as e:
                 raise OSError(f"cannot listen on {options.host}:{options.rest_port} for REST: {e.strerror}") from None

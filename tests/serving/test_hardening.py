@@ -2,7 +2,8 @@
 
 One `recsys serve` process (gRPC, REST, admin port, batching on) is probed through the official TF
 Serving stubs and raw sockets; every case must be refused or answered within 2 s while the server's
-RSS grows by less than 200 MB and it runs fewer than 150 threads (read from /proc/<pid>/status).
+peak RSS grows by less than 200 MB and it runs fewer than 150 threads (read from /proc/<pid>/status,
+the peak mark reset through /proc/<pid>/clear_refs before each case).
 """
 
 import json
@@ -63,6 +64,14 @@ class Served:
     def rss_mb(self):
         return _proc_status(self.process.pid, "VmRSS") / 1024
 
+    def reset_peak(self):
+        """Resets the kernel's peak-RSS mark (VmHWM), so peak_mb() is the peak since now."""
+        with open(f"/proc/{self.process.pid}/clear_refs", "w") as f:
+            f.write("5")
+
+    def peak_mb(self):
+        return _proc_status(self.process.pid, "VmHWM") / 1024
+
     def threads(self):
         return _proc_status(self.process.pid, "Threads")
 
@@ -102,24 +111,25 @@ def served(tmp_path_factory):
             process.wait()
         log.close()
         if FIGURES:
-            print("\ncase: seconds, RSS growth (MB), threads")
+            print("\ncase: seconds, peak RSS growth (MB), threads")
             for case, (seconds, growth, threads) in FIGURES.items():
                 print(f"  {case}: {seconds:.2f} s, {growth:+.1f} MB, {threads} threads")
 
 
 class bounded:
-    """Measures a case: time, the server's RSS growth and its thread count, all against the targets."""
+    """Measures a case: time, the server's peak RSS growth and its thread count, against the targets."""
 
     def __init__(self, served, case, seconds=MAX_SECONDS):
         self.served, self.case, self.seconds = served, case, seconds
 
     def __enter__(self):
+        self.served.reset_peak()
         self.rss, self.started = self.served.rss_mb(), time.monotonic()
         return self
 
     def __exit__(self, kind, *_):
         elapsed = time.monotonic() - self.started
-        growth, threads = self.served.rss_mb() - self.rss, self.served.threads()
+        growth, threads = self.served.peak_mb() - self.rss, self.served.threads()
         FIGURES[self.case] = (elapsed, growth, threads)
         if kind is None:
             assert elapsed < self.seconds, f"{self.case}: {elapsed:.1f} s"
@@ -213,6 +223,25 @@ def test_recommend_for_200k_users_is_refused_naming_the_limit(served):
     assert tf.make_ndarray(response.outputs[F.SCORES_OUTPUT]).shape == (MAX_RECOMMEND_USERS, 2)
 
 
+def test_requests_up_to_the_size_limit_stay_within_the_memory_bound(served):
+    """A request parses to ~18x its wire size (one object per string): the 8 MiB limit bounds that."""
+    from serving.options import DEFAULT_MAX_REQUEST_BYTES
+
+    n = 1_300_000  # one-byte strings, 3 bytes each on the wire: ~7.8 MB for the two inputs
+    request = _predict([b"x"] * n, [b"y"] * n)
+    assert DEFAULT_MAX_REQUEST_BYTES * 0.9 < request.ByteSize() < DEFAULT_MAX_REQUEST_BYTES
+    with bounded(served, "gRPC request of 2.6M strings just under the 8 MiB request limit"):
+        _refused(served.predictions.Predict, request, grpc.StatusCode.INVALID_ARGUMENT, "1300000 rows exceed")
+    request = _predict([b"x"] * (n + 200_000), [b"y"] * (n + 200_000))
+    with bounded(served, "gRPC request over the 8 MiB request limit"):
+        _refused(served.predictions.Predict, request, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    body = b'{"signature_name": "predict", "instances": [' + b",".join([b"1"] * 3_500_000) + b"]}"
+    assert len(body) < DEFAULT_MAX_REQUEST_BYTES
+    request = (f"POST {PREDICT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    with bounded(served, "REST body of 3.5M JSON numbers just under the limit"):
+        assert _raw(served, request, read_timeout=10)[0] == 400
+
+
 def test_the_saved_model_itself_refuses_more_users_than_its_guard(tmp_path):
     """What protects the real TF Serving: the limit is in the exported recommend signature."""
     path = save_version(str(tmp_path / "m"), 1, 0.0)
@@ -274,8 +303,8 @@ def test_slow_clients_are_cut_off_after_the_read_timeout(served):
         status, seconds = _raw(served, f"POST {PREDICT_PATH} HTTP/1.1\r\nHost: x\r\n".encode(), read_timeout=10)
         assert status is None and seconds < REST_TIMEOUT + 1.5  # closed by the server, not by our timeout
     with bounded(served, "REST body never sent", seconds=REST_TIMEOUT + 2):
-        status, seconds = _raw(served, f"POST {PREDICT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n".encode(),
-                               read_timeout=10)
+        headers = f"POST {PREDICT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"
+        status, seconds = _raw(served, headers.encode(), read_timeout=10)
         assert status is None and seconds < REST_TIMEOUT + 1.5
 
 
@@ -482,7 +511,8 @@ FUZZ_GRPC, FUZZ_REST = 3000, 2000  # seeded; ~10 s on 2 busy cores, bounded at 6
 def _random_tensor(rng):
     dtype = int(rng.choice([types_pb2.DT_STRING, types_pb2.DT_INT32, types_pb2.DT_FLOAT, types_pb2.DT_BOOL,
                             types_pb2.DT_INT64, types_pb2.DT_INVALID, 99]))
-    dims = [int(rng.choice([0, 1, 2, 3, 7, 1000, 10**6, 10**9, 2**40, -1, -(2**40)])) for _ in range(rng.integers(0, 4))]
+    sizes = [0, 1, 2, 3, 7, 1000, 10**6, 10**9, 2**40, -1, -(2**40)]
+    dims = [int(rng.choice(sizes)) for _ in range(rng.integers(0, 4))]
     proto = tensor_pb2.TensorProto(dtype=dtype)
     if rng.random() < 0.05:
         proto.tensor_shape.unknown_rank = True
