@@ -161,3 +161,85 @@ def test_queues_of_an_unloaded_version_are_dropped_when_the_new_one_is_first_use
         assert old.sizes == [1] and new.sizes == [1]
     finally:
         batcher.stop()
+
+
+def test_string_scalars_are_compared_by_value_so_equal_ones_share_a_batch():
+    calls = []
+
+    def tag(x, label):
+        calls.append(int(x.shape[0]))
+        return {"y": x * 2}
+
+    batcher = Batcher(BatchingOptions(max_batch_size=8, batch_timeout_micros=300_000, num_batch_threads=1))
+    try:  # two distinct objects holding the same bytes (an object array's buffer holds only pointers)
+        _concurrently(2, lambda i: batcher.run(tag, {"x": np.ones(1, np.float32),
+                                                     "label": np.array(bytes(b"ab"[:1] + b"b"), dtype=object)}))
+    finally:
+        batcher.stop()
+    assert calls == [2]
+
+
+def test_a_request_whose_deadline_passed_in_the_queue_is_dropped_not_run():
+    from serving.batching import DEADLINE, Expired
+
+    gate = threading.Event()
+    recorder = Recorder(gate)
+    batcher = Batcher(BatchingOptions(max_batch_size=1, batch_timeout_micros=0, num_batch_threads=1))
+    try:
+        blocker = threading.Thread(target=batcher.run, args=(recorder, {"x": np.ones(1, np.float32)}))
+        blocker.start()  # the only worker is busy with this one until the gate opens
+        time.sleep(0.2)
+        errors = []
+
+        def expiring_one_row():
+            DEADLINE.set(time.monotonic() + 0.1)
+            try:
+                batcher.run(recorder, {"x": np.full(1, 7, np.float32)})
+            except Expired as e:
+                errors.append(e)
+
+        waiter = threading.Thread(target=expiring_one_row)
+        waiter.start()
+        time.sleep(0.4)
+        gate.set()
+        blocker.join(10)
+        waiter.join(10)
+        assert len(errors) == 1 and "deadline" in str(errors[0])
+        assert recorder.sizes == [1]  # only the blocker ran
+    finally:
+        gate.set()
+        batcher.stop()
+
+
+def test_queues_are_capped_idle_ones_reclaimed_and_threads_shared():
+    recorder = Recorder()
+    batcher = Batcher(BatchingOptions(batch_timeout_micros=0, num_batch_threads=2, max_queues=4,
+                                      idle_queue_seconds=0.05))
+    before = threading.active_count()
+    try:
+        for k in range(40):  # 40 distinct scalar values: never more than 4 queues, no thread per queue
+            out = batcher.run(recorder, {"x": np.ones(1, np.float32), "k": np.array(k, np.float32)})
+            assert out["y"].tolist() == [2.0 + k]
+            assert batcher.queue_count() <= 4 and threading.active_count() <= before
+        time.sleep(0.1)
+        batcher.run(recorder, {"x": np.ones(1, np.float32), "k": np.array(99, np.float32)})
+        assert batcher.queue_count() == 1  # the idle ones were reclaimed when this one was created
+    finally:
+        batcher.stop()
+
+
+def test_past_the_queue_cap_with_every_queue_busy_a_request_runs_unbatched():
+    gate = threading.Event()
+    recorder = Recorder(gate)
+    batcher = Batcher(BatchingOptions(max_batch_size=1, batch_timeout_micros=0, num_batch_threads=1,
+                                      max_queues=1))
+    try:
+        for _ in range(2):  # one running (blocked on the gate), one waiting: the only queue is busy
+            threading.Thread(target=batcher.run, args=(recorder, {"x": np.ones(1, np.float32)})).start()
+        time.sleep(0.3)
+        direct = Recorder()
+        out = batcher.run(direct, {"x": np.ones(1, np.float32), "k": np.array(5, np.float32)})
+        assert out["y"].tolist() == [7.0] and direct.sizes == [1] and batcher.queue_count() == 1
+    finally:
+        gate.set()
+        batcher.stop()

@@ -417,6 +417,16 @@ def test_the_default_bind_is_loopback():
     assert args.host == "127.0.0.1" and args.admin_port is None
 
 
+def test_row_limits_from_the_command_line():
+    from pipeline.cli import CliError, build_parser, serve_options
+
+    options = serve_options(build_parser().parse_args(["serve", "--row-limit", "predict=50", "--max-rows", "70"]))
+    assert (options.row_limit(F.PREDICT), options.row_limit(F.RECOMMEND), options.row_limit("other")) == (
+        50, MAX_RECOMMEND_USERS, 70)
+    with pytest.raises(CliError, match="--row-limit 'predict=x': expected SIGNATURE=N"):
+        serve_options(build_parser().parse_args(["serve", "--row-limit", "predict=x"]))
+
+
 # --- 5. batching -------------------------------------------------------------------------------------
 
 def test_600_distinct_scalar_values_leave_threads_and_queues_bounded(served):

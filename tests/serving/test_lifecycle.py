@@ -19,7 +19,7 @@ from components import warmup
 from serving.client import RecsysClient, channel_credentials
 from serving.options import read_ssl_config_file
 from tests.serving.conftest import EXTERNAL, start_embedded
-from tests.serving.tiny_model import save_version
+from tests.serving.tiny_model import WARMUP_SIGNATURES, save_version
 
 pytestmark = pytest.mark.skipif(bool(EXTERNAL), reason="these need a server of their own")
 AVAILABLE, END = get_model_status_pb2.ModelVersionStatus.AVAILABLE, get_model_status_pb2.ModelVersionStatus.END
@@ -36,7 +36,7 @@ def _predict(user="u", item="i"):
 
 def test_warmup_requests_are_replayed_and_a_failing_one_keeps_the_old_version(tmp_path, caplog):
     base = str(tmp_path / F.DEFAULT_MODEL_NAME)
-    save_version(base, 1, 0.0, warmup.requests(b"u", b"a"))  # the Trainer's warm-up records
+    save_version(base, 1, 0.0, warmup.requests(b"u", b"a", WARMUP_SIGNATURES))  # the Trainer's warm-up records
     caplog.set_level(logging.INFO)
     server, where = start_embedded(base)
     try:

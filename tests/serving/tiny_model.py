@@ -74,6 +74,10 @@ class TinyRecommender(tf.Module):
                 tf.saved_model.CLASSIFY_OUTPUT_SCORES: tf.stack([1.0 - p, p], axis=1)}
 
 
+# The signatures a TinyRecommender has that the Trainer's warm-up covers (classify is the tiny model's own).
+WARMUP_SIGNATURES = (F.PREDICT, F.RECOMMEND, F.SERVING_DEFAULT, F.REGRESS)
+
+
 def save_version(base, version, offset, warmup_requests=None):
     """Writes version `version`; `warmup_requests` (PredictionLogs) go to assets.extra like the Trainer's."""
     module = TinyRecommender(offset)
@@ -96,5 +100,5 @@ def save_version(base, version, offset, warmup_requests=None):
 
 
 if __name__ == "__main__":
-    save_version(sys.argv[1], 1, 0.0, warmup.requests(b"u", b"a"))
-    save_version(sys.argv[1], 2, 10.0, warmup.requests(b"u", b"a"))
+    save_version(sys.argv[1], 1, 0.0, warmup.requests(b"u", b"a", WARMUP_SIGNATURES))
+    save_version(sys.argv[1], 2, 10.0, warmup.requests(b"u", b"a", WARMUP_SIGNATURES))
