@@ -124,16 +124,20 @@ class RecsysClient:
         raise ServingError(f"model '{self.model_name}' not ready at {self.target} after {timeout_s:g} s: {last_error}")
 
     def label(self, what: str = "status") -> str:
-        """The label requests carry ("" for none), asking the server once whether it has `stable`."""
+        """The label requests carry ("" for none), asking the server once whether it has `stable`.
+
+        Asked through GetModelMetadata, which resolves labels on TF Serving as on ours (TF Serving's
+        GetModelStatus ignores version_label); an unknown label is NOT_FOUND here, INVALID_ARGUMENT there.
+        """
         if self._label is None:
-            request = get_model_status_pb2.GetModelStatusRequest()
+            request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
             request.model_spec.name, request.model_spec.version_label = self.model_name, STABLE
             try:
-                self._models.GetModelStatus(request, timeout=self.timeout)
+                self._predictions.GetModelMetadata(request, timeout=self.timeout)
                 self._label = STABLE
             except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.NOT_FOUND:  # unreachable server etc.: say so, in one line
-                    self._call(self._models.GetModelStatus, request, what)
+                if e.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                    self._call(self._predictions.GetModelMetadata, request, what)  # unreachable etc.: one line
                 self._label = ""
         return self._label
 

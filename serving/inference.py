@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from typing import Callable, Dict, Optional, Sequence
 
@@ -42,7 +41,6 @@ from tensorflow_serving.apis import (
     regression_pb2,
     status_pb2,
 )
-from tensorflow_serving.config import model_server_config_pb2
 
 from components import features as F
 from serving import batching, limits
