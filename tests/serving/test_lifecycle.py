@@ -114,7 +114,7 @@ def test_tls_with_client_certificates_from_an_ssl_config_file(tmp_path):
     assert tls.client_verify and tls.server_cert.startswith(b"-----BEGIN CERTIFICATE-----")
     base = str(tmp_path / F.DEFAULT_MODEL_NAME)
     save_version(base, 1, 0.0)
-    server, where = start_embedded(base, tls=tls)  # REST on: it must not be a way around TLS
+    server, where = start_embedded(base, tls=tls, rest_timeout=1.0)  # REST on: it must not be a way around TLS
     address = f"localhost:{where.grpc.rsplit(':', 1)[1]}"
     root = _pem(cert=ca).encode()
     try:
@@ -145,6 +145,9 @@ def _rest_requires_tls_and_a_client_certificate(tmp_path, port, ca, client_key, 
     import urllib.request
 
     url = f"https://localhost:{port}/v1/models/{F.DEFAULT_MODEL_NAME}"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:  # no TLS handshake ever: cut off
+        started = time.monotonic()
+        assert sock.recv(100) == b"" and time.monotonic() - started < 2.5
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:  # plaintext HTTP: no answer
         sock.sendall(b"GET /v1/models/recsys HTTP/1.1\r\nHost: x\r\n\r\n")
         try:
