@@ -121,7 +121,8 @@ def model_top_k(saved_model, users: Sequence[str], train_items: Mapping[str, Set
             seen = sorted(train_items.get(user, ()))
             out = recommend(**{F.USER_ID: tf.constant([user]), F.K_INPUT: k_tensor, F.EXCLUDE_RATED_INPUT: no,
                                F.EXCLUDE_ITEMS_INPUT: tf.constant(seen, tf.string), F.ALLOW_ITEMS_INPUT: everything})
-            ranked[user] = [i.decode("utf-8") for i in out[F.ITEMS_OUTPUT].numpy()[0]]
+            # an empty id marks a slot with no candidate left (the user excluded nearly everything)
+            ranked[user] = [i.decode("utf-8") for i in out[F.ITEMS_OUTPUT].numpy()[0] if i]
         return ranked
     if F.RECOMMEND not in saved_model.signatures:
         raise ValueError(f"the model has neither a {F.RECOMMEND_FILTERED!r} nor a {F.RECOMMEND!r} signature")
@@ -131,7 +132,7 @@ def model_top_k(saved_model, users: Sequence[str], train_items: Mapping[str, Set
         out = recommend(**{F.USER_ID: tf.constant([user]), F.K_INPUT: tf.constant(k + len(seen), tf.int32),
                            F.EXCLUDE_RATED_INPUT: no})
         items = (i.decode("utf-8") for i in out[F.ITEMS_OUTPUT].numpy()[0])
-        ranked[user] = [i for i in items if i not in seen][:k]
+        ranked[user] = [i for i in items if i and i not in seen][:k]
     return ranked
 
 
