@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
     p.add_argument("--embedding-dim", type=int, default=TrainingConfig.embedding_dim)
     p.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
+    p.add_argument("--tune", action="store_true",
+                   help="tune a rating model's embedding size, L2 and learning rate on the validation split first "
+                        f"(TFX Tuner, {TrainingConfig.tuner_trials} trials; the Trainer uses the best values)")
     p.add_argument("--split", choices=["hash", "time", "user-time", "leave-last-one-out"],
                    default=C.PipelineConfig.split,
                    help="train/validation/eval split: hash (default, 8:1:1), time (newest 10%% overall to eval, "
@@ -280,6 +283,7 @@ def cmd_run(args) -> int:
         split=args.split,
         min_id_frequency=args.min_id_frequency,
         training=training,
+        tune=args.tune,
         evaluation=C.EvaluationConfig(rmse_upper_bound=args.rmse_threshold,
                                       max_relative_rmse_regression=args.max_rmse_regression,
                                       ranking_k=args.ranking_k, min_lift_over_popular=args.min_lift_over_popular,

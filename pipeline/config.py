@@ -84,6 +84,9 @@ class PipelineConfig:
     # per-run knobs (data root, training config, train steps, push destination) become runtime parameters.
     orchestrator: str = LOCAL
     train_steps: int = 0  # 0: whole epochs, as TrainingConfig.epochs says
+    # `recsys run --tune`: a Tuner searches the rating model's embedding size, L2 and learning rate on the
+    # validation split before the Trainer, which trains with the best values (recorded in ML Metadata).
+    tune: bool = False
     mysql: Optional[MySQLMetadata] = None  # None: SQLite at metadata_path (ignored on Kubeflow)
 
     @property

@@ -20,6 +20,7 @@ from pipeline.config import KUBEFLOW, ORCHESTRATORS, EvaluationConfig, PipelineC
 
 PREPROCESSING_FN = "components.transform.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
+TUNER_FN = "components.tuner.tuner_fn"
 RMSE = "root_mean_squared_error"
 RANKING_GATE_ID = "RankingGate"
 
@@ -128,6 +129,20 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         splits_config=tfx.proto.SplitsConfig(analyze=[F.TRAIN_SPLIT], transform=list(F.SPLIT_NAMES)),
     )
     transform.add_upstream_node(data_gate)  # bad data stops the run before any training
+    tuning = []
+    if config.tune:  # off by default: a search costs several trainings
+        if models.is_ranking(config.training.model):
+            raise ValueError(f"--tune tunes the rating models ({', '.join(models.RATING_MODELS)}); "
+                             f"--model {config.training.model} is a ranking model")
+        tuning = [tfx.components.Tuner(
+            tuner_fn=TUNER_FN,
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"],
+            train_args=params["train-args"],
+            eval_args=tfx.proto.EvalArgs(splits=[F.VALIDATION_SPLIT]),  # tuning never sees eval either
+            custom_config=params["training-config"],
+        )]
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
@@ -136,6 +151,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         train_args=params["train-args"],
         eval_args=tfx.proto.EvalArgs(splits=[F.VALIDATION_SPLIT]),  # early stopping never sees eval
         custom_config=params["training-config"],
+        hyperparameters=tuning[0].outputs["best_hyperparameters"] if tuning else None,
     )
     baseline_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -175,7 +191,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[
-            example_gen, statistics_gen, schema_gen, example_validator, data_gate, transform,
+            example_gen, statistics_gen, schema_gen, example_validator, data_gate, transform, *tuning,
             trainer, baseline_resolver, *rating_components, ranking_gate, pusher,
         ],
         enable_cache=config.enable_cache,

@@ -19,18 +19,46 @@ class ModelDims:
     global_mean: float
 
 
-def embedding(rows: int, config: TrainingConfig, dim: int = 0) -> tf.keras.layers.Embedding:
-    layer = tf.keras.layers.Embedding(
-        rows, dim or config.embedding_dim,
+class RowL2Embedding(tf.keras.layers.Embedding):
+    """An embedding whose L2 penalty covers only the rows a batch looks up, once per occurrence.
+
+    While training, each call adds l2 * sum(rows^2) / batch to the loss: over an epoch an id is shrunk
+    once per rating it appears in, as lambda does in SGD matrix factorisation, so the MSE + penalty
+    objective is the same at any batch size. A whole-table regulariser instead shrinks every row at
+    every step (rare and frequent ids alike, at a cost that grows with the vocabulary).
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, l2: float = 0.0, **kwargs):
+        super().__init__(input_dim, output_dim, **kwargs)
+        self.l2 = float(l2)
+
+    def call(self, inputs, training=None):
+        rows = super().call(inputs)
+        if self.l2 and training is not None and training is not False:
+            batch = tf.cast(tf.maximum(tf.shape(inputs)[0], 1), rows.dtype)
+            penalty = self.l2 * tf.reduce_sum(tf.square(rows)) / batch
+            if not isinstance(training, bool):  # a symbolic learning phase
+                penalty *= tf.cast(training, rows.dtype)
+            self.add_loss(penalty)
+        return rows
+
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2}
+
+
+def embedding(rows: int, config: TrainingConfig, dim: int = 0) -> RowL2Embedding:
+    """An id table regularised per looked-up row by `config.rating_l2` (see RowL2Embedding)."""
+    layer = RowL2Embedding(
+        rows, dim or config.embedding_dim, l2=config.rating_l2,
         embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.05, seed=config.seed),
-        embeddings_regularizer=tf.keras.regularizers.l2(config.l2),
     )
     layer.build((None,))  # score_all_items reads the table before any call
     return layer
 
 
 def dense_stack(config: TrainingConfig):
-    reg = tf.keras.regularizers.l2(config.l2)
+    """Hidden layers; their kernels serve every example, so they get ordinary weight decay (dense_l2)."""
+    reg = tf.keras.regularizers.l2(config.dense_l2)
     return [tf.keras.layers.Dense(units, activation="relu", kernel_regularizer=reg) for units in config.hidden_units]
 
 

@@ -16,7 +16,7 @@ class ContentMLP(tf.keras.Model):
         super().__init__(name="content")
         self.user_embedding = embedding(dims.num_users, config)
         self.item_tower = tf.keras.layers.Dense(
-            config.embedding_dim, activation="relu", kernel_regularizer=tf.keras.regularizers.l2(config.l2))
+            config.embedding_dim, activation="relu", kernel_regularizer=tf.keras.regularizers.l2(config.dense_l2))
         self.head = RatingHead(config, dims.global_mean)
 
     def _rate(self, user_vectors, item_vectors, training=False):

@@ -20,7 +20,8 @@ class MatrixFactorization(tf.keras.Model):
         self.item_bias = embedding(dims.num_items, config, dim=1)
         self.global_mean = tf.Variable(dims.global_mean, dtype=tf.float32, name="global_mean")
 
-    def call(self, inputs):
+    def call(self, inputs, training=False):
+        """The embeddings and biases penalise the rows they look up while training (RowL2Embedding)."""
         users, items = inputs[F.USER_INDEX], inputs[F.ITEM_INDEX]
         dot = tf.reduce_sum(self.user_embedding(users) * self.item_embedding(items), axis=1)
         biases = tf.squeeze(self.user_bias(users), 1) + tf.squeeze(self.item_bias(items), 1)

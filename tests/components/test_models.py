@@ -10,7 +10,10 @@ from components import features as F
 from components import models
 from components.models.base import ModelDims
 from components.training_config import TrainingConfig
+from components.models.base import RowL2Embedding, embedding
 from data import synthetic
+
+RATING_MODELS = sorted(getattr(models, "RATING_MODELS", models.MODELS))
 
 
 def _load(root):
@@ -47,15 +50,17 @@ def _inputs(u, i, item_genres, item_years):
 
 @pytest.fixture(scope="module")
 def bias_baseline_rmse(ratings):
-    from pipeline.quality import baselines
+    """The benchmark's damped user+item bias reference on the same 80/20 split."""
+    from pipeline.quality import rating_references
 
     u, i, y, *_ = ratings
     train = np.arange(len(y)) % 5 != 0
     as_rows = lambda mask: list(zip(u[mask].tolist(), i[mask].tolist(), y[mask].tolist()))  # noqa: E731
-    return baselines(as_rows(train), as_rows(~train), {}, k=10)[1].rmse
+    (biases,) = [row for row in rating_references(as_rows(train), as_rows(~train)) if "bias" in row.name]
+    return biases.rmse
 
 
-@pytest.mark.parametrize("name", sorted(models.MODELS))
+@pytest.mark.parametrize("name", RATING_MODELS)
 def test_model_beats_global_mean_and_bias_baselines_on_held_out_ratings(ratings, bias_baseline_rmse, name):
     u, i, y, n_users, item_genres, item_years = ratings
     train = np.arange(len(y)) % 5 != 0
@@ -71,10 +76,13 @@ def test_model_beats_global_mean_and_bias_baselines_on_held_out_ratings(ratings,
     baseline = float(np.sqrt(np.mean((mean - y[~train]) ** 2)))
     print(f"{name}: rmse {rmse:.4f}, global mean {baseline:.4f}, biases {bias_baseline_rmse:.4f}")
     assert rmse < 0.9 * baseline, (name, rmse, baseline)
-    assert rmse < 0.93 * bias_baseline_rmse, (name, rmse, bias_baseline_rmse)
+    # content sees an item only through its genres and year, never its id: it cannot learn the item biases
+    # the sample plants, so it only has to beat the bias baseline; the id models beat it by 7 %.
+    margin = 0.97 if name == "content" else 0.93
+    assert rmse < margin * bias_baseline_rmse, (name, rmse, bias_baseline_rmse)
 
 
-@pytest.mark.parametrize("name", sorted(models.MODELS))
+@pytest.mark.parametrize("name", RATING_MODELS)
 def test_score_all_items_matches_pairwise_predictions(name):
     rng = np.random.default_rng(0)
     genres = rng.integers(0, 2, size=(6, 4)).astype(np.float32)
@@ -106,3 +114,95 @@ def test_content_model_scores_an_unseen_item_by_its_attributes(ratings):
     out = model({F.USER_INDEX: np.array([0, 0]), F.ITEM_INDEX: np.array([oov, oov]),
                  F.GENRES_MULTI_HOT: one_hot[[best, worst]], F.YEAR_XF: np.zeros(2, np.float32)}).numpy()
     assert np.all(np.isfinite(out)) and abs(out[0] - out[1]) > 1e-3
+
+
+# --- regularisation: per looked-up row, per occurrence ---------------------------------------------------
+
+def _penalty_and_gradient(layer, ids):
+    with tf.GradientTape() as tape:
+        layer(tf.constant(ids, tf.int64), training=True)
+        penalty = tf.add_n(layer.losses)
+    return float(penalty), tf.convert_to_tensor(tape.gradient(penalty, layer.embeddings)).numpy()
+
+
+def test_embedding_penalty_covers_only_the_rows_a_batch_looks_up_once_per_occurrence():
+    layer = embedding(50, TrainingConfig(rating_l2=0.1, embedding_dim=4))
+    assert layer.embeddings_regularizer is None  # no whole-table penalty left
+    table = layer.embeddings.numpy()
+    penalty, gradient = _penalty_and_gradient(layer, [3, 3, 3, 3])
+    expected = np.zeros_like(table)
+    expected[3] = 2 * 0.1 * table[3]  # d/dw of 0.1 * 4 * |w|^2 / 4
+    np.testing.assert_allclose(gradient, expected, rtol=1e-5, atol=1e-9)
+    assert penalty == pytest.approx(0.1 * np.sum(table[3] ** 2), rel=1e-5)
+    # Row 3 twice, rows 5 and 7 once: each row's gradient weighs its occurrences in the batch.
+    _, gradient = _penalty_and_gradient(layer, [3, 5, 3, 7])
+    expected = np.zeros_like(table)
+    expected[3], expected[5], expected[7] = 2 * 0.1 * table[3] * 2 / 4, 2 * 0.1 * table[5] / 4, 2 * 0.1 * table[7] / 4
+    np.testing.assert_allclose(gradient, expected, rtol=1e-5, atol=1e-9)
+    layer(tf.constant([3], tf.int64))  # inference: no penalty
+    assert layer.losses == []
+
+
+def test_embedding_penalty_does_not_grow_with_the_table():
+    config = TrainingConfig(rating_l2=0.05, embedding_dim=8)
+    small, large = embedding(10, config), embedding(100_000, config)
+    rows = np.random.default_rng(0).normal(size=(10, 8)).astype(np.float32)
+    small.embeddings.assign(rows)
+    large.embeddings.assign(np.concatenate([rows, np.ones((100_000 - 10, 8), np.float32)]))
+    ids = [0, 4, 4, 9]
+    penalty_small, _ = _penalty_and_gradient(small, ids)
+    penalty_large, gradient = _penalty_and_gradient(large, ids)
+    assert penalty_large == pytest.approx(penalty_small, rel=1e-6)
+    assert np.count_nonzero(np.abs(gradient).sum(1)) == 3
+
+
+@pytest.mark.parametrize("name", RATING_MODELS)
+def test_models_penalise_the_looked_up_rows_while_training_only(name):
+    rng = np.random.default_rng(1)
+    genres = rng.integers(0, 2, size=(9, 4)).astype(np.float32)
+    years = rng.normal(size=9).astype(np.float32)
+    model = models.get(name).build(ModelDims(8, 10, 4, 3.5), TrainingConfig(embedding_dim=4, hidden_units=(8,), rating_l2=0.1))
+    tables = [layer for layer in model.submodules if isinstance(layer, RowL2Embedding)]
+    assert tables and all(t.embeddings_regularizer is None for t in tables)
+    batch = _inputs(np.array([1, 2, 2]), np.array([4, 4, 6]), genres, years)
+    for training in (True, False):
+        with tf.GradientTape() as tape:
+            model(batch, training=training)
+            penalty = tf.add_n(model.losses + [tf.constant(0.0)])  # + dense kernels' decay, if any
+        gradients = tape.gradient(penalty, [t.embeddings for t in tables])
+        for table, gradient in zip(tables, gradients):
+            dense = np.zeros((1, 1)) if gradient is None else tf.convert_to_tensor(gradient).numpy()
+            touched = set(np.flatnonzero(np.abs(dense).sum(1)).tolist())
+            if not training:
+                assert touched == set(), (name, table.name)
+            elif table.input_dim == 8:  # a user table
+                assert touched == {1, 2}, (name, table.name, touched)
+            else:
+                assert touched == {4, 6}, (name, table.name, touched)
+
+
+def test_mf_defaults_do_not_overfit_noisy_ratings(tmp_path):
+    """ML-100K-like noise (rating noise sd 0.9, ~100 ratings per user and per item): with the default L2,
+    learning rate and size, mf's validation RMSE beats the bias baseline and does not climb after its best
+    epoch (the issue: whole-table L2 was best at epoch 3 on real data, then climbed)."""
+    synthetic.generate(str(tmp_path), synthetic.SampleSpec(num_users=400, num_items=400, num_ratings=40_000,
+                                                           noise_sd=0.9, seed=8))
+    u, i, y, n_users, item_genres, item_years = _load(tmp_path)
+    validation = np.arange(len(y)) % 5 == 0
+    defaults = TrainingConfig(model="mf")
+    mean = float(y[~validation].mean())
+    model = models.get("mf").build(ModelDims(n_users + 1, len(item_genres) + 1, item_genres.shape[1], mean), defaults)
+    model.compile(optimizer=tf.keras.optimizers.Adam(defaults.learning_rate), loss="mse",
+                  metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")])
+    history = model.fit(_inputs(u[~validation], i[~validation], item_genres, item_years), y[~validation],
+                        validation_data=(_inputs(u[validation], i[validation], item_genres, item_years), y[validation]),
+                        epochs=defaults.epochs, batch_size=defaults.batch_size, verbose=0).history["val_rmse"]
+    from pipeline.quality import rating_references
+
+    as_rows = lambda mask: list(zip(u[mask].tolist(), i[mask].tolist(), y[mask].tolist()))  # noqa: E731
+    (biases,) = [r for r in rating_references(as_rows(~validation), as_rows(validation)) if "bias" in r.name]
+    print("val RMSE per epoch:", " ".join(f"{v:.4f}" for v in history), "biases:", f"{biases.rmse:.4f}")
+    best = int(np.argmin(history))
+    assert min(history) < 0.99 * biases.rmse
+    assert best >= 3, history  # still improving after the first few epochs
+    assert history[-1] <= min(history) + 0.004, history  # and no climb over the default epochs

@@ -1,0 +1,93 @@
+"""The Tuner behind `recsys run --tune`: off by default, wired to the Trainer when on, and a real search."""
+
+import dataclasses
+import json
+
+import keras_tuner
+import pytest
+import tensorflow as tf
+from google.protobuf import json_format
+from tfx import v1 as tfx
+
+from components import features as F
+from components.training_config import TrainingConfig
+from components.tuner import search_space
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import create_pipeline
+
+
+def _config(tmp_path, **changes) -> PipelineConfig:
+    return dataclasses.replace(PipelineConfig(data_root=str(tmp_path / "data"), output_dir=str(tmp_path / "out")),
+                               **changes)
+
+
+def test_with_hyperparameters_overrides_the_tuned_fields_only():
+    base = TrainingConfig(model="mlp", epochs=7)
+    tuned = base.with_hyperparameters({"embedding_dim": 64.0, "rating_l2": 0.07, "learning_rate": 0.002})
+    assert (tuned.embedding_dim, tuned.rating_l2, tuned.learning_rate) == (64, 0.07, 0.002)
+    assert isinstance(tuned.embedding_dim, int)
+    assert dataclasses.replace(tuned, embedding_dim=base.embedding_dim, rating_l2=base.rating_l2,
+                               learning_rate=base.learning_rate) == base
+    # The form TFX hands the Trainer (fn_args.hyperparameters): keras_tuner.HyperParameters.get_config().
+    assert base.with_hyperparameters({"space": [], "values": {"rating_l2": 0.2}}).rating_l2 == 0.2
+    assert base.with_hyperparameters({}) == base
+    with pytest.raises(ValueError, match="unknown hyperparameter.*units"):
+        base.with_hyperparameters({"units": 3})
+
+
+def test_pipeline_has_no_tuner_by_default(tmp_path):
+    pipeline = create_pipeline(_config(tmp_path, training=TrainingConfig(model="mf")))
+    assert not [c for c in pipeline.components if isinstance(c, tfx.components.Tuner)]
+    trainer = next(c for c in pipeline.components if isinstance(c, tfx.components.Trainer))
+    assert "hyperparameters" not in trainer.inputs
+
+
+def test_tune_puts_a_tuner_between_transform_and_trainer(tmp_path):
+    pipeline = create_pipeline(_config(tmp_path, training=TrainingConfig(model="mf"), tune=True))
+    (tuner,) = [c for c in pipeline.components if isinstance(c, tfx.components.Tuner)]
+    trainer = next(c for c in pipeline.components if isinstance(c, tfx.components.Trainer))
+    transform = next(c for c in pipeline.components if isinstance(c, tfx.components.Transform))
+    assert trainer.inputs["hyperparameters"] is tuner.outputs["best_hyperparameters"]
+    assert tuner.inputs["examples"] is transform.outputs["transformed_examples"]
+    assert tuner.exec_properties["tuner_fn"] == "components.tuner.tuner_fn"
+    eval_args = json_format.Parse(tuner.exec_properties["eval_args"], tfx.proto.EvalArgs())
+    train_args = json_format.Parse(tuner.exec_properties["train_args"], tfx.proto.TrainArgs())
+    assert list(eval_args.splits) == [F.VALIDATION_SPLIT]  # never the eval split
+    assert list(train_args.splits) == [F.TRAIN_SPLIT]
+    order = [c.id for c in pipeline.components]
+    assert order.index(transform.id) < order.index(tuner.id) < order.index(trainer.id)
+
+
+def test_tune_refuses_a_ranking_model_in_one_line(tmp_path):
+    with pytest.raises(ValueError, match="--tune tunes the rating models.*ease is a ranking model"):
+        create_pipeline(_config(tmp_path, training=TrainingConfig(model="ease"), tune=True))
+
+
+@pytest.mark.slow
+def test_tuner_runs_its_trials_on_tiny_transformed_data_and_writes_the_best_values(tiny_data, tmp_path):
+    """The factory's pipeline run by TFX up to the Tuner (a partial run): tuner_fn, called by name, searches 2 trials."""
+    from tfx.dsl.compiler import compiler
+    from tfx.proto.orchestration import pipeline_pb2
+
+    training = TrainingConfig(model="mf", tuner_trials=2, tuner_epochs=2, batch_size=256)
+    config = _config(tmp_path, data_root=tiny_data, training=training, tune=True)
+    ir = compiler.Compiler().compile(create_pipeline(config))
+    tfx.orchestration.LocalDagRunner().run_with_ir(
+        ir, run_options=pipeline_pb2.RunOptions(partial_run=pipeline_pb2.PartialRun(
+            to_nodes=["Tuner"], snapshot_settings=pipeline_pb2.SnapshotSettings(
+                latest_pipeline_run_strategy=pipeline_pb2.SnapshotSettings.LatestPipelineRunStrategy()))))
+
+    (results,) = tf.io.gfile.glob(f"{config.pipeline_root}/Tuner/tuner_results/*/tuner_results.json")
+    trials = json.loads(tf.io.gfile.GFile(results).read())
+    assert len(trials) == 2
+    assert all(0.3 < t["score"] < 2.0 for t in trials)  # validation RMSE of a model that trained
+    values = [{k: t[k] for k in ("embedding_dim", "rating_l2", "learning_rate")} for t in trials]
+    defaults = search_space(keras_tuner.HyperParameters(), training)  # the config's values, inside the ranges
+    assert defaults in values and values[0] != values[1]  # the defaults, then one random point
+    (best,) = tf.io.gfile.glob(f"{config.pipeline_root}/Tuner/best_hyperparameters/*/best_hyperparameters.txt")
+    best_values = json.loads(tf.io.gfile.GFile(best).read())["values"]
+    winner = min(trials, key=lambda t: t["score"])
+    assert {k: best_values[k] for k in defaults} == {k: winner[k] for k in defaults}
+    tuned = training.with_hyperparameters(json.loads(tf.io.gfile.GFile(best).read()))
+    assert {"embedding_dim": tuned.embedding_dim, "rating_l2": tuned.rating_l2, "learning_rate": tuned.learning_rate} == {
+        k: best_values[k] for k in defaults}
