@@ -270,10 +270,9 @@ class RestServer:
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
+            if not self._thread.is_alive():
+                self._loop.close()
             self._pool.shutdown(wait=True)
-
-    def open_connections(self) -> int:
-        return len(self._httpd._connections) if self._httpd else 0
 
     def handle(self, method: str, path: str, body: bytes) -> Tuple[int, bytes, str]:
         if method == "GET" and self.metrics_path and path == self.metrics_path and self.metrics is not None:
