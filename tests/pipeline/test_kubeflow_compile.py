@@ -5,6 +5,7 @@ import json
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from components import models
 from pipeline import cli
 from pipeline.kubeflow_runner import IMAGE_SCHEMA_PATH
 
@@ -20,7 +21,7 @@ def test_compiled_spec_parses_names_every_component_and_declares_runtime_paramet
     spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
     tasks = set(spec.root.dag.tasks)
     assert {"RatingsExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "Transform", "Trainer",
-            "Evaluator", "Pusher"} <= tasks
+            "RankingGate", "Pusher"} <= tasks  # the default model ranks: no TFMA Evaluator
     assert any(t.startswith("latest_blessed_model_resolver") for t in tasks)
     executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
     images = {e["container"]["image"] for e in executors.values() if "container" in e}
@@ -31,6 +32,6 @@ def test_compiled_spec_parses_names_every_component_and_declares_runtime_paramet
     assert defaults["data-root"] == "gs://bucket/data"
     assert json.loads(defaults["train-args"])["numSteps"] == 500
     assert json.loads(defaults["push-destination"])["filesystem"]["baseDirectory"] == "gs://bucket/run/serving/recsys"
-    assert json.loads(defaults["training-config"])["training"]["model"] == "mf"
+    assert json.loads(defaults["training-config"])["training"]["model"] == models.DEFAULT_MODEL
     assert IMAGE_SCHEMA_PATH in out.read_text()
     assert not list(out.parent.glob(".*.tmp"))
