@@ -10,6 +10,8 @@ from components.training_config import TrainingConfig
 
 
 class NeuMF(tf.keras.Model):
+    PAIRWISE_SCORING = True  # every (user, item) pair runs through hidden layers: recommend scores in chunks
+
     def __init__(self, dims: ModelDims, config: TrainingConfig):
         super().__init__(name="hybrid")
         self.gmf_user, self.gmf_item = embedding(dims.num_users, config), embedding(dims.num_items, config)

@@ -12,6 +12,8 @@ from components.training_config import TrainingConfig
 
 
 class CollaborativeMLP(tf.keras.Model):
+    PAIRWISE_SCORING = True  # every (user, item) pair runs through hidden layers: recommend scores in chunks
+
     def __init__(self, dims: ModelDims, config: TrainingConfig):
         super().__init__(name="mlp")
         self.user_embedding = embedding(dims.num_users, config)
