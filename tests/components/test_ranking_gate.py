@@ -245,3 +245,23 @@ def test_a_rating_model_can_be_gated_on_ranking_too_and_needs_an_rmse_verdict(pl
 def test_auto_counts_as_a_ranking_model():
     assert G.is_ranking("auto") and not G.is_ranking("mf")
     assert G.model_name("") == "auto"
+
+
+def test_the_report_shows_the_model_beside_most_popular_and_the_baseline(planted, tmp_path):
+    from pipeline import report, run_summary
+
+    blessed, ranking, _ = _gate(planted, tmp_path, "half_taste", baseline="taste")
+    failures = run_summary.run_failures(None, ranking)
+    text = report.as_text({}, failures, blessed, ranking)
+    header = next(line for line in text.splitlines() if line.startswith("slice"))
+    assert header.split() == ["slice", "recall@10", "most_popular", "recall@10", "baseline", "recall@10", "ndcg@10",
+                              "most_popular", "ndcg@10", "baseline", "ndcg@10", "users"]
+    overall = next(line for line in text.splitlines() if line.startswith("overall")).split()
+    assert float(overall[1]) == pytest.approx(ranking["model"]["overall"]["recall"], abs=1e-4)
+    assert float(overall[2]) == pytest.approx(ranking["most_popular"]["overall"]["recall"], abs=1e-4)
+    assert "NOT BLESSED: overall: recall@10" in text and "latest blessed model's" in text
+    line = run_summary.describe_ranking(ranking)
+    assert line.startswith(f"ranking on eval ({NUM_USERS} users): recall@10 ") and "latest blessed model" in line
+    page, png = report.write(str(tmp_path / "reports" / "run-1"), "run 1", {}, failures, blessed, ranking)
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "most_popular recall@10" in open(page, encoding="utf-8").read()
