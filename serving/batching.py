@@ -25,6 +25,7 @@ from typing import Callable, Dict, Hashable, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from components import features as F
 from serving.options import BatchingOptions
 
 
@@ -68,6 +69,21 @@ class _Queue:
         self.function, self.tasks, self.rows, self.last_used = function, collections.deque(), 0, time.monotonic()
 
 
+# Inputs that apply to the whole request rather than row by row (recommend_filtered's exclude/allow lists):
+# like scalars, requests share a batch only when these are equal, and the batch passes them once.
+REQUEST_WIDE_INPUTS = frozenset({F.EXCLUDE_ITEMS_INPUT, F.ALLOW_ITEMS_INPUT})
+
+
+def _shared(name: str, value: np.ndarray) -> bool:
+    return value.ndim == 0 or name in REQUEST_WIDE_INPUTS
+
+
+def _shared_key(value: np.ndarray) -> Hashable:
+    if value.ndim:
+        return (value.dtype.str, value.shape, tuple(value.tolist()) if value.dtype == object else value.tobytes())
+    return _scalar_key(value)
+
+
 def _scalar_key(value: np.ndarray) -> Hashable:
     """A scalar input by value: strings by their bytes (an object array's buffer holds only a pointer)."""
     return value.item() if value.dtype == object else (value.dtype.str, value.tobytes())
@@ -97,8 +113,8 @@ class Batcher:
 
     def run(self, function: Callable, inputs: Dict[str, np.ndarray], timeout: Optional[float] = None):
         """The function's outputs for these inputs (numpy), computed in a batch with concurrent calls."""
-        scalars = tuple(sorted((n, _scalar_key(v)) for n, v in inputs.items() if v.ndim == 0))
-        rows = next(len(v) for v in inputs.values() if v.ndim)
+        scalars = tuple(sorted((n, _shared_key(v)) for n, v in inputs.items() if _shared(n, v)))
+        rows = next(len(v) for n, v in inputs.items() if not _shared(n, v))
         limit = self.options.max_batch_size
         if rows > limit:
             raise TooLarge(f"Task size {rows} is larger than maximum input batch size {limit}")
@@ -215,7 +231,7 @@ def _run(function: Callable, batch: List[_Task]) -> None:
     if len(batch) == 1:
         inputs = first
     else:
-        inputs = {name: value if value.ndim == 0 else np.concatenate([t.inputs[name] for t in batch])
+        inputs = {name: value if _shared(name, value) else np.concatenate([t.inputs[name] for t in batch])
                   for name, value in first.items()}
     outputs = _call(function, inputs)
     start = 0

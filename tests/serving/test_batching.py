@@ -243,3 +243,23 @@ def test_past_the_queue_cap_with_every_queue_busy_a_request_runs_unbatched():
     finally:
         gate.set()
         batcher.stop()
+
+
+def test_request_wide_lists_are_passed_once_and_only_equal_lists_share_a_batch():
+    """recommend_filtered's exclude/allow lists apply to every user of their request: never concatenated."""
+    calls = []
+
+    def filtered(user_id, exclude_item_ids):
+        calls.append((len(user_id), tuple(exclude_item_ids.numpy().tolist())))
+        return {"n": np.full(len(user_id), len(exclude_item_ids), np.int64)}
+
+    batcher = Batcher(BatchingOptions(max_batch_size=16, batch_timeout_micros=150_000, num_batch_threads=1))
+    lists = [np.array([b"a"], object), np.array([b"a", b"b", b"c"], object)]
+    try:
+        results = _concurrently(6, lambda i: batcher.run(filtered, {
+            F.USER_ID: np.array([b"u%d" % i, b"v%d" % i], object), F.EXCLUDE_ITEMS_INPUT: lists[i % 2]}))
+    finally:
+        batcher.stop()
+    assert [r["n"].tolist() for r in results] == [[1, 1] if i % 2 == 0 else [3, 3] for i in range(6)]
+    assert all(excluded in {(b"a",), (b"a", b"b", b"c")} for _, excluded in calls)  # one request's list each
+    assert sum(rows for rows, _ in calls) == 12 and len(calls) < 6  # equal lists did share batches
