@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/run_all.py [--work-dir output/bench] [--results-dir bench/results]
 
 Runs, in order, what each script's main() would run from the command line:
-  1. bench/run_pipelines.py      --sizes 100000 1000000 --epochs 10 2 --train-buckets 9 19
+  1. bench/run_pipelines.py      --sizes 100000 1000000 --epochs 10 2 --train-buckets 8 18
   2. bench/training_throughput.py --pipeline-output <work>/out_100000 --repeats 3
   3. bench/recommend_scaling.py  --budget-s 1
 One process instead of three saves what every process pays before measuring anything on this 2-core
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     results = args.results_dir
     steps = [
         ("run_pipelines", run_pipelines.main, [
-            "--sizes", "100000", "1000000", "--epochs", "10", "2", "--train-buckets", "9", "19",
+            "--sizes", "100000", "1000000", "--epochs", "10", "2", "--train-buckets", "8", "18",
             "--work-dir", args.work_dir,
             "--results-dir", results]),
         ("training_throughput", training_throughput.main, [

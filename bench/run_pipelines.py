@@ -1,6 +1,6 @@
 """The real pipeline at 100K and 1M interactions for `make bench`, through bench/pipeline_scale.py's run_size.
 
-Usage: .venv/bin/python bench/run_pipelines.py [--sizes 100000 1000000] [--epochs 10 2] [--train-buckets 9 19]
+Usage: .venv/bin/python bench/run_pipelines.py [--sizes 100000 1000000] [--epochs 10 2] [--train-buckets 8 18]
        [--work-dir output/bench] [--results-dir bench/results] [--beam-arg=ARG ...]
 
 Unlike pipeline_scale.py's own main (a temporary directory), the outputs are kept under
@@ -10,8 +10,8 @@ baseline model, no cache) and written to <results-dir>/pipeline_scale_<100k|1m>.
 pipeline_scale.py's format plus the settings used, the epochs the Trainer actually trained (early
 stopping may stop before --epochs) and their durations, so training time can be compared per epoch.
 The 100K sample runs exactly as `recsys run` would (the run the 3-minute target is about). 1M runs
-with 2 epochs (one steady epoch to time) instead of 10 and a 19:1 train/eval split (5 % eval) instead
-of 9:1: at 9:1 its Beam components alone took 6-7 minutes on 2 cores (the Evaluator 110-140 s of them),
+with 2 epochs (one steady epoch to time) instead of 10 and an 18:1:1 train/validation/eval split (5 % eval) instead
+of 8:1:1: at 9:1 (before the validation split) its Beam components alone took 6-7 minutes on 2 cores (the Evaluator 110-140 s of them),
 and `make bench` as a whole has 15.
 
 Beam settings are what `recsys run` picks for the input (pipeline.config.default_beam_args on the
@@ -74,9 +74,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--epochs", type=int, nargs="+", default=[10, 2],
                         help="epochs per size, in the order of --sizes (the last one repeats)")
-    parser.add_argument("--train-buckets", type=int, nargs="+", default=[9, 19],
-                        help="train hash buckets per size against 1 eval bucket (the pipeline's default is 9: "
-                             "10%% eval), in the order of --sizes (the last one repeats)")
+    parser.add_argument("--train-buckets", type=int, nargs="+", default=[8, 18],
+                        help="train hash buckets per size against 1 validation and 1 eval bucket (the pipeline's "
+                             "default is 8: 10%% eval), in the order of --sizes (the last one repeats)")
     parser.add_argument("--work-dir", default=os.path.join("output", "bench"))
     parser.add_argument("--results-dir", default=os.path.join("bench", "results"))
     parser.add_argument("--beam-arg", action="append", default=[])
@@ -93,11 +93,11 @@ def main(argv=None) -> int:
         else:
             beam_args, input_bytes = beam_args_for(size, args.work_dir)
         print(f"== {size} interactions, {epochs} epochs, beam {' '.join(beam_args)}, "
-              f"train:eval buckets {buckets}:1", flush=True)
+              f"train:validation:eval buckets {buckets}:1:1", flush=True)
         with config_overrides(**overrides):
             run = pipeline_scale.run_size(size, args.work_dir, list(beam_args), epochs)
         run["config_overrides"] = overrides
-        run["eval_fraction"] = round(1 / (buckets + 1), 4)
+        run["eval_fraction"] = round(1 / (buckets + 2), 4)
         output_dir = os.path.join(args.work_dir, f"out_{size}")
         run["epochs_requested"] = epochs
         run.update(common.trainer_epochs(output_dir))
