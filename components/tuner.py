@@ -26,7 +26,7 @@ PROJECT_NAME = "recsys_tuning"
 # The search space: around the defaults, wide enough to move a model from under- to over-fitting.
 EMBEDDING_DIMS = (16, 32, 64)
 L2_RANGE = (0.02, 0.3)  # rating_l2, per occurrence (components/models/base.py RowL2Embedding)
-LEARNING_RATE_RANGE = (5e-4, 1e-2)
+LEARNING_RATE_RANGE = (1e-3, 1e-2)  # slower rates do not converge within tuner_epochs
 
 
 def search_space(hp: keras_tuner.HyperParameters, config: TrainingConfig) -> Dict[str, Any]:
