@@ -40,6 +40,7 @@ class TrainingConfig:
     retrieval_temperature: float = 0.2
     ease_lambda: float = 0.0
     ease_max_items: int = 10_000
+    ease_refit: bool = True  # once lambda is chosen, refit on train + validation
     # A training split up to this size (TFRecord bytes) is read once and kept in memory; larger ones stream.
     in_memory_input_max_mb: float = 64.0
 

@@ -3,7 +3,8 @@
 B = I - P / diag(P) with P = (X^T X + lambda I)^-1 over the binary user x item matrix X of the
 training split, diagonal zero; a user's scores are their training history times B. No epochs: the
 only hyperparameter, lambda, is chosen on the validation split's Recall@10 from a grid that scales
-with the data (multiples of the mean item count), unless the config fixes it.
+with the data (multiples of the mean item count), unless the config fixes it; then B is refitted on
+train + validation (`ease_refit`), so the served model scores from everything but the eval split.
 
 Size limit: B is a dense items x items float32 matrix, computed in float64 (an inverse of
 O(items^3) time) and saved with the model, so the catalogue is capped (`TrainingConfig.ease_max_items`,
@@ -109,4 +110,14 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
         if best is None or recall > best[0]:
             best = (recall, lam, weights)
     _, lam, weights = best
-    return Ease(weights, items.rated_row_splits, items.rated_items, lam)
+    if not config.ease_refit or not len(holdout.pairs):
+        return Ease(weights, items.rated_row_splits, items.rated_items, lam)
+    # lambda chosen, the validation interactions are data like any other: refit on train + validation, and
+    # score from both (the eval split, which the gate reports on, stays unseen).
+    pairs = np.concatenate([pairs, holdout.pairs])
+    row_splits, history = catalog_lib.ragged_rows(pairs, dims.num_users)
+    matrix = sparse.csr_matrix((np.ones(len(history), np.float32),
+                                (np.repeat(np.arange(dims.num_users), np.diff(row_splits)), history)),
+                               shape=(dims.num_users, num_items))
+    print(f"ease: refit on train + validation ({len(history)} interactions), lambda {lam:.1f}", flush=True)
+    return Ease(ease_weights(matrix, lam), row_splits, history, lam)

@@ -30,6 +30,7 @@ class Holdout:
     def __init__(self, pairs: np.ndarray, train_row_splits: np.ndarray, train_items: np.ndarray,
                  max_users: int = 2000, seed: int = 0):
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        self.pairs = pairs  # every held-out pair, for a model that refits on train + validation
         users = np.unique(pairs[:, 0])
         if len(users) > max_users:  # a fixed sample keeps an epoch's validation cost bounded
             users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))

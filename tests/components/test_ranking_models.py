@@ -81,13 +81,17 @@ def test_ease_scores_are_the_training_history_times_its_weights(split):
     model = ease.train(split["dims"], TrainingConfig(model="ease", ease_lambda=50.0), split["items"], None,
                        split["validation"])
     user = int(split["train"][0, 0])
-    history = split["items"].rated_items[split["items"].rated_row_splits[user]:split["items"].rated_row_splits[user + 1]]
+    row_splits, items = model.history_row_splits.numpy(), model.history_items.numpy()
+    history = items[row_splits[user]:row_splits[user + 1]]
+    # refitted on train + validation: the history holds both, never the test split
+    seen = {tuple(p) for p in np.stack([np.repeat(np.arange(len(row_splits) - 1), np.diff(row_splits)), items], 1)}
+    assert seen == {tuple(p) for p in split["train"]} | {tuple(p) for p in split["validation"].pairs}
     expected = model.weights_matrix.numpy()[history].sum(axis=0)
     got = model.score_all_items(tf.constant([user], tf.int64), two_tower.candidates(split["items"])).numpy()[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     unknown = model.score_all_items(tf.constant([split["dims"].num_users - 1], tf.int64),
                                     two_tower.candidates(split["items"])).numpy()
-    counts = np.bincount(split["train"][:, 1], minlength=len(split["items"].item_ids))
+    counts = np.bincount(items, minlength=len(split["items"].item_ids))
     np.testing.assert_allclose(unknown[0], counts / counts.max(), rtol=1e-6)  # no history: most popular
 
 
