@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-request-bytes", type=int, default=ServerOptions.max_request_bytes,
                    help="largest gRPC request or REST body, refused before it is read or parsed (default "
                         "%(default)s)")
+    p.add_argument("--request-memory-mb", type=int, default=ServerOptions.request_memory_mb,
+                   help="memory the requests in flight may take once parsed (~18x their size); a request that "
+                        "does not fit waits for none: RESOURCE_EXHAUSTED (default %(default)s)")
     p.add_argument("--enable-batching", action="store_true",
                    help="batch concurrent requests to a signature (TF Serving's --enable_batching)")
     p.add_argument("--batching-parameters-file",
@@ -463,7 +466,7 @@ def serve_options(args) -> ServerOptions:
         drain_seconds=args.drain_seconds, admin_port=args.admin_port,
         model_roots=tuple(os.path.abspath(r) if "://" not in r else r for r in args.model_root or ()),
         max_rows=args.max_rows, row_limits=tuple(sorted(row_limits.items())),
-        max_request_bytes=args.max_request_bytes,
+        max_request_bytes=args.max_request_bytes, request_memory_mb=args.request_memory_mb,
         rest_max_connections=args.rest_max_connections, rest_timeout=args.rest_timeout)
 
 

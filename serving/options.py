@@ -59,6 +59,7 @@ class ServerOptions:
     max_workers: int = 8  # gRPC request threads; REST has as many workers of its own
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # responses (and requests, when smaller than the next)
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # a gRPC request or REST body; larger: refused unread
+    request_memory_mb: int = 192  # estimated parsed size of the requests in flight (serving/budget.py)
     # Rows per request (users for recommend, tf.Examples for Regress/Classify), checked before allocation.
     max_rows: int = DEFAULT_MAX_ROWS
     row_limits: Tuple[Tuple[str, int], ...] = tuple(  # per signature: those scoring the whole catalogue per row

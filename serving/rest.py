@@ -44,6 +44,7 @@ from tensorflow_serving.apis import (
 )
 
 from components import features as F
+from serving.budget import MemoryBudget, OverBudget
 from serving.inference import SIGNATURE_DEF_FIELD, Inference, RequestError, answer, signature_function
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import RequestMetrics
@@ -206,7 +207,8 @@ class RestServer:
 
     Tornado parses the requests on one event-loop thread: a Content-Length that is negative, not a
     number or over the body limit, and transfer encodings other than chunked, get 400 before any body
-    is read; a POST with neither Content-Length nor chunked encoding gets 411. Headers must arrive,
+    is read; a POST with neither Content-Length nor chunked encoding gets 411, and one whose length does
+    not fit the memory budget shared with gRPC (serving/budget.py) 429, unread. Headers must arrive,
     body reads progress and idle keep-alive connections end within `timeout` seconds. At most
     `max_connections` connections are open (more are closed on accept) and inference runs on
     `workers` threads with at most 8 requests per worker waiting (more get 503), so thread count and
@@ -216,8 +218,9 @@ class RestServer:
 
     def __init__(self, inference: Inference, host: str, port: int, metrics: Optional[RequestMetrics],
                  metrics_path: Optional[str], max_body_bytes: int, tls=None, workers: int = 8,
-                 max_connections: int = 64, timeout: float = 10.0):
+                 max_connections: int = 64, timeout: float = 10.0, budget: Optional[MemoryBudget] = None):
         self.inference, self.metrics, self.metrics_path = inference, metrics, metrics_path
+        self.budget = budget or MemoryBudget(192 << 20)
         self.max_body_bytes, self.max_connections, self.timeout = max_body_bytes, max_connections, timeout
         self.max_pending = workers * 8
         self.pending = 0  # requests waiting for or running on a worker (touched on the loop thread only)
@@ -399,23 +402,50 @@ class _CappedHTTPServer(tornado.httpserver.HTTPServer):
         super().handle_stream(stream, address)
 
 
+@tornado.web.stream_request_body
 class _Handler(tornado.web.RequestHandler):
+    """Reserves a POST's memory (serving/budget.py) from its Content-Length before reading its body."""
+
     SUPPORTED_METHODS = ("GET", "POST")
 
     def initialize(self, rest: RestServer):
-        self.rest = rest
+        self.rest, self._chunks, self._reservation = rest, [], None
 
-    async def get(self):
-        await self._serve("GET")
-
-    async def post(self):
+    def prepare(self):
+        if self.request.method != "POST":
+            return
         headers = self.request.headers
-        if "Content-Length" not in headers and "Transfer-Encoding" not in headers:
+        length, encoding = headers.get("Content-Length"), headers.get("Transfer-Encoding")
+        if length is None and encoding is None:
             self._reply(411, json.dumps({"error": "POST needs a Content-Length header"}).encode(), "application/json")
             return
-        await self._serve("POST")
+        # Checked here too: with a streamed body this runs before Tornado reads (and validates) the body.
+        if encoding is not None and encoding.strip().lower() != "chunked":
+            self._reply(*_error(_bad(f"unsupported Transfer-Encoding: {encoding[:40]}")))
+            return
+        if length is not None and not (length.isdigit() and int(length) <= self.rest.max_body_bytes):
+            self._reply(*_error(_bad(f"Content-Length must be an integer from 0 to {self.rest.max_body_bytes}, "
+                                     f"got {length[:40]!r}")))
+            return
+        wire = int(length) if length is not None else self.rest.max_body_bytes  # chunked: up to the limit
+        self._reservation = self.rest.budget.reserve(wire)
+        if self._reservation is None:
+            over = OverBudget(wire, self.rest.budget.limit)
+            log.warning("%s: RESOURCE_EXHAUSTED: %s", self.request.path[:200], over)
+            self._reply(*_error(RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(over))))
 
-    async def _serve(self, method: str):
+    def data_received(self, chunk: bytes):
+        if self._reservation is not None and not self._finished:
+            self._chunks.append(chunk)
+
+    async def get(self):
+        await self._serve("GET", b"")
+
+    async def post(self):
+        body, self._chunks = b"".join(self._chunks), []
+        await self._serve("POST", body)
+
+    async def _serve(self, method: str, body: bytes):
         rest = self.rest
         if rest.pending >= rest.max_pending:
             self._reply(*_error(RequestError(grpc.StatusCode.UNAVAILABLE,
@@ -424,7 +454,7 @@ class _Handler(tornado.web.RequestHandler):
         rest.pending += 1
         try:
             reply = await asyncio.get_running_loop().run_in_executor(
-                rest._pool, rest.handle, method, self.request.path, self.request.body)
+                rest._pool, rest.handle, method, self.request.path, body)
         finally:
             rest.pending -= 1
         self._reply(*reply)
@@ -433,3 +463,14 @@ class _Handler(tornado.web.RequestHandler):
         self.set_status(status, reason=None if status in HTTPStatus._value2member_map_ else "Error")
         self.set_header("Content-Type", content_type)
         self.finish(body)
+
+    def on_finish(self):
+        self._release()
+
+    def on_connection_close(self):
+        self._release()
+
+    def _release(self):
+        self._chunks = []
+        if self._reservation is not None:
+            self._reservation.release()

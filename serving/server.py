@@ -20,9 +20,9 @@ import grpc
 import tensorflow as tf
 from google.protobuf import text_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving import budget as B
 from serving.batching import DEADLINE, Batcher
 from serving.inference import Inference, answer
 from serving.metrics import RequestMetrics
@@ -50,10 +50,15 @@ def _rpc(api: str, method: str):
     """A servicer method that runs `self._inference.<method>` through the shared answer().
 
     The client's deadline goes along (batching.DEADLINE), so a request that expired while queued is
-    dropped instead of run.
+    dropped instead of run. Requests arrive wrapped by the memory budget (serving/budget.py); the
+    reservation is released once the answer is built.
     """
 
     def handle(self, request, context):
+        if isinstance(request, B.OverBudget):
+            log.warning("%s: RESOURCE_EXHAUSTED: %s", api, request)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(request))
+        reservation, request = request.reservation, request.message
         remaining = context.time_remaining()
         token = DEADLINE.set(time.monotonic() + remaining if remaining is not None else None)
         try:
@@ -61,6 +66,7 @@ def _rpc(api: str, method: str):
                                      lambda: getattr(self._inference, method)(request), self._metrics)
         finally:
             DEADLINE.reset(token)
+            reservation.release()
         if error is not None:
             context.abort(error.code, str(error))
         return response
@@ -69,7 +75,7 @@ def _rpc(api: str, method: str):
     return handle
 
 
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+class PredictionService:
     def __init__(self, inference: Inference, metrics: Optional[RequestMetrics]):
         self._inference, self._metrics = inference, metrics
 
@@ -80,7 +86,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     GetModelMetadata = _rpc("GetModelMetadata", "metadata")
 
 
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+class ModelService:
     """GetModelStatus everywhere; HandleReloadConfigRequest only on the loopback admin port."""
 
     def __init__(self, inference: Inference, metrics: Optional[RequestMetrics], admin: bool = False):
@@ -92,6 +98,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def HandleReloadConfigRequest(self, request, context):  # noqa: N802 (the proto's name)
         if self._admin:
             return self._reload(request, context)
+        if isinstance(request, B.Budgeted):
+            request.reservation.release()
         message = "model management is answered only on the admin port (recsys serve --admin-port, loopback)"
         log.warning("HandleReloadConfigRequest from %s: PERMISSION_DENIED: %s", context.peer(), message)
         context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
@@ -161,16 +169,19 @@ def build_server(
             [(options.tls.server_key, options.tls.server_cert)],
             root_certificates=options.tls.custom_ca or None, require_client_auth=options.tls.client_verify)
 
+    budget = B.MemoryBudget(options.request_memory_mb << 20)  # shared by gRPC, the admin port and REST
+
     def grpc_server(host: str, port: int, workers: int, admin: bool) -> Tuple[grpc.Server, int]:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="admin" if admin else "grpc"),
             options=[("grpc.max_receive_message_length", options.request_limit),
                      ("grpc.max_send_message_length", options.max_message_bytes)],
             maximum_concurrent_rpcs=workers * 4)  # beyond: RESOURCE_EXHAUSTED before the message is read
+        services = [(B.MODEL_SERVICE, ModelService(inference, metrics, admin))]
         if not admin:
-            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-                PredictionService(inference, metrics), server)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(inference, metrics, admin), server)
+            services.append((B.PREDICTION_SERVICE, PredictionService(inference, metrics)))
+        server.add_generic_rpc_handlers([B.generic_handler(service, servicer, budget)
+                                         for service, servicer in services])
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         address = f"{host}:{port}"
         bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
@@ -185,7 +196,7 @@ def build_server(
         if options.rest_port is not None:
             try:
                 rest = RestServer(inference, options.host, options.rest_port, metrics, options.metrics_path,
-                                  options.request_limit, tls=options.tls, workers=options.max_workers,
+                                  options.request_limit, tls=options.tls, workers=options.max_workers, budget=budget,
                                   max_connections=options.rest_max_connections, timeout=options.rest_timeout)
             except OSError as e:
                 raise OSError(f"cannot listen on {options.host}:{options.rest_port} for REST: {e.strerror}") from None

@@ -242,6 +242,65 @@ def test_requests_up_to_the_size_limit_stay_within_the_memory_bound(served):
         assert _raw(served, request, read_timeout=10)[0] == 400
 
 
+def test_concurrent_large_requests_share_one_memory_budget(served):
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = 1_300_000
+    request = _predict([b"x"] * n, [b"y"] * n)  # ~7.8 MB: ~140 MB parsed, the budget (192 MB) holds one
+
+    def send(_):
+        try:
+            served.predictions.Predict(request, timeout=30)
+        except grpc.RpcError as e:
+            return e.code()
+
+    with bounded(served, "6 concurrent requests just under the size limit", seconds=10):
+        with ThreadPoolExecutor(6) as pool:
+            codes = list(pool.map(send, range(6)))
+    assert set(codes) <= {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+
+
+def test_a_request_that_does_not_fit_the_budget_is_refused_unparsed_on_grpc_and_rest(tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from serving.options import ServerOptions
+    from serving.server import build_server
+
+    base = str(tmp_path / F.DEFAULT_MODEL_NAME)
+    save_version(base, 1, 0.0)
+    server, port, _ = build_server(F.DEFAULT_MODEL_NAME, base, options=ServerOptions(
+        port=0, rest_port=0, request_memory_mb=1, poll_interval=60))
+    budget = server.rest.budget  # the one budget gRPC and REST share
+    body = json.dumps({"signature_name": F.PREDICT, "inputs": {F.USER_ID: ["u"] * 20_000,
+                                                               F.ITEM_ID: ["i"] * 20_000}}).encode()
+    url = f"http://127.0.0.1:{server.rest_port}/v1/models/{F.DEFAULT_MODEL_NAME}:predict"
+
+    def rest_status():
+        try:
+            with urllib.request.urlopen(url, body, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            held = budget.reserve(1)  # another request in flight
+            _refused(stub.Predict, _predict(["u"] * 20_000, ["i"] * 20_000), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                     "does not fit the memory budget")
+            assert rest_status() == 429
+            assert stub.Predict(_predict(["u"], ["i"]), timeout=10)  # a small one still fits
+            held.release()
+            assert budget.used == 0
+            # Alone, a request always fits: here it goes on to the row limit.
+            _refused(stub.Predict, _predict(["u"] * 20_000, ["i"] * 20_000), grpc.StatusCode.INVALID_ARGUMENT,
+                     "rows exceed")
+            assert rest_status() == 400 and budget.used == 0  # every reservation released
+    finally:
+        server.stop(0)
+
+
 def test_the_saved_model_itself_refuses_more_users_than_its_guard(tmp_path):
     """What protects the real TF Serving: the limit is in the exported recommend signature."""
     path = save_version(str(tmp_path / "m"), 1, 0.0)
