@@ -386,7 +386,7 @@ class Models:
         return [store.base_path for store in self.stores.values()]
 
 
-def _normalized(path: str) -> str:
+def normalized_path(path: str) -> str:
     """`path` without `.`/`..` segments or symlinks (local), so a prefix test means containment."""
     if "://" in path:
         scheme, rest = path.split("://", 1)
@@ -396,9 +396,9 @@ def _normalized(path: str) -> str:
 
 def under_roots(path: str, roots: Sequence[str]) -> bool:
     """Whether `path` is one of `roots` or lies below one of them."""
-    target = _normalized(path)
+    target = normalized_path(path)
     for root in roots:
-        root = _normalized(root).rstrip("/")
+        root = normalized_path(root).rstrip("/")
         if target == root or target.startswith(root + "/"):
             return True
     return False

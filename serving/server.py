@@ -26,7 +26,7 @@ from serving import budget as B
 from serving.batching import DEADLINE, Batcher
 from serving.inference import Inference, answer
 from serving.metrics import RequestMetrics
-from serving.model_store import Models, single_model_config
+from serving.model_store import Models, normalized_path, single_model_config
 from serving.options import ServerOptions
 from serving.rest import RestServer
 
@@ -155,7 +155,7 @@ def build_server(
     models = Models(options.poll_interval)
     batcher = Batcher(options.batching, models.serves) if options.batching else None
     # A reload may point models only below these: given by flag, else the initial models' parent dirs.
-    roots = options.model_roots or tuple(sorted({posixpath.dirname(m.base_path.rstrip("/")) or "/"
+    roots = options.model_roots or tuple(sorted({posixpath.dirname(normalized_path(m.base_path).rstrip("/"))
                                                  for m in config.model_config_list.config}))
     inference = Inference(models, batcher, options, roots)
     models.warmup = inference.warm_up
