@@ -64,13 +64,18 @@ class Served:
     def rss_mb(self):
         return _proc_status(self.process.pid, "VmRSS") / 1024
 
+    peak_resettable = True
+
     def reset_peak(self):
         """Resets the kernel's peak-RSS mark (VmHWM), so peak_mb() is the peak since now."""
-        with open(f"/proc/{self.process.pid}/clear_refs", "w") as f:
-            f.write("5")
+        try:
+            with open(f"/proc/{self.process.pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:  # not allowed here: fall back to the RSS at the end of each case
+            self.peak_resettable = False
 
     def peak_mb(self):
-        return _proc_status(self.process.pid, "VmHWM") / 1024
+        return _proc_status(self.process.pid, "VmHWM" if self.peak_resettable else "VmRSS") / 1024
 
     def threads(self):
         return _proc_status(self.process.pid, "Threads")
