@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import psutil  # noqa: E402
 
+from bench import common  # noqa: E402
 from components.training_config import TrainingConfig  # noqa: E402
 from data import synthetic  # noqa: E402
 from pipeline import local_runner  # noqa: E402
@@ -108,11 +109,7 @@ def main() -> int:
             print(f"== {size} interactions", flush=True)
             results["runs"].append(run_size(size, workdir, args.beam_arg, args.epochs))
             print(json.dumps(results["runs"][-1], indent=2), flush=True)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, args.out)
+    common.write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0
 

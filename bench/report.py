@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import common  # noqa: E402
+from components.atomic_io import atomic_path  # noqa: E402
 from components.training_config import TrainingConfig  # noqa: E402
 
 BENCH_BUDGET_S = 15 * 60
@@ -87,8 +88,8 @@ class Plots:
     def save(self, fig, name: str) -> str:
         path = os.path.join(self.directory, name)
         fig.tight_layout()
-        fig.savefig(path + ".tmp.png", dpi=110)
-        os.replace(path + ".tmp.png", path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
         self.plt.close(fig)
         self.written.append(path)
         return name

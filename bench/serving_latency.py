@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
+from bench import common  # noqa: E402
 from components import features as F  # noqa: E402
 from serving.client import RecsysClient  # noqa: E402
 from serving.model_store import list_versions  # noqa: E402
@@ -193,9 +194,7 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as work:
                 base, named = _catalogue_model(work, args.catalogue_items)
                 results["batching"] += _batching_rows(base, args.batching_requests // 2, out_dir, named)
-    with open(args.out + ".tmp", "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(args.out + ".tmp", args.out)
+    common.write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0
 

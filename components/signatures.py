@@ -20,6 +20,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from components import catalog as catalog_lib
 from components import features as F
+from components.atomic_io import atomic_write
 from components.models import topk
 from serving import limits
 
@@ -265,6 +266,4 @@ def set_method_names(export_dir: str, methods: Mapping[str, str] = METHOD_NAMES)
             if name not in meta_graph.signature_def:
                 raise ValueError(f"{export_dir}: no signature {name!r} to mark as {method}")
             meta_graph.signature_def[name].method_name = method
-    with tf.io.gfile.GFile(path + ".tmp", "wb") as f:
-        f.write(saved_model.SerializeToString())
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    atomic_write(path, saved_model.SerializeToString())

@@ -1,23 +1,23 @@
-"""CSV files that appear complete or not at all: written to `path.tmp`, renamed over `path` on success."""
+"""CSV files that appear complete or not at all: streamed to a unique temp file, renamed over `path` on success
+(components.atomic_io), so a generator or importer that fails never leaves half a file behind."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import os
+import posixpath
 from typing import Iterator, Sequence
+
+import tensorflow as tf
+
+from components.atomic_io import atomic_path
 
 
 @contextlib.contextmanager
 def atomic_csv(path: str, header: Sequence[str]) -> Iterator["csv._writer"]:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+    tf.io.gfile.makedirs(posixpath.dirname(path) or ".")
+    with atomic_path(path) as tmp:
+        with tf.io.gfile.GFile(tmp, "w") as f:
             writer = csv.writer(f)
             writer.writerow(header)
             yield writer
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

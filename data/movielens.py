@@ -15,10 +15,12 @@ import csv
 import dataclasses
 import os
 import re
-import shutil
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
+import tensorflow as tf
+
 from components import features as F
+from components.atomic_io import atomic_path
 from data.atomic_csv import atomic_csv
 
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
@@ -193,8 +195,8 @@ def import_movielens(src: str, dest: str, split: Optional[str] = None) -> Import
             for name in (F.ITEMS_FILE, F.USERS_FILE):
                 if os.path.exists(os.path.join(first_target, name)):
                     target = os.path.join(targets[part], name)
-                    shutil.copyfile(os.path.join(first_target, name), target + ".tmp")
-                    os.replace(target + ".tmp", target)
+                    with atomic_path(target) as tmp:
+                        tf.io.gfile.copy(os.path.join(first_target, name), tmp, overwrite=True)
                     written.append(target)
     return ImportResult(fmt, counts, items, users, written)
 
