@@ -235,7 +235,7 @@ def _check_models(names: List[str]) -> None:
 
     try:
         for name in names:
-            models.get(name)
+            models.is_ranking(name)  # raises on an unknown name; `auto` is valid
     except ValueError as e:
         raise CliError(str(e)) from None
 
