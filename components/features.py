@@ -89,7 +89,8 @@ K_INPUT = "k"
 EXCLUDE_RATED_INPUT = "exclude_rated"  # recommend: drop every item the user interacted with (all splits)
 EXCLUDE_ITEMS_INPUT = "exclude_item_ids"  # recommend_filtered
 ALLOW_ITEMS_INPUT = "allow_item_ids"  # recommend_filtered; empty = no restriction
-RATING_OUTPUT = "rating"
+RATING_OUTPUT = "rating"  # rating models' predict / serving_default
+SCORE_OUTPUT = "score"  # ranking models' predict / serving_default: a ranking score, not a rating
 ITEMS_OUTPUT = "item_ids"
 TITLES_OUTPUT = "titles"
 SCORES_OUTPUT = "scores"

@@ -131,6 +131,8 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
     _attach_catalog(model, items)
     raw_spec = _serving_feature_spec(tft_output)
     _, _, num_genres = catalog_lib.vocabulary_sizes(tft_output)
+    # A rating model's predict/serving_default answer a rating; a ranking model's a score (no rating scale).
+    output = F.RATING_OUTPUT if getattr(model, "PREDICTS_RATINGS", True) else F.SCORE_OUTPUT
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT)])
     def serve_examples(examples):
@@ -140,11 +142,11 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
         for key in (F.GENRES_MULTI_HOT, F.YEAR_XF):
             choose = described[:, None] if key == F.GENRES_MULTI_HOT else described
             inputs[key] = tf.where(choose, inputs[key], fallback[key])
-        return {F.RATING_OUTPUT: model(inputs)}
+        return {output: model(inputs)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=tf.saved_model.REGRESS_INPUTS)])
     def regress(inputs):
-        return {tf.saved_model.REGRESS_OUTPUTS: serve_examples(inputs)[F.RATING_OUTPUT]}
+        return {tf.saved_model.REGRESS_OUTPUTS: serve_examples(inputs)[output]}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT)])
     def transform_features(examples):
@@ -156,7 +158,7 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
         transformed = model.tft_layer({F.USER_ID: _as_column(user_id), F.ITEM_ID: _as_column(item_id)})
         inputs = catalog_lib.model_inputs(transformed, num_genres)
         inputs.update(_catalog_features(model, inputs[F.ITEM_INDEX]))
-        return {F.RATING_OUTPUT: model(inputs)}
+        return {output: model(inputs)}
 
     # Models with an item tower (content, two_tower) run it over the catalogue here, once, not per request.
     precompute = getattr(model, "item_vectors", None)

@@ -225,7 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recommend", help="ask the server for a user's top-k items")
     p.add_argument("--user", required=True)
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--include-rated", action="store_true", help="also rank items the user rated in training")
+    p.add_argument("--include-rated", action="store_true", help="also rank items the user already has")
+    p.add_argument("--exclude", default="", metavar="ITEM,ITEM", help="leave these item ids out")
+    p.add_argument("--allow", default="", metavar="ITEM,ITEM", help="rank only these item ids")
+    _add_client_args(p)
+
+    p = sub.add_parser("similar", help="ask the server for the items most like one item")
+    p.add_argument("--item", required=True)
+    p.add_argument("--k", type=int, default=10)
     _add_client_args(p)
     return parser
 
@@ -498,16 +505,32 @@ def _client(args):
 
 
 def cmd_predict(args) -> int:
-    rating = _client(args).predict(args.user, args.item)
-    print(f"predicted rating of user {args.user} for item {args.item}: {rating:.3f}")
+    kind, (value,) = _client(args).predict_output([(args.user, args.item)])
+    what = "predicted rating" if kind == F.RATING_OUTPUT else "ranking score (not a rating: a ranking model is served)"
+    print(f"{what} of user {args.user} for item {args.item}: {value:.3f}")
     return 0
 
 
-def cmd_recommend(args) -> int:
-    recommendations = _client(args).recommend(args.user, k=args.k, exclude_rated=not args.include_rated)
-    print(f"top {len(recommendations)} items for user {args.user}:")
-    for rank, rec in enumerate(recommendations, 1):
+def _ids(text: str) -> List[str]:
+    return [i.strip() for i in text.split(",") if i.strip()]
+
+
+def _print_ranked(heading: str, ranked) -> None:
+    print(heading)
+    for rank, rec in enumerate(ranked, 1):
         print(f"{rank:>3}. {rec.item_id:<10} {rec.score:6.3f}  {rec.title}")
+
+
+def cmd_recommend(args) -> int:
+    recommendations = _client(args).recommend(args.user, k=args.k, exclude_rated=not args.include_rated,
+                                              exclude=_ids(args.exclude), allow=_ids(args.allow))
+    _print_ranked(f"top {len(recommendations)} items for user {args.user}:", recommendations)
+    return 0
+
+
+def cmd_similar(args) -> int:
+    similar = _client(args).similar_items(args.item, k=args.k)
+    _print_ranked(f"{len(similar)} items like {args.item}:", similar)
     return 0
 
 
@@ -524,6 +547,7 @@ COMMANDS = {
     "runs": cmd_runs,
     "predict": cmd_predict,
     "recommend": cmd_recommend,
+    "similar": cmd_similar,
 }
 
 

@@ -152,25 +152,48 @@ class RecsysClient:
         response = self._call(self._predictions.Predict, request, what)
         return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
 
-    def predict_many(self, pairs: Sequence[Tuple[str, str]]) -> List[float]:
+    def predict_output(self, pairs: Sequence[Tuple[str, str]]) -> Tuple[str, List[float]]:
+        """("rating", values) from a rating model, ("score", values) from a ranking model."""
         users, items = zip(*pairs) if pairs else ((), ())
         out = self._predict(F.PREDICT, {
             F.USER_ID: tf.make_tensor_proto(list(users), dtype=tf.string),
             F.ITEM_ID: tf.make_tensor_proto(list(items), dtype=tf.string),
         })
-        return [float(x) for x in out[F.RATING_OUTPUT].reshape(-1)]
+        key = F.RATING_OUTPUT if F.RATING_OUTPUT in out else F.SCORE_OUTPUT
+        return key, [float(x) for x in out[key].reshape(-1)]
+
+    def predict_many(self, pairs: Sequence[Tuple[str, str]]) -> List[float]:
+        return self.predict_output(pairs)[1]
 
     def predict(self, user_id: str, item_id: str) -> float:
         return self.predict_many([(user_id, item_id)])[0]
 
-    def recommend(self, user_id: str, k: int = 10, exclude_rated: bool = True) -> List[Recommendation]:
-        """Top-k items; by default without the items the user already rated in training."""
-        out = self._predict(F.RECOMMEND, {
+    def recommend(self, user_id: str, k: int = 10, exclude_rated: bool = True, exclude: Sequence[str] = (),
+                  allow: Sequence[str] = ()) -> List[Recommendation]:
+        """Top-k items; by default without the items the user already has. `exclude` drops these item ids,
+        a non-empty `allow` ranks only those (`recommend_filtered`; plain `recommend` without lists)."""
+        inputs = {
             F.USER_ID: tf.make_tensor_proto([user_id], dtype=tf.string),
             F.K_INPUT: tf.make_tensor_proto(k, dtype=tf.int32),
             F.EXCLUDE_RATED_INPUT: tf.make_tensor_proto(exclude_rated, dtype=tf.bool),
-        })
-        return [
-            Recommendation(item.decode("utf-8"), title.decode("utf-8"), float(score))
-            for item, title, score in zip(out[F.ITEMS_OUTPUT][0], out[F.TITLES_OUTPUT][0], out[F.SCORES_OUTPUT][0])
-        ]
+        }
+        signature = F.RECOMMEND
+        if exclude or allow:
+            signature = F.RECOMMEND_FILTERED
+            inputs[F.EXCLUDE_ITEMS_INPUT] = tf.make_tensor_proto(list(exclude), dtype=tf.string)
+            inputs[F.ALLOW_ITEMS_INPUT] = tf.make_tensor_proto(list(allow), dtype=tf.string)
+        return _ranked(self._predict(signature, inputs))
+
+    def similar_items(self, item_id: str, k: int = 10) -> List[Recommendation]:
+        """The k items most like `item_id` ("more like this"), the item itself left out."""
+        return _ranked(self._predict(F.SIMILAR_ITEMS, {F.ITEM_ID: tf.make_tensor_proto([item_id], dtype=tf.string),
+                                                        F.K_INPUT: tf.make_tensor_proto(k, dtype=tf.int32)}))
+
+
+def _ranked(out: dict) -> List[Recommendation]:
+    """The first row of a top-k response; slots left without a candidate (empty id) are dropped."""
+    return [
+        Recommendation(item.decode("utf-8"), title.decode("utf-8"), float(score))
+        for item, title, score in zip(out[F.ITEMS_OUTPUT][0], out[F.TITLES_OUTPUT][0], out[F.SCORES_OUTPUT][0])
+        if item
+    ]

@@ -37,6 +37,8 @@ class CatalogueTooLarge(ValueError):
 
 
 class Ease(tf.keras.Model):
+    PREDICTS_RATINGS = False  # predict / serving_default answer a ranking score
+
     def __init__(self, weights: np.ndarray, row_splits: np.ndarray, history: np.ndarray, lam: float):
         super().__init__(name="ease")
         self.weights_matrix = tf.Variable(weights, trainable=False, name="ease_weights")

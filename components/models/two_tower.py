@@ -30,6 +30,8 @@ def _table(rows: int, dim: int, seed: int, name: str) -> tf.keras.layers.Embeddi
 
 
 class TwoTower(tfrs.Model):
+    PREDICTS_RATINGS = False  # predict / serving_default answer a ranking score
+
     def __init__(self, dims: ModelDims, config: TrainingConfig, item_probability: np.ndarray):
         super().__init__(name="two_tower")
         dim = config.embedding_dim

@@ -92,3 +92,27 @@ def test_user_keyed_signatures_refuse_oversized_requests_inside_the_model(auto_r
     too_many = tf.constant(["u00001"] * (limits.MAX_RECOMMEND_USERS + 1))
     with pytest.raises(tf.errors.InvalidArgumentError, match="limit"):
         model.signatures[F.RECOMMEND](user_id=too_many, k=tf.constant(10), exclude_rated=tf.constant(True))
+
+
+def test_the_served_default_model_answers_filtered_recommend_similar_items_and_scores_over_grpc(auto_run, capsys):
+    from pipeline import cli
+    from serving.server import build_server
+
+    config, _, _, splits = auto_run
+    user, item = splits[F.TRAIN_SPLIT][0]
+    allowed = sorted({i for _, i in splits[F.EVAL_SPLIT]})[:3]
+    server, port, store = build_server(config.model_name, config.serving_dir, port=0, host="127.0.0.1")
+    target = ["--target", f"127.0.0.1:{port}", "--model-name", config.model_name]
+    try:
+        assert cli.main(["recommend", "--user", user, "--k", "10", "--allow", ",".join(allowed), *target]) == 0
+        listed = capsys.readouterr().out
+        shown = {line.split()[1] for line in listed.splitlines()[1:]}
+        assert shown and shown <= set(allowed), listed  # only allowed items (fewer if the user has some)
+        assert cli.main(["similar", "--item", item, "--k", "5", *target]) == 0
+        similar = capsys.readouterr().out.splitlines()
+        assert similar[0] == f"5 items like {item}:" and len(similar) == 6 and item not in similar[1:][0]
+        assert cli.main(["predict", "--user", user, "--item", item, *target]) == 0
+        assert "ranking score (not a rating" in capsys.readouterr().out
+    finally:
+        server.stop(0)
+        store.stop()
