@@ -65,6 +65,7 @@ def test_model_beats_global_mean_and_bias_baselines_on_held_out_ratings(ratings,
     u, i, y, n_users, item_genres, item_years = ratings
     train = np.arange(len(y)) % 5 != 0
     config = TrainingConfig(embedding_dim=16, epochs=12, batch_size=512, learning_rate=0.01)
+    tf.keras.utils.set_random_seed(config.seed)  # fit's shuffling too: the same figures in any test order
     mean = float(y[train].mean())
     dims = ModelDims(n_users + 1, len(item_genres) + 1, item_genres.shape[1], mean)
     model = models.get(name).build(dims, config)
@@ -77,8 +78,9 @@ def test_model_beats_global_mean_and_bias_baselines_on_held_out_ratings(ratings,
     print(f"{name}: rmse {rmse:.4f}, global mean {baseline:.4f}, biases {bias_baseline_rmse:.4f}")
     assert rmse < 0.9 * baseline, (name, rmse, baseline)
     # content sees an item only through its genres and year, never its id: it cannot learn the item biases
-    # the sample plants, so it only has to beat the bias baseline; the id models beat it by 7 %.
-    margin = 0.97 if name == "content" else 0.93
+    # the sample plants, so it only has to beat the bias baseline. An MLP over concatenated embeddings learns
+    # the planted dot-product taste less well than mf's product (Rendle et al. 2020): ~8 % (mf, hybrid ~11 %).
+    margin = {"content": 0.97, "mlp": 0.95}.get(name, 0.93)
     assert rmse < margin * bias_baseline_rmse, (name, rmse, bias_baseline_rmse)
 
 
@@ -184,12 +186,14 @@ def test_models_penalise_the_looked_up_rows_while_training_only(name):
 def test_mf_defaults_do_not_overfit_noisy_ratings(tmp_path):
     """ML-100K-like noise (rating noise sd 0.9, ~100 ratings per user and per item): with the default L2,
     learning rate and size, mf's validation RMSE beats the bias baseline and does not climb after its best
-    epoch (the issue: whole-table L2 was best at epoch 3 on real data, then climbed)."""
+    epoch (the issue: whole-table L2 was best at epoch 3 on real data, then climbed). With the former whole-table
+    L2 1e-5 and learning rate 0.005 this sample's validation RMSE was best at epoch 5 (0.963), 1.024 at epoch 10."""
     synthetic.generate(str(tmp_path), synthetic.SampleSpec(num_users=400, num_items=400, num_ratings=40_000,
                                                            noise_sd=0.9, seed=8))
     u, i, y, n_users, item_genres, item_years = _load(tmp_path)
     validation = np.arange(len(y)) % 5 == 0
     defaults = TrainingConfig(model="mf")
+    tf.keras.utils.set_random_seed(defaults.seed)
     mean = float(y[~validation].mean())
     model = models.get("mf").build(ModelDims(n_users + 1, len(item_genres) + 1, item_genres.shape[1], mean), defaults)
     model.compile(optimizer=tf.keras.optimizers.Adam(defaults.learning_rate), loss="mse",
