@@ -273,6 +273,12 @@ def cmd_run(args) -> int:
     from components.example_gen import InputError, check_header
 
     _check_models([args.model])
+    if args.tune:
+        from components import models
+
+        if models.is_ranking(args.model):
+            raise CliError(f"--tune tunes the rating models ({', '.join(models.RATING_MODELS)}); "
+                           f"--model {args.model} is a ranking model")
     if not os.path.isdir(args.data_root):
         raise CliError(f"data root {args.data_root!r} is not a directory (run `recsys sample` for the bundled sample)")
     try:

@@ -91,3 +91,11 @@ def test_tuner_runs_its_trials_on_tiny_transformed_data_and_writes_the_best_valu
     tuned = training.with_hyperparameters(json.loads(tf.io.gfile.GFile(best).read()))
     assert {"embedding_dim": tuned.embedding_dim, "rating_l2": tuned.rating_l2, "learning_rate": tuned.learning_rate} == {
         k: best_values[k] for k in defaults}
+
+
+def test_recsys_run_tune_with_a_ranking_model_is_one_line(tmp_path, capsys):
+    from pipeline import cli
+
+    assert cli.main(["run", "--tune", "--model", "ease", "--data-root", str(tmp_path)]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--model ease is a ranking model" in err
