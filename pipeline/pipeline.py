@@ -129,29 +129,25 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         splits_config=tfx.proto.SplitsConfig(analyze=[F.TRAIN_SPLIT], transform=list(F.SPLIT_NAMES)),
     )
     transform.add_upstream_node(data_gate)  # bad data stops the run before any training
+    # What the Tuner and the Trainer both read: train to fit, validation to stop early and tune; never eval.
+    training_inputs = dict(
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=params["train-args"],
+        eval_args=tfx.proto.EvalArgs(splits=[F.VALIDATION_SPLIT]),
+        custom_config=params["training-config"],
+    )
     tuning = []
     if config.tune:  # off by default: a search costs several trainings
         if models.is_ranking(config.training.model):
             raise ValueError(f"--tune tunes the rating models ({', '.join(models.RATING_MODELS)}); "
                              f"--model {config.training.model} is a ranking model")
-        tuning = [tfx.components.Tuner(
-            tuner_fn=TUNER_FN,
-            examples=transform.outputs["transformed_examples"],
-            transform_graph=transform.outputs["transform_graph"],
-            schema=schema_gen.outputs["schema"],
-            train_args=params["train-args"],
-            eval_args=tfx.proto.EvalArgs(splits=[F.VALIDATION_SPLIT]),  # tuning never sees eval either
-            custom_config=params["training-config"],
-        )]
+        tuning = [tfx.components.Tuner(tuner_fn=TUNER_FN, **training_inputs)]
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        train_args=params["train-args"],
-        eval_args=tfx.proto.EvalArgs(splits=[F.VALIDATION_SPLIT]),  # early stopping never sees eval
-        custom_config=params["training-config"],
         hyperparameters=tuning[0].outputs["best_hyperparameters"] if tuning else None,
+        **training_inputs,
     )
     baseline_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
