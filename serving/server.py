@@ -149,6 +149,7 @@ def build_server(
     Keyword arguments override the same fields of `options`. Returns the server, the bound gRPC
     port (port=0 picks a free one) and the live model registry.
     """
+    B.return_large_frees_to_the_os()  # large parsed requests leave no RSS behind once answered
     overrides = {"port": port, "host": host, "poll_interval": poll_interval, "max_workers": max_workers}
     options = dataclasses.replace(options or ServerOptions(), **{k: v for k, v in overrides.items() if v is not None})
     config = config or single_model_config(model_name, base_path)
