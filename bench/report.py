@@ -365,16 +365,44 @@ def scaling_section(data: Dict, plots: Plots, summary: List[List], rel: str) -> 
     return lines
 
 
-def other_section(files: Dict[str, Dict]) -> List[str]:
+def quality_section(name: str, data: Dict, summary: List[List], rel: str) -> List[str]:
+    """`recsys benchmark` (bench/results/quality_*.json): every model beside the references of the same run."""
+    from components import models
+
+    rows = {r["name"]: r for r in data["rows"]}
+    popular = next((r for r in data["rows"] if r["name"].startswith("most popular")), None)
+    ease_ref = next((r for r in data["rows"] if r["name"].startswith("EASE")), None)
+    trained = [r for r in data["rows"] if r.get("kind") == "model"]
+    default = models.resolve(models.DEFAULT_MODEL, data.get("catalogue", 0), TrainingConfig.ease_max_items)
+    k = data.get("k", 10)
+    if popular and default in rows:
+        ratio = rows[default]["recall"] / popular["recall"]
+        summary.append([f"default model (`auto` = {default}) Recall@{k} on the sample", f"{rows[default]['recall']:.4f}",
+                        f"most popular {popular['recall']:.4f}", f"{ratio:.2f}", ">= 1.5x", _met(ratio >= 1.5)])
+    if ease_ref and trained:
+        best = max(trained, key=lambda r: r["recall"])
+        ratio = best["recall"] / ease_ref["recall"]
+        summary.append([f"best model ({best['name']}) Recall@{k} on the sample", f"{best['recall']:.4f}",
+                        f"EASE reference {ease_ref['recall']:.4f}", f"{ratio:.3f}", ">= 1x", _met(ratio >= 1.0)])
+    lines = [f"## Ranking and rating quality (`{name}`, `recsys benchmark`)", "",
+             f"{data.get('held_out_interactions')} held-out interactions of {data.get('users')} users "
+             f"({data.get('held_out')}), catalogue of {data.get('catalogue')} items, trained on "
+             f"{data.get('train_interactions')} interactions; ranking over the whole catalogue with only each "
+             f"user's training items excluded. References fitted on the same train split in the same run.", ""]
+    lines += _table(["", "kind", f"Recall@{k}", f"NDCG@{k}", f"coverage@{k}", "RMSE", "train s"],
+                    [[r["name"], r.get("kind", ""), _f(r.get("recall"), 4), _f(r.get("ndcg"), 4),
+                      _f(r.get("coverage"), 3), _f(r.get("rmse"), 4), _f(r.get("train_s"), 1)]
+                     for r in data["rows"]])
+    png = name.replace(".json", ".png")
+    lines += ["", f"![{png}]({rel}/{png})", ""]
+    return lines
+
+
+def other_section(files: Dict[str, Dict], summary: List[List], rel: str) -> List[str]:
     lines = []
     for name, data in files.items():
-        if data.get("protocol") and data.get("rows"):  # recsys benchmark (quality)
-            base = next((r for r in data["rows"] if r["name"].startswith("global mean")), None)
-            lines += [f"## Model quality (`{name}`, {data['protocol']}, earlier `recsys benchmark` run)", "",
-                      "Reference: the global-mean baseline of the same run.", ""]
-            lines += _table(["model", "RMSE", "RMSE ratio to global mean", f"Recall@{data.get('k')}", "wall s"],
-                            [[r["name"], round(r["rmse"], 4), f"{r['rmse'] / base['rmse']:.3f}" if base else "–",
-                              round(r["recall"], 4), round(r["wall_s"], 1)] for r in data["rows"]])
+        if name.startswith("quality") and data.get("rows"):
+            lines += quality_section(name, data, summary, rel)
     return lines
 
 
@@ -395,7 +423,7 @@ def build(results_dir: str, out: str, started_at: Optional[float] = None) -> str
         body += serving_section(files["serving_latency.json"], plots, summary, rel)
     if "recommend_scaling.json" in files:
         body += scaling_section(files["recommend_scaling.json"], plots, summary, rel)
-    body += other_section(files)
+    body += other_section(files, summary, rel)
 
     wall = None
     if started_at is not None:
