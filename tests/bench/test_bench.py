@@ -100,3 +100,23 @@ def test_training_throughput_on_a_pipeline_run_and_the_whole_report(pipeline_run
     assert "| hybrid | 50 |" in text and "mf train step alone" in text
     assert "`make bench` wall time" in text
     assert (results / "training_throughput.png").stat().st_size > 0
+
+
+def test_report_puts_the_ranking_rows_and_their_targets_beside_the_references(tmp_path):
+    import json
+
+    results = tmp_path / "results"
+    results.mkdir()
+    rows = [{"name": "ease", "kind": "model", "recall": 0.30, "ndcg": 0.25, "coverage": 0.2, "rmse": None},
+            {"name": "mf", "kind": "model", "recall": 0.07, "ndcg": 0.05, "coverage": 0.1, "rmse": 0.6},
+            {"name": "most popular", "kind": "reference", "recall": 0.25, "ndcg": 0.2, "coverage": 0.02},
+            {"name": "EASE (lambda 500)", "kind": "reference", "recall": 0.29, "ndcg": 0.24, "coverage": 0.1}]
+    (results / "quality_sample.json").write_text(json.dumps({"k": 10, "catalogue": 2000, "rows": rows}))
+    text = report.build(str(results), str(tmp_path / "report.md"))
+    assert "## Ranking and rating quality" in text and "| EASE (lambda 500) | reference | 0.290 |" in text
+    # ease is auto's choice at 2,000 items: 0.30 / 0.25 = 1.2x most popular misses the 1.5x target
+    assert "| default model (`auto` = ease) Recall@10 on the sample | 0.3000 | most popular 0.2500 | 1.20 |" in text
+    assert "best model (ease)" in text
+    (default_row,) = [line for line in text.splitlines() if line.startswith("| default model")]
+    (best_row,) = [line for line in text.splitlines() if line.startswith("| best model")]
+    assert default_row.endswith("**missed** |") and best_row.endswith("**met** |")  # 0.30 >= EASE's 0.29
