@@ -91,19 +91,27 @@ def top_k(train: Interactions, scorer: Scorer, users: Sequence[str], k: int,
     known = np.array([index.get(u, -1) for u in users])
     ranked: Dict[str, List[str]] = {}
     items = np.asarray(train.items, dtype=object)
+    matrix = train.matrix
     for start in range(0, len(users), batch):
         rows = known[start:start + batch]
-        scores = np.array(scorer(rows), dtype=np.float64, copy=True)
-        for n, row in enumerate(rows):
-            if row >= 0:
-                seen = train.matrix.indices[train.matrix.indptr[row]:train.matrix.indptr[row + 1]]
-                scores[n, seen] = -np.inf
-        kk = min(k, scores.shape[1])
-        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        order = np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable"), 1)
+        seen = [matrix.indices[matrix.indptr[r]:matrix.indptr[r + 1]] if r >= 0 else () for r in rows]
+        order = top_k_indices(scorer(rows), seen, k)
         for n, user in enumerate(users[start:start + batch]):
             ranked[user] = list(items[order[n]])
     return ranked
+
+
+def top_k_indices(scores: np.ndarray, excluded: Sequence[Sequence[int]], k: int, ordered: bool = True) -> np.ndarray:
+    """[rows, k] column indices of each row's highest scores, the row's `excluded` columns left out
+    (best first when `ordered`; recall needs only the set)."""
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    for n, columns in enumerate(excluded):
+        scores[n, np.asarray(columns, dtype=np.int64)] = -np.inf
+    kk = min(k, scores.shape[1])
+    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    if not ordered:
+        return part
+    return np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable"), 1)
 
 
 def _history(train: Interactions, rows: np.ndarray) -> sparse.csr_matrix:
@@ -174,3 +182,38 @@ def ials(train: Interactions, factors: int = IALS_DEFAULT_FACTORS,
         vectors = np.where((rows >= 0)[:, None], users[np.maximum(rows, 0)], 0.0)  # unknown users: zeros
         return vectors @ items.T
     return score
+
+
+def saved_model_top_k(saved_model, users: Sequence[str], train_items: Mapping[str, Set[str]], k: int) -> Dict[str, List[str]]:
+    """Each user's top-k over the model's whole catalogue, only the user's training items excluded.
+
+    `recommend_filtered` takes the exclusions as a list (one request per user: the list applies to every
+    user of a request); a model without it (exported before that signature existed) is asked by
+    `recommend` for k + len(training items) and the training items are dropped here: the same lists.
+    """
+    import tensorflow as tf
+
+    from components import features as F
+
+    ranked: Dict[str, List[str]] = {}
+    k_tensor, no = tf.constant(k, tf.int32), tf.constant(False)
+    if F.RECOMMEND_FILTERED in saved_model.signatures:
+        recommend = saved_model.signatures[F.RECOMMEND_FILTERED]
+        everything = tf.constant([], tf.string)
+        for user in users:
+            seen = sorted(train_items.get(user, ()))
+            out = recommend(**{F.USER_ID: tf.constant([user]), F.K_INPUT: k_tensor, F.EXCLUDE_RATED_INPUT: no,
+                               F.EXCLUDE_ITEMS_INPUT: tf.constant(seen, tf.string), F.ALLOW_ITEMS_INPUT: everything})
+            # an empty id marks a slot with no candidate left (the user excluded nearly everything)
+            ranked[user] = [i.decode("utf-8") for i in out[F.ITEMS_OUTPUT].numpy()[0] if i]
+        return ranked
+    if F.RECOMMEND not in saved_model.signatures:
+        raise ValueError(f"the model has neither a {F.RECOMMEND_FILTERED!r} nor a {F.RECOMMEND!r} signature")
+    recommend = saved_model.signatures[F.RECOMMEND]
+    for user in users:
+        seen = train_items.get(user, set())
+        out = recommend(**{F.USER_ID: tf.constant([user]), F.K_INPUT: tf.constant(k + len(seen), tf.int32),
+                           F.EXCLUDE_RATED_INPUT: no})
+        items = (i.decode("utf-8") for i in out[F.ITEMS_OUTPUT].numpy()[0])
+        ranked[user] = [i for i in items if i and i not in seen][:k]
+    return ranked

@@ -32,7 +32,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import path_utils
 
 from components import features as F
-from components import ranking_eval
+from components import models, ranking_eval
 from components.atomic_io import atomic_write
 from components.training_config import CUSTOM_CONFIG_KEY
 
@@ -105,37 +105,6 @@ def load_model(model: types.Artifact):
     return tf.saved_model.load(path_utils.serving_model_path(model.uri))
 
 
-def model_top_k(saved_model, users: Sequence[str], train_items: Mapping[str, Set[str]], k: int) -> Dict[str, List[str]]:
-    """Each user's top-k over the model's whole catalogue, only the user's training items excluded.
-
-    `recommend_filtered` takes the exclusions as a list (one request per user: the list applies to every
-    user of a request); a model without it (exported before that signature existed) is asked by
-    `recommend` for k + len(training items) and the training items are dropped here: the same lists.
-    """
-    ranked: Dict[str, List[str]] = {}
-    k_tensor, no = tf.constant(k, tf.int32), tf.constant(False)
-    if F.RECOMMEND_FILTERED in saved_model.signatures:
-        recommend = saved_model.signatures[F.RECOMMEND_FILTERED]
-        everything = tf.constant([], tf.string)
-        for user in users:
-            seen = sorted(train_items.get(user, ()))
-            out = recommend(**{F.USER_ID: tf.constant([user]), F.K_INPUT: k_tensor, F.EXCLUDE_RATED_INPUT: no,
-                               F.EXCLUDE_ITEMS_INPUT: tf.constant(seen, tf.string), F.ALLOW_ITEMS_INPUT: everything})
-            # an empty id marks a slot with no candidate left (the user excluded nearly everything)
-            ranked[user] = [i.decode("utf-8") for i in out[F.ITEMS_OUTPUT].numpy()[0] if i]
-        return ranked
-    if F.RECOMMEND not in saved_model.signatures:
-        raise ValueError(f"the model has neither a {F.RECOMMEND_FILTERED!r} nor a {F.RECOMMEND!r} signature")
-    recommend = saved_model.signatures[F.RECOMMEND]
-    for user in users:
-        seen = train_items.get(user, set())
-        out = recommend(**{F.USER_ID: tf.constant([user]), F.K_INPUT: tf.constant(k + len(seen), tf.int32),
-                           F.EXCLUDE_RATED_INPUT: no})
-        items = (i.decode("utf-8") for i in out[F.ITEMS_OUTPUT].numpy()[0])
-        ranked[user] = [i for i in items if i and i not in seen][:k]
-    return ranked
-
-
 # --- metrics ------------------------------------------------------------------------------------------------
 
 def metrics_by_slice(ranked: Mapping[str, Sequence[str]], evaluation: SplitData, k: int,
@@ -173,7 +142,7 @@ def evaluate(saved_model, train: SplitData, evaluation: SplitData, k: int, basel
     popular = ranking_eval.top_k(interactions, ranking_eval.most_popular(interactions), users, k)
 
     def of(model):
-        return metrics_by_slice(model_top_k(model, users, train_items, k), evaluation, k, num_items)
+        return metrics_by_slice(ranking_eval.saved_model_top_k(model, users, train_items, k), evaluation, k, num_items)
 
     return Evaluation(model=of(saved_model), most_popular=metrics_by_slice(popular, evaluation, k, num_items),
                       baseline=of(baseline_model) if baseline_model is not None else None)
@@ -197,16 +166,8 @@ def ranking_failures(result: Evaluation, k: int, min_lift: float, max_regression
 
 def model_name(training_config: str) -> str:
     """The `--model` the Trainer was given ('auto' when the config does not say)."""
-    from components import models
-
     values = json.loads(training_config or "{}")
     return values.get(CUSTOM_CONFIG_KEY, {}).get("model", models.AUTO)
-
-
-def is_ranking(name: str) -> bool:
-    from components import models
-
-    return models.is_ranking(name)
 
 
 def _blessed(artifact: types.Artifact) -> bool:
@@ -224,7 +185,7 @@ class Executor(base_executor.BaseExecutor):
         min_lift = float(exec_properties.get(MIN_LIFT_KEY) or 0.0)
         max_regression = float(exec_properties.get(MAX_REGRESSION_KEY) or 0.0)
         name = model_name(exec_properties.get(TRAINING_CONFIG_KEY, ""))
-        ranking = is_ranking(name)
+        ranking = models.is_ranking(name)
         gated = ranking or bool(exec_properties.get(GATE_RATING_KEY))
 
         examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])

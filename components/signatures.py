@@ -90,39 +90,6 @@ def _score(model: tf.keras.Model, users: tf.Tensor, candidates: Dict[str, tf.Ten
     return model.score_all_items(users, candidates, **cached)
 
 
-def _similarity_vectors(model: tf.keras.Model, candidates: Dict[str, tf.Tensor]):
-    """[N, d] item vectors to compare items by cosine, or None when the model has none."""
-    if hasattr(model, "similarity_vectors"):
-        return model.similarity_vectors(candidates)
-    if hasattr(model, "catalog_item_vectors"):
-        return model.catalog_item_vectors
-    tables = [getattr(model, name).embeddings for name in ("item_embedding", "gmf_item", "mlp_item")
-              if hasattr(model, name)]
-    if not tables:
-        return None
-    return tf.concat([tf.gather(t, candidates[F.ITEM_INDEX]) for t in tables], axis=1)
-
-
-def _catalog_features(model: tf.keras.Model, item_index: tf.Tensor) -> Dict[str, tf.Tensor]:
-    """Content features of items by vocabulary index; all-zero for the OOV bucket (an unknown item)."""
-    known = item_index < tf.cast(tf.shape(model.catalog_item_ids)[0], item_index.dtype)
-    safe = tf.where(known, item_index, tf.zeros_like(item_index))
-    mask = tf.cast(known, tf.float32)
-    return {
-        F.GENRES_MULTI_HOT: tf.gather(model.catalog_genres, safe) * mask[:, None],
-        F.YEAR_XF: tf.gather(model.catalog_years, safe) * mask,
-    }
-
-
-def _catalog_candidates(model: tf.keras.Model) -> Dict[str, tf.Tensor]:
-    """Every catalogue item as model inputs, in vocabulary order (what `recommend` ranks)."""
-    return {
-        F.ITEM_INDEX: tf.range(tf.shape(model.catalog_item_ids)[0], dtype=tf.int64),
-        F.GENRES_MULTI_HOT: model.catalog_genres,
-        F.YEAR_XF: model.catalog_years,
-    }
-
-
 def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catalog_lib.Catalog):
     """Signatures keyed by name. Attaches what they need to `model` so `model.save` tracks it."""
     model.tft_layer = tft_output.transform_features_layer()
@@ -213,40 +180,36 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
         F.RECOMMEND_FILTERED: recommend_filtered.get_concrete_function(),
     }
 
-    # "More like this": item-item weights where the model has them (EASE), else cosine of item vectors.
+    # "More like this": item-item weights where the model has them (EASE), else the cosine of its item vectors.
     if hasattr(model, "similar_item_scores"):
         similar_scores = model.similar_item_scores
     else:
-        vectors = _similarity_vectors(model, _catalog_candidates(model))
-        similar_scores = None
-        if vectors is not None:
-            model.catalog_similarity_vectors = tf.Variable(tf.math.l2_normalize(vectors, axis=1), trainable=False,
-                                                           name="catalog_similarity_vectors")
+        vectors = model.similarity_vectors(_catalog_candidates(model))
+        model.catalog_similarity_vectors = tf.Variable(tf.math.l2_normalize(vectors, axis=1), trainable=False,
+                                                       name="catalog_similarity_vectors")
 
-            def similar_scores(item_index):
-                n = tf.shape(model.catalog_similarity_vectors, out_type=tf.int64)[0]
-                known = tf.cast(item_index < n, tf.float32)[:, None]
-                query = tf.gather(model.catalog_similarity_vectors, tf.minimum(item_index, n - 1)) * known
-                return tf.matmul(query, model.catalog_similarity_vectors, transpose_b=True)
+        def similar_scores(item_index):
+            n = tf.shape(model.catalog_similarity_vectors, out_type=tf.int64)[0]  # unknown rows: masked below
+            query = tf.gather(model.catalog_similarity_vectors, tf.minimum(item_index, n - 1))
+            return tf.matmul(query, model.catalog_similarity_vectors, transpose_b=True)
 
-    if similar_scores is not None:
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.ITEM_ID),
-                                      tf.TensorSpec([], tf.int32, name=F.K_INPUT)])
-        def similar_items(item_id, k):
-            item_id = limits.guard_rows(item_id, limits.MAX_RECOMMEND_USERS, F.ITEM_ID)
-            index = tf.reshape(model.tft_layer({F.ITEM_ID: _as_column(item_id)})[F.ITEM_INDEX], [-1])
-            index = tf.cast(index, tf.int64)
-            scores = similar_scores(index)
-            n = tf.shape(model.catalog_item_ids, out_type=tf.int64)[0]
-            known = index < n  # the item itself is never "similar"; an unknown item matches nothing
-            rows = tf.range(tf.shape(index, out_type=tf.int64)[0])
-            scores = tf.tensor_scatter_nd_update(
-                scores, tf.stack([tf.boolean_mask(rows, known), tf.boolean_mask(index, known)], axis=1),
-                tf.fill([tf.reduce_sum(tf.cast(known, tf.int32))], float("-inf")))
-            scores = tf.where(known[:, None], scores, float("-inf"))
-            return _top_k(model, scores, k)
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.ITEM_ID),
+                                  tf.TensorSpec([], tf.int32, name=F.K_INPUT)])
+    def similar_items(item_id, k):
+        item_id = limits.guard_rows(item_id, limits.MAX_RECOMMEND_USERS, F.ITEM_ID)
+        index = tf.reshape(model.tft_layer({F.ITEM_ID: _as_column(item_id)})[F.ITEM_INDEX], [-1])
+        index = tf.cast(index, tf.int64)
+        scores = similar_scores(index)
+        n = tf.shape(model.catalog_item_ids, out_type=tf.int64)[0]
+        known = index < n  # the item itself is never "similar"; an unknown item matches nothing
+        rows = tf.range(tf.shape(index, out_type=tf.int64)[0])
+        scores = tf.tensor_scatter_nd_update(
+            scores, tf.stack([tf.boolean_mask(rows, known), tf.boolean_mask(index, known)], axis=1),
+            tf.fill([tf.reduce_sum(tf.cast(known, tf.int32))], float("-inf")))
+        scores = tf.where(known[:, None], scores, float("-inf"))
+        return _top_k(model, scores, k)
 
-        serving[F.SIMILAR_ITEMS] = similar_items.get_concrete_function()
+    serving[F.SIMILAR_ITEMS] = similar_items.get_concrete_function()
     return serving
 
 

@@ -38,8 +38,7 @@ TRAINER = "Trainer"  # the Trainer's component id: its wall time is a model's tr
 # ItemKNN and EASE hold item x item matrices: beyond this catalogue size the references are skipped.
 REFERENCE_MAX_ITEMS = 20_000
 # How a model's lists were produced (which items were kept out of them).
-VIA_FILTERED = f"{F.RECOMMEND_FILTERED}: the user's train items excluded"
-VIA_RECOMMEND = f"{F.RECOMMEND}(exclude_rated=True): the model's own exclusion table (no {F.RECOMMEND_FILTERED})"
+VIA = f"{F.RECOMMEND_FILTERED}: the user's train items excluded"
 MODEL, REFERENCE = "model", "reference"
 JSON_FILE, MARKDOWN_FILE, PNG_FILE = "benchmark.json", "benchmark.md", "benchmark.png"
 
@@ -168,29 +167,9 @@ def trained_model_dir(pipeline_root: str) -> str:
     return max(dirs, key=lambda d: int(d.rstrip("/").split("/")[-2]))
 
 
-def model_lists(model, users: Sequence[str], train_items: Dict[str, Set[str]], k: int,
-                batch: int = 256) -> Tuple[Dict[str, List[str]], str]:
-    """Each user's top-k from the SavedModel, and how exclusions were applied (recommend_filtered with the
-    user's train items when the model has it: its lists apply to a whole request, so one user per call)."""
-    ranked: Dict[str, List[str]] = {}
-    if F.RECOMMEND_FILTERED in model.signatures:
-        filtered = model.signatures[F.RECOMMEND_FILTERED]
-        nothing = tf.constant([], tf.string)
-        for user in users:
-            out = filtered(**{F.USER_ID: tf.constant([user]), F.K_INPUT: tf.constant(k, tf.int32),
-                              F.EXCLUDE_RATED_INPUT: tf.constant(False),
-                              F.EXCLUDE_ITEMS_INPUT: tf.constant(sorted(train_items.get(user, ())), tf.string),
-                              F.ALLOW_ITEMS_INPUT: nothing})
-            ranked[user] = [i.decode() for i in out[F.ITEMS_OUTPUT].numpy()[0]]
-        return ranked, VIA_FILTERED
-    recommend = model.signatures[F.RECOMMEND]
-    for start in range(0, len(users), batch):
-        chunk = list(users[start:start + batch])
-        out = recommend(**{F.USER_ID: tf.constant(chunk), F.K_INPUT: tf.constant(k, tf.int32),
-                           F.EXCLUDE_RATED_INPUT: tf.constant(True)})
-        for user, items in zip(chunk, out[F.ITEMS_OUTPUT].numpy()):
-            ranked[user] = [i.decode() for i in items]
-    return ranked, VIA_RECOMMEND
+def model_lists(model, users: Sequence[str], train_items: Dict[str, Set[str]], k: int) -> Dict[str, List[str]]:
+    """Each user's top-k from the SavedModel, only the user's train items excluded (the gate's own lists)."""
+    return R.saved_model_top_k(model, users, train_items, k)
 
 
 def model_errors(model, held_out: Sequence[Interaction]) -> Tuple[Optional[float], Optional[float]]:
@@ -209,8 +188,7 @@ def model_errors(model, held_out: Sequence[Interaction]) -> Tuple[Optional[float
 def predicts_ratings(name: str) -> bool:
     from components import models
 
-    is_ranking = getattr(models, "is_ranking", None)  # older registries have rating models only
-    return not is_ranking(name) if is_ranking else True
+    return not models.is_ranking(name)
 
 
 def registered_models() -> List[str]:
@@ -250,9 +228,9 @@ def run(data_root: str, output_dir: str, models: Sequence[str], test_file: Optio
             train_items = R.relevant_by_user((u, i) for u, i, _ in train)
         trainer = windows.get(TRAINER)
         model = tf.saved_model.load(trained_model_dir(config.pipeline_root))
-        ranked, via = model_lists(model, sorted(relevant), train_items, k)
+        ranked = model_lists(model, sorted(relevant), train_items, k)
         row = _ranking_row(Row(name, MODEL, train_s=trainer[1] - trainer[0] if trainer else None, wall_s=wall,
-                               note=via), ranked, relevant, len(catalogue), k)
+                               note=VIA), ranked, relevant, len(catalogue), k)
         if predicts_ratings(name):
             row.rmse, row.mae = model_errors(model, held_out)
         rows.append(row)

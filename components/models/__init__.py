@@ -3,7 +3,8 @@
 Rating models (mf, mlp, content, hybrid) regress the rating value: each exposes `build(dims, config)`
 and is fitted with MSE. Ranking models (two_tower, ease) learn which items a user picks from implicit
 feedback (every interaction a positive): each exposes `train(dims, config, catalogue, dataset, holdout)`.
-Every model has `score_all_items(users, items)` for `recommend`. `auto`, the default, is the ranking
+Every model has `score_all_items(users, items)` for `recommend`, and for `similar_items` either
+`similar_item_scores(item_index)` (EASE's weights) or `similarity_vectors(items)` (compared by cosine). `auto`, the default, is the ranking
 model that ranks best: EASE when the catalogue fits its size limit, the two-tower model above it.
 """
 

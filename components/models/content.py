@@ -40,5 +40,10 @@ class ContentMLP(tf.keras.Model):
         return tf.reshape(self._rate(pair_users, pair_items), [tf.shape(users)[0], -1])
 
 
+    def similarity_vectors(self, items):
+        """[N, d] item vectors for "more like this" (cosine): the item tower."""
+        return self.item_vectors(items)
+
+
 def build(dims: ModelDims, config: TrainingConfig) -> tf.keras.Model:
     return ContentMLP(dims, config)

@@ -41,5 +41,11 @@ class NeuMF(tf.keras.Model):
         return tf.reshape(self._rate(gmf_u, gmf_i, mlp_u, mlp_i, content), [tf.shape(users)[0], -1])
 
 
+    def similarity_vectors(self, items):
+        """[N, d] item vectors for "more like this" (cosine): both branches' item embeddings."""
+        index = items[F.ITEM_INDEX]
+        return tf.concat([tf.gather(self.gmf_item.embeddings, index), tf.gather(self.mlp_item.embeddings, index)], 1)
+
+
 def build(dims: ModelDims, config: TrainingConfig) -> tf.keras.Model:
     return NeuMF(dims, config)

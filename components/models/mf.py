@@ -36,5 +36,10 @@ class MatrixFactorization(tf.keras.Model):
                 + self.user_bias(users) + item_bias + self.global_mean)
 
 
+    def similarity_vectors(self, items):
+        """[N, d] item vectors for "more like this" (cosine): the item embeddings."""
+        return tf.gather(self.item_embedding.embeddings, items[F.ITEM_INDEX])
+
+
 def build(dims: ModelDims, config: TrainingConfig) -> tf.keras.Model:
     return MatrixFactorization(dims, config)

@@ -34,5 +34,10 @@ class CollaborativeMLP(tf.keras.Model):
         return tf.reshape(self._rate(pair_users, pair_items), [tf.shape(users)[0], -1])
 
 
+    def similarity_vectors(self, items):
+        """[N, d] item vectors for "more like this" (cosine): the item embeddings."""
+        return tf.gather(self.item_embedding.embeddings, items[F.ITEM_INDEX])
+
+
 def build(dims: ModelDims, config: TrainingConfig) -> tf.keras.Model:
     return CollaborativeMLP(dims, config)

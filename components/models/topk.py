@@ -12,6 +12,8 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
+from components.ranking_eval import top_k_indices
+
 VALIDATION_K = 10
 VALIDATION_METRIC = f"val_recall_at_{VALIDATION_K}"
 
@@ -50,12 +52,9 @@ class Holdout:
         recalls = []
         for start in range(0, len(self.users), batch):
             users = self.users[start:start + batch]
-            scores = np.array(score_fn(users), dtype=np.float32, copy=True)
-            for n, u in enumerate(users):
-                if u + 1 < len(self.row_splits):
-                    scores[n, self.items[self.row_splits[u]:self.row_splits[u + 1]]] = -np.inf
-            kk = min(k, scores.shape[1])
-            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+            seen = [self.items[self.row_splits[u]:self.row_splits[u + 1]] if u + 1 < len(self.row_splits) else ()
+                    for u in users]
+            top = top_k_indices(score_fn(users), seen, k, ordered=False)
             for n, u in enumerate(users.tolist()):
                 relevant = self.relevant[u]
                 recalls.append(len(relevant.intersection(top[n].tolist())) / min(k, len(relevant)))

@@ -16,7 +16,7 @@ from tfx.types import artifact_utils, standard_artifacts
 
 from components import features as F
 from components import ranking_gate as G
-from components import ranking_eval
+from components import models, ranking_eval
 
 NUM_USERS, NUM_ITEMS, GROUPS = 120, 60, 3
 TRAIN_PER_USER, EVAL_PER_USER = 10, 3
@@ -181,13 +181,13 @@ def test_the_gate_excludes_only_training_items_and_matches_the_reference_protoco
     interactions = ranking_eval.Interactions.from_pairs(train)
     model = G.load_model(planted["models"]["taste"])
     eval_users = sorted({u for u, _ in evaluation})
-    ranked = G.model_top_k(model, eval_users, ranking_eval.relevant_by_user(train), 10)
+    ranked = ranking_eval.saved_model_top_k(model, eval_users, ranking_eval.relevant_by_user(train), 10)
     index = {i: n for n, i in enumerate(items)}
     reference = ranking_eval.top_k(interactions, lambda rows: taste[rows][:, [index[i] for i in interactions.items]],
                                    eval_users, 10)
     assert ranked == reference
     # A model exported with `recommend` only gives the same lists (fetched longer, training items dropped).
-    fallback = G.model_top_k(G.load_model(planted["models"]["taste_recommend_only"]), eval_users,
+    fallback = ranking_eval.saved_model_top_k(G.load_model(planted["models"]["taste_recommend_only"]), eval_users,
                              ranking_eval.relevant_by_user(train), 10)
     assert fallback == ranked
 
@@ -243,7 +243,7 @@ def test_a_rating_model_can_be_gated_on_ranking_too_and_needs_an_rmse_verdict(pl
 
 
 def test_auto_counts_as_a_ranking_model():
-    assert G.is_ranking("auto") and not G.is_ranking("mf")
+    assert models.is_ranking("auto") and not models.is_ranking("mf")
     assert G.model_name("") == "auto"
 
 

@@ -49,7 +49,7 @@ def test_references_and_reports_on_tiny_data(tiny_data, tmp_path):
     else:
         assert rows["iALS"].recall is None and "not installed" in rows["iALS"].note
     model = quality.Row("mf", quality.MODEL, recall=0.2, ndcg=0.1, coverage=0.5, rmse=0.9, mae=0.7, train_s=12.0,
-                        wall_s=60.0, note=quality.VIA_FILTERED)
+                        wall_s=60.0, note=quality.VIA)
     result = {"data_root": tiny_data, "test_file": None, "k": 10, "split": "hash", "held_out": "pipeline eval split",
               "held_out_interactions": len(held_out), "users": len(relevant), "catalogue": len(catalogue),
               "train_interactions": len(train),

@@ -2,7 +2,6 @@
 is blessed by the ranking gate and pushed, and its exclusion tables follow the protocol (served: every
 split the pipeline saw; evaluated: training items only)."""
 
-import glob
 import os
 
 import pytest
@@ -10,18 +9,9 @@ import tensorflow as tf
 
 from components import features as F
 from components import ranking_eval as R
-from pipeline import local_runner, run_summary
+from pipeline import local_runner, quality, run_summary
 
 pytestmark = pytest.mark.slow
-
-
-def _split_pairs(pipeline_root, split):
-    files = glob.glob(f"{pipeline_root}/RatingsExampleGen/examples/*/Split-{split}/*")
-    pairs = []
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
-        feature = tf.train.Example.FromString(record.numpy()).features.feature
-        pairs.append((feature[F.USER_ID].bytes_list.value[0].decode(), feature[F.ITEM_ID].bytes_list.value[0].decode()))
-    return pairs
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +23,8 @@ def auto_run(tiny_data, tmp_path_factory):
     summary = run_summary.latest(config)
     (version,) = os.listdir(config.serving_dir)
     model = tf.saved_model.load(os.path.join(config.serving_dir, version))
-    splits = {name: _split_pairs(config.pipeline_root, name) for name in F.SPLIT_NAMES}
+    splits = {name: [(user, item) for user, item, _ in quality.split_interactions(config.pipeline_root, name)]
+              for name in F.SPLIT_NAMES}
     return config, summary, model, splits
 
 
