@@ -90,6 +90,26 @@ def _score(model: tf.keras.Model, users: tf.Tensor, candidates: Dict[str, tf.Ten
     return model.score_all_items(users, candidates, **cached)
 
 
+def _catalog_features(model: tf.keras.Model, item_index: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Content features of items by vocabulary index; all-zero for the OOV bucket (an unknown item)."""
+    known = item_index < tf.cast(tf.shape(model.catalog_item_ids)[0], item_index.dtype)
+    safe = tf.where(known, item_index, tf.zeros_like(item_index))
+    mask = tf.cast(known, tf.float32)
+    return {
+        F.GENRES_MULTI_HOT: tf.gather(model.catalog_genres, safe) * mask[:, None],
+        F.YEAR_XF: tf.gather(model.catalog_years, safe) * mask,
+    }
+
+
+def _catalog_candidates(model: tf.keras.Model) -> Dict[str, tf.Tensor]:
+    """Every catalogue item as model inputs, in vocabulary order (what `recommend` ranks)."""
+    return {
+        F.ITEM_INDEX: tf.range(tf.shape(model.catalog_item_ids)[0], dtype=tf.int64),
+        F.GENRES_MULTI_HOT: model.catalog_genres,
+        F.YEAR_XF: model.catalog_years,
+    }
+
+
 def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catalog_lib.Catalog):
     """Signatures keyed by name. Attaches what they need to `model` so `model.save` tracks it."""
     model.tft_layer = tft_output.transform_features_layer()
