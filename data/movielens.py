@@ -27,8 +27,16 @@ ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "C
                  "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
                  "War", "Western")
 ML100K_SPLITS = tuple(f"u{i}" for i in range(1, 6)) + ("ua", "ub")
-_NO_GENRE = {"", "unknown", "(no genres listed)"}
-_GENRE_SPELLING = {"Children's": "Children", "Childrens": "Children"}
+# The canonical layout this importer writes. The columns are MovieLens's own: the contract infers each
+# feature's type from the data, so nothing here has to match a shared list.
+INTERACTION_COLUMNS = (F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP)
+ITEM_COLUMNS = (F.ITEM_ID, "title", "genres", "year")
+USER_COLUMNS = (F.USER_ID, "gender", "age", "occupation", "zip_code")  # ml-100k and ml-1m; ml-latest has none
+GENRE_SEPARATOR = "|"
+# ml-latest's spelling of "this movie has no genre": a marker for a missing value, not a genre, so it becomes
+# an empty field (how the layout spells missing). ml-100k's `unknown` flag is a genre column of the source
+# and is kept, as are all other names exactly as the files spell them (`Children's`, `Film-Noir`).
+_NO_GENRE = {"", "(no genres listed)"}
 _YEAR = re.compile(r"\s*\((\d{4})(?:[–-]\d{0,4})?\)\s*$")
 
 
@@ -54,13 +62,20 @@ def split_title(raw: str) -> Tuple[str, Optional[int]]:
     return title[: match.start()].strip(), int(match.group(1))
 
 
-def normalise_genres(genres: Iterable[str]) -> List[str]:
-    out = []
+def join_genres(genres: Iterable[str]) -> str:
+    """The source's genre names, unchanged and in source order, joined by GENRE_SEPARATOR; the missing-value
+    marker and repeats dropped (no renaming: the data contract takes whatever names the files use)."""
+    out: List[str] = []
     for genre in genres:
-        genre = _GENRE_SPELLING.get(genre.strip(), genre.strip())
+        genre = genre.strip()
         if genre not in _NO_GENRE and genre not in out:
             out.append(genre)
-    return out
+    return GENRE_SEPARATOR.join(out)
+
+
+def _year(year: Optional[int]) -> str:
+    """An unknown year is an empty field (missing), never 0: a 0 would be read as a real, very old year."""
+    return "" if not year else str(year)
 
 
 def _lines(path: str, encoding: str) -> Iterator[Tuple[int, str]]:
@@ -111,14 +126,14 @@ def _item_rows(fmt: str, src: str) -> Iterator[Tuple]:
             parts = _fields(path, number, line, "|", 5 + len(ML100K_GENRES))
             flags = parts[5:5 + len(ML100K_GENRES)]
             title, year = split_title(parts[1])
-            genres = normalise_genres(g for g, flag in zip(ML100K_GENRES, flags) if flag.strip() == "1")
-            yield parts[0], title, F.GENRE_SEPARATOR.join(genres), year or ""
+            genres = join_genres(g for g, flag in zip(ML100K_GENRES, flags) if flag.strip() == "1")
+            yield parts[0], title, genres, _year(year)
     elif fmt == "ml-1m":
         path = os.path.join(src, "movies.dat")
         for number, line in _lines(path, "latin-1"):
             item, raw_title, genres = _fields(path, number, line, "::", 3)[:3]
             title, year = split_title(raw_title)
-            yield item, title, F.GENRE_SEPARATOR.join(normalise_genres(genres.split("|"))), year or ""
+            yield item, title, join_genres(genres.split("|")), _year(year)
     else:
         path = os.path.join(src, "movies.csv")
         for number, line in _lines(path, "utf-8"):
@@ -128,7 +143,7 @@ def _item_rows(fmt: str, src: str) -> Iterator[Tuple]:
             if len(parts) < 3:
                 raise MovieLensImportError(f"{path}:{number}: expected 3 ','-separated fields, got {len(parts)}")
             title, year = split_title(parts[1])
-            yield parts[0], title, F.GENRE_SEPARATOR.join(normalise_genres(parts[2].split("|"))), year or ""
+            yield parts[0], title, join_genres(parts[2].split("|")), _year(year)
 
 
 def _user_rows(fmt: str, src: str) -> Optional[Iterator[Tuple]]:
@@ -180,16 +195,16 @@ def import_movielens(src: str, dest: str, split: Optional[str] = None) -> Import
     written, counts = [], {}
     first_target = next(iter(targets.values()))
     items_path = os.path.join(first_target, F.ITEMS_FILE)
-    items = _write(items_path, F.ITEM_COLUMNS, _item_rows(fmt, src))
+    items = _write(items_path, ITEM_COLUMNS, _item_rows(fmt, src))
     written.append(items_path)
     users, user_rows = 0, _user_rows(fmt, src)
     if user_rows is not None:
         users_path = os.path.join(first_target, F.USERS_FILE)
-        users = _write(users_path, F.USER_COLUMNS, user_rows)
+        users = _write(users_path, USER_COLUMNS, user_rows)
         written.append(users_path)
     for part, source in parts.items():
         path = os.path.join(targets[part], F.INTERACTIONS_FILE)
-        counts[part] = _write(path, F.INTERACTION_COLUMNS, _rating_rows(source, encoding, sep, header))
+        counts[part] = _write(path, INTERACTION_COLUMNS, _rating_rows(source, encoding, sep, header))
         written.append(path)
         if targets[part] != first_target:  # each split directory is complete on its own
             for name in (F.ITEMS_FILE, F.USERS_FILE):

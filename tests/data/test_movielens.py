@@ -5,7 +5,8 @@ import csv
 import pytest
 
 from components import features as F
-from data.movielens import MovieLensImportError, import_movielens, split_title
+from data.movielens import (INTERACTION_COLUMNS, ITEM_COLUMNS, USER_COLUMNS, MovieLensImportError, import_movielens,
+                            split_title)
 from pipeline import cli
 
 
@@ -38,11 +39,15 @@ def test_ml100k_full(ml100k, tmp_path):
     result = import_movielens(str(ml100k), str(tmp_path / "out"))
     assert result.format == "ml-100k" and result.interactions == {"all": 3} and result.users == 2
     assert _read(tmp_path / "out" / F.INTERACTIONS_FILE) == [
-        list(F.INTERACTION_COLUMNS), ["1", "10", "4", "881250949"], ["2", "20", "3", "891717742"],
+        list(INTERACTION_COLUMNS), ["1", "10", "4", "881250949"], ["2", "20", "3", "891717742"],
         ["1", "20", "5", "878887116"]]
+    # Genre names exactly as the source spells them: `Children's` and the `unknown` flag are kept, not renamed.
     assert _read(tmp_path / "out" / F.ITEMS_FILE) == [
-        list(F.ITEM_COLUMNS), ["10", "Café Society", "Children|Comedy", "1995"], ["20", "Heat, The", "", "1995"]]
-    assert _read(tmp_path / "out" / F.USERS_FILE)[1] == ["1", "M", "24", "technician", "85711"]
+        ["item_id", "title", "genres", "year"], ["10", "Café Society", "Children's|Comedy", "1995"],
+        ["20", "Heat, The", "unknown", "1995"]]
+    assert _read(tmp_path / "out" / F.USERS_FILE)[:2] == [
+        ["user_id", "gender", "age", "occupation", "zip_code"], ["1", "M", "24", "technician", "85711"]]
+    assert list(ITEM_COLUMNS) == ["item_id", "title", "genres", "year"] and USER_COLUMNS[0] == "user_id"
     assert not list((tmp_path / "out").glob("*.tmp"))
 
 
@@ -65,8 +70,9 @@ def test_ml1m(tmp_path):
     result = import_movielens(str(src), str(tmp_path / "out"))
     assert (result.format, result.interactions, result.items, result.users) == ("ml-1m", {"all": 2}, 3, 1)
     items = _read(tmp_path / "out" / F.ITEMS_FILE)
-    assert items[2] == ["1", "Toy Story", "Animation|Children|Comedy", "1995"]
-    assert items[3] == ["5", "Señor", "", "2000"]
+    assert items[2] == ["1", "Toy Story", "Animation|Children's|Comedy", "1995"]
+    assert items[3] == ["5", "Señor", "", "2000"]  # `(no genres listed)` is the source's missing marker
+    assert _read(tmp_path / "out" / F.USERS_FILE) == [list(USER_COLUMNS), ["1", "F", "1", "10", "48067"]]
 
 
 def test_ml_latest_small(tmp_path):
@@ -81,7 +87,9 @@ def test_ml_latest_small(tmp_path):
     assert _read(tmp_path / "out" / F.INTERACTIONS_FILE)[2] == ["1", "3", "3.5", "964981247"]
     assert _read(tmp_path / "out" / F.ITEMS_FILE)[1:] == [
         ["1", "American President, The", "Comedy|Drama|Romance", "1995"], ["3", "Babylon 5", "Sci-Fi", "1994"],
-        ["4", "No Year Film", "", ""]]
+        ["4", "No Year Film", "", ""]]  # an unknown year is an empty field, never 0
+    with open(tmp_path / "out" / F.INTERACTIONS_FILE) as f:
+        assert f.readline().strip() == "user_id,item_id,rating,timestamp"
 
 
 @pytest.mark.parametrize("title, expected", [("Toy Story (1995) ", ("Toy Story", 1995)),
