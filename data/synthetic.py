@@ -44,6 +44,12 @@ POOL_ITEMS = 4096  # catalogues up to this size are ranked whole for every user 
 POOL_HEAD = 1024  # larger ones: these most popular items + a uniform sample of the rest
 SECONDS_PER_DAY = 86_400
 RATING_MEAN = 3.5
+RATING_MIN, RATING_MAX = 0.5, 5.0  # half-star ratings, as in MovieLens
+# This dataset's own layout (the data contract infers features from the files, so none of it is shared code).
+INTERACTION_COLUMNS = (F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP)
+TITLE, GENRES_COLUMN, YEAR = "title", "genres", "year"
+ITEM_COLUMNS = (F.ITEM_ID, TITLE, GENRES_COLUMN, YEAR)
+GENRE_SEPARATOR = "|"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,17 +170,17 @@ def generate(out_dir: str, spec: SampleSpec = SampleSpec()) -> dict:
 
     os.makedirs(out_dir, exist_ok=True)
     items_path = os.path.join(out_dir, F.ITEMS_FILE)
-    with atomic_csv(items_path, F.ITEM_COLUMNS) as w:
+    with atomic_csv(items_path, ITEM_COLUMNS) as w:
         for i in range(spec.num_items):
             title = f"The {_ADJECTIVES[i % len(_ADJECTIVES)]} {_NOUNS[(i // len(_ADJECTIVES)) % len(_NOUNS)]}"
             if i >= len(_ADJECTIVES) * len(_NOUNS):
                 title += f" {i // (len(_ADJECTIVES) * len(_NOUNS)) + 1}"
-            genres = F.GENRE_SEPARATOR.join(GENRES[g] for g in item_genres[i])
+            genres = GENRE_SEPARATOR.join(GENRES[g] for g in item_genres[i])
             w.writerow((item_key(i), title, genres, int(years[i])))
 
     interactions_path = os.path.join(out_dir, F.INTERACTIONS_FILE)
     written, buffer = 0, []
-    with atomic_csv(interactions_path, F.INTERACTION_COLUMNS) as w:
+    with atomic_csv(interactions_path, INTERACTION_COLUMNS) as w:
         for start in range(0, spec.num_users, USER_BLOCK):
             users = np.arange(start, min(start + USER_BLOCK, spec.num_users))
             block_rng = np.random.default_rng([spec.seed, start // USER_BLOCK])
@@ -188,7 +194,7 @@ def generate(out_dir: str, spec: SampleSpec = SampleSpec()) -> dict:
                 dots = item_factors[items] @ user_factors[u] * rating_scale
                 dots -= dots.mean()
                 raw = RATING_MEAN + user_bias[u] + item_bias[items] + dots + block_rng.normal(0, spec.noise_sd, k)
-                ratings = np.clip(np.round(raw * 2) / 2, F.RATING_MIN, F.RATING_MAX)
+                ratings = np.clip(np.round(raw * 2) / 2, RATING_MIN, RATING_MAX)
                 # Active from a random start for a random share of the span; events uniform within it.
                 length = span * block_rng.uniform(0.05, 1.0)
                 begin = block_rng.uniform(0, span - length)

@@ -84,7 +84,7 @@ def test_default_sample_has_long_tails_and_sane_ratings(sample_root):
     assert per_user.max() >= 10 * np.median(per_user)
     assert len({(r[F.USER_ID], r[F.ITEM_ID]) for r in rows}) == len(rows)  # each pair once
     ratings = np.array([float(r[F.RATING]) for r in rows])
-    assert ratings.min() >= F.RATING_MIN and ratings.max() <= F.RATING_MAX
+    assert ratings.min() >= synthetic.RATING_MIN and ratings.max() <= synthetic.RATING_MAX
     assert np.all(ratings * 2 == np.round(ratings * 2)) and 3.0 < ratings.mean() < 4.2 and ratings.std() > 0.6
 
 
@@ -100,7 +100,9 @@ def test_exact_size_determinism_and_streaming(tmp_path):
     synthetic.generate(d, dataclasses.replace(TINY, seed=TINY.seed + 1))
     assert not filecmp.cmp(os.path.join(a, F.INTERACTIONS_FILE), os.path.join(d, F.INTERACTIONS_FILE), shallow=False)
     with open(os.path.join(a, F.INTERACTIONS_FILE)) as f:
-        assert f.readline().strip() == ",".join(F.INTERACTION_COLUMNS)
+        assert f.readline().strip() == "user_id,item_id,rating,timestamp"
+    with open(os.path.join(a, F.ITEMS_FILE)) as f:
+        assert f.readline().strip() == "item_id,title,genres,year"
 
 
 def test_large_catalogue_path_keeps_sizes_and_tails(tmp_path):
