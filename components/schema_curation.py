@@ -1,0 +1,131 @@
+"""The first run's inferred schema, curated and written where the user reviews and commits it.
+
+On a new data root SchemaGen infers the schema from statistics; `CuratedSchemaExport` adds what
+inference cannot know (which features serving requests lack, which features to watch for drift) and
+writes the result once. Later runs import that file (ImportSchemaGen), so ExampleValidator and the
+data gate check every span against a contract the user owns. Domains are never added here: a
+dataset's domains come from its data, and the user edits them. (No `from __future__ import
+annotations` here: TFX reads the component signature's real types.)
+"""
+
+
+import datetime
+import json
+import posixpath
+from typing import List, Sequence
+
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
+from tfx import v1 as tfx
+from tfx.types import artifact_utils
+from tfx.utils import io_utils
+
+from components.atomic_io import atomic_write
+
+TRAINING = "TRAINING"
+SERVING = "SERVING"
+DEFAULT_DRIFT_THRESHOLD = 0.2
+
+
+def _set_drift_comparator(feature: schema_pb2.Feature, threshold: float) -> None:
+    """L-infinity for strings, Jensen-Shannon divergence for numbers.
+
+    StatisticsGen computes numeric statistics for INT features (it runs without a schema), so an
+    L-infinity comparator on an int feature, even one marked categorical, measures 0 and never
+    fires (checked with TFDV 1.16); Jensen-Shannon divergence compares their histograms instead.
+    """
+    comparator = schema_pb2.FeatureComparator()
+    if feature.type == schema_pb2.BYTES:
+        comparator.infinity_norm.threshold = threshold
+    elif feature.type in (schema_pb2.INT, schema_pb2.FLOAT):
+        comparator.jensen_shannon_divergence.threshold = threshold
+    else:  # STRUCT and unknown types have no distribution to compare
+        return
+    feature.drift_comparator.CopyFrom(comparator)
+
+
+def curate(
+    schema: schema_pb2.Schema,
+    *,
+    not_in_serving: Sequence[str],
+    drift_features: Sequence[str],
+    drift_threshold: float = DEFAULT_DRIFT_THRESHOLD,
+) -> schema_pb2.Schema:
+    """A copy of `schema` with TRAINING/SERVING environments and drift comparators; idempotent.
+
+    `not_in_serving`: features absent from serving requests (labels, timestamp, weights, slices).
+    `drift_features`: features compared with the previous run's statistics. Names the schema lacks
+    are ignored: not every dataset has every feature. Domains are left as inferred.
+    """
+    if not 0.0 < drift_threshold <= 1.0:
+        raise ValueError(f"drift_threshold must be in (0, 1], got {drift_threshold!r}")
+    curated = schema_pb2.Schema()
+    curated.CopyFrom(schema)
+    for environment in (TRAINING, SERVING):
+        if environment not in curated.default_environment:
+            curated.default_environment.append(environment)
+    features = {feature.name: feature for feature in curated.feature}
+    for name in not_in_serving:
+        feature = features.get(name)
+        if feature is not None and SERVING not in feature.not_in_environment:
+            feature.not_in_environment.append(SERVING)
+    for name in drift_features:
+        feature = features.get(name)
+        if feature is not None:
+            _set_drift_comparator(feature, drift_threshold)
+    return curated
+
+
+def schema_text(schema: schema_pb2.Schema, *, source: str = "") -> str:
+    """The text proto with a header telling the user where it came from and what to do with it."""
+    origin = f" on {source}" if source else ""
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = (
+        f"# Data contract inferred by TFX SchemaGen from the statistics of the first pipeline run{origin}\n"
+        f"# ({when}), then curated: features absent from serving requests are marked\n"
+        "# not_in_environment: \"SERVING\"; drift_comparator thresholds compare each run with the previous one.\n"
+        "# Review this file and commit it: later runs validate every span against it (ImportSchemaGen)\n"
+        "# and the data gate stops a run whose data breaks it. Edit it when the data legitimately changes,\n"
+        "# e.g. remove a feature's string_domain if new categories are expected, or raise a drift threshold.\n"
+    )
+    return header + text_format.MessageToString(schema)
+
+
+def write_schema_text(schema: schema_pb2.Schema, path: str, *, source: str = "") -> None:
+    """Writes the schema as a commented text proto, atomically (a reader never sees half a file)."""
+    directory = posixpath.dirname(path)
+    if directory:
+        tf.io.gfile.makedirs(directory)
+    atomic_write(path, schema_text(schema, source=source))
+
+
+def _names(parameter: str, value: str) -> List[str]:
+    try:
+        names = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{parameter} must be a JSON list of feature names, got {value!r} ({error.msg})") from None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{parameter} must be a JSON list of feature names, got {value!r}")
+    return names
+
+
+@tfx.dsl.components.component
+def CuratedSchemaExport(
+    schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
+    destination: tfx.dsl.components.Parameter[str],
+    not_in_serving: tfx.dsl.components.Parameter[str],
+    drift_features: tfx.dsl.components.Parameter[str],
+    drift_threshold: tfx.dsl.components.Parameter[float] = DEFAULT_DRIFT_THRESHOLD,
+    source: tfx.dsl.components.Parameter[str] = "",
+) -> None:
+    """Curates the inferred schema and writes it to `destination`, unless a curated copy is already there."""
+    serving_absent = _names("not_in_serving", not_in_serving)
+    watched = _names("drift_features", drift_features)
+    if tf.io.gfile.exists(destination):
+        print(f"curated schema kept (not overwritten): {destination}")
+        return
+    inferred = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri([schema])))
+    curated = curate(inferred, not_in_serving=serving_absent, drift_features=watched, drift_threshold=drift_threshold)
+    write_schema_text(curated, destination, source=source)
+    print(f"curated schema written, review and commit it: {destination}")
