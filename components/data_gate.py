@@ -1,18 +1,28 @@
-"""Stops the run when ExampleValidator found anomalies, so bad data never reaches Transform.
+"""Stops the run when the data broke the schema or drifted from the previous run's, so bad data never reaches Transform.
 
-ExampleValidator only records anomalies; this component turns them into a failed execution with a
-message naming each feature and anomaly. The pipeline makes Transform run after it. (No
-`from __future__ import annotations` here: TFX reads the component signature's real types.)
+ExampleValidator only records anomalies, and it never sees the previous run's statistics; this
+component turns its anomalies, and the schema's drift comparators applied between the previous
+run's train statistics and this run's, into a failed execution with one message naming each
+feature. The pipeline makes Transform run after it. (No `from __future__ import annotations` here:
+TFX reads the component signature's real types.)
 """
 
 
 from typing import List
 
-from tensorflow_metadata.proto.v0 import anomalies_pb2
+import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 from tfx import v1 as tfx
 from tfx.components.example_validator.executor import DEFAULT_FILE_NAME
-from tfx.types import artifact_utils
+from tfx.components.statistics_gen import stats_artifact_utils
+from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
+
+from components import features as F
+
+DRIFT_PREFIX = "drift vs the previous run"
+# Reason types the schema's comparators produce; every other reason is ExampleValidator's business.
+_COMPARATOR_TYPE_PREFIX = "COMPARATOR_"
 
 
 class DataValidationError(RuntimeError):
@@ -29,12 +39,75 @@ def describe(anomalies: anomalies_pb2.Anomalies, split: str) -> List[str]:
     return problems
 
 
+def _comparator_reasons(info: anomalies_pb2.AnomalyInfo) -> List[str]:
+    return [
+        reason.description or reason.short_description
+        for reason in info.reason
+        if anomalies_pb2.AnomalyInfo.Type.Name(reason.type).startswith(_COMPARATOR_TYPE_PREFIX)
+    ]
+
+
+def drift_problems(
+    statistics: statistics_pb2.DatasetFeatureStatisticsList,
+    baseline: statistics_pb2.DatasetFeatureStatisticsList,
+    schema: schema_pb2.Schema,
+) -> List[str]:
+    """The schema's drift comparators applied between `baseline` (previous run) and `statistics`.
+
+    Only comparator anomalies are returned: the schema's other constraints are ExampleValidator's,
+    which the gate already reports. Features without a drift_comparator are not compared.
+    """
+    anomalies = tfdv.validate_statistics(statistics, schema, previous_statistics=baseline)
+    problems = [
+        f"{DRIFT_PREFIX}: feature '{name}': {reason}"
+        for name, info in sorted(anomalies.anomaly_info.items())
+        for reason in _comparator_reasons(info)
+    ]
+    if anomalies.HasField("dataset_anomaly_info"):
+        problems.extend(f"{DRIFT_PREFIX}: {reason}" for reason in _comparator_reasons(anomalies.dataset_anomaly_info))
+    return problems
+
+
+def _artifact_drift(
+    statistics: standard_artifacts.ExampleStatistics,
+    baseline: standard_artifacts.ExampleStatistics,
+    schema: standard_artifacts.Schema,
+) -> List[str]:
+    """Drift of the train split; nothing when the baseline is this run's own statistics or lacks the split."""
+    if baseline.uri == statistics.uri:
+        print(f"{DRIFT_PREFIX}: not checked, the baseline statistics are this run's own ({baseline.uri})")
+        return []
+    for artifact in (statistics, baseline):
+        if F.TRAIN_SPLIT not in artifact_utils.decode_split_names(artifact.split_names):
+            print(f"{DRIFT_PREFIX}: not checked, statistics {artifact.uri} have no '{F.TRAIN_SPLIT}' split")
+            return []
+    parsed_schema = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri([schema])))
+    return drift_problems(
+        stats_artifact_utils.load_statistics(statistics, F.TRAIN_SPLIT).proto(),
+        stats_artifact_utils.load_statistics(baseline, F.TRAIN_SPLIT).proto(),
+        parsed_schema,
+    )
+
+
 @tfx.dsl.components.component
-def DataGate(anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies]) -> None:
+def DataGate(
+    anomalies: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleAnomalies],
+    statistics: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleStatistics] = None,
+    baseline_statistics: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleStatistics] = None,
+    schema: tfx.dsl.components.InputArtifact[standard_artifacts.Schema] = None,
+    allow_drift: tfx.dsl.components.Parameter[bool] = False,
+) -> None:
     problems: List[str] = []
     for split in artifact_utils.decode_split_names(anomalies.split_names):
         path = f"{artifact_utils.get_split_uri([anomalies], split)}/{DEFAULT_FILE_NAME}"
         proto = anomalies_pb2.Anomalies.FromString(io_utils.read_bytes_file(path))
         problems.extend(describe(proto, split))
+    # First run: no baseline (the resolver finds no previous statistics), so no drift check.
+    if statistics is not None and baseline_statistics is not None and schema is not None:
+        drift = _artifact_drift(statistics, baseline_statistics, schema)
+        if drift and allow_drift:
+            print("data drift (allowed, not failing the run): " + "; ".join(drift))
+        else:
+            problems.extend(drift)
     if problems:
         raise DataValidationError("data validation failed: " + "; ".join(problems))

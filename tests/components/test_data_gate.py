@@ -1,0 +1,154 @@
+"""The data gate: ExampleValidator's anomalies and drift from the previous run's statistics stop the run."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
+from tfx.components.example_validator.executor import DEFAULT_FILE_NAME
+from tfx.components.statistics_gen.stats_artifact_utils import BINARY_PB_BASENAME
+from tfx.types import artifact_utils, standard_artifacts
+
+from components import data_gate as G
+from components.schema_curation import curate
+
+USUAL = [0.6, 0.3, 0.1]
+
+
+def _statistics(category_p=USUAL, price_mean=10.0, seed=0, n=2000):
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "user_id": [f"u{i}" for i in rng.integers(0, 600, n)],
+        "category": rng.choice(["a", "b", "c"], n, p=category_p),
+        "price": rng.normal(price_mean, 2.0, n),
+        "rating": rng.uniform(0.5, 5.0, n),
+    })
+    return tfdv.generate_statistics_from_dataframe(frame)
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    return _statistics()
+
+
+@pytest.fixture(scope="module")
+def schema(baseline) -> schema_pb2.Schema:
+    return curate(tfdv.infer_schema(baseline), not_in_serving=["rating"], drift_features=["category", "price"])
+
+
+def test_a_moved_categorical_distribution_is_drift_naming_the_feature(baseline, schema):
+    moved = _statistics(category_p=[0.1, 0.3, 0.6], seed=1)  # 'a' falls from 60% to 10%
+    problems = G.drift_problems(moved, baseline, schema)
+    assert len(problems) == 1
+    assert problems[0].startswith("drift vs the previous run: feature 'category': ")
+    assert "above the threshold 0.2" in problems[0]
+
+
+def test_a_shifted_numeric_feature_is_drift(baseline, schema):
+    problems = G.drift_problems(_statistics(price_mean=16.0, seed=1), baseline, schema)
+    assert [p.split(":")[1].strip() for p in problems] == ["feature 'price'"]
+
+
+def test_a_new_sample_of_the_same_data_is_not_drift(baseline, schema):
+    assert G.drift_problems(_statistics(seed=1), baseline, schema) == []
+    assert G.drift_problems(baseline, baseline, schema) == []
+
+
+def test_features_without_a_comparator_are_not_compared(baseline):
+    unwatched = curate(tfdv.infer_schema(baseline), not_in_serving=["rating"], drift_features=["price"])
+    assert G.drift_problems(_statistics(category_p=[0.1, 0.3, 0.6], seed=1), baseline, unwatched) == []
+
+
+def test_schema_violations_are_left_to_example_validator(baseline, schema):
+    """A new category breaks the inferred domain, but only drift is the gate's own finding."""
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({
+        "user_id": [f"u{i}" for i in rng.integers(0, 600, 2000)],
+        "category": rng.choice(["a", "b", "c", "new"], 2000, p=[0.55, 0.3, 0.1, 0.05]),
+        "price": rng.normal(10.0, 2.0, 2000),
+        "rating": rng.uniform(0.5, 5.0, 2000),
+    })
+    current = tfdv.generate_statistics_from_dataframe(frame)
+    assert "category" in tfdv.validate_statistics(current, schema).anomaly_info  # ExampleValidator's anomaly
+    assert G.drift_problems(current, baseline, schema) == []  # small move, and not a drift finding
+
+
+# The component, run through TFX's own executor on artifacts laid out as StatisticsGen,
+# ExampleValidator and SchemaGen write them.
+
+def _stats_artifact(stats, directory) -> standard_artifacts.ExampleStatistics:
+    artifact = standard_artifacts.ExampleStatistics()
+    artifact.uri = str(directory)
+    artifact.split_names = artifact_utils.encode_split_names(["train"])
+    os.makedirs(os.path.join(str(directory), "Split-train"))
+    with open(os.path.join(str(directory), "Split-train", BINARY_PB_BASENAME), "wb") as f:
+        f.write(stats.SerializeToString())  # what StatisticsGen writes and tfdv.load_stats_binary reads
+    return artifact
+
+
+def _anomalies_artifact(directory, anomalous_feature: str = "") -> standard_artifacts.ExampleAnomalies:
+    artifact = standard_artifacts.ExampleAnomalies()
+    artifact.uri = str(directory)
+    artifact.split_names = artifact_utils.encode_split_names(["train"])
+    anomalies = anomalies_pb2.Anomalies()
+    if anomalous_feature:
+        anomalies.anomaly_info[anomalous_feature].short_description = "Unexpected string values"
+    os.makedirs(os.path.join(str(directory), "Split-train"))
+    with open(os.path.join(str(directory), "Split-train", DEFAULT_FILE_NAME), "wb") as f:
+        f.write(anomalies.SerializeToString())
+    return artifact
+
+
+def _schema_artifact(schema, directory) -> standard_artifacts.Schema:
+    os.makedirs(str(directory))
+    tfdv.write_schema_text(schema, os.path.join(str(directory), "schema.pbtxt"))
+    artifact = standard_artifacts.Schema()
+    artifact.uri = str(directory)
+    return artifact
+
+
+def _gate(inputs, **properties):
+    G.DataGate.EXECUTOR_SPEC.executor_class().Do({k: [v] for k, v in inputs.items()}, {}, properties)
+
+
+@pytest.fixture()
+def artifacts(tmp_path, baseline, schema):
+    return {
+        "anomalies": _anomalies_artifact(tmp_path / "anomalies"),
+        "statistics": _stats_artifact(_statistics(category_p=[0.1, 0.3, 0.6], seed=1), tmp_path / "stats"),
+        "baseline_statistics": _stats_artifact(baseline, tmp_path / "baseline"),
+        "schema": _schema_artifact(schema, tmp_path / "schema"),
+    }
+
+
+def test_gate_fails_on_drift_from_the_previous_run(artifacts):
+    with pytest.raises(G.DataValidationError, match="drift vs the previous run: feature 'category'") as error:
+        _gate(artifacts)
+    assert "\n" not in str(error.value)
+
+
+def test_gate_reports_allowed_drift_as_a_warning(artifacts, capsys):
+    _gate(artifacts, allow_drift=True)
+    assert "feature 'category'" in capsys.readouterr().out
+
+
+def test_gate_without_a_baseline_checks_only_the_anomalies(artifacts):
+    first_run = {k: v for k, v in artifacts.items() if k != "baseline_statistics"}
+    _gate(first_run)
+    _gate({"anomalies": artifacts["anomalies"]})  # the inputs are optional, as before
+
+
+def test_gate_passes_data_like_the_previous_run(artifacts, tmp_path, baseline):
+    artifacts["statistics"] = _stats_artifact(_statistics(seed=1), tmp_path / "same")
+    _gate(artifacts)
+
+
+def test_gate_still_fails_on_example_validator_anomalies(artifacts, tmp_path):
+    artifacts["anomalies"] = _anomalies_artifact(tmp_path / "bad", anomalous_feature="category")
+    with pytest.raises(G.DataValidationError) as error:
+        _gate(artifacts, allow_drift=True)
+    message = str(error.value)
+    assert "train split, feature 'category': Unexpected string values" in message
+    assert "drift vs the previous run" not in message  # drift allowed: only the anomaly fails the run
