@@ -152,3 +152,60 @@ def test_gate_still_fails_on_example_validator_anomalies(artifacts, tmp_path):
     message = str(error.value)
     assert "train split, feature 'category': Unexpected string values" in message
     assert "drift vs the previous run" not in message  # drift allowed: only the anomaly fails the run
+
+
+@pytest.mark.slow
+def test_three_runs_infer_then_import_the_curated_schema_and_stop_on_drift(tmp_path):
+    """The wiring the pipeline uses, on CsvExampleGen: run 1 infers and exports the curated schema
+    (no baseline yet), run 2 imports it and passes a new sample of the same data, run 3 fails on the
+    category whose distribution moved. About 20 s."""
+    from tfx import v1 as tfx
+
+    from components.schema_curation import CuratedSchemaExport
+
+    data, curated = str(tmp_path / "data"), str(tmp_path / "contract" / "schema.pbtxt")
+    os.makedirs(data)
+
+    def pipeline():
+        example_gen = tfx.components.CsvExampleGen(input_base=data)
+        statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+        first_run = not os.path.exists(curated)
+        schema_gen = (tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"]) if first_run
+                      else tfx.components.ImportSchemaGen(schema_file=curated))
+        validator = tfx.components.ExampleValidator(
+            statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+        previous = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+            statistics=tfx.dsl.Channel(type=standard_artifacts.ExampleStatistics,
+                                       producer_component_id=statistics_gen.id, output_key="statistics"),
+        ).with_id("previous_statistics")
+        gate = G.DataGate(anomalies=validator.outputs["anomalies"], statistics=statistics_gen.outputs["statistics"],
+                          baseline_statistics=previous.outputs["statistics"], schema=schema_gen.outputs["schema"])
+        components = [example_gen, statistics_gen, schema_gen, validator, previous, gate]
+        if first_run:
+            components.append(CuratedSchemaExport(
+                schema=schema_gen.outputs["schema"], destination=curated, not_in_serving='["rating"]',
+                drift_features='["category", "price"]', source=data))
+        return tfx.dsl.Pipeline(
+            pipeline_name="drift", pipeline_root=str(tmp_path / "root"), components=components,
+            metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+                str(tmp_path / "mlmd.sqlite")))
+
+    def run(category_p, seed):
+        rng = np.random.default_rng(seed)
+        pd.DataFrame({
+            "user_id": [f"u{i}" for i in rng.integers(0, 600, 2000)],
+            "category": rng.choice(["a", "b", "c"], 2000, p=category_p),
+            "price": rng.normal(10.0, 2.0, 2000),
+            "rating": rng.uniform(0.5, 5.0, 2000),
+        }).to_csv(os.path.join(data, "data.csv"), index=False)
+        tfx.orchestration.LocalDagRunner().run(pipeline())
+
+    run(USUAL, seed=0)
+    contract = open(curated).read()
+    assert contract.startswith("#") and "drift_comparator" in contract
+    run(USUAL, seed=1)
+    with pytest.raises(G.DataValidationError, match="drift vs the previous run: feature 'category'") as error:
+        run([0.1, 0.3, 0.6], seed=2)
+    assert "'price'" not in str(error.value)
+    assert open(curated).read() == contract  # the curated copy is never overwritten
