@@ -23,6 +23,9 @@ from components import features as F
 DRIFT_PREFIX = "drift vs the previous run"
 # Reason types the schema's comparators produce; every other reason is ExampleValidator's business.
 _COMPARATOR_TYPE_PREFIX = "COMPARATOR_"
+# A side without the feature is not drift: a feature new since the previous run has nothing to be
+# compared with, and a feature missing now is ExampleValidator's (presence) finding.
+_NOT_COMPARED = ("COMPARATOR_CONTROL_DATA_MISSING", "COMPARATOR_TREATMENT_DATA_MISSING")
 
 
 class DataValidationError(RuntimeError):
@@ -39,11 +42,15 @@ def describe(anomalies: anomalies_pb2.Anomalies, split: str) -> List[str]:
     return problems
 
 
+def _reason_types(info: anomalies_pb2.AnomalyInfo) -> List[str]:
+    return [anomalies_pb2.AnomalyInfo.Type.Name(reason.type) for reason in info.reason]
+
+
 def _comparator_reasons(info: anomalies_pb2.AnomalyInfo) -> List[str]:
     return [
         reason.description or reason.short_description
-        for reason in info.reason
-        if anomalies_pb2.AnomalyInfo.Type.Name(reason.type).startswith(_COMPARATOR_TYPE_PREFIX)
+        for reason, name in zip(info.reason, _reason_types(info))
+        if name.startswith(_COMPARATOR_TYPE_PREFIX) and name not in _NOT_COMPARED
     ]
 
 
@@ -55,9 +62,15 @@ def drift_problems(
     """The schema's drift comparators applied between `baseline` (previous run) and `statistics`.
 
     Only comparator anomalies are returned: the schema's other constraints are ExampleValidator's,
-    which the gate already reports. Features without a drift_comparator are not compared.
+    which the gate already reports. Features without a drift_comparator, or absent from either
+    side, are not compared (the latter noted in one printed line).
     """
     anomalies = tfdv.validate_statistics(statistics, schema, previous_statistics=baseline)
+    uncompared = sorted(
+        name for name, info in anomalies.anomaly_info.items() if set(_reason_types(info)) & set(_NOT_COMPARED)
+    )
+    if uncompared:
+        print(f"{DRIFT_PREFIX}: not compared, absent from one of the two runs: {', '.join(uncompared)}")
     problems = [
         f"{DRIFT_PREFIX}: feature '{name}': {reason}"
         for name, info in sorted(anomalies.anomaly_info.items())

@@ -75,6 +75,13 @@ def test_schema_violations_are_left_to_example_validator(baseline, schema):
     assert G.drift_problems(current, baseline, schema) == []  # small move, and not a drift finding
 
 
+
+def test_features_absent_from_the_previous_run_are_not_drift(baseline, schema, capsys):
+    """A feature new since the previous run (or a baseline of other data) has nothing to be compared with."""
+    other = tfdv.generate_statistics_from_dataframe(pd.DataFrame({"user_id": ["u1"] * 50, "genre": ["g"] * 50}))
+    assert G.drift_problems(baseline, other, schema) == []
+    assert "not compared, absent from one of the two runs: category, price" in capsys.readouterr().out
+
 # The component, run through TFX's own executor on artifacts laid out as StatisticsGen,
 # ExampleValidator and SchemaGen write them.
 
