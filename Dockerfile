@@ -1,5 +1,6 @@
 # Pipeline image for Kubeflow Pipelines v2 / Vertex AI: TFX's own image plus this repository, so the
-# components find `components.*` (preprocessing_fn, run_fn, the joining ExampleGen) and the schema.
+# components find `components.*` (preprocessing_fn, run_fn, the joining ExampleGen). The data contract is
+# compiled into the pipeline; the curated schema lives beside the data (DATA_ROOT/schema.pbtxt).
 # Build: make image IMAGE=registry/recsys-pipeline:TAG   (needs a Docker engine)
 FROM tensorflow/tfx:1.16.0
 
@@ -11,12 +12,10 @@ WORKDIR /pipeline
 COPY requirements.lock ./
 RUN pip install --no-cache-dir --no-deps -r requirements.lock
 
-# kubeflow_runner.IMAGE_SCHEMA_PATH points at /pipeline/schema/schema.pbtxt.
 COPY setup.py README.md ./
 COPY components ./components
 COPY pipeline ./pipeline
 COPY serving ./serving
 COPY data ./data
-COPY schema ./schema
 RUN pip install --no-cache-dir --no-deps -e .
 # The base image's ENTRYPOINT (TFX's container entrypoint) is kept: Kubeflow calls it per component.

@@ -1,4 +1,4 @@
-"""The item catalogue the exported model ranks: ids, titles and content features per vocabulary index.
+"""The item catalogue the exported model ranks: ids, titles and content vectors per vocabulary index.
 
 Built in one vectorised pass over the transformed training split, so `recommend` can score every
 item, and content models can describe an item from its id alone.
@@ -16,19 +16,50 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from components import features as F
+from components.contract import CATEGORICAL, NUMERIC, DataContract
+
+
+@dataclasses.dataclass(frozen=True)
+class ContentLayout:
+    """How declared attributes become the models' dense content vectors: (transformed key, kind, width) per
+    feature, items and users apart. Widths are vocabulary sizes (+ OOV), or 2 for a number (z, missing)."""
+
+    item: Tuple[Tuple[str, str, int], ...] = ()
+    user: Tuple[Tuple[str, str, int], ...] = ()
+
+    @property
+    def item_width(self) -> int:
+        return max(1, sum(width for _, _, width in self.item))
+
+    @property
+    def user_width(self) -> int:
+        return max(1, sum(width for _, _, width in self.user))
+
+
+def content_layout(contract: DataContract, tft_output: tft.TFTransformOutput) -> ContentLayout:
+    def entries(features):
+        out = []
+        for feature in contract.used(features):
+            width = 2 if feature.kind == NUMERIC else (
+                tft_output.vocabulary_size_by_name(F.vocab_name(feature.name)) + F.OOV_BUCKETS)
+            out.append((F.transformed_name(feature.name), feature.kind, int(width)))
+        return tuple(out)
+
+    return ContentLayout(item=entries(contract.item_features), user=entries(contract.user_features))
 
 
 @dataclasses.dataclass(frozen=True)
 class Catalog:
     item_ids: List[bytes]  # vocabulary order: index i is item_ids[i]
     titles: np.ndarray  # [N] object (bytes)
-    genres: np.ndarray  # [N, num_genres] float32 multi-hot
-    years: np.ndarray  # [N] float32, as Transform scaled them
+    item_content: np.ndarray  # [N, item width] float32: each item's encoded attributes
     # Items each user interacted with in the training split, as ragged rows by user index (OOV row
     # included, empty): user u has rated_items[rated_row_splits[u]:rated_row_splits[u + 1]]. What
     # history-based models (EASE) score from: only what training saw, never the held-out splits.
     rated_row_splits: np.ndarray  # [num_users + 1] int64
     rated_items: np.ndarray  # [pairs] int64
+    # [num_users (with OOV), user width] float32: each known user's encoded attributes (OOV row zeros).
+    user_content: np.ndarray = None
     # The same over every split the pipeline saw (train, validation, eval): what serving excludes, so a
     # deployed model never re-recommends an item the user already has. Defaults to the training rows.
     seen_row_splits: np.ndarray = None
@@ -38,6 +69,8 @@ class Catalog:
         if self.seen_row_splits is None:
             object.__setattr__(self, "seen_row_splits", self.rated_row_splits)
             object.__setattr__(self, "seen_items", self.rated_items)
+        if self.user_content is None:
+            object.__setattr__(self, "user_content", np.zeros((len(self.rated_row_splits) - 1, 1), np.float32))
 
     @property
     def train_pairs(self) -> np.ndarray:
@@ -46,28 +79,49 @@ class Catalog:
                          self.rated_items], axis=1)
 
 
-def vocabulary_sizes(tft_output: tft.TFTransformOutput) -> Tuple[int, int, int]:
-    """Users, items and genres, each with its OOV buckets: the sizes of the models' lookup tables."""
-    return tuple(tft_output.vocabulary_size_by_name(v) + F.OOV_BUCKETS
-                 for v in (F.USER_VOCAB, F.ITEM_VOCAB, F.GENRE_VOCAB))
+def vocabulary_sizes(tft_output: tft.TFTransformOutput) -> Tuple[int, int]:
+    """Users and items, each with its OOV buckets: the sizes of the models' id tables."""
+    return tuple(tft_output.vocabulary_size_by_name(v) + F.OOV_BUCKETS for v in (F.USER_VOCAB, F.ITEM_VOCAB))
 
 
 def _as_sparse(values) -> tf.SparseTensor:
     """Variable-length features arrive sparse from the Transform layer and ragged from TFXIO."""
-    return values.to_sparse() if isinstance(values, tf.RaggedTensor) else values
+    if isinstance(values, tf.RaggedTensor):
+        return values.to_sparse()
+    if isinstance(values, tf.SparseTensor):
+        return values
+    return tf.sparse.from_dense(tf.reshape(values, [tf.shape(values)[0], -1]))
 
 
-def genre_multi_hot(genres_index, num_genres: int) -> tf.Tensor:
-    """[batch, num_genres] float32 from Transform's variable-length genre indices."""
-    return tf.cast(tf.sparse.to_indicator(_as_sparse(genres_index), num_genres), tf.float32)
+def encode_content(transformed: Dict[str, tf.Tensor], entries, rows: tf.Tensor) -> tf.Tensor:
+    """[rows, width] float32: numbers as (z, missing), categories one-hot, multi-valued and text features
+    as L2-normalised multi-hots (a long description weighs as much as one category)."""
+    parts = []
+    for key, kind, width in entries:
+        x = transformed[key]
+        if kind == NUMERIC:
+            parts.append(tf.reshape(tf.cast(x, tf.float32), [-1, 2]))
+        elif kind == CATEGORICAL:
+            parts.append(tf.one_hot(tf.reshape(x, [-1]), width))
+        else:
+            sparse = _as_sparse(x)
+            sparse = tf.SparseTensor(sparse.indices, sparse.values, tf.stack([tf.cast(rows, tf.int64), width]))
+            hot = tf.cast(tf.sparse.to_indicator(sparse, width), tf.float32)
+            parts.append(tf.math.l2_normalize(hot, axis=1))
+    if not parts:
+        return tf.zeros([rows, 1])
+    return tf.concat(parts, axis=1)
 
 
-def model_inputs(transformed: Dict[str, tf.Tensor], num_genres: int) -> Dict[str, tf.Tensor]:
-    """What every model reads, from Transform's outputs: flat ids, genre multi-hot and scaled year."""
-    inputs = {key: tf.reshape(transformed[key], [-1]) for key in (F.USER_INDEX, F.ITEM_INDEX, F.YEAR_XF)
-              if key in transformed}
-    if F.GENRES_INDEX in transformed:
-        inputs[F.GENRES_MULTI_HOT] = genre_multi_hot(transformed[F.GENRES_INDEX], num_genres)
+def model_inputs(transformed: Dict[str, tf.Tensor], layout: ContentLayout) -> Dict[str, tf.Tensor]:
+    """What every model reads, from Transform's outputs: flat ids and the item's and user's content vectors."""
+    inputs = {key: tf.reshape(transformed[key], [-1]) for key in (F.USER_INDEX, F.ITEM_INDEX) if key in transformed}
+    anchor = inputs.get(F.USER_INDEX, inputs.get(F.ITEM_INDEX))
+    rows = tf.shape(anchor)[0]
+    if all(key in transformed for key, _, _ in layout.item):
+        inputs[F.ITEM_CONTENT] = encode_content(transformed, layout.item, rows)
+    if all(key in transformed for key, _, _ in layout.user):
+        inputs[F.USER_CONTENT] = encode_content(transformed, layout.user, rows)
     return inputs
 
 
@@ -100,15 +154,15 @@ def with_seen(items: Catalog, other_pairs: np.ndarray) -> Catalog:
     return dataclasses.replace(items, seen_row_splits=seen_splits, seen_items=seen)
 
 
-def build(file_pattern: List[str], data_accessor: tfx.components.DataAccessor,
-          tft_output: tft.TFTransformOutput) -> Tuple[float, Catalog]:
-    """The training split's global mean rating and the catalogue of the item vocabulary."""
-    num_users, _, num_genres = vocabulary_sizes(tft_output)
+def build(file_pattern: List[str], data_accessor: tfx.components.DataAccessor, tft_output: tft.TFTransformOutput,
+          layout: ContentLayout) -> Tuple[float, Catalog]:
+    """The training split's global mean label and the catalogue of the item vocabulary."""
+    num_users, _ = vocabulary_sizes(tft_output)
     item_ids = tft_output.vocabulary_by_name(F.ITEM_VOCAB)
     n = len(item_ids)
     titles = np.full(n, b"", dtype=object)
-    genres = np.zeros((n, num_genres), dtype=np.float32)
-    years = np.zeros(n, dtype=np.float32)
+    item_content = np.zeros((n, layout.item_width), dtype=np.float32)
+    user_content = np.zeros((num_users, layout.user_width), dtype=np.float32)
     dataset = data_accessor.tf_dataset_factory(
         file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=8192, num_epochs=1, shuffle=False),
         tft_output.transformed_metadata.schema)
@@ -119,16 +173,17 @@ def build(file_pattern: List[str], data_accessor: tfx.components.DataAccessor,
         total, count = total + float(labels.sum()), count + labels.size
         items = batch[F.ITEM_INDEX].numpy().reshape(-1)
         known = items < n
-        rated_users.append(batch[F.USER_INDEX].numpy().reshape(-1)[known])
+        users = batch[F.USER_INDEX].numpy().reshape(-1)
+        rated_users.append(users[known])
         rated_items.append(items[known])
-        titles[items[known]] = batch[F.TITLE_XF].numpy().reshape(-1)[known]
-        years[items[known]] = batch[F.YEAR_XF].numpy().reshape(-1)[known]
-        sparse = _as_sparse(batch[F.GENRES_INDEX])
-        value_items = items[sparse.indices.numpy()[:, 0]]
-        keep = value_items < n
-        genres[value_items[keep], sparse.values.numpy()[keep]] = 1.0
+        if F.ITEM_TITLE_XF in batch:
+            titles[items[known]] = batch[F.ITEM_TITLE_XF].numpy().reshape(-1)[known]
+        inputs = model_inputs(batch, layout)
+        item_content[items[known]] = inputs[F.ITEM_CONTENT].numpy()[known]
+        user_content[users] = inputs[F.USER_CONTENT].numpy()
     if count == 0:
         raise ValueError("the training split is empty")
+    user_content[num_users - F.OOV_BUCKETS:] = 0.0  # an unknown user has no attributes of its own
     row_splits, rated = ragged_rows(np.stack([np.concatenate(rated_users), np.concatenate(rated_items)], axis=1),
                                     num_users)
-    return total / count, Catalog(item_ids, titles, genres, years, row_splits, rated)
+    return total / count, Catalog(item_ids, titles, item_content, row_splits, rated, user_content=user_content)

@@ -1,7 +1,9 @@
-"""ExampleGen that joins item attributes into every rating, so Transform and Trainer see them.
+"""ExampleGen that joins item (and user) attributes into every interaction, so Transform and Trainer see them.
 
-The input base holds `interactions.csv` (matched by the split pattern) and `items.csv`. Items
-are a Beam side input, which keeps the join distributed: interactions are never collected.
+The input base holds the files the data contract (components/contract.py) names: interactions (CSV or
+Parquet, matched by the split pattern), optional items and users. Items and users are Beam side inputs,
+which keeps the join distributed: interactions are never collected. Each attribute is written as its
+declared kind: a float (NaN when missing), one string, or a list of strings.
 
 Three splits (F.SPLIT_NAMES): train (what models fit), validation (early stopping, tuning) and eval
 (what the gates and the benchmark judge; training never sees it). TFX's hash split by default; or by
@@ -15,10 +17,10 @@ interactions stay in train.
 
 from __future__ import annotations
 
-import csv
+import datetime
 import math
 import posixpath
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -30,84 +32,15 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 
+from components import contract as contract_lib
 from components import features as F
+from components.contract import DataContract, Feature
 
-_ItemRow = Tuple[str, int, Tuple[str, ...]]  # title, year, genres
+_Attributes = Dict[str, tf.train.Feature]  # one item's (or user's) encoded features by example key
 
 
 class InputError(ValueError):
-    """A malformed input file; the message names the file and the line."""
-
-
-def _csv_rows(path: str, expected: Tuple[str, ...]) -> beam.PTransform:
-    @beam.ptransform_fn
-    def _read(pipeline):
-        return (
-            pipeline
-            | "Read" >> beam.io.ReadFromText(path, skip_header_lines=1, coder=beam.coders.BytesCoder())
-            | "Parse" >> beam.Map(_parse_line, path, len(expected))
-        )
-
-    return _read()
-
-
-def _parse_line(raw: bytes, path: str, width: int) -> list:
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: row {raw[:80]!r} is not UTF-8") from None
-    row = next(csv.reader([line]))
-    if len(row) != width:
-        raise InputError(f"{path}: expected {width} columns, got {len(row)} in row {line!r}")
-    return row
-
-
-def check_header(path: str, expected: Tuple[str, ...]) -> None:
-    """Fails fast, before any Beam work, when a file is missing or its columns are not the contract."""
-    if not tf.io.gfile.exists(path):
-        raise InputError(f"{path}: file not found")
-    with tf.io.gfile.GFile(path, "rb") as f:
-        first = f.readline()
-    try:
-        header = next(csv.reader([first.decode("utf-8-sig").strip()]), [])
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text") from None
-    if tuple(header) != expected:
-        raise InputError(f"{path}: header must be {','.join(expected)} (got {','.join(header) or 'nothing'})")
-
-
-def _item_entry(row: list, path: str) -> Tuple[str, _ItemRow]:
-    item_id, title, genres, year = row
-    genre_list = tuple(g for g in genres.split(F.GENRE_SEPARATOR) if g)
-    try:
-        year_value = int(year) if year else 0
-    except ValueError:
-        raise InputError(f"{path}: year {year!r} of item {item_id!r} is not an integer") from None
-    return item_id, (title, year_value, genre_list)
-
-
-def _to_example(row: list, items: Dict[str, _ItemRow], user_counts: Dict[str, int], item_counts: Dict[str, int],
-                path: str) -> tf.train.Example:
-    user_id, item_id, rating, timestamp = row
-    if not user_id or not item_id:
-        raise InputError(f"{path}: empty user_id or item_id in row {','.join(row)!r}")
-    try:
-        rating_value, ts_value = float(rating), int(timestamp)
-    except ValueError:
-        raise InputError(f"{path}: bad rating or timestamp in row {','.join(row)!r}") from None
-    title, year, genres = items.get(item_id, ("", 0, ()))
-    feature = {
-        F.USER_ID: _bytes([user_id]),
-        F.ITEM_ID: _bytes([item_id]),
-        F.RATING: tf.train.Feature(float_list=tf.train.FloatList(value=[rating_value])),
-        F.TIMESTAMP: _int64([ts_value]),
-        F.TITLE: _bytes([title]),
-        F.GENRES: _bytes(genres),
-        F.YEAR: _int64([year]),
-        F.USER_ACTIVITY: _bytes([F.count_bucket(user_counts[user_id], F.ACTIVITY_EDGES)]),
-        F.ITEM_POPULARITY: _bytes([F.count_bucket(item_counts[item_id], F.POPULARITY_EDGES)]),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature))
+    """A malformed input file; the message names the file and the record."""
 
 
 def _bytes(values: Iterable[str]) -> tf.train.Feature:
@@ -118,6 +51,153 @@ def _int64(values: Iterable[int]) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
 
 
+def _floats(values: Iterable[float]) -> tf.train.Feature:
+    return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
+
+
+def _text(value) -> str:
+    """A cell as a string ('' when missing); Parquet integers become their decimal digits."""
+    if contract_lib.is_missing(value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value.strip() if isinstance(value, str) else str(value)
+
+
+def encode(feature: Feature, value, where: str) -> tf.train.Feature:
+    """One attribute as the tf.Example feature Transform expects: a number (NaN when missing), one string
+    ('' when missing), or the list of values of a multi-valued cell."""
+    if feature.kind == contract_lib.NUMERIC:
+        number = contract_lib.as_float(value)
+        if number is None and not contract_lib.is_missing(value):
+            raise InputError(f"{where}: {feature.column} {value!r} is not a number")
+        return _floats([math.nan if number is None else number])
+    if feature.kind == contract_lib.MULTI:
+        if isinstance(value, (list, tuple)):
+            parts = [_text(v) for v in value]
+        else:
+            parts = _text(value).split(feature.separator) if feature.separator else [_text(value)]
+        return _bytes([p.strip() for p in parts if p.strip()])
+    return _bytes([_text(value)])
+
+
+def _missing(features: Tuple[Feature, ...]) -> _Attributes:
+    return {f.name: encode(f, None, "") for f in features}
+
+
+def _attributes(row: Mapping, features: Tuple[Feature, ...], where: str) -> _Attributes:
+    return {f.name: encode(f, row.get(f.column), where) for f in features}
+
+
+def timestamp_seconds(value, where: str) -> int:
+    """Seconds since the epoch from an integer, a float or an ISO 8601 date/time (UTC when no zone)."""
+    text = _text(value)
+    try:
+        return int(float(text))
+    except ValueError:
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"{where}: timestamp {text!r} is neither a number nor an ISO 8601 date") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return int(moment.timestamp())
+
+
+def _read_file(path: str) -> Iterable[Dict[str, object]]:
+    try:
+        yield from contract_lib.read_rows(path)
+    except contract_lib.ContractError as e:
+        raise InputError(str(e)) from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+
+
+def check_files(data_root: str, contract: DataContract) -> None:
+    """Fails fast, before any Beam work, when a file is missing, its columns are not the contract's, or an
+    item (user) has two rows: one line naming the file and the id."""
+    def check(name: str, id_column: str, columns: List[str], duplicates: bool) -> None:
+        path = posixpath.join(data_root, name)
+        if not tf.io.gfile.exists(path):
+            raise InputError(f"{path}: file not found")
+        try:
+            found = contract_lib.header(path)
+        except contract_lib.ContractError as e:
+            raise InputError(str(e)) from None
+        missing = [c for c in [id_column] + columns if c not in found]
+        if missing:
+            raise InputError(f"{path}: no column {missing[0]!r} (the contract names it; columns: {', '.join(found)})")
+        extra = [c for c in found if c not in [id_column] + columns]
+        if extra:
+            raise InputError(f"{path}: unknown column {extra[0]!r} (not in the contract: add it to contract.json "
+                             f"or delete contract.json to infer it again)")
+        if duplicates:
+            seen = set()
+            for number, row in enumerate(_read_file(path), start=1):
+                key = _text(row.get(id_column))
+                if not key:
+                    raise InputError(f"{path}: record {number} has an empty {id_column}")
+                if key in seen:
+                    raise InputError(f"{path}: {id_column} {key!r} appears in more than one row (record {number})")
+                seen.add(key)
+
+    columns = contract.columns
+    for pattern_path in tf.io.gfile.glob(posixpath.join(data_root, contract.interactions_file)) or [
+            posixpath.join(data_root, contract.interactions_file)]:
+        roles = [getattr(columns, r) for r in contract_lib.ROLES if getattr(columns, r)]
+        check(posixpath.relpath(pattern_path, data_root), roles[0], roles[1:], duplicates=False)
+    if contract.items_file:
+        check(contract.items_file, columns.item, [f.column for f in contract.item_features], duplicates=True)
+    if contract.users_file:
+        check(contract.users_file, columns.user, [f.column for f in contract.user_features], duplicates=True)
+
+
+def _keyed(row: Mapping, id_column: str, features: Tuple[Feature, ...], path: str) -> Tuple[str, _Attributes]:
+    key = _text(row.get(id_column))
+    return key, _attributes(row, features, f"{path}: {id_column} {key!r}")
+
+
+def _to_example(row: Mapping, items: Dict[str, _Attributes], users: Dict[str, _Attributes],
+                user_counts: Dict[str, int], item_counts: Dict[str, int], contract: DataContract,
+                path: str) -> tf.train.Example:
+    columns = contract.columns
+    user_id, item_id = _text(row.get(columns.user)), _text(row.get(columns.item))
+    where = f"{path}: interaction ({user_id!r}, {item_id!r})"
+    if not user_id or not item_id:
+        raise InputError(f"{path}: empty {columns.user} or {columns.item} in record {dict(row)!r}")
+    feature = {
+        F.USER_ID: _bytes([user_id]),
+        F.ITEM_ID: _bytes([item_id]),
+        F.USER_ACTIVITY: _bytes([F.count_bucket(user_counts[user_id], F.ACTIVITY_EDGES)]),
+        F.ITEM_POPULARITY: _bytes([F.count_bucket(item_counts[item_id], F.POPULARITY_EDGES)]),
+    }
+    if columns.rating:
+        rating = contract_lib.as_float(row.get(columns.rating))
+        if rating is None:
+            raise InputError(f"{where}: rating {row.get(columns.rating)!r} is not a number")
+        feature[F.RATING] = _floats([rating])
+    if columns.timestamp:
+        feature[F.TIMESTAMP] = _int64([timestamp_seconds(row.get(columns.timestamp), where)])
+    if columns.weight:
+        weight = contract_lib.as_float(row.get(columns.weight))
+        if weight is None or weight < 0:
+            raise InputError(f"{where}: weight {row.get(columns.weight)!r} is not a number >= 0")
+        feature[F.WEIGHT] = _floats([weight])
+    feature.update(items.get(item_id) or _missing(contract.used(contract.item_features)))
+    feature.update(users.get(user_id) or _missing(contract.used(contract.user_features)))
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def _side_table(pipeline: beam.Pipeline, name: str, path: str, id_column: str, features: Tuple[Feature, ...]):
+    if not path:
+        return pipeline | f"No{name}" >> beam.Create([])
+    return (pipeline
+            | f"{name}Path" >> beam.Create([path])
+            | f"Read{name}" >> beam.FlatMap(_read_file)
+            | f"Key{name}" >> beam.Map(_keyed, id_column, features, path))
+
+
 @beam.ptransform_fn
 @beam.typehints.with_input_types(beam.Pipeline)
 @beam.typehints.with_output_types(tf.train.Example)
@@ -125,22 +205,27 @@ def _JoinedRatingsToExample(  # pylint: disable=invalid-name
     pipeline: beam.Pipeline, exec_properties: Dict[str, Any], split_pattern: str
 ) -> beam.pvalue.PCollection:
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+    contract = contract_of(exec_properties)
+    check_files(input_base, contract)
     interactions_path = posixpath.join(input_base, split_pattern)
-    items_path = posixpath.join(input_base, F.ITEMS_FILE)
-    for path in tf.io.gfile.glob(interactions_path) or [interactions_path]:
-        check_header(path, F.INTERACTION_COLUMNS)
-    check_header(items_path, F.ITEM_COLUMNS)
-    items = (
-        pipeline
-        | "ReadItems" >> _csv_rows(items_path, F.ITEM_COLUMNS)
-        | "KeyItems" >> beam.Map(_item_entry, items_path)
-    )
-    rows = pipeline | "ReadInteractions" >> _csv_rows(interactions_path, F.INTERACTION_COLUMNS)
-    user_counts = rows | "Users" >> beam.Map(lambda r: r[0]) | "CountUsers" >> beam.combiners.Count.PerElement()
-    item_counts = rows | "Items" >> beam.Map(lambda r: r[1]) | "CountItems" >> beam.combiners.Count.PerElement()
-    return rows | "JoinItems" >> beam.Map(
-        _to_example, beam.pvalue.AsDict(items), beam.pvalue.AsDict(user_counts), beam.pvalue.AsDict(item_counts),
-        interactions_path)
+    paths = sorted(tf.io.gfile.glob(interactions_path)) or [interactions_path]
+    items = _side_table(pipeline, "Items", contract.items_file and posixpath.join(input_base, contract.items_file),
+                        contract.columns.item, contract.used(contract.item_features))
+    users = _side_table(pipeline, "Users", contract.users_file and posixpath.join(input_base, contract.users_file),
+                        contract.columns.user, contract.used(contract.user_features))
+    # Whole records per file (a quoted field may hold a newline), then spread over the workers.
+    rows = (pipeline
+            | "InteractionFiles" >> beam.Create(paths)
+            | "ReadInteractions" >> beam.FlatMap(_read_file)
+            | "Spread" >> beam.Reshuffle())
+    user_column, item_column = contract.columns.user, contract.columns.item
+    user_counts = (rows | "Users" >> beam.Map(lambda r: _text(r.get(user_column)))
+                   | "CountUsers" >> beam.combiners.Count.PerElement())
+    item_counts = (rows | "Items" >> beam.Map(lambda r: _text(r.get(item_column)))
+                   | "CountItems" >> beam.combiners.Count.PerElement())
+    return rows | "Join" >> beam.Map(
+        _to_example, beam.pvalue.AsDict(items), beam.pvalue.AsDict(users), beam.pvalue.AsDict(user_counts),
+        beam.pvalue.AsDict(item_counts), contract, interactions_path)
 
 
 SPLIT_HASH, SPLIT_TIME, SPLIT_USER_TIME, SPLIT_LAST_ONE = "hash", "time", "user-time", "leave-last-one-out"
@@ -148,13 +233,18 @@ SPLITS = (SPLIT_HASH, SPLIT_TIME, SPLIT_USER_TIME, SPLIT_LAST_ONE)
 # A user's history is split only from this length on (one interaction each for train, validation, eval).
 MIN_HISTORY_TO_SPLIT = 3
 _TRAIN, _VALIDATION, _EVAL = range(3)  # partition numbers, in F.SPLIT_NAMES order
-_EVAL_FRACTION, _VALIDATION_FRACTION = "eval_fraction", "validation_fraction"
+_EVAL_FRACTION, _VALIDATION_FRACTION, _CONTRACT = "eval_fraction", "validation_fraction", "contract"
+TIME_SPLITS = (SPLIT_TIME, SPLIT_USER_TIME, SPLIT_LAST_ONE)
 
 
-def split_custom_config(kind: str, eval_fraction: float, validation_fraction: float) -> example_gen_pb2.CustomConfig:
-    """The ExampleGen custom_config that selects the split (hash buckets still size the hash split)."""
+def custom_config(contract: DataContract, kind: str, eval_fraction: float,
+                  validation_fraction: float) -> example_gen_pb2.CustomConfig:
+    """The ExampleGen custom_config: the data contract and the split (hash buckets still size the hash split)."""
     if kind not in SPLITS:
         raise ValueError(f"unknown split {kind!r}; choose one of: {', '.join(SPLITS)}")
+    if kind in TIME_SPLITS and not contract.has_timestamp:
+        raise ValueError(f"split {kind!r} orders interactions by time, but {contract.interactions_file} has no "
+                         f"timestamp column (use --split hash, or name it with --timestamp-col)")
     for name, value in ((_EVAL_FRACTION, eval_fraction), (_VALIDATION_FRACTION, validation_fraction)):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {value}")
@@ -162,19 +252,32 @@ def split_custom_config(kind: str, eval_fraction: float, validation_fraction: fl
         raise ValueError(f"eval and validation fractions leave nothing to train on ({eval_fraction} + "
                          f"{validation_fraction})")
     options = struct_pb2.Struct()
-    options.update({"split": kind, _EVAL_FRACTION: eval_fraction, _VALIDATION_FRACTION: validation_fraction})
+    options.update({"split": kind, _EVAL_FRACTION: eval_fraction, _VALIDATION_FRACTION: validation_fraction,
+                    _CONTRACT: contract.to_json()})
     packed = any_pb2.Any()
     packed.Pack(options)
     return example_gen_pb2.CustomConfig(custom_config=packed)
 
 
-def _split_options(exec_properties: Dict[str, Any]) -> Tuple[str, float, float]:
+def _options(exec_properties: Dict[str, Any]) -> struct_pb2.Struct:
     raw = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
-    if not raw:
-        return SPLIT_HASH, 0.0, 0.0
-    config = json_format.Parse(raw, example_gen_pb2.CustomConfig()) if isinstance(raw, str) else raw
     options = struct_pb2.Struct()
-    if not config.custom_config.Unpack(options):
+    if raw:
+        config = json_format.Parse(raw, example_gen_pb2.CustomConfig()) if isinstance(raw, str) else raw
+        config.custom_config.Unpack(options)
+    return options
+
+
+def contract_of(exec_properties: Dict[str, Any]) -> DataContract:
+    options = _options(exec_properties)
+    if _CONTRACT not in options:
+        raise ValueError("ExampleGen needs the data contract in its custom_config (example_gen.custom_config)")
+    return DataContract.from_json(options[_CONTRACT])
+
+
+def _split_options(exec_properties: Dict[str, Any]) -> Tuple[str, float, float]:
+    options = _options(exec_properties)
+    if "split" not in options:
         return SPLIT_HASH, 0.0, 0.0
     validation = float(options[_VALIDATION_FRACTION]) if _VALIDATION_FRACTION in options else 0.0
     return options["split"], float(options[_EVAL_FRACTION]), validation
@@ -270,6 +373,6 @@ class Executor(BaseExampleGenExecutor):
 
 
 class RatingsExampleGen(FileBasedExampleGen):
-    """FileBasedExampleGen whose executor joins `items.csv` into `interactions.csv` rows."""
+    """FileBasedExampleGen whose executor joins the items' and users' attributes into every interaction."""
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)

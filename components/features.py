@@ -10,9 +10,8 @@ USER_ID = "user_id"
 ITEM_ID = "item_id"
 RATING = "rating"
 TIMESTAMP = "timestamp"
-TITLE = "title"
-GENRES = "genres"
-YEAR = "year"
+WEIGHT = "weight"  # optional strength of an implicit interaction (a purchase counts more than a click)
+# Item and user attribute keys are the dataset's own column names (components/contract.py infers them).
 
 # Evaluation slices ExampleGen adds to every example: how many ratings the user gave and the item got.
 USER_ACTIVITY = "user_activity"
@@ -20,9 +19,6 @@ ITEM_POPULARITY = "item_popularity"
 ACTIVITY_EDGES = (10, 50)  # buckets <10, 10-49, >=50 ratings
 POPULARITY_EDGES = (10, 100)
 
-INTERACTION_COLUMNS = (USER_ID, ITEM_ID, RATING, TIMESTAMP)
-ITEM_COLUMNS = (ITEM_ID, TITLE, GENRES, YEAR)
-GENRE_SEPARATOR = "|"
 
 # ExampleGen's output splits: the Trainer fits on train and early-stops / tunes on validation; the
 # gates (Evaluator, ranking gate) and the benchmark report on eval, which training never looks at.
@@ -35,8 +31,6 @@ INTERACTIONS_FILE = "interactions.csv"
 ITEMS_FILE = "items.csv"
 
 LABEL_KEY = RATING
-RATING_MIN = 0.5
-RATING_MAX = 5.0
 
 
 def count_bucket(count: int, edges) -> str:
@@ -57,18 +51,25 @@ def transformed_name(key: str) -> str:
 # Transform outputs.
 USER_INDEX = transformed_name(USER_ID)
 ITEM_INDEX = transformed_name(ITEM_ID)
-GENRES_INDEX = transformed_name(GENRES)
-TITLE_XF = transformed_name(TITLE)
-YEAR_XF = transformed_name(YEAR)
+# The label the models fit: the rating, or for implicit feedback the interaction's weight (1 without one).
 LABEL_XF = transformed_name(RATING)
-# What models read for an item's content: genre multi-hot over the genre vocabulary (+ OOV).
-GENRES_MULTI_HOT = "genres_multi_hot"
+WEIGHT_XF = transformed_name(WEIGHT)
+# The item's display title (the contract's title column, raw), carried through Transform for the catalogue.
+ITEM_TITLE_XF = "item_title_display"
+# What models read for an item's / a user's attributes: one dense vector per row, every declared feature
+# encoded (one-hot, multi-hot, bag of words, scaled number + missing flag) and concatenated.
+ITEM_CONTENT = "item_content"
+USER_CONTENT = "user_content"
 
 # Vocabulary files written by Transform and exported as assets with the model.
 USER_VOCAB = "user_id_vocab"
 ITEM_VOCAB = "item_id_vocab"
-GENRE_VOCAB = "genres_vocab"
 OOV_BUCKETS = 1
+
+
+def vocab_name(key: str) -> str:
+    """Vocabulary file of a categorical, multi-valued or text feature."""
+    return f"{key}_vocab"
 
 # Exported signatures and their tensor names.
 SERVING_DEFAULT = "serving_default"  # serialized tf.Example -> rating (TFMA, Predict)
@@ -98,7 +99,4 @@ SCORES_OUTPUT = "scores"
 DEFAULT_MODEL_NAME = "recsys"
 # Requests TF Serving replays on a version before it serves it (a TFRecord of PredictionLog).
 WARMUP_REQUESTS_FILE = "assets.extra/tf_serving_warmup_requests"
-
-# Optional user attributes (written by the MovieLens importer when the source has them).
-USERS_FILE = "users.csv"
-USER_COLUMNS = (USER_ID, "gender", "age", "occupation", "zip_code")
+USERS_FILE = "users.csv"  # optional user attributes

@@ -30,14 +30,16 @@ def _as_column(values: tf.Tensor) -> tf.Tensor:
 
 
 def _serving_feature_spec(tft_output: tft.TFTransformOutput) -> Dict[str, tf.io.FixedLenFeature]:
-    """Raw spec without the label; only the ids are required, item attributes default when absent."""
+    """Raw spec without labels, times and slices; only the ids are required, attributes default to missing
+    (NaN for a number, '' for a string) when absent."""
     spec = tft_output.raw_feature_spec()
-    spec.pop(F.LABEL_KEY)
-    spec.pop(F.TIMESTAMP, None)
+    for key in (F.RATING, F.TIMESTAMP, F.WEIGHT, F.USER_ACTIVITY, F.ITEM_POPULARITY):
+        spec.pop(key, None)
     for key, feature in spec.items():
         if isinstance(feature, tf.io.FixedLenFeature) and key not in (F.USER_ID, F.ITEM_ID):
-            default = "" if feature.dtype == tf.string else 0
-            spec[key] = tf.io.FixedLenFeature(feature.shape, feature.dtype, default_value=[default] * feature.shape[0])
+            default = "" if feature.dtype == tf.string else (float("nan") if feature.dtype.is_floating else 0)
+            size = feature.shape[0] if feature.shape else 1
+            spec[key] = tf.io.FixedLenFeature(feature.shape, feature.dtype, default_value=[default] * size)
     return spec
 
 
@@ -45,8 +47,8 @@ def _attach_catalog(model: tf.keras.Model, items: catalog_lib.Catalog) -> None:
     """Variables on the model, so `model.save` stores them and the signatures can read them."""
     model.catalog_item_ids = tf.Variable(items.item_ids, dtype=tf.string, trainable=False, name="catalog_item_ids")
     model.catalog_titles = tf.Variable(list(items.titles), dtype=tf.string, trainable=False, name="catalog_titles")
-    model.catalog_genres = tf.Variable(items.genres, trainable=False, name="catalog_genres")
-    model.catalog_years = tf.Variable(items.years, trainable=False, name="catalog_years")
+    model.catalog_item_content = tf.Variable(items.item_content, trainable=False, name="catalog_item_content")
+    model.catalog_user_content = tf.Variable(items.user_content, trainable=False, name="catalog_user_content")
     model.rated_row_splits = tf.Variable(items.rated_row_splits, trainable=False, name="rated_row_splits")
     model.rated_items = tf.Variable(items.rated_items, trainable=False, name="rated_items")
     model.seen_row_splits = tf.Variable(items.seen_row_splits, trainable=False, name="seen_row_splits")
@@ -84,51 +86,57 @@ def _top_k(model: tf.keras.Model, scores: tf.Tensor, k: tf.Tensor, limit: tf.Ten
 
 
 def _score(model: tf.keras.Model, users: tf.Tensor, candidates: Dict[str, tf.Tensor]) -> tf.Tensor:
-    """score_all_items over `candidates`; precomputed item vectors travel under "item_vectors"."""
+    """score_all_items over `candidates`; precomputed item vectors and the users' attributes travel under
+    "item_vectors" and "user_content"."""
     candidates = dict(candidates)
-    cached = {"item_vectors": candidates.pop("item_vectors")} if "item_vectors" in candidates else {}
-    return model.score_all_items(users, candidates, **cached)
+    extra = {key: candidates.pop(key) for key in ("item_vectors", "user_content") if key in candidates}
+    return model.score_all_items(users, candidates, **extra)
 
 
 def _catalog_features(model: tf.keras.Model, item_index: tf.Tensor) -> Dict[str, tf.Tensor]:
-    """Content features of items by vocabulary index; all-zero for the OOV bucket (an unknown item)."""
+    """Content of items by vocabulary index; all-zero for the OOV bucket (an unknown item)."""
     known = item_index < tf.cast(tf.shape(model.catalog_item_ids)[0], item_index.dtype)
     safe = tf.where(known, item_index, tf.zeros_like(item_index))
-    mask = tf.cast(known, tf.float32)
-    return {
-        F.GENRES_MULTI_HOT: tf.gather(model.catalog_genres, safe) * mask[:, None],
-        F.YEAR_XF: tf.gather(model.catalog_years, safe) * mask,
-    }
+    return {F.ITEM_CONTENT: tf.gather(model.catalog_item_content, safe) * tf.cast(known, tf.float32)[:, None]}
+
+
+def _user_content(model: tf.keras.Model, user_index: tf.Tensor) -> tf.Tensor:
+    """Attributes of users by vocabulary index (the OOV row, an unknown user, is zeros)."""
+    return tf.gather(model.catalog_user_content, user_index)
 
 
 def _catalog_candidates(model: tf.keras.Model) -> Dict[str, tf.Tensor]:
     """Every catalogue item as model inputs, in vocabulary order (what `recommend` ranks)."""
     return {
         F.ITEM_INDEX: tf.range(tf.shape(model.catalog_item_ids)[0], dtype=tf.int64),
-        F.GENRES_MULTI_HOT: model.catalog_genres,
-        F.YEAR_XF: model.catalog_years,
+        F.ITEM_CONTENT: model.catalog_item_content,
     }
 
 
-def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catalog_lib.Catalog):
+def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catalog_lib.Catalog,
+          layout: catalog_lib.ContentLayout):
     """Signatures keyed by name. Attaches what they need to `model` so `model.save` tracks it."""
     model.tft_layer = tft_output.transform_features_layer()
     if len(items.item_ids) != len(items.titles):
         raise ValueError(f"{len(items.item_ids)} vocabulary items but {len(items.titles)} titles")
     _attach_catalog(model, items)
     raw_spec = _serving_feature_spec(tft_output)
-    _, _, num_genres = catalog_lib.vocabulary_sizes(tft_output)
+    uses_user_content = getattr(model, "USES_USER_CONTENT", False)
     # A rating model's predict/serving_default answer a rating; a ranking model's a score (no rating scale).
     output = F.RATING_OUTPUT if getattr(model, "PREDICTS_RATINGS", True) else F.SCORE_OUTPUT
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT)])
     def serve_examples(examples):
-        inputs = catalog_lib.model_inputs(model.tft_layer(tf.io.parse_example(examples, raw_spec)), num_genres)
-        fallback = _catalog_features(model, inputs[F.ITEM_INDEX])
-        described = tf.reduce_sum(inputs[F.GENRES_MULTI_HOT], axis=1) > 0  # the example carried genres
-        for key in (F.GENRES_MULTI_HOT, F.YEAR_XF):
-            choose = described[:, None] if key == F.GENRES_MULTI_HOT else described
-            inputs[key] = tf.where(choose, inputs[key], fallback[key])
+        # A catalogue item (a known user) is described as training saw it; an unknown one by the attributes the
+        # example carries (cold start for new items and new users).
+        inputs = catalog_lib.model_inputs(model.tft_layer(tf.io.parse_example(examples, raw_spec)), layout)
+        known_item = inputs[F.ITEM_INDEX] < tf.cast(tf.shape(model.catalog_item_ids)[0], inputs[F.ITEM_INDEX].dtype)
+        inputs[F.ITEM_CONTENT] = tf.where(known_item[:, None], _catalog_features(model, inputs[F.ITEM_INDEX])[F.ITEM_CONTENT],
+                                          inputs[F.ITEM_CONTENT])
+        num_users = tf.shape(model.catalog_user_content, out_type=inputs[F.USER_INDEX].dtype)[0]
+        known_user = inputs[F.USER_INDEX] < num_users - F.OOV_BUCKETS
+        inputs[F.USER_CONTENT] = tf.where(known_user[:, None], _user_content(model, inputs[F.USER_INDEX]),
+                                          inputs[F.USER_CONTENT])
         return {output: model(inputs)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=tf.saved_model.REGRESS_INPUTS)])
@@ -143,8 +151,9 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
                                   tf.TensorSpec([None], tf.string, name=F.ITEM_ID)])
     def predict(user_id, item_id):
         transformed = model.tft_layer({F.USER_ID: _as_column(user_id), F.ITEM_ID: _as_column(item_id)})
-        inputs = catalog_lib.model_inputs(transformed, num_genres)
+        inputs = {key: tf.reshape(transformed[key], [-1]) for key in (F.USER_INDEX, F.ITEM_INDEX)}
         inputs.update(_catalog_features(model, inputs[F.ITEM_INDEX]))
+        inputs[F.USER_CONTENT] = _user_content(model, inputs[F.USER_INDEX])
         return {output: model(inputs)}
 
     # Models with an item tower (content, two_tower) run it over the catalogue here, once, not per request.
@@ -160,12 +169,15 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
         candidates = _catalog_candidates(model)
         if precompute is not None:
             candidates["item_vectors"] = model.catalog_item_vectors
+        if uses_user_content:
+            candidates["user_content"] = _user_content(model, users)
         if not getattr(model, "PAIRWISE_SCORING", False):
             return users, _score(model, users, candidates)
         # Each (user, item) pair goes through hidden layers: score the catalogue in chunks so the activations
         # stay bounded whatever the request's size.
         return users, limits.score_in_chunks(
-            lambda start, end: _score(model, users, {key: value[start:end] for key, value in candidates.items()}),
+            lambda start, end: _score(model, users, {key: value if key == "user_content" else value[start:end]
+                                                     for key, value in candidates.items()}),
             tf.shape(users)[0], tf.shape(model.catalog_item_ids)[0])
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),

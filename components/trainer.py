@@ -12,6 +12,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from components import catalog, models, signatures, warmup
+from components import contract as contract_lib
 from components import features as F
 from components.models import topk
 from components.models.base import ModelDims
@@ -22,7 +23,7 @@ def input_fn(
     file_pattern: List[str],
     data_accessor: tfx.components.DataAccessor,
     tft_output: tft.TFTransformOutput,
-    num_genres: int,
+    layout: catalog.ContentLayout,
     batch_size: int,
     shuffle: bool,
     seed: int,
@@ -46,7 +47,7 @@ def input_fn(
     common = dict(label_key=F.LABEL_XF, num_epochs=1, reader_num_threads=None)  # None: sequential interleave
 
     def to_model_inputs(features, label):
-        return catalog.model_inputs(features, num_genres), tf.reshape(label, [-1])
+        return catalog.model_inputs(features, layout), tf.reshape(label, [-1])
 
     files = [path for pattern in file_pattern for path in tf.io.gfile.glob(pattern)]
     in_memory_max = in_memory_max_mb * 2**20
@@ -145,8 +146,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         config = config.with_hyperparameters(fn_args.hyperparameters)
     tf.keras.utils.set_random_seed(config.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    num_users, num_items, num_genres = catalog.vocabulary_sizes(tft_output)
-    global_mean, items = catalog.build(fn_args.train_files, fn_args.data_accessor, tft_output)
+    layout = catalog.content_layout(contract_lib.from_custom_config(fn_args.custom_config), tft_output)
+    num_users, num_items = catalog.vocabulary_sizes(tft_output)
+    global_mean, items = catalog.build(fn_args.train_files, fn_args.data_accessor, tft_output, layout)
     validation_pairs = catalog.read_pairs(fn_args.eval_files, fn_args.data_accessor, tft_output)
     eval_files = _other_split_files(fn_args.train_files, F.EVAL_SPLIT)
     eval_pairs = catalog.read_pairs(eval_files, fn_args.data_accessor, tft_output) if eval_files else validation_pairs[:0]
@@ -154,12 +156,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     items = catalog.with_seen(items, np.concatenate([validation_pairs, eval_pairs]))
     model_name = models.resolve(config.model, num_items - F.OOV_BUCKETS, config.ease_max_items)
     model_module = models.get(model_name)
-    logging.info("training %s (%s): %d users, %d items, %d genres, global mean %.3f", model_name, config.model,
-                 num_users - F.OOV_BUCKETS, num_items - F.OOV_BUCKETS, num_genres - F.OOV_BUCKETS, global_mean)
+    logging.info("training %s (%s): %d users, %d items, content widths %d (items) %d (users), mean label %.3f",
+                 model_name, config.model, num_users - F.OOV_BUCKETS, num_items - F.OOV_BUCKETS, layout.item_width,
+                 layout.user_width, global_mean)
     print(f"training {model_name}" + (f" (--model {config.model})" if model_name != config.model else ""), flush=True)
 
     def dataset(files, shuffle):
-        return input_fn(files, fn_args.data_accessor, tft_output, num_genres, config.batch_size, shuffle, config.seed,
+        return input_fn(files, fn_args.data_accessor, tft_output, layout, config.batch_size, shuffle, config.seed,
                         config.in_memory_input_max_mb)
 
     train = dataset(fn_args.train_files, True)
@@ -168,7 +171,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         steps_per_epoch = max(1, fn_args.train_steps // config.epochs)
         train = train.repeat()
 
-    dims = ModelDims(num_users, num_items, num_genres, global_mean)
+    dims = ModelDims(num_users, num_items, layout.item_width, global_mean, layout.user_width)
     if models.is_ranking(model_name):
         holdout = topk.Holdout(validation_pairs, items.rated_row_splits, items.rated_items, seed=config.seed)
         model = model_module.train(dims, config, items, train, holdout, steps_per_epoch,
@@ -177,7 +180,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         model = _fit_rating_model(model_module, dims, config, train, dataset(fn_args.eval_files, False),
                                   steps_per_epoch, fn_args.eval_steps, fn_args.model_run_dir)
     _forget_oov_rows(model)
-    serving = signatures.build(model, tft_output, items)
+    serving = signatures.build(model, tft_output, items, layout)
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=serving)
     signatures.set_method_names(fn_args.serving_model_dir)
     warmup.write(fn_args.serving_model_dir, tft_output.vocabulary_by_name(F.USER_VOCAB)[0], items.item_ids[0],

@@ -17,6 +17,7 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 
 from components import catalog, models
+from components import contract as contract_lib
 from components.models.base import ModelDims
 from components.trainer import input_fn
 from components.training_config import TrainingConfig
@@ -95,12 +96,13 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         raise ValueError(f"the Tuner tunes rating models only; --model {config.model} is a ranking model")
     models.get(config.model)  # an unknown name fails here, in one line
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    num_users, num_items, num_genres = catalog.vocabulary_sizes(tft_output)
-    global_mean, _ = catalog.build(fn_args.train_files, fn_args.data_accessor, tft_output)
-    dims = ModelDims(num_users, num_items, num_genres, global_mean)
+    layout = catalog.content_layout(contract_lib.from_custom_config(fn_args.custom_config), tft_output)
+    num_users, num_items = catalog.vocabulary_sizes(tft_output)
+    global_mean, _ = catalog.build(fn_args.train_files, fn_args.data_accessor, tft_output, layout)
+    dims = ModelDims(num_users, num_items, layout.item_width, global_mean, layout.user_width)
 
     def dataset(files, shuffle):
-        return input_fn(files, fn_args.data_accessor, tft_output, num_genres, batch_size=config.batch_size,
+        return input_fn(files, fn_args.data_accessor, tft_output, layout, batch_size=config.batch_size,
                         shuffle=shuffle, seed=config.seed, in_memory_max_mb=config.in_memory_input_max_mb)
 
     train = dataset(fn_args.train_files, True)

@@ -50,17 +50,32 @@ def _add_tls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", metavar="PEM", help="the client certificate's private key")
 
 
+def _add_contract_args(p: argparse.ArgumentParser) -> None:
+    for role in ("user", "item", "rating", "timestamp", "weight"):
+        p.add_argument(f"--{role}-col", metavar="COLUMN",
+                       help=f"interactions column holding the {role} (default: {role if role not in ('user', 'item') else role + '_id'}"
+                            f"{'' if role in ('user', 'item') else ', when present'}); used when the contract is inferred")
+    p.add_argument("--contract", metavar="JSON", help="the data contract (default DATA_ROOT/contract.json; inferred "
+                                                      "from the files and written there when missing)")
+    p.add_argument("--schema", metavar="PBTXT", help="the curated schema (default DATA_ROOT/schema.pbtxt; inferred by "
+                                                     "SchemaGen on the first run and written there for review)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="keep TensorFlow's and the libraries' warnings (hidden by default)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("sample", help="generate the deterministic synthetic sample dataset")
+    p = sub.add_parser("sample", help="generate a deterministic synthetic sample dataset")
+    p.add_argument("--kind", choices=["movies", "shop"], default="movies",
+                   help="movies: explicit ratings, genres, year (the default); shop: implicit feedback, category, "
+                        "brand, price, free-text description, users.csv")
     p.add_argument("--out", default=C.DEFAULT_DATA_ROOT)
-    p.add_argument("--num-ratings", type=int, default=100_000)
-    p.add_argument("--num-users", type=int, default=2000)
-    p.add_argument("--num-items", type=int, default=2000)
+    p.add_argument("--num-ratings", "--num-interactions", dest="num_ratings", type=int, default=None,
+                   help="default: 100,000 (movies), 60,000 (shop)")
+    p.add_argument("--num-users", type=int, default=None, help="default: 2,000 (movies), 1,500 (shop)")
+    p.add_argument("--num-items", type=int, default=None, help="default: 2,000 (movies), 3,000 (shop)")
     p.add_argument("--seed", type=int, default=42)
 
     p = sub.add_parser("import-movielens", help="convert a MovieLens download you have into the canonical layout")
@@ -69,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="ml-100k predefined split (u1..u5, ua, ub): writes DEST/train and DEST/test")
 
     p = sub.add_parser("run", help="run the TFX pipeline with the LocalDagRunner")
-    p.add_argument("--data-root", default=C.DEFAULT_DATA_ROOT, help="directory with interactions.csv and items.csv")
+    p.add_argument("--data-root", default=C.DEFAULT_DATA_ROOT,
+                   help="directory with interactions.csv|parquet and optional items.*, users.*")
+    _add_contract_args(p)
     p.add_argument("--output-dir", default=C.DEFAULT_OUTPUT_DIR, help="pipeline root, ML Metadata and serving dir")
     p.add_argument("--model", default=TrainingConfig.model, help="model to train (default %(default)s)")
     p.add_argument("--model-name", default=F.DEFAULT_MODEL_NAME, help="name the model is served under")
@@ -102,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "relative (default %(default)s = 2 %%)")
     p.add_argument("--gate-rating-models-on-ranking", action="store_true",
                    help="rating models must pass the ranking gate too (default: their top-k is reported only)")
+    p.add_argument("--allow-drift", action="store_true",
+                   help="report drift against the previous run's statistics instead of stopping the run")
     p.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
                    help="extra Beam pipeline argument, repeatable (e.g. --beam-arg=--direct_num_workers=2)")
     env = os.environ.get
@@ -128,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", required=True, help="pipeline image built from this repository's Dockerfile")
     p.add_argument("--output", default="pipeline.json", help="where to write the KFP PipelineJob JSON")
     p.add_argument("--data-root", required=True, help="default of the data-root runtime parameter (gs://, s3://, ...)")
+    _add_contract_args(p)
     p.add_argument("--output-dir", required=True, help="pipeline root and serving dir on shared storage")
     p.add_argument("--model", default=TrainingConfig.model)
     p.add_argument("--model-name", default=F.DEFAULT_MODEL_NAME)
@@ -248,11 +268,22 @@ def _check_models(names: List[str]) -> None:
 
 
 def cmd_sample(args) -> int:
+    sizes = {key: value for key, value in (("num_users", args.num_users), ("num_items", args.num_items))
+             if value is not None}
+    if args.kind == "shop":
+        from data import shop
+
+        if args.num_ratings is not None:
+            sizes["num_interactions"] = args.num_ratings
+        counts = shop.generate(args.out, shop.ShopSpec(seed=args.seed, **sizes))
+        print(f"wrote {counts['interactions']} interactions of {counts['users']} users on {counts['items']} items "
+              f"(shop sample) to {args.out}")
+        return 0
     from data import synthetic
 
-    spec = synthetic.SampleSpec(num_users=args.num_users, num_items=args.num_items,
-                                num_ratings=args.num_ratings, seed=args.seed)
-    counts = synthetic.generate(args.out, spec)
+    if args.num_ratings is not None:
+        sizes["num_ratings"] = args.num_ratings
+    counts = synthetic.generate(args.out, synthetic.SampleSpec(seed=args.seed, **sizes))
     print(f"wrote {counts['interactions']} ratings of {counts['users']} users on {counts['items']} items to {args.out}")
     return 0
 
@@ -269,33 +300,60 @@ def cmd_import_movielens(args) -> int:
     return 0
 
 
+def _with_data(args, config: "C.PipelineConfig") -> "C.PipelineConfig":
+    """`config` with the data root's contract (reviewed, or inferred now and written for review) and schema."""
+    from components import contract as contract_lib
+    from components.example_gen import InputError, check_files
+
+    mapping = {role: getattr(args, f"{role}_col") for role in contract_lib.ROLES if getattr(args, f"{role}_col", None)}
+    try:
+        config, inferred = C.with_data_contract(config, mapping, args.contract or "", args.schema or "")
+        check_files(config.data_root, config.contract)
+    except (contract_lib.ContractError, InputError) as e:
+        raise CliError(str(e)) from None
+    if inferred:
+        print(f"inferred the data contract from the files; review it (kinds, separators, `ignore`) and commit it: "
+              f"{args.contract or contract_lib.contract_path(config.data_root)}")
+    print(contract_lib.describe(config.contract), flush=True)
+    return config
+
+
+def _check_feedback(args, contract) -> None:
+    from components import models
+
+    if not contract.has_rating and not models.is_ranking(args.model):
+        raise CliError(f"--model {args.model} predicts ratings, but {contract.interactions_file} has no rating column "
+                       f"(implicit feedback): use {models.AUTO}, {' or '.join(models.RANKING_MODELS)}, or name the "
+                       f"rating column with --rating-col")
+    if getattr(args, "split", "hash") != "hash" and not contract.has_timestamp:
+        raise CliError(f"--split {args.split} orders interactions by time, but {contract.interactions_file} has no "
+                       f"timestamp column (name it with --timestamp-col)")
+
+
 def cmd_run(args) -> int:
-    from components.example_gen import InputError, check_header
+    from components import models
 
     _check_models([args.model])
     if args.tune:
-        from components import models
-
         if models.is_ranking(args.model):
             raise CliError(f"--tune tunes the rating models ({', '.join(models.RATING_MODELS)}); "
                            f"--model {args.model} is a ranking model")
     if not os.path.isdir(args.data_root):
         raise CliError(f"data root {args.data_root!r} is not a directory (run `recsys sample` for the bundled sample)")
-    try:
-        check_header(os.path.join(args.data_root, F.INTERACTIONS_FILE), F.INTERACTION_COLUMNS)
-        check_header(os.path.join(args.data_root, F.ITEMS_FILE), F.ITEM_COLUMNS)
-    except InputError as e:
-        raise CliError(str(e)) from None
+    data_root = os.path.abspath(args.data_root)
     training = dataclasses.replace(
         TrainingConfig(), model=args.model, epochs=args.epochs, batch_size=args.batch_size,
         embedding_dim=args.embedding_dim, learning_rate=args.learning_rate,
     )
-    interactions_bytes = os.path.getsize(os.path.join(args.data_root, F.INTERACTIONS_FILE))
+    config = _with_data(args, C.PipelineConfig(data_root=data_root))
+    _check_feedback(args, config.contract)
+    interactions_bytes = os.path.getsize(os.path.join(data_root, config.contract.interactions_file))
     beam_args = tuple(args.beam_arg) if args.beam_arg else C.default_beam_args(interactions_bytes, os.cpu_count() or 1)
-    config = C.PipelineConfig(
-        data_root=os.path.abspath(args.data_root),
+    config = dataclasses.replace(
+        config,
         output_dir=os.path.abspath(args.output_dir),
         model_name=args.model_name,
+        allow_drift=args.allow_drift,
         split=args.split,
         min_id_frequency=args.min_id_frequency,
         training=training,
@@ -341,8 +399,10 @@ def cmd_benchmark(args) -> int:
 
 def cmd_compile(args) -> int:
     _check_models([args.model])
-    config = C.PipelineConfig(
-        data_root=args.data_root,
+    config = _with_data(args, C.PipelineConfig(data_root=args.data_root))
+    _check_feedback(args, config.contract)
+    config = dataclasses.replace(
+        config,
         output_dir=args.output_dir,
         model_name=args.model_name,
         training=dataclasses.replace(TrainingConfig(), model=args.model),

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional, Tuple
+import posixpath
+from typing import Mapping, Optional, Tuple
 
 from components import features as F
+from components.contract import DataContract, load_or_infer
 from components.training_config import TrainingConfig
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_SCHEMA = os.path.join(REPO_ROOT, "schema", "schema.pbtxt")
+SCHEMA_FILE = "schema.pbtxt"  # the curated schema, beside the data and its contract.json
 DEFAULT_DATA_ROOT = os.path.join("data", "sample")
 DEFAULT_OUTPUT_DIR = "output"
 LOCAL = "local"
@@ -66,7 +68,14 @@ class PipelineConfig:
     output_dir: str = DEFAULT_OUTPUT_DIR
     pipeline_name: str = "recsys"
     model_name: str = F.DEFAULT_MODEL_NAME
-    schema_path: str = DEFAULT_SCHEMA
+    # What the files hold (components/contract.py): inferred by `recsys run` on the first run, then read back.
+    contract: Optional[DataContract] = None
+    # The curated schema ImportSchemaGen reads; '' = none yet: SchemaGen infers one from the statistics and
+    # the run writes its curated copy to schema_export_path for review (the next run imports it).
+    schema_path: str = ""
+    schema_export_path: str = ""
+    # Drift beyond the schema's comparators vs the previous run's statistics: reported, not fatal.
+    allow_drift: bool = False
     # hash (TFX's hash buckets), time (the newest interactions overall are eval, the next newest validation),
     # user-time (the same within each user's history) or leave-last-one-out; the buckets give the eval and
     # validation fractions for all of them (1 of 8+1+1 = 10 % each).
@@ -113,3 +122,20 @@ class PipelineConfig:
     def serving_dir(self) -> str:
         """TF Serving's model base path: versions are pushed under it as `<serving_dir>/<version>/`."""
         return os.path.join(self.output_dir, "serving", self.model_name)
+
+
+def with_data_contract(config: PipelineConfig, mapping: Optional[Mapping[str, str]] = None, contract_path: str = "",
+                       schema_path: str = "") -> Tuple[PipelineConfig, bool]:
+    """(config with the data root's contract and schema paths, whether the contract was inferred just now).
+
+    The contract is DATA_ROOT/contract.json (or `contract_path`) when it exists, else inferred from the
+    files and written there; the schema is DATA_ROOT/schema.pbtxt (or `schema_path`): imported when it
+    exists, else inferred by SchemaGen in this run and written there, curated, for review.
+    """
+    import tensorflow as tf
+
+    contract, inferred = load_or_infer(config.data_root, mapping, contract_path)
+    schema = schema_path or posixpath.join(config.data_root, SCHEMA_FILE)
+    exists = tf.io.gfile.exists(schema)
+    return dataclasses.replace(config, contract=contract, schema_path=schema if exists else "",
+                               schema_export_path="" if exists else schema), inferred

@@ -13,12 +13,11 @@ from pipeline.pipeline import create_pipeline, runtime_parameter_defaults
 
 # Where the Dockerfile puts this repository inside the pipeline image.
 IMAGE_WORKDIR = "/pipeline"
-IMAGE_SCHEMA_PATH = f"{IMAGE_WORKDIR}/schema/schema.pbtxt"
 
 
 def compile_pipeline(config: PipelineConfig, image: str, output_path: str) -> str:
     """Writes the KFP v2 PipelineJob JSON to `output_path` (temp file, then rename) and returns the path."""
-    config = dataclasses.replace(config, orchestrator=KUBEFLOW, schema_path=IMAGE_SCHEMA_PATH)
+    config = dataclasses.replace(config, orchestrator=KUBEFLOW)
     output_dir, filename = os.path.split(os.path.abspath(output_path))
     os.makedirs(output_dir, exist_ok=True)
     final = os.path.join(output_dir, filename)

@@ -9,10 +9,13 @@ import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
 from tfx import v1 as tfx
 
+from components import contract as contract_lib
 from components import features as F
 from components import models
 from components.data_gate import DataGate
-from components.example_gen import RatingsExampleGen, split_custom_config
+from components.schema_curation import CuratedSchemaExport
+from components.example_gen import RatingsExampleGen
+from components.example_gen import custom_config as example_gen_config
 from components.ranking_gate import RankingGate
 from components.transform import MIN_ID_FREQUENCY
 from pipeline import metadata
@@ -25,9 +28,9 @@ RMSE = "root_mean_squared_error"
 RANKING_GATE_ID = "RankingGate"
 
 
-def eval_config(evaluation: EvaluationConfig) -> tfma.EvalConfig:
-    """Metrics overall, per user-activity and item-popularity bucket and per genre on the eval split; overall RMSE gates blessing by an absolute and a
-    baseline-relative bound."""
+def eval_config(evaluation: EvaluationConfig, slice_features=()) -> tfma.EvalConfig:
+    """Metrics overall, per user-activity and item-popularity bucket and per categorical attribute on the eval
+    split; overall RMSE gates blessing by an absolute and a baseline-relative bound."""
     rmse_threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(upper_bound={"value": evaluation.rmse_upper_bound}),
         change_threshold=tfma.GenericChangeThreshold(
@@ -38,7 +41,7 @@ def eval_config(evaluation: EvaluationConfig) -> tfma.EvalConfig:
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(signature_name=F.SERVING_DEFAULT, label_key=F.LABEL_KEY)],
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[key])
-                                              for key in (F.USER_ACTIVITY, F.ITEM_POPULARITY, F.GENRES)],
+                                              for key in (F.USER_ACTIVITY, F.ITEM_POPULARITY, *slice_features)],
         metrics_specs=[
             tfma.MetricsSpec(
                 metrics=[
@@ -47,7 +50,7 @@ def eval_config(evaluation: EvaluationConfig) -> tfma.EvalConfig:
                     tfma.MetricConfig(class_name="MeanPrediction"),
                     tfma.MetricConfig(class_name="MeanSquaredError", config='{"name": "mean_squared_error"}'),
                     tfma.MetricConfig(class_name="MeanAbsoluteError", config='{"name": "mean_absolute_error"}'),
-                    # Gate on the overall slice only: a small genre slice must not veto a good model.
+                    # Gate on the overall slice only: a small category slice must not veto a good model.
                     tfma.MetricConfig(class_name="RootMeanSquaredError", config=f'{{"name": "{RMSE}"}}',
                                       per_slice_thresholds=[tfma.PerSliceMetricThreshold(
                                           slicing_specs=[tfma.SlicingSpec()], threshold=rmse_threshold)]),
@@ -74,7 +77,7 @@ def _run_values(config: PipelineConfig) -> Dict[str, Any]:
     """What may change from one run to the next, keyed by its Kubeflow runtime parameter name."""
     return {
         "data-root": config.data_root,
-        "training-config": config.training.to_custom_config(),
+        "training-config": {**config.training.to_custom_config(), contract_lib.CONFIG_KEY: config.contract.to_json()},
         "train-args": tfx.proto.TrainArgs(splits=[F.TRAIN_SPLIT], num_steps=config.train_steps),
         "push-destination": tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)
@@ -101,30 +104,57 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     eval beside most popular and the latest blessed model) -> Pusher (only what the ranking gate blessed)."""
     if config.orchestrator not in ORCHESTRATORS:
         raise ValueError(f"unknown orchestrator {config.orchestrator!r}; choose one of: {', '.join(ORCHESTRATORS)}")
+    contract = config.contract
+    if contract is None:
+        raise ValueError("PipelineConfig.contract is needed (components.contract.load_or_infer)")
+    if not contract.has_rating and not models.is_ranking(config.training.model):
+        raise ValueError(f"--model {config.training.model} predicts ratings, but {contract.interactions_file} has no "
+                         f"rating column (implicit feedback): use a ranking model ({', '.join(models.RANKING_MODELS)}, "
+                         f"or {models.AUTO}), or name the rating column with --rating-col")
     params = _parameters(config)
     buckets = {F.TRAIN_SPLIT: config.train_hash_buckets, F.VALIDATION_SPLIT: config.validation_hash_buckets,
                F.EVAL_SPLIT: config.eval_hash_buckets}
     example_gen = RatingsExampleGen(
         input_base=params["data-root"],
-        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split", pattern=F.INTERACTIONS_FILE)]),
+        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split",
+                                                                   pattern=contract.interactions_file)]),
         output_config=tfx.proto.Output(
             split_config=tfx.proto.SplitConfig(
                 splits=[tfx.proto.SplitConfig.Split(name=name, hash_buckets=buckets[name]) for name in F.SPLIT_NAMES]
             )
         ),
-        custom_config=split_custom_config(config.split, config.eval_fraction, config.validation_fraction),
+        custom_config=example_gen_config(contract, config.split, config.eval_fraction, config.validation_fraction),
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
+    schema_export = []
+    if config.schema_path:  # the curated copy: later runs validate against what the user reviewed
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
+    else:  # first run on this data: infer from the statistics, then write the curated copy for review
+        schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"])
+        if config.schema_export_path:
+            schema_export = [CuratedSchemaExport(
+                schema=schema_gen.outputs["schema"], destination=config.schema_export_path,
+                not_in_serving=json.dumps(list(contract.not_in_serving)),
+                drift_features=json.dumps(list(contract.drift_features)), source=config.data_root)]
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
-    data_gate = DataGate(anomalies=example_validator.outputs["anomalies"])
+    # Drift: the schema's comparators between this run's statistics and the previous run's (resolved before
+    # StatisticsGen runs, so it is never this run's own); nothing to compare on the first run.
+    previous_statistics = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics,
+                                   producer_component_id=statistics_gen.id, output_key="statistics"),
+    ).with_id("previous_statistics")
+    statistics_gen.add_upstream_node(previous_statistics)
+    data_gate = DataGate(anomalies=example_validator.outputs["anomalies"], statistics=statistics_gen.outputs["statistics"],
+                         baseline_statistics=previous_statistics.outputs["statistics"],
+                         schema=schema_gen.outputs["schema"], allow_drift=config.allow_drift)
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config={MIN_ID_FREQUENCY: config.min_id_frequency},
+        custom_config={MIN_ID_FREQUENCY: config.min_id_frequency, contract_lib.CONFIG_KEY: contract.to_json()},
         # Vocabularies and statistics from train only; every split transformed (validation feeds early stopping).
         splits_config=tfx.proto.SplitsConfig(analyze=[F.TRAIN_SPLIT], transform=list(F.SPLIT_NAMES)),
     )
@@ -162,7 +192,8 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             examples=example_gen.outputs["examples"],
             model=trainer.outputs["model"],
             baseline_model=baseline_resolver.outputs["model"],
-            eval_config=eval_config(config.evaluation),
+            eval_config=eval_config(config.evaluation, [f.name for f in contract.used(contract.item_features)
+                                                        if f.kind in (contract_lib.CATEGORICAL, contract_lib.MULTI)]),
             example_splits=[F.EVAL_SPLIT],
         )
         rating_components, rating_blessing = [evaluator], evaluator.outputs["blessing"]
@@ -187,7 +218,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[
-            example_gen, statistics_gen, schema_gen, example_validator, data_gate, transform, *tuning,
+            example_gen, previous_statistics, statistics_gen, schema_gen, *schema_export, example_validator, data_gate, transform, *tuning,
             trainer, baseline_resolver, *rating_components, ranking_gate, pusher,
         ],
         enable_cache=config.enable_cache,

@@ -15,8 +15,9 @@ from components.training_config import TrainingConfig
 class ModelDims:
     num_users: int  # vocabulary + OOV buckets
     num_items: int  # vocabulary + OOV buckets
-    num_genres: int  # vocabulary + OOV buckets
+    item_content_dim: int  # width of the item content vector (catalog.ContentLayout)
     global_mean: float
+    user_content_dim: int = 1  # width of the user content vector (1 and all zeros without user attributes)
 
 
 class RowL2Embedding(tf.keras.layers.Embedding):
@@ -85,5 +86,12 @@ def all_pairs(user_vectors: tf.Tensor, item_vectors: tf.Tensor) -> Tuple[tf.Tens
 
 
 def content_features(inputs) -> tf.Tensor:
-    """An item's content as one vector: genre multi-hot and the scaled year."""
-    return tf.concat([inputs[F.GENRES_MULTI_HOT], tf.reshape(inputs[F.YEAR_XF], [-1, 1])], axis=-1)
+    """An item's declared attributes as one vector (catalog.encode_content)."""
+    return inputs[F.ITEM_CONTENT]
+
+
+def user_features(inputs, users: tf.Tensor) -> tf.Tensor:
+    """A user's declared attributes as one vector; zeros when the inputs carry none."""
+    if F.USER_CONTENT in inputs:
+        return inputs[F.USER_CONTENT]
+    return tf.zeros([tf.shape(users)[0], 1])

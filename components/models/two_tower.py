@@ -3,9 +3,10 @@
 Every interaction is a positive; the other items of the batch are the negatives (in-batch sampled
 softmax, `tfrs.tasks.Retrieval`), corrected by each item's sampling probability (logQ) so popular
 items are not pushed down merely for appearing as negatives more often, and with accidental hits
-(the same item twice in a batch) removed. The user tower is an id embedding; the item tower adds
-the item's content (genres, year) to its id embedding, plus a learned item bias carried as one more
-dimension (user side 1), so a user the model has never seen is ranked by that bias (popularity).
+(the same item twice in a batch) removed. The user tower adds the user's projected attributes (when the
+data declares any) to an id embedding; the item tower adds the item's projected attributes to its id
+embedding, plus a learned item bias carried as one more dimension (user side 1), so a user the model
+has never seen is ranked by that bias (popularity) and, with attributes, by what users like them pick.
 `recommend` is one matrix product of user vectors against the item vectors computed at export.
 """
 
@@ -17,7 +18,7 @@ import tensorflow_recommenders as tfrs
 
 from components import catalog as catalog_lib
 from components import features as F
-from components.models.base import ModelDims, content_features
+from components.models.base import ModelDims, content_features, user_features
 from components.models.topk import VALIDATION_METRIC, Holdout, ValidationRecall
 from components.training_config import TrainingConfig
 
@@ -31,6 +32,7 @@ def _table(rows: int, dim: int, seed: int, name: str) -> tf.keras.layers.Embeddi
 
 class TwoTower(tfrs.Model):
     PREDICTS_RATINGS = False  # predict / serving_default answer a ranking score
+    USES_USER_CONTENT = True
 
     def __init__(self, dims: ModelDims, config: TrainingConfig, item_probability: np.ndarray):
         super().__init__(name="two_tower")
@@ -39,14 +41,16 @@ class TwoTower(tfrs.Model):
         self.item_embedding = _table(dims.num_items, dim, config.seed + 1, "item_embedding")
         self.item_bias = _table(dims.num_items, 1, config.seed + 2, "item_bias")
         self.content = tf.keras.layers.Dense(dim, use_bias=False, name="item_content")
+        self.user_attributes = tf.keras.layers.Dense(dim, use_bias=False, name="user_attributes")
         self.l2 = config.l2
         # Sampling probability of each item as an in-batch negative: its share of the training interactions.
         self.item_probability = tf.Variable(item_probability.astype(np.float32), trainable=False,
                                             name="item_probability")
         self.task = tfrs.tasks.Retrieval(remove_accidental_hits=True, temperature=config.retrieval_temperature)
 
-    def user_vectors(self, users: tf.Tensor) -> tf.Tensor:
-        vectors = self.user_embedding(users)
+    def user_vectors(self, users: tf.Tensor, user_content: tf.Tensor = None) -> tf.Tensor:
+        content = user_features({} if user_content is None else {F.USER_CONTENT: user_content}, users)
+        vectors = self.user_embedding(users) + self.user_attributes(content)
         return tf.concat([vectors, tf.ones_like(vectors[:, :1])], axis=1)
 
     def item_vectors(self, items) -> tf.Tensor:
@@ -57,7 +61,8 @@ class TwoTower(tfrs.Model):
 
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
         features = inputs[0] if isinstance(inputs, tuple) else inputs
-        users, items = self.user_vectors(features[F.USER_INDEX]), self.item_vectors(features)
+        users = self.user_vectors(features[F.USER_INDEX], features.get(F.USER_CONTENT))
+        items = self.item_vectors(features)
         index = features[F.ITEM_INDEX]
         loss = self.task(users, items, candidate_sampling_probability=tf.gather(self.item_probability, index),
                          candidate_ids=index, compute_metrics=False, compute_batch_metrics=False)
@@ -66,12 +71,13 @@ class TwoTower(tfrs.Model):
 
     def call(self, inputs, training: bool = False) -> tf.Tensor:
         """The score of each (user, item) row: what `predict` returns for a ranking model."""
-        return tf.reduce_sum(self.user_vectors(inputs[F.USER_INDEX]) * self.item_vectors(inputs), axis=1)
+        users = self.user_vectors(inputs[F.USER_INDEX], inputs.get(F.USER_CONTENT))
+        return tf.reduce_sum(users * self.item_vectors(inputs), axis=1)
 
-    def score_all_items(self, users, items, item_vectors=None) -> tf.Tensor:
+    def score_all_items(self, users, items, item_vectors=None, user_content=None) -> tf.Tensor:
         if item_vectors is None:
             item_vectors = self.item_vectors(items)
-        return tf.matmul(self.user_vectors(users), item_vectors, transpose_b=True)
+        return tf.matmul(self.user_vectors(users, user_content), item_vectors, transpose_b=True)
 
     def similarity_vectors(self, items) -> tf.Tensor:
         return self.item_vectors(items)[:, :-1]
@@ -79,8 +85,7 @@ class TwoTower(tfrs.Model):
 
 def candidates(items: catalog_lib.Catalog) -> dict:
     """The whole catalogue as model inputs, in vocabulary order."""
-    return {F.ITEM_INDEX: tf.range(len(items.item_ids), dtype=tf.int64),
-            F.GENRES_MULTI_HOT: tf.constant(items.genres), F.YEAR_XF: tf.constant(items.years)}
+    return {F.ITEM_INDEX: tf.range(len(items.item_ids), dtype=tf.int64), F.ITEM_CONTENT: tf.constant(items.item_content)}
 
 
 def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, train_data: tf.data.Dataset,
@@ -91,8 +96,11 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
     model.compile(optimizer=tf.keras.optimizers.Adagrad(config.ranking_learning_rate))
     catalogue = candidates(items)
 
+    user_content = tf.constant(items.user_content)
+
     def score(users):
-        return model.score_all_items(tf.constant(users, tf.int64), catalogue).numpy()
+        users = tf.constant(users, tf.int64)
+        return model.score_all_items(users, catalogue, user_content=tf.gather(user_content, users)).numpy()
 
     monitors = []
     if len(holdout):
