@@ -1,80 +1,188 @@
-"""The joining ExampleGen transform, run on Beam's DirectRunner over small CSV files."""
+"""The joining ExampleGen transform, run on Beam's DirectRunner over small CSV files, with the data contract
+inferred from those files as `recsys run` infers it."""
+
+import math
 
 import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that
+from google.protobuf import json_format
 
+from components import contract as contract_lib
+from components import example_gen
 from components import features as F
-from components.example_gen import InputError, _JoinedRatingsToExample, check_header
+from components.example_gen import InputError, _JoinedRatingsToExample, check_files
 
-ITEMS = 'item_id,title,genres,year\ni1,"Heat, Part 1",Action|Crime,1995\ni2,Café,,\n'
-INTERACTIONS = "user_id,item_id,rating,timestamp\nu1,i1,4.5,100\nu2,i2,3.0,200\nu3,i9,1.0,300\n"
+# A description with a comma, a double quote and a newline inside one quoted field (RFC 4180).
+DESCRIPTION = 'A heist, a "cop"\nand a long chase across the city'
+ITEMS = ('item_id,title,genres,year,studio,description\n'
+         'i1,"Heat, Part 1",Action|Crime,1995,north,"A heist, a ""cop""\nand a long chase across the city"\n'
+         'i2,Café,,,south,a quiet film about coffee and its people\n'
+         'i3,Toys,Animation|Children,1995,north,toys come alive when nobody is watching them\n')
+USERS = "user_id,age,country\nu1,34,DE\nu2,,FR\n"
+INTERACTIONS = "user_id,item_id,rating,timestamp\nu1,i1,4.5,100\nu2,i2,3.0,200\nu3,i9,1.0,300\nu1,i3,2.0,400\n"
 
 
-def _write(root, interactions=INTERACTIONS, items=ITEMS):
+def _write(root, interactions=INTERACTIONS, items=ITEMS, users=USERS):
     (root / F.INTERACTIONS_FILE).write_text(interactions, encoding="utf-8")
-    (root / F.ITEMS_FILE).write_text(items, encoding="utf-8")
+    if items is not None:
+        (root / F.ITEMS_FILE).write_text(items, encoding="utf-8")
+    if users is not None:
+        (root / F.USERS_FILE).write_text(users, encoding="utf-8")
 
 
 def _values(example, key):
     feature = example.features.feature[key]
     kind = feature.WhichOneof("kind")
-    values = list(getattr(feature, kind).value)
+    values = list(getattr(feature, kind).value) if kind else []
     return [v.decode() if isinstance(v, bytes) else v for v in values]
 
 
-def test_item_attributes_are_joined_into_each_rating(tmp_path):
-    _write(tmp_path)
+def _exec_properties(root, contract, kind="hash", eval_fraction=0.0, validation_fraction=0.0):
+    config = example_gen.custom_config(contract, kind, eval_fraction, validation_fraction)
+    return {"input_base": str(root), "custom_config": json_format.MessageToJson(config)}
 
-    def check(examples):
-        by_user = {_values(e, F.USER_ID)[0]: e for e in examples}
-        assert sorted(by_user) == ["u1", "u2", "u3"]
-        e = by_user["u1"]
-        assert _values(e, F.TITLE) == ["Heat, Part 1"] and _values(e, F.GENRES) == ["Action", "Crime"]
-        assert _values(e, F.YEAR) == [1995] and _values(e, F.RATING) == [4.5] and _values(e, F.TIMESTAMP) == [100]
-        assert _values(by_user["u2"], F.TITLE) == ["Café"] and _values(by_user["u2"], F.GENRES) == []
-        assert _values(by_user["u2"], F.YEAR) == [0]
-        # An item missing from items.csv still yields an example, with empty attributes.
-        assert _values(by_user["u3"], F.TITLE) == [""] and _values(by_user["u3"], F.ITEM_ID) == ["i9"]
-        # Slices for the Evaluator: one rating each here, so every user and item is in the lowest bucket.
-        assert {_values(e, F.USER_ACTIVITY)[0] for e in examples} == {"<10"}
-        assert {_values(e, F.ITEM_POPULARITY)[0] for e in examples} == {"<10"}
 
+def _examples(root, check, contract=None):
+    """Runs the join on Beam over the files under root (contract inferred unless given) and checks the examples."""
+    contract = contract or contract_lib.infer(str(root))
     with beam.Pipeline() as p:
-        examples = p | _JoinedRatingsToExample({"input_base": str(tmp_path)}, F.INTERACTIONS_FILE)
+        examples = p | _JoinedRatingsToExample(_exec_properties(root, contract), F.INTERACTIONS_FILE)
         assert_that(examples, check)
 
 
-def test_wrong_header_is_reported_with_the_file(tmp_path):
-    _write(tmp_path, interactions="user,item,rating,timestamp\nu1,i1,4,1\n")
-    with pytest.raises(InputError, match=r"interactions.csv: header must be user_id,item_id,rating,timestamp"):
-        check_header(str(tmp_path / F.INTERACTIONS_FILE), F.INTERACTION_COLUMNS)
+def test_the_contract_infers_each_column_kind_from_the_files(tmp_path):
+    _write(tmp_path)
+    contract = contract_lib.infer(str(tmp_path))
+    kinds = {f.name: (f.kind, f.separator) for f in contract.item_features}
+    assert kinds == {"title": ("categorical", ""), "genres": ("multi", "|"), "year": ("numeric", ""),
+                     "studio": ("categorical", ""), "description": ("text", "")}
+    assert {f.name: f.kind for f in contract.user_features} == {"age": "numeric", "country": "categorical"}
+    assert contract.title == "title" and contract.has_rating and contract.has_timestamp
+    assert contract.rating_range == (1.0, 4.5)  # from the data, not from a constant
+
+
+def test_item_and_user_attributes_are_joined_into_each_interaction_by_kind(tmp_path):
+    _write(tmp_path)
+
+    def check(examples):
+        by_pair = {(_values(e, F.USER_ID)[0], _values(e, F.ITEM_ID)[0]): e for e in examples}
+        assert sorted(by_pair) == [("u1", "i1"), ("u1", "i3"), ("u2", "i2"), ("u3", "i9")]
+        e = by_pair["u1", "i1"]
+        assert _values(e, "title") == ["Heat, Part 1"] and _values(e, "genres") == ["Action", "Crime"]
+        assert _values(e, "year") == [1995.0] and _values(e, "studio") == ["north"]
+        assert _values(e, "description") == [DESCRIPTION]  # comma, quote and newline round-trip
+        assert _values(e, F.RATING) == [4.5] and _values(e, F.TIMESTAMP) == [100]
+        assert _values(e, "age") == [34.0] and _values(e, "country") == ["DE"]
+        # Missing cells: a number is NaN (Transform imputes and flags it), a multi-valued cell an empty list.
+        e = by_pair["u2", "i2"]
+        assert _values(e, "title") == ["Café"] and _values(e, "genres") == []
+        assert len(_values(e, "year")) == 1 and math.isnan(_values(e, "year")[0])
+        assert math.isnan(_values(e, "age")[0]) and _values(e, "country") == ["FR"]
+        # A user missing from users.csv and an item missing from items.csv: an example with missing attributes.
+        e = by_pair["u3", "i9"]
+        assert _values(e, "title") == [""] and _values(e, "studio") == [""] and _values(e, "genres") == []
+        assert math.isnan(_values(e, "year")[0]) and math.isnan(_values(e, "age")[0])
+        assert _values(e, "country") == [""]
+        # Slices for the Evaluator: u1 rated two items, the rest one; all in the lowest bucket.
+        assert {_values(e, F.USER_ACTIVITY)[0] for e in examples} == {"<10"}
+        assert {_values(e, F.ITEM_POPULARITY)[0] for e in examples} == {"<10"}
+
+    _examples(tmp_path, check)
+
+
+def test_implicit_feedback_without_a_rating_column_writes_no_rating(tmp_path):
+    _write(tmp_path, interactions="user_id,item_id,timestamp\nu1,i1,100\nu2,i2,200\n", users=None)
+    contract = contract_lib.infer(str(tmp_path))
+    assert not contract.has_rating and contract.rating_range is None and not contract.users_file
+
+    def check(examples):
+        assert len(examples) == 2
+        assert all(F.RATING not in e.features.feature for e in examples)
+        assert sorted(_values(e, F.TIMESTAMP)[0] for e in examples) == [100, 200]
+
+    _examples(tmp_path, check, contract)
+
+
+def test_iso_8601_timestamps_become_epoch_seconds(tmp_path):
+    _write(tmp_path, interactions="user_id,item_id,timestamp\nu1,i1,2024-01-02T03:04:05Z\n"
+                                  "u2,i2,2024-01-02T03:04:05+02:00\nu1,i3,1970-01-01\n")
+
+    def check(examples):
+        assert sorted(_values(e, F.TIMESTAMP)[0] for e in examples) == [0, 1704164645 - 7200, 1704164645]
+
+    _examples(tmp_path, check)
+    with pytest.raises(InputError, match="timestamp 'yesterday' is neither a number nor an ISO 8601 date"):
+        example_gen.timestamp_seconds("yesterday", "interactions.csv")
+
+
+def test_a_duplicate_item_row_is_an_error_naming_the_id(tmp_path):
+    _write(tmp_path, items=ITEMS + "i2,Café again,,1999,east,another film about coffee and its people\n")
+    contract = contract_lib.infer(str(tmp_path))
+    with pytest.raises(InputError, match=r"items.csv: item_id 'i2' appears in more than one row \(record 4\)") as error:
+        check_files(str(tmp_path), contract)
+    assert "\n" not in str(error.value)
+    with pytest.raises(InputError, match="item_id 'i2' appears in more than one row"):  # the Beam job checks it too
+        _examples(tmp_path, lambda examples: None, contract)
+
+
+def test_a_duplicate_user_row_is_an_error_naming_the_id(tmp_path):
+    _write(tmp_path, users=USERS + "u1,35,DE\n")
+    with pytest.raises(InputError, match="users.csv: user_id 'u1' appears in more than one row"):
+        check_files(str(tmp_path), contract_lib.infer(str(tmp_path)))
+
+
+def test_an_interactions_column_not_in_the_contract_is_an_error_naming_it(tmp_path):
+    _write(tmp_path)
+    contract = contract_lib.infer(str(tmp_path))
+    # A column added after the contract was reviewed: the run stops naming it, in one line.
+    _write(tmp_path, interactions="user_id,item_id,rating,timestamp,channel\nu1,i1,4.5,100,web\n")
+    with pytest.raises(InputError, match="interactions.csv: unknown column 'channel'") as error:
+        check_files(str(tmp_path), contract)
+    assert "\n" not in str(error.value)
+    # Inferring a contract from such a file names it too (interactions carry only the roles).
+    with pytest.raises(contract_lib.ContractError, match="unknown column 'channel'"):
+        contract_lib.infer(str(tmp_path))
+
+
+def test_an_items_column_missing_from_the_file_is_an_error_naming_it(tmp_path):
+    _write(tmp_path)
+    contract = contract_lib.infer(str(tmp_path))
+    _write(tmp_path, items="item_id,title,genres,year,description\ni1,A,Drama,1990,a film\n")
+    with pytest.raises(InputError, match="items.csv: no column 'studio'"):
+        check_files(str(tmp_path), contract)
 
 
 def test_malformed_row_fails_the_beam_job_naming_the_file(tmp_path):
+    _write(tmp_path)
+    contract = contract_lib.infer(str(tmp_path))
     _write(tmp_path, interactions=INTERACTIONS + "u4,i1,not-a-number,5\n")
-    with pytest.raises(Exception, match="bad rating or timestamp"):
-        with beam.Pipeline() as p:
-            _ = p | _JoinedRatingsToExample({"input_base": str(tmp_path)}, F.INTERACTIONS_FILE)
+    with pytest.raises(Exception, match=r"interactions.csv: interaction \('u4', 'i1'\): rating 'not-a-number' is not"):
+        _examples(tmp_path, lambda examples: None, contract)
 
+
+def test_a_non_number_in_a_numeric_item_column_names_the_item(tmp_path):
+    _write(tmp_path)
+    contract = contract_lib.infer(str(tmp_path))
+    _write(tmp_path, items=ITEMS.replace("i3,Toys,Animation|Children,1995", "i3,Toys,Animation|Children,soon"))
+    with pytest.raises(Exception, match=r"items.csv: item_id 'i3': year 'soon' is not a number"):
+        _examples(tmp_path, lambda examples: None, contract)
 
 
 def _check_splits(root, kind, check, eval_fraction=0.25, validation_fraction=0.25):
     """Runs the executor's split on Beam and hands `check` {split name: [(user, timestamp), ...]}."""
-    from google.protobuf import json_format
     from tfx.proto import example_gen_pb2
 
-    from components.example_gen import Executor, split_custom_config
+    from components.example_gen import Executor
 
     buckets = {F.TRAIN_SPLIT: 2, F.VALIDATION_SPLIT: 1, F.EVAL_SPLIT: 1}
     exec_properties = {
-        "input_base": str(root),
+        **_exec_properties(root, contract_lib.infer(str(root)), kind, eval_fraction, validation_fraction),
         "input_config": json_format.MessageToJson(example_gen_pb2.Input(
             splits=[example_gen_pb2.Input.Split(name="single_split", pattern=F.INTERACTIONS_FILE)])),
         "output_config": json_format.MessageToJson(example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
             splits=[example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets[name])
                     for name in F.SPLIT_NAMES]))),
-        "custom_config": json_format.MessageToJson(split_custom_config(kind, eval_fraction, validation_fraction)),
     }
 
     def matcher(rows):
@@ -146,7 +254,7 @@ def test_interactions_that_share_a_timestamp_are_never_split_apart(tmp_path, kin
     rows = ["user_id,item_id,rating,timestamp"]
     for u in range(4):  # per user: 4 distinct older times, then 3 interactions at the same newest time
         rows += [f"u{u},i{k},3.0,{100 + k}" for k in range(4)] + [f"u{u},i{k},3.0,500" for k in range(4, 7)]
-    _write(tmp_path, interactions="\n".join(rows) + "\n")
+    _write(tmp_path, interactions="\n".join(rows) + "\n", items=None, users=None)
 
     def check(splits):
         where = {}
@@ -174,38 +282,52 @@ def test_hash_split_writes_the_three_splits_in_bucket_proportion(tmp_path):
     _check_splits(tmp_path, "hash", check)
 
 
-def test_split_fractions_that_leave_nothing_to_train_on_are_refused():
-    from components.example_gen import split_custom_config
+def _contract(**columns):
+    return contract_lib.DataContract(columns=contract_lib.Columns(**columns))
 
+
+def test_split_fractions_that_leave_nothing_to_train_on_are_refused():
     with pytest.raises(ValueError, match="leave nothing to train on"):
-        split_custom_config("time", 0.5, 0.5)
+        example_gen.custom_config(_contract(timestamp="timestamp"), "time", 0.5, 0.5)
 
 
 def test_unknown_split_is_refused():
-    from components.example_gen import split_custom_config
-
     with pytest.raises(ValueError, match="unknown split 'random'"):
-        split_custom_config("random", 0.1, 0.1)
+        example_gen.custom_config(_contract(), "random", 0.1, 0.1)
+
+
+def test_a_time_split_without_a_timestamp_column_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="split 'user-time' orders interactions by time, but interactions.csv has "
+                                         "no timestamp column"):
+        example_gen.custom_config(_contract(), "user-time", 0.1, 0.1)
+    example_gen.custom_config(_contract(), "hash", 0.1, 0.1)  # hashing needs no clock
+
+
+def test_the_executor_refuses_a_config_without_the_contract(tmp_path):
+    with pytest.raises(ValueError, match="needs the data contract"):
+        example_gen.contract_of({"input_base": str(tmp_path)})
 
 
 def test_non_utf8_rows_are_reported_with_the_file(tmp_path):
-    (tmp_path / F.ITEMS_FILE).write_text(ITEMS, encoding="utf-8")
+    _write(tmp_path)
+    contract = contract_lib.infer(str(tmp_path))
     (tmp_path / F.INTERACTIONS_FILE).write_bytes(INTERACTIONS.encode() + "u5,i1,4.0,9\nu6,Caf\xe9,3.0,9\n".encode("latin-1"))
-    with pytest.raises(Exception, match="interactions.csv: row .* is not UTF-8"):
-        with beam.Pipeline() as p:
-            _ = p | _JoinedRatingsToExample({"input_base": str(tmp_path)}, F.INTERACTIONS_FILE)
+    with pytest.raises(Exception, match="interactions.csv: not UTF-8 text"):
+        _examples(tmp_path, lambda examples: None, contract)
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"", "header must be"),
-    (b"user_id,item_id,timestamp\nu1,i1,5\n", "header must be user_id,item_id,rating,timestamp"),
+    (b"", "empty file"),
+    (b"user_id,item_id,timestamp\nu1,i1,5\n", "interactions.csv: no column 'rating'"),
     ("user_id,item_id,rating,timestamp\n".encode("utf-16"), "not UTF-8 text"),
 ])
 def test_empty_files_missing_columns_and_other_encodings_fail_fast(tmp_path, content, message):
-    path = tmp_path / F.INTERACTIONS_FILE
-    path.write_bytes(content)
-    with pytest.raises(InputError, match=message):
-        check_header(str(path), F.INTERACTION_COLUMNS)
+    _write(tmp_path)
+    contract = contract_lib.infer(str(tmp_path))
+    (tmp_path / F.INTERACTIONS_FILE).write_bytes(content)
+    with pytest.raises(InputError, match=message) as error:
+        check_files(str(tmp_path), contract)
+    assert "\n" not in str(error.value)
 
 
 def test_count_buckets():
