@@ -11,8 +11,10 @@ dataset's domain (its genres, its categories) is written in code: vocabularies c
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import io
 import json
 import math
 import posixpath
@@ -159,10 +161,8 @@ def file_format(path: str) -> str:
 def header(path: str) -> List[str]:
     """The column names of a CSV or Parquet file."""
     if file_format(path) == PARQUET:
-        import pyarrow.parquet as pq
-
-        with tf.io.gfile.GFile(path, "rb") as f:
-            return list(pq.ParquetFile(f).schema_arrow.names)
+        with _parquet(path) as parquet:
+            return list(parquet.schema_arrow.names)
     try:
         with tf.io.gfile.GFile(path, "r") as f:
             row = next(csv.reader(_lines(f)), None)
@@ -171,6 +171,47 @@ def header(path: str) -> List[str]:
     if not row:
         raise ContractError(f"{path}: empty file (a header row is needed)")
     return [c.strip() for c in row]
+
+
+class _GFileStream(io.RawIOBase):
+    """A tf.io.gfile.GFile (local, gs://, s3://) as the binary stream pyarrow reads: a bare GFile has no
+    `closed` attribute, and pyarrow then takes it for a closed file."""
+
+    def __init__(self, gfile):
+        super().__init__()
+        self._gfile = gfile
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._gfile.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._gfile.seek(offset, whence)
+        return self._gfile.tell()
+
+    def tell(self) -> int:
+        return self._gfile.tell()
+
+
+@contextlib.contextmanager
+def _parquet(path: str):
+    """pyarrow's ParquetFile of `path`; a file that is not Parquet is a one-line ContractError."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with tf.io.gfile.GFile(path, "rb") as f:
+        try:
+            parquet = pq.ParquetFile(_GFileStream(f))
+        except pa.ArrowException as e:
+            raise ContractError(f"{path}: not a Parquet file ({str(e).splitlines()[0] if str(e) else e})") from None
+        yield parquet
 
 
 def _lines(f) -> Iterator[str]:
@@ -184,11 +225,9 @@ def _lines(f) -> Iterator[str]:
 def read_rows(path: str, limit: int = 0) -> Iterator[Dict[str, object]]:
     """Rows as {column: value}; CSV values are strings ('' = missing), Parquet values as stored (None)."""
     if file_format(path) == PARQUET:
-        import pyarrow.parquet as pq
-
-        with tf.io.gfile.GFile(path, "rb") as f:
+        with _parquet(path) as parquet:
             done = 0
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=8192):
+            for batch in parquet.iter_batches(batch_size=8192):
                 for row in batch.to_pylist():
                     yield row
                     done += 1
