@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components import catalog as catalog_lib
 from components import features as F
 from components import models
+from components.contract import MULTI, NUMERIC
 from components.models.base import ModelDims
 from components.training_config import TrainingConfig
 from components.models.base import RowL2Embedding, embedding
@@ -16,25 +18,32 @@ from data import synthetic
 RATING_MODELS = sorted(getattr(models, "RATING_MODELS", models.MODELS))
 
 
+def item_content(genre_lists, years) -> np.ndarray:
+    """[N, genres + 1 + 2] the items' content vectors as the pipeline encodes them (catalog.encode_content): the
+    L2-normalised genre multi-hot (the last column is the OOV bucket), the z-scored year and its missing flag."""
+    vocabulary = sorted({g for genres in genre_lists for g in genres})
+    index = tf.ragged.constant([[vocabulary.index(g) for g in genres] for genres in genre_lists], dtype=tf.int64,
+                               row_splits_dtype=tf.int64)
+    years = np.asarray(years, np.float32)
+    z = np.stack([(years - years.mean()) / years.std(), np.zeros_like(years)], axis=1)
+    layout = (("genres_xf", MULTI, len(vocabulary) + F.OOV_BUCKETS), ("year_xf", NUMERIC, 2))
+    return catalog_lib.encode_content({"genres_xf": index, "year_xf": z}, layout, len(genre_lists)).numpy()
+
+
 def _load(root):
     """Model inputs straight from the CSVs (ids indexed in sorted order; no Transform needed here)."""
     with open(f"{root}/{F.ITEMS_FILE}", newline="") as f:
         item_rows = list(csv.DictReader(f))
     with open(f"{root}/{F.INTERACTIONS_FILE}", newline="") as f:
         rows = list(csv.DictReader(f))
-    genres = sorted({g for r in item_rows for g in r[F.GENRES].split(F.GENRE_SEPARATOR) if g})
     items = {r[F.ITEM_ID]: i for i, r in enumerate(item_rows)}
-    item_genres = np.zeros((len(items), len(genres) + 1), np.float32)
-    for i, r in enumerate(item_rows):
-        for g in r[F.GENRES].split(F.GENRE_SEPARATOR):
-            item_genres[i, genres.index(g)] = 1.0
-    years = np.array([float(r[F.YEAR]) for r in item_rows], np.float32)
-    item_years = (years - years.mean()) / years.std()
+    content = item_content([[g for g in r[synthetic.GENRES_COLUMN].split(synthetic.GENRE_SEPARATOR) if g]
+                            for r in item_rows], [float(r[synthetic.YEAR]) for r in item_rows])
     users = {u: i for i, u in enumerate(sorted({r[F.USER_ID] for r in rows}))}
     u = np.array([users[r[F.USER_ID]] for r in rows])
     i = np.array([items[r[F.ITEM_ID]] for r in rows])
     y = np.array([float(r[F.RATING]) for r in rows], dtype=np.float32)
-    return u, i, y, len(users), item_genres, item_years
+    return u, i, y, len(users), content
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +53,8 @@ def ratings(tmp_path_factory):
     return _load(root)
 
 
-def _inputs(u, i, item_genres, item_years):
-    return {F.USER_INDEX: u, F.ITEM_INDEX: i, F.GENRES_MULTI_HOT: item_genres[i], F.YEAR_XF: item_years[i]}
+def _inputs(u, i, content):
+    return {F.USER_INDEX: u, F.ITEM_INDEX: i, F.ITEM_CONTENT: content[i]}
 
 
 @pytest.fixture(scope="module")
@@ -62,22 +71,22 @@ def bias_baseline_rmse(ratings):
 
 @pytest.mark.parametrize("name", RATING_MODELS)
 def test_model_beats_global_mean_and_bias_baselines_on_held_out_ratings(ratings, bias_baseline_rmse, name):
-    u, i, y, n_users, item_genres, item_years = ratings
+    u, i, y, n_users, content = ratings
     train = np.arange(len(y)) % 5 != 0
     config = TrainingConfig(embedding_dim=16, epochs=12, batch_size=512, learning_rate=0.01)
     tf.keras.utils.set_random_seed(config.seed)  # fit's shuffling too: the same figures in any test order
     mean = float(y[train].mean())
-    dims = ModelDims(n_users + 1, len(item_genres) + 1, item_genres.shape[1], mean)
+    dims = ModelDims(n_users + 1, len(content) + 1, content.shape[1], mean)
     model = models.get(name).build(dims, config)
     model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate), loss="mse")
-    model.fit(_inputs(u[train], i[train], item_genres, item_years), y[train], epochs=config.epochs,
+    model.fit(_inputs(u[train], i[train], content), y[train], epochs=config.epochs,
               batch_size=config.batch_size, verbose=0)
-    predictions = model.predict(_inputs(u[~train], i[~train], item_genres, item_years), batch_size=4096, verbose=0)
+    predictions = model.predict(_inputs(u[~train], i[~train], content), batch_size=4096, verbose=0)
     rmse = float(np.sqrt(np.mean((predictions - y[~train]) ** 2)))
     baseline = float(np.sqrt(np.mean((mean - y[~train]) ** 2)))
     print(f"{name}: rmse {rmse:.4f}, global mean {baseline:.4f}, biases {bias_baseline_rmse:.4f}")
     assert rmse < 0.9 * baseline, (name, rmse, baseline)
-    # content sees an item only through its genres and year, never its id: it cannot learn the item biases
+    # content sees an item only through its content vector (genres and year), never its id: it cannot learn the item biases
     # the sample plants, so it only has to beat the bias baseline. An MLP over concatenated embeddings learns
     # the planted dot-product taste less well than mf's product (Rendle et al. 2020): ~8 % (mf, hybrid ~11 %).
     margin = {"content": 0.97, "mlp": 0.95}.get(name, 0.93)
@@ -87,34 +96,44 @@ def test_model_beats_global_mean_and_bias_baselines_on_held_out_ratings(ratings,
 @pytest.mark.parametrize("name", RATING_MODELS)
 def test_score_all_items_matches_pairwise_predictions(name):
     rng = np.random.default_rng(0)
-    genres = rng.integers(0, 2, size=(6, 4)).astype(np.float32)
-    years = rng.normal(size=6).astype(np.float32)
-    model = models.get(name).build(ModelDims(5, 7, 4, 3.5), TrainingConfig(embedding_dim=4, hidden_units=(8,)))
+    content = rng.integers(0, 2, size=(6, 5)).astype(np.float32)
+    user_content = rng.normal(size=(5, 3)).astype(np.float32)  # per user index; read by the models that use it
+    model = models.get(name).build(ModelDims(5, 7, 5, 3.5, user_content_dim=3),
+                                   TrainingConfig(embedding_dim=4, hidden_units=(8,)))
+    uses_user_content = getattr(model, "USES_USER_CONTENT", False)
     users = tf.constant([0, 3], dtype=tf.int64)
-    items = {F.ITEM_INDEX: tf.range(6, dtype=tf.int64), F.GENRES_MULTI_HOT: genres, F.YEAR_XF: years}
-    all_scores = model.score_all_items(users, items).numpy()
+    items = {F.ITEM_INDEX: tf.range(6, dtype=tf.int64), F.ITEM_CONTENT: content}
+    extra = {"user_content": tf.gather(user_content, users)} if uses_user_content else {}
+    all_scores = model.score_all_items(users, items, **extra).numpy()
     assert all_scores.shape == (2, 6)
     if hasattr(model, "item_vectors"):  # the export's precomputed item tower gives the same scores
-        cached = model.score_all_items(users, items, item_vectors=model.item_vectors(items)).numpy()
+        cached = model.score_all_items(users, items, item_vectors=model.item_vectors(items), **extra).numpy()
         np.testing.assert_allclose(cached, all_scores, rtol=1e-6)
     for row, user in enumerate([0, 3]):
-        pairwise = model(_inputs(np.full(6, user), np.arange(6), genres, years)).numpy()
+        inputs = _inputs(np.full(6, user), np.arange(6), content)
+        if uses_user_content:
+            inputs[F.USER_CONTENT] = user_content[np.full(6, user)]
+        pairwise = model(inputs).numpy()
         np.testing.assert_allclose(all_scores[row], pairwise, rtol=1e-5, atol=1e-6)
+    if uses_user_content:  # the user's attributes move the scores (a user without history is not a blank)
+        other = model.score_all_items(users, items, user_content=tf.gather(user_content, [4, 1])).numpy()
+        assert np.abs(other - all_scores).max() > 1e-4
 
 
 def test_content_model_scores_an_unseen_item_by_its_attributes(ratings):
     """Item cold start: two never-seen items differ only in genres, and get different ratings."""
-    u, i, y, n_users, item_genres, item_years = ratings
+    u, i, y, n_users, content = ratings
     config = TrainingConfig(embedding_dim=16, epochs=4, batch_size=512, learning_rate=0.01)
-    dims = ModelDims(n_users + 1, len(item_genres) + 1, item_genres.shape[1], float(y.mean()))
+    dims = ModelDims(n_users + 1, len(content) + 1, content.shape[1], float(y.mean()))
     model = models.get("content").build(dims, config)
     model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate), loss="mse")
-    model.fit(_inputs(u, i, item_genres, item_years), y, epochs=config.epochs, batch_size=512, verbose=0)
-    oov = len(item_genres)  # the OOV bucket: an item the model never trained on
-    best, worst = np.argmax(item_genres.sum(0)[:-1]), np.argmin(item_genres.sum(0)[:-1])
-    one_hot = np.eye(item_genres.shape[1], dtype=np.float32)
+    model.fit(_inputs(u, i, content), y, epochs=config.epochs, batch_size=512, verbose=0)
+    oov = len(content)  # the OOV bucket: an item the model never trained on
+    genres = (content[:, :-2] > 0).astype(np.float32)[:, :-1]  # without the year (z, missing) and the OOV column
+    best, worst = np.argmax(genres.sum(0)), np.argmin(genres.sum(0))
+    one_hot = np.eye(content.shape[1], dtype=np.float32)  # one genre; year at the mean (z 0), not missing
     out = model({F.USER_INDEX: np.array([0, 0]), F.ITEM_INDEX: np.array([oov, oov]),
-                 F.GENRES_MULTI_HOT: one_hot[[best, worst]], F.YEAR_XF: np.zeros(2, np.float32)}).numpy()
+                 F.ITEM_CONTENT: one_hot[[best, worst]]}).numpy()
     assert np.all(np.isfinite(out)) and abs(out[0] - out[1]) > 1e-3
 
 
@@ -161,12 +180,11 @@ def test_embedding_penalty_does_not_grow_with_the_table():
 @pytest.mark.parametrize("name", RATING_MODELS)
 def test_models_penalise_the_looked_up_rows_while_training_only(name):
     rng = np.random.default_rng(1)
-    genres = rng.integers(0, 2, size=(9, 4)).astype(np.float32)
-    years = rng.normal(size=9).astype(np.float32)
+    content = rng.integers(0, 2, size=(9, 4)).astype(np.float32)
     model = models.get(name).build(ModelDims(8, 10, 4, 3.5), TrainingConfig(embedding_dim=4, hidden_units=(8,), rating_l2=0.1))
     tables = [layer for layer in model.submodules if isinstance(layer, RowL2Embedding)]
     assert tables and all(t.embeddings_regularizer is None for t in tables)
-    batch = _inputs(np.array([1, 2, 2]), np.array([4, 4, 6]), genres, years)
+    batch = _inputs(np.array([1, 2, 2]), np.array([4, 4, 6]), content)
     for training in (True, False):
         with tf.GradientTape() as tape:
             model(batch, training=training)
@@ -190,16 +208,16 @@ def test_mf_defaults_do_not_overfit_noisy_ratings(tmp_path):
     L2 1e-5 and learning rate 0.005 this sample's validation RMSE was best at epoch 5 (0.963), 1.024 at epoch 10."""
     synthetic.generate(str(tmp_path), synthetic.SampleSpec(num_users=400, num_items=400, num_ratings=40_000,
                                                            noise_sd=0.9, seed=8))
-    u, i, y, n_users, item_genres, item_years = _load(tmp_path)
+    u, i, y, n_users, content = _load(tmp_path)
     validation = np.arange(len(y)) % 5 == 0
     defaults = TrainingConfig(model="mf")
     tf.keras.utils.set_random_seed(defaults.seed)
     mean = float(y[~validation].mean())
-    model = models.get("mf").build(ModelDims(n_users + 1, len(item_genres) + 1, item_genres.shape[1], mean), defaults)
+    model = models.get("mf").build(ModelDims(n_users + 1, len(content) + 1, content.shape[1], mean), defaults)
     model.compile(optimizer=tf.keras.optimizers.Adam(defaults.learning_rate), loss="mse",
                   metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")])
-    history = model.fit(_inputs(u[~validation], i[~validation], item_genres, item_years), y[~validation],
-                        validation_data=(_inputs(u[validation], i[validation], item_genres, item_years), y[validation]),
+    history = model.fit(_inputs(u[~validation], i[~validation], content), y[~validation],
+                        validation_data=(_inputs(u[validation], i[validation], content), y[validation]),
                         epochs=defaults.epochs, batch_size=defaults.batch_size, verbose=0).history["val_rmse"]
     from pipeline.quality import rating_references
 
