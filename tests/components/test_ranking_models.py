@@ -14,6 +14,8 @@ from components import models
 from components.models import ease, topk, two_tower
 from components.models.base import ModelDims
 from components.training_config import TrainingConfig
+from data import synthetic
+from tests.components.test_models import item_content
 
 
 @pytest.fixture(scope="module")
@@ -25,25 +27,20 @@ def split(tiny_data):
         item_rows = {r[F.ITEM_ID]: r for r in csv.DictReader(f)}
     users = sorted({u for u, _ in rows})
     items = sorted({i for _, i in rows})
-    genres = sorted({g for r in item_rows.values() for g in r[F.GENRES].split(F.GENRE_SEPARATOR) if g})
-    u_index, i_index, g_index = ({v: n for n, v in enumerate(x)} for x in (users, items, genres))
+    u_index, i_index = ({v: n for n, v in enumerate(x)} for x in (users, items))
     pairs = np.array([(u_index[u], i_index[i]) for u, i in rows], dtype=np.int64)
     draw = np.random.default_rng(0).random(len(pairs))
     train, validation, test = pairs[draw < 0.7], pairs[(draw >= 0.7) & (draw < 0.8)], pairs[draw >= 0.8]
-    multi_hot = np.zeros((len(items), len(genres) + 1), np.float32)
-    for item, n in i_index.items():
-        for g in item_rows[item][F.GENRES].split(F.GENRE_SEPARATOR):
-            if g:
-                multi_hot[n, g_index[g]] = 1.0
-    years = np.array([float(item_rows[i][F.YEAR]) for i in items], np.float32)
-    years = (years - years.mean()) / years.std()
+    # The items' content vectors (genre multi-hot, year) as the pipeline encodes them, in vocabulary order.
+    content = item_content([[g for g in item_rows[i][synthetic.GENRES_COLUMN].split(synthetic.GENRE_SEPARATOR) if g]
+                            for i in items], [float(item_rows[i][synthetic.YEAR]) for i in items])
     row_splits, rated = catalog_lib.ragged_rows(train, len(users) + 1)
     items_catalog = catalog_lib.Catalog([i.encode() for i in items], np.array([b""] * len(items), dtype=object),
-                                        multi_hot, years, row_splits, rated)
-    dims = ModelDims(len(users) + 1, len(items) + 1, len(genres) + 1, 3.5)
+                                        content, row_splits, rated)
+    dims = ModelDims(len(users) + 1, len(items) + 1, content.shape[1], 3.5)
     dataset = tf.data.Dataset.from_tensor_slices((
-        {F.USER_INDEX: train[:, 0], F.ITEM_INDEX: train[:, 1], F.GENRES_MULTI_HOT: multi_hot[train[:, 1]],
-         F.YEAR_XF: years[train[:, 1]]}, np.ones(len(train), np.float32))).shuffle(len(train), seed=1).batch(256)
+        {F.USER_INDEX: train[:, 0], F.ITEM_INDEX: train[:, 1], F.ITEM_CONTENT: content[train[:, 1]]},
+        np.ones(len(train), np.float32))).shuffle(len(train), seed=1).batch(256)
     return dict(dims=dims, items=items_catalog, train=train, dataset=dataset,
                 validation=topk.Holdout(validation, row_splits, rated),
                 test=topk.Holdout(test, row_splits, rated))
@@ -67,6 +64,71 @@ def test_two_tower_beats_most_popular(split):
     print(f"two_tower Recall@10 {recall:.4f}, most popular {popular:.4f}")
     assert popular > 0.05
     assert recall > 1.4 * popular, (recall, popular)
+
+
+def _planted_segments(seed=0, segments=4, per_segment=25, train_users=240, cold_users=80, picks=12, held=6):
+    """Users of `segments` segments each pick items of their own segment (Zipf popularity within it, 10 % of
+    picks anywhere). Returns the training pairs, each training user's segment, and cold users (never in
+    training) with their segment and held-out items."""
+    rng = np.random.default_rng(seed)
+    num_items = segments * per_segment
+    weight = 1.0 / np.arange(1, per_segment + 1) ** 0.7
+
+    def pick(segment, count):
+        own = segment * per_segment + rng.choice(per_segment, size=count, replace=False, p=weight / weight.sum())
+        stray = rng.random(count) < 0.1
+        return np.unique(np.where(stray, rng.integers(0, num_items, count), own))
+
+    train_segment = np.arange(train_users) % segments
+    pairs = np.array([(u, i) for u in range(train_users) for i in pick(train_segment[u], picks)], np.int64)
+    cold_segment = np.arange(cold_users) % segments
+    cold_items = [pick(s, held) for s in cold_segment]
+    return num_items, pairs, train_segment, cold_segment, cold_items
+
+
+def test_two_tower_ranks_for_a_user_without_history_by_the_users_attributes():
+    """User cold start: users the model never saw (the OOV user index) but whose attributes say which segment
+    they belong to get their segment's items: Recall@10 well above most-popular, and above the same model
+    given no attributes."""
+    segments = 4
+    num_items, train, train_segment, cold_segment, cold_items = _planted_segments(segments=segments)
+    num_users = len(train_segment) + F.OOV_BUCKETS
+    oov_user = num_users - 1
+    one_hot = np.eye(segments, dtype=np.float32)
+    user_content = np.concatenate([one_hot[train_segment], np.zeros((1, segments), np.float32)])  # OOV row: zeros
+    content = np.zeros((num_items, 1), np.float32)  # items without attributes: only ids and the user side here
+    row_splits, rated = catalog_lib.ragged_rows(train, num_users)
+    items = catalog_lib.Catalog([f"i{n}".encode() for n in range(num_items)], np.array([b""] * num_items, object),
+                                content, row_splits, rated, user_content=user_content)
+    dims = ModelDims(num_users, num_items + F.OOV_BUCKETS, 1, 1.0, user_content_dim=segments)
+    dataset = tf.data.Dataset.from_tensor_slices((
+        {F.USER_INDEX: train[:, 0], F.ITEM_INDEX: train[:, 1], F.ITEM_CONTENT: content[train[:, 1]],
+         F.USER_CONTENT: user_content[train[:, 0]]}, np.ones(len(train), np.float32))).shuffle(
+        len(train), seed=1).batch(128)
+    config = TrainingConfig(model="two_tower", embedding_dim=16, batch_size=128, epochs=10, seed=3)
+    tf.keras.utils.set_random_seed(config.seed)
+    model = two_tower.train(dims, config, items, dataset, topk.Holdout(np.zeros((0, 2)), row_splits, rated))
+    # Cold users are numbered after the training users in the holdout; the model sees each as the OOV user.
+    offset = num_users
+    cold_pairs = np.array([(offset + n, i) for n, held in enumerate(cold_items) for i in held], np.int64)
+    holdout = topk.Holdout(cold_pairs, row_splits, rated)
+    candidates = two_tower.candidates(items)
+
+    def scores(attributes):
+        def score(users):
+            rows = tf.constant(users - offset, tf.int64)
+            return model.score_all_items(tf.fill([len(users)], tf.constant(oov_user, tf.int64)), candidates,
+                                         user_content=tf.gather(attributes, rows)).numpy()
+        return score
+
+    recall = holdout.recall(scores(one_hot[cold_segment]))
+    blind = holdout.recall(scores(np.zeros((len(cold_segment), segments), np.float32)))
+    counts = np.bincount(train[:, 1], minlength=num_items).astype(np.float32)
+    popular = holdout.recall(lambda users: np.tile(counts, (len(users), 1)))
+    print(f"two_tower cold users Recall@10 {recall:.4f} with attributes, {blind:.4f} without; most popular "
+          f"{popular:.4f}")
+    assert popular > 0.05
+    assert recall > 1.5 * popular and recall > 1.5 * blind, (recall, blind, popular)
 
 
 def test_ease_beats_most_popular_and_picks_lambda_on_validation(split, capsys):
