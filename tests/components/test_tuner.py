@@ -9,6 +9,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tfx import v1 as tfx
 
+from components import contract as contract_lib
 from components import features as F
 from components.training_config import TrainingConfig
 from components.tuner import search_space
@@ -16,9 +17,14 @@ from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 
 
+# Explicit ratings with a timestamp, no attribute files: what create_pipeline needs to know about the data.
+RATINGS = contract_lib.DataContract(columns=contract_lib.Columns(rating=F.RATING, timestamp=F.TIMESTAMP),
+                                    rating_range=(0.5, 5.0))
+
+
 def _config(tmp_path, **changes) -> PipelineConfig:
-    return dataclasses.replace(PipelineConfig(data_root=str(tmp_path / "data"), output_dir=str(tmp_path / "out")),
-                               **changes)
+    config = PipelineConfig(data_root=str(tmp_path / "data"), output_dir=str(tmp_path / "out"), contract=RATINGS)
+    return dataclasses.replace(config, **changes)
 
 
 def test_with_hyperparameters_overrides_the_tuned_fields_only():
@@ -56,6 +62,10 @@ def test_tune_puts_a_tuner_between_transform_and_trainer(tmp_path):
     assert list(train_args.splits) == [F.TRAIN_SPLIT]
     order = [c.id for c in pipeline.components]
     assert order.index(transform.id) < order.index(tuner.id) < order.index(trainer.id)
+    # tuner_fn reads the data contract (the content layout) from its custom_config, as run_fn does.
+    for component in (tuner, trainer):
+        custom = json.loads(component.exec_properties["custom_config"])
+        assert contract_lib.from_custom_config(custom) == RATINGS
 
 
 def test_tune_refuses_a_ranking_model_in_one_line(tmp_path):
@@ -70,7 +80,9 @@ def test_tuner_runs_its_trials_on_tiny_transformed_data_and_writes_the_best_valu
     from tfx.proto.orchestration import pipeline_pb2
 
     training = TrainingConfig(model="mf", tuner_trials=2, tuner_epochs=2, batch_size=256)
-    config = _config(tmp_path, data_root=tiny_data, training=training, tune=True)
+    # The contract inferred from the sample's files (not written beside the shared sample: schema inferred here).
+    config = _config(tmp_path, data_root=tiny_data, training=training, tune=True,
+                     contract=contract_lib.infer(tiny_data))
     ir = compiler.Compiler().compile(create_pipeline(config))
     tfx.orchestration.LocalDagRunner().run_with_ir(
         ir, run_options=pipeline_pb2.RunOptions(partial_run=pipeline_pb2.PartialRun(
