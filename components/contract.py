@@ -20,10 +20,7 @@ import math
 import posixpath
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-import tensorflow as tf
-
 from components import features as F
-from components.atomic_io import atomic_write
 
 NUMERIC, CATEGORICAL, MULTI, TEXT, IGNORE = "numeric", "categorical", "multi", "text", "ignore"
 KINDS = (NUMERIC, CATEGORICAL, MULTI, TEXT, IGNORE)
@@ -42,6 +39,14 @@ _ROLE_KEYS = {"user": F.USER_ID, "item": F.ITEM_ID, "rating": F.RATING, "timesta
 _RESERVED = {F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP, F.WEIGHT, F.USER_ACTIVITY, F.ITEM_POPULARITY}
 # Columns shown as an item's title in `recommend` answers, by preference.
 _TITLE_COLUMNS = ("title", "name", "product_name", "item_name")
+
+
+def _gfile():
+    """tf.io.gfile (local paths, gs://, s3://), imported on first use: `recsys` imports this module at start-up,
+    before it quiets TensorFlow's logging, so a module-level import printed TF's start-up noise on stderr."""
+    import tensorflow as tf
+
+    return tf.io.gfile
 
 
 class ContractError(ValueError):
@@ -149,7 +154,7 @@ def find_file(data_root: str, stem: str) -> str:
     """`stem.csv` or `stem.parquet` under data_root (file name only), or '' when neither exists."""
     for fmt in FORMATS:
         name = f"{stem}.{fmt}"
-        if tf.io.gfile.exists(posixpath.join(data_root, name)):
+        if _gfile().exists(posixpath.join(data_root, name)):
             return name
     return ""
 
@@ -164,7 +169,7 @@ def header(path: str) -> List[str]:
         with _parquet(path) as parquet:
             return list(parquet.schema_arrow.names)
     try:
-        with tf.io.gfile.GFile(path, "r") as f:
+        with _gfile().GFile(path, "r") as f:
             row = next(csv.reader(_lines(f)), None)
     except UnicodeDecodeError:
         raise ContractError(f"{path}: not UTF-8 text") from None
@@ -206,7 +211,7 @@ def _parquet(path: str):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with tf.io.gfile.GFile(path, "rb") as f:
+    with _gfile().GFile(path, "rb") as f:
         try:
             parquet = pq.ParquetFile(_GFileStream(f))
         except pa.ArrowException as e:
@@ -234,7 +239,7 @@ def read_rows(path: str, limit: int = 0) -> Iterator[Dict[str, object]]:
                     if limit and done >= limit:
                         return
         return
-    with tf.io.gfile.GFile(path, "r") as f:
+    with _gfile().GFile(path, "r") as f:
         reader = csv.reader(_lines(f))
         names = [c.strip() for c in next(reader, [])]
         for number, row in enumerate(reader, start=2):
@@ -389,13 +394,15 @@ def load_or_infer(data_root: str, mapping: Optional[Mapping[str, str]] = None,
     """(contract, inferred now): the reviewed copy at `path` (default data_root/contract.json) when there is
     one, else the contract inferred from the files, written there for review."""
     path = path or contract_path(data_root)
-    if tf.io.gfile.exists(path):
-        with tf.io.gfile.GFile(path, "r") as f:
+    if _gfile().exists(path):
+        with _gfile().GFile(path, "r") as f:
             try:
                 return DataContract.from_json(f.read()), False
             except (ValueError, TypeError) as e:
                 raise ContractError(f"{path}: {e}") from None
     contract = infer(data_root, mapping)
+    from components.atomic_io import atomic_write
+
     atomic_write(path, contract.to_json().encode("utf-8"))
     return contract, True
 
