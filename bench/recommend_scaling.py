@@ -59,10 +59,18 @@ def user_key(i: int) -> str:
     return f"u{i:07d}"
 
 
-def synthetic_catalog(num_items: int, num_users: int, num_genres: int, rated_per_user: int,
+def content_width(num_genres: int = len(synthetic.GENRES)) -> int:
+    """The movie sample's item content vector: genre multi-hot (+ OOV) and the year as (z score, missing flag)."""
+    return num_genres + F.OOV_BUCKETS + 2
+
+
+def synthetic_catalog(num_items: int, num_users: int, content_dim: int, rated_per_user: int,
                       rng: np.random.Generator) -> catalog_lib.Catalog:
-    """A catalogue of N items and each user's rated items, shaped as catalog.build returns it."""
-    genres = (rng.random((num_items, num_genres), dtype=np.float32) < 0.12).astype(np.float32)
+    """A catalogue of N items and each user's rated items, shaped as catalog.build returns it; each item's
+    content is a sparse multi-hot and a z-scored number (what catalog.encode_content makes of genres and a year)."""
+    hot = (rng.random((num_items, content_dim - 2), dtype=np.float32) < 0.12).astype(np.float32)
+    hot /= np.maximum(np.linalg.norm(hot, axis=1, keepdims=True), 1e-6)  # L2-normalised, as encode_content does
+    number = np.stack([rng.normal(0.0, 1.0, num_items), np.zeros(num_items)], axis=1).astype(np.float32)
     rated = [np.unique(rng.integers(0, num_items, size=min(rated_per_user, num_items))) for _ in range(num_users)]
     rated.append(np.zeros(0, np.int64))  # the OOV user's row: rated nothing
     splits = np.zeros(len(rated) + 1, np.int64)
@@ -70,8 +78,7 @@ def synthetic_catalog(num_items: int, num_users: int, num_genres: int, rated_per
     return catalog_lib.Catalog(
         item_ids=[f"i{j:07d}".encode() for j in range(num_items)],
         titles=np.array([f"Title {j}".encode() for j in range(num_items)], dtype=object),
-        genres=genres,
-        years=rng.normal(0.0, 1.0, num_items).astype(np.float32),
+        item_content=np.concatenate([hot, number], axis=1),
         rated_row_splits=splits,
         rated_items=np.concatenate(rated).astype(np.int64),
     )
@@ -79,17 +86,17 @@ def synthetic_catalog(num_items: int, num_users: int, num_genres: int, rated_per
 
 def build_recommender(name: str, num_items: int, num_users: int, rated_per_user: int, seed: int = 7):
     """(model with catalogue and user table attached, recommend tf.function, breakdown functions)."""
-    num_genres = len(synthetic.GENRES) + F.OOV_BUCKETS
+    content_dim = content_width()
     rng = np.random.default_rng(seed)
-    dims = ModelDims(num_users + F.OOV_BUCKETS, num_items + F.OOV_BUCKETS, num_genres, 3.5)
+    dims = ModelDims(num_users + F.OOV_BUCKETS, num_items + F.OOV_BUCKETS, content_dim, 3.5)
     config = TrainingConfig(model=name, seed=seed)
     if models.is_ranking(name):  # two_tower (EASE cannot hold a 100K-item catalogue): its model class, uniform sampling
         model = models.get(name).TwoTower(dims, config, np.full(dims.num_items, 1.0 / dims.num_items))
     else:
         model = models.get(name).build(dims, config)
     model({F.USER_INDEX: tf.constant([0], tf.int64), F.ITEM_INDEX: tf.constant([0], tf.int64),
-           F.GENRES_MULTI_HOT: tf.zeros([1, num_genres]), F.YEAR_XF: tf.zeros([1])})  # builds every layer
-    items = synthetic_catalog(num_items, num_users, num_genres, rated_per_user, rng)
+           F.ITEM_CONTENT: tf.zeros([1, content_dim]), F.USER_CONTENT: tf.zeros([1, dims.user_content_dim])})
+    items = synthetic_catalog(num_items, num_users, content_dim, rated_per_user, rng)  # (above: builds every layer)
     signatures._attach_catalog(model, items)
     model.user_table = tf.lookup.StaticHashTable(  # stands in for the Transform graph's user vocabulary
         tf.lookup.KeyValueTensorInitializer(tf.constant([user_key(i) for i in range(num_users)]),
@@ -97,20 +104,18 @@ def build_recommender(name: str, num_items: int, num_users: int, rated_per_user:
         default_value=num_users)  # the OOV bucket, as Transform's vocabulary
 
     def candidates():
-        make = getattr(signatures, "_catalog_candidates", None)
-        if make is not None:
-            return make(model)
-        return {F.ITEM_INDEX: tf.range(tf.shape(model.catalog_item_ids)[0], dtype=tf.int64),
-                F.GENRES_MULTI_HOT: model.catalog_genres, F.YEAR_XF: model.catalog_years}
+        return signatures._catalog_candidates(model)
 
     precompute = getattr(model, "item_vectors", None)  # as signatures.build: item towers run once, at export
     if precompute is not None:
         model.catalog_item_vectors = tf.Variable(precompute(candidates()), trainable=False,
                                                  name="catalog_item_vectors")
 
-    def scores_of(users):
-        cached = {"item_vectors": model.catalog_item_vectors} if precompute is not None else {}
-        return model.score_all_items(users, candidates(), **cached)
+    def scores_of(users):  # as signatures.build's recommend: cached item tower, the users' attributes
+        extra = {"item_vectors": model.catalog_item_vectors} if precompute is not None else {}
+        if getattr(model, "USES_USER_CONTENT", False):
+            extra["user_content"] = signatures._user_content(model, users)
+        return model.score_all_items(users, candidates(), **extra)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
                                   tf.TensorSpec([], tf.int32, name=F.K_INPUT),

@@ -2,10 +2,12 @@
 
 Usage: .venv/bin/python bench/training_throughput.py --pipeline-output output/bench/out_100000
        [--models mf mlp] [--batch-size 1024] [--epochs 10] [--stream-epochs 1] [--repeats 3]
+       [--contract DATA_ROOT/contract.json]
        [--out bench/results/training_throughput.json] [--profile-dir output/bench/tf_profile]
 
 Reads the newest Transform output of a finished pipeline run (ML Metadata in <output>/metadata.sqlite,
-or the pipeline root's directories), builds the DataAccessor the way TFX's Trainer does
+or the pipeline root's directories) and the data contract that Transform ran with (its custom_config in
+ML Metadata, or --contract), builds the DataAccessor the way TFX's Trainer does
 (tfx/components/trainer/fn_args_utils.py), and for each model measures examples/second of
 `model.fit` over
   - input_fn:          components.trainer.input_fn, as run_fn calls it (dataset construction included);
@@ -24,6 +26,7 @@ The profile (each dataset alone, without the model) says where the input time go
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -46,6 +49,7 @@ from tfx_bsl.public import tfxio  # noqa: E402
 
 from bench import common  # noqa: E402
 from components import catalog, models, trainer  # noqa: E402
+from components import contract as contract_lib  # noqa: E402
 from components import features as F  # noqa: E402
 from components.models.base import ModelDims  # noqa: E402
 from components.training_config import TrainingConfig  # noqa: E402
@@ -66,8 +70,9 @@ CHANGES = [  # what components/trainer.input_fn does differently from original_i
 ]
 
 
-def original_input_fn(file_pattern, data_accessor, tft_output, num_genres, batch_size, shuffle, seed):
-    """components.trainer.input_fn before the tuning (git 762afe8), kept to measure the change against."""
+def original_input_fn(file_pattern, data_accessor, tft_output, layout, batch_size, shuffle, seed):
+    """components.trainer.input_fn before the tuning (git 762afe8), kept to measure the change against (model
+    inputs built by today's catalog.model_inputs, so both paths yield the same structure)."""
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(
@@ -76,7 +81,7 @@ def original_input_fn(file_pattern, data_accessor, tft_output, num_genres, batch
         tft_output.transformed_metadata.schema,
     )
     return dataset.map(
-        lambda features, label: (catalog.model_inputs(features, num_genres), tf.reshape(label, [-1])),
+        lambda features, label: (catalog.model_inputs(features, layout), tf.reshape(label, [-1])),
         num_parallel_calls=tf.data.AUTOTUNE,
     ).prefetch(tf.data.AUTOTUNE)
 
@@ -89,6 +94,32 @@ def data_accessor(examples) -> tfx.components.DataAccessor:
         record_batch_factory=tfxio_utils.get_record_batch_factory_from_artifact([examples], descriptors),
         data_view_decode_fn=tfxio_utils.get_data_view_decode_fn_from_artifact([examples], descriptors),
     )
+
+
+def pipeline_contract(output_dir: str, path: str = "") -> contract_lib.DataContract:
+    """The data contract the run's Transform used: `path` when given, else the custom_config of the newest
+    completed Transform execution in ML Metadata (what the Trainer read too)."""
+    if path:
+        with tf.io.gfile.GFile(path, "r") as f:
+            return contract_lib.DataContract.from_json(f.read())
+    store_path = os.path.join(output_dir, "metadata.sqlite")
+    if os.path.exists(store_path):
+        from ml_metadata import metadata_store
+        from ml_metadata.proto import metadata_store_pb2
+
+        config = metadata_store_pb2.ConnectionConfig()
+        config.sqlite.filename_uri = store_path
+        config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+        store = metadata_store.MetadataStore(config)
+        executions = [e for t in store.get_execution_types() if t.name.endswith(".Transform")
+                      for e in store.get_executions_by_type(t.name)
+                      if e.last_known_state == metadata_store_pb2.Execution.COMPLETE]
+        for execution in sorted(executions, key=lambda e: e.id, reverse=True):
+            raw = execution.custom_properties.get("custom_config")
+            if raw is not None and raw.string_value:
+                return contract_lib.from_custom_config(json.loads(raw.string_value))
+    raise FileNotFoundError(f"{output_dir}: no Transform execution with a data contract in ML Metadata; "
+                            f"pass --contract DATA_ROOT/contract.json")
 
 
 def _count(dataset: tf.data.Dataset, epochs: int) -> int:
@@ -137,6 +168,8 @@ def main(argv=None) -> int:
                         help="epochs per timed fit of input_fn and in_memory (the Trainer's default)")
     parser.add_argument("--stream-epochs", type=int, default=1, help="epochs per timed fit of the streaming variants")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per variant (median)")
+    parser.add_argument("--contract", default="",
+                        help="the run's data contract (default: the Transform's, from ML Metadata)")
     parser.add_argument("--profile-dir", default="",
                         help="also record a TF profiler trace of the original input path there (TensorBoard)")
     parser.add_argument("--out", default=os.path.join("bench", "results", "training_throughput.json"))
@@ -145,22 +178,23 @@ def main(argv=None) -> int:
     examples_artifact, graph_uri = common.transform_output(args.pipeline_output)
     accessor = data_accessor(examples_artifact)
     tft_output = tft.TFTransformOutput(graph_uri)
-    num_users, num_items, num_genres = catalog.vocabulary_sizes(tft_output)
+    layout = catalog.content_layout(pipeline_contract(args.pipeline_output, args.contract), tft_output)
+    num_users, num_items = catalog.vocabulary_sizes(tft_output)
     train_files = [io_utils.all_files_pattern(uri) for uri in artifact_utils.get_split_uris([examples_artifact], "train")]
     seed, bs = TrainingConfig.seed, args.batch_size
     print(f"transformed examples {examples_artifact.uri}, transform graph {graph_uri}", flush=True)
 
     def real():
-        return trainer.input_fn(train_files, accessor, tft_output, num_genres, bs, True, seed)
+        return trainer.input_fn(train_files, accessor, tft_output, layout, bs, True, seed)
 
     def streaming():  # the path for splits over TrainingConfig.in_memory_input_max_mb
-        return trainer.input_fn(train_files, accessor, tft_output, num_genres, bs, True, seed, in_memory_max_mb=0)
+        return trainer.input_fn(train_files, accessor, tft_output, layout, bs, True, seed, in_memory_max_mb=0)
 
     def original():
-        return original_input_fn(train_files, accessor, tft_output, num_genres, bs, True, seed)
+        return original_input_fn(train_files, accessor, tft_output, layout, bs, True, seed)
 
     # The ceiling: the same parsed batches, cached in memory by one pass before any timing.
-    ceiling = original_input_fn(train_files, accessor, tft_output, num_genres, bs, False, seed).cache()
+    ceiling = original_input_fn(train_files, accessor, tft_output, layout, bs, False, seed).cache()
     examples = _count(ceiling, 1)
     ceiling = ceiling.prefetch(tf.data.AUTOTUNE)
 
@@ -203,7 +237,7 @@ def main(argv=None) -> int:
     trace = None
     if args.profile_dir:
         try:
-            model = compiled_model(args.models[0], ModelDims(num_users, num_items, num_genres, 3.5), bs)
+            model = compiled_model(args.models[0], ModelDims(num_users, num_items, layout.item_width, 3.5, layout.user_width), bs)
             model.fit(original().take(3), verbose=0)
             tf.profiler.experimental.start(args.profile_dir)
             model.fit(original().take(30), verbose=0)
@@ -213,7 +247,7 @@ def main(argv=None) -> int:
             trace = f"not recorded: {type(e).__name__}: {e}"
 
     # --- training: model.fit on each variant, rounds interleaved ---------------------------------------------
-    dims = ModelDims(num_users, num_items, num_genres, 3.5)
+    dims = ModelDims(num_users, num_items, layout.item_width, 3.5, layout.user_width)
     rates: Dict[str, Dict[str, List[float]]] = {}
     compiled = {}
     for name in args.models:  # one model per name: every variant yields the same element spec, one trace
