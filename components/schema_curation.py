@@ -12,7 +12,7 @@ annotations` here: TFX reads the component signature's real types.)
 import datetime
 import json
 import posixpath
-from typing import List, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 from google.protobuf import text_format
@@ -51,12 +51,15 @@ def curate(
     not_in_serving: Sequence[str],
     drift_features: Sequence[str],
     drift_threshold: float = DEFAULT_DRIFT_THRESHOLD,
+    value_ranges: Optional[Mapping[str, Sequence[float]]] = None,
 ) -> schema_pb2.Schema:
-    """A copy of `schema` with TRAINING/SERVING environments and drift comparators; idempotent.
+    """A copy of `schema` with TRAINING/SERVING environments, drift comparators and value ranges; idempotent.
 
     `not_in_serving`: features absent from serving requests (labels, timestamp, weights, slices).
     `drift_features`: features compared with the previous run's statistics. Names the schema lacks
-    are ignored: not every dataset has every feature. Domains are left as inferred.
+    are ignored: not every dataset has every feature. Domains are left as inferred, except that
+    `value_ranges` ({name: (min, max)}, e.g. the rating scale the data contract measured) become float
+    domains, so a rating outside the data's own scale is an anomaly.
     """
     if not 0.0 < drift_threshold <= 1.0:
         raise ValueError(f"drift_threshold must be in (0, 1], got {drift_threshold!r}")
@@ -74,6 +77,10 @@ def curate(
         feature = features.get(name)
         if feature is not None:
             _set_drift_comparator(feature, drift_threshold)
+    for name, (low, high) in (value_ranges or {}).items():
+        feature = features.get(name)
+        if feature is not None and feature.type == schema_pb2.FLOAT:
+            feature.float_domain.min, feature.float_domain.max = float(low), float(high)
     return curated
 
 
@@ -118,6 +125,7 @@ def CuratedSchemaExport(
     drift_features: tfx.dsl.components.Parameter[str],
     drift_threshold: tfx.dsl.components.Parameter[float] = DEFAULT_DRIFT_THRESHOLD,
     source: tfx.dsl.components.Parameter[str] = "",
+    value_ranges: tfx.dsl.components.Parameter[str] = "{}",
 ) -> None:
     """Curates the inferred schema and writes it to `destination`, unless a curated copy is already there."""
     serving_absent = _names("not_in_serving", not_in_serving)
@@ -126,6 +134,11 @@ def CuratedSchemaExport(
         print(f"curated schema kept (not overwritten): {destination}")
         return
     inferred = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri([schema])))
-    curated = curate(inferred, not_in_serving=serving_absent, drift_features=watched, drift_threshold=drift_threshold)
+    try:
+        ranges = json.loads(value_ranges or "{}")
+    except ValueError:
+        raise ValueError(f"value_ranges must be a JSON object of [min, max] pairs, got {value_ranges!r}") from None
+    curated = curate(inferred, not_in_serving=serving_absent, drift_features=watched, drift_threshold=drift_threshold,
+                     value_ranges=ranges)
     write_schema_text(curated, destination, source=source)
     print(f"curated schema written, review and commit it: {destination}")

@@ -308,7 +308,8 @@ def _with_data(args, config: "C.PipelineConfig") -> "C.PipelineConfig":
     mapping = {role: getattr(args, f"{role}_col") for role in contract_lib.ROLES if getattr(args, f"{role}_col", None)}
     try:
         config, inferred = C.with_data_contract(config, mapping, args.contract or "", args.schema or "")
-        check_files(config.data_root, config.contract)
+        if "://" not in config.data_root:  # remote data is checked by ExampleGen where it runs
+            check_files(config.data_root, config.contract)
     except (contract_lib.ContractError, InputError) as e:
         raise CliError(str(e)) from None
     if inferred:

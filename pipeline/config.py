@@ -136,6 +136,9 @@ def with_data_contract(config: PipelineConfig, mapping: Optional[Mapping[str, st
 
     contract, inferred = load_or_infer(config.data_root, mapping, contract_path)
     schema = schema_path or posixpath.join(config.data_root, SCHEMA_FILE)
-    exists = tf.io.gfile.exists(schema)
+    try:  # a schema named explicitly is the curated one, even where this machine cannot look (gs:// at compile time)
+        exists = bool(schema_path) or tf.io.gfile.exists(schema)
+    except tf.errors.OpError:
+        exists = False
     return dataclasses.replace(config, contract=contract, schema_path=schema if exists else "",
                                schema_export_path="" if exists else schema), inferred

@@ -135,7 +135,8 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
             schema_export = [CuratedSchemaExport(
                 schema=schema_gen.outputs["schema"], destination=config.schema_export_path,
                 not_in_serving=json.dumps(list(contract.not_in_serving)),
-                drift_features=json.dumps(list(contract.drift_features)), source=config.data_root)]
+                drift_features=json.dumps(list(contract.drift_features)), source=config.data_root,
+                value_ranges=json.dumps({F.RATING: list(contract.rating_range)} if contract.rating_range else {}))]
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )

@@ -22,18 +22,29 @@ def test_sample_is_deterministic_and_in_the_canonical_layout(tmp_path, capsys):
         assert _digest(tmp_path / "a" / name) == _digest(tmp_path / "b" / name)
     with open(tmp_path / "a" / F.INTERACTIONS_FILE, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 500 and tuple(rows[0]) == F.INTERACTION_COLUMNS
-    assert all(F.RATING_MIN <= float(r[F.RATING]) <= F.RATING_MAX for r in rows)
+    assert len(rows) == 500 and tuple(rows[0]) == (F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP)
+    assert all(0.5 <= float(r[F.RATING]) <= 5.0 for r in rows)
     assert not list(tmp_path.glob("a/*.tmp"))
+
+
+def test_shop_sample_is_implicit_with_users(tmp_path, capsys):
+    assert cli.main(["sample", "--kind", "shop", "--out", str(tmp_path / "shop"), "--num-interactions", "2000",
+                     "--num-users", "100", "--num-items", "150"]) == 0
+    assert "wrote 2000 interactions of 100 users on 150 items (shop sample)" in capsys.readouterr().out
+    with open(tmp_path / "shop" / F.INTERACTIONS_FILE, newline="") as f:
+        assert next(csv.reader(f)) == [F.USER_ID, F.ITEM_ID, F.TIMESTAMP]
+    assert (tmp_path / "shop" / F.USERS_FILE).exists() and (tmp_path / "shop" / F.ITEMS_FILE).exists()
 
 
 @pytest.mark.parametrize(
     "setup, message",
     [
         (lambda root: None, "is not a directory"),
-        (lambda root: root.mkdir(), "interactions.csv: file not found"),
+        (lambda root: root.mkdir(), "no interactions.csv or interactions.parquet"),
         (lambda root: (root.mkdir(), (root / F.INTERACTIONS_FILE).write_text("a,b\n1,2\n")),
-         "interactions.csv: header must be user_id,item_id,rating,timestamp"),
+         "interactions.csv: no 'user_id' column (columns: a, b); name yours with --user-col"),
+        (lambda root: (root.mkdir(), (root / F.INTERACTIONS_FILE).write_text("user_id,item_id,session\nu,i,s\n")),
+         "interactions.csv: unknown column 'session'"),
     ],
 )
 def test_run_rejects_bad_input_with_one_line(tmp_path, capsys, setup, message):

@@ -6,16 +6,22 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from components import models
+from components import contract as contract_lib
+from components import features as F
 from pipeline import cli
-from pipeline.kubeflow_runner import IMAGE_SCHEMA_PATH
 
 IMAGE = "registry.example/recsys-pipeline:1.0"
 
 
 def test_compiled_spec_parses_names_every_component_and_declares_runtime_parameters(tmp_path, capsys):
     out = tmp_path / "spec" / "pipeline.json"
+    # The reviewed contract and the curated schema the team committed; the data itself is on shared storage.
+    contract = tmp_path / "contract.json"
+    contract.write_text(contract_lib.DataContract(columns=contract_lib.Columns(timestamp=F.TIMESTAMP)).to_json())
+    schema = "gs://bucket/data/schema.pbtxt"
     code = cli.main(["compile", "--image", IMAGE, "--output", str(out), "--data-root", "gs://bucket/data",
-                     "--output-dir", "gs://bucket/run", "--train-steps", "500"])
+                     "--output-dir", "gs://bucket/run", "--train-steps", "500", "--contract", str(contract),
+                     "--schema", schema])
     assert code == 0 and str(out) in capsys.readouterr().out
     job = json.loads(out.read_text())
     spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
@@ -33,5 +39,6 @@ def test_compiled_spec_parses_names_every_component_and_declares_runtime_paramet
     assert json.loads(defaults["train-args"])["numSteps"] == 500
     assert json.loads(defaults["push-destination"])["filesystem"]["baseDirectory"] == "gs://bucket/run/serving/recsys"
     assert json.loads(defaults["training-config"])["training"]["model"] == models.DEFAULT_MODEL
-    assert IMAGE_SCHEMA_PATH in out.read_text()
+    assert schema in out.read_text()
+    assert json.loads(json.loads(defaults["training-config"])["contract"])["columns"]["timestamp"] == F.TIMESTAMP
     assert not list(out.parent.glob(".*.tmp"))

@@ -40,7 +40,7 @@ def test_pushed_model_takes_raw_ids_and_ranks_the_catalogue(pipeline_run):
     model = tf.saved_model.load(os.path.join(pipeline_run.serving_dir, version))
     assert {F.SERVING_DEFAULT, F.PREDICT, F.RECOMMEND} <= set(model.signatures)
     with open(os.path.join(pipeline_run.data_root, F.ITEMS_FILE), newline="") as f:
-        titles = {r[F.ITEM_ID]: r[F.TITLE] for r in csv.DictReader(f)}
+        titles = {r[F.ITEM_ID]: r["title"] for r in csv.DictReader(f)}  # the movie sample's title column
 
     out = model.signatures[F.PREDICT](user_id=tf.constant(["u00001", "never-seen"]),
                                       item_id=tf.constant(["i00001", "i00001"]))
@@ -195,11 +195,19 @@ def _corrupt_genre(line):
     (F.INTERACTIONS_FILE, _corrupt_rating, "feature 'rating': Out-of-range values"),
     (F.ITEMS_FILE, _corrupt_genre, "feature 'genres': Unexpected string values"),
 ])
-def test_bad_data_stops_the_run_at_the_data_gate(tiny_data, tmp_path, capsys, file_name, corrupt, anomaly):
-    from pipeline import cli
+def test_bad_data_stops_the_run_at_the_data_gate(pipeline_run, tmp_path, capsys, file_name, corrupt, anomaly):
+    """The curated schema the first run wrote (with the rating scale the data contract measured) catches bad data."""
+    import shutil
 
+    from components.contract import CONTRACT_FILE
+    from pipeline import cli
+    from pipeline.config import SCHEMA_FILE
+
+    tiny_data = pipeline_run.data_root
     bad = tmp_path / "bad"
     bad.mkdir()
+    for name in (CONTRACT_FILE, SCHEMA_FILE):  # the reviewed contract and schema travel with the data
+        shutil.copy(os.path.join(tiny_data, name), bad / name)
     for name in (F.INTERACTIONS_FILE, F.ITEMS_FILE):
         with open(os.path.join(tiny_data, name)) as src:
             lines = src.read().splitlines()
@@ -219,12 +227,13 @@ def test_bad_data_stops_the_run_at_the_data_gate(tiny_data, tmp_path, capsys, fi
 
 
 def _example(user, item, genres=(), year=None):
+    """A serving tf.Example with the movie sample's attributes (its columns `genres` and `year`)."""
     feature = {F.USER_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[user.encode()])),
                F.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[item.encode()]))}
     if genres:
-        feature[F.GENRES] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[g.encode() for g in genres]))
+        feature["genres"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[g.encode() for g in genres]))
     if year:
-        feature[F.YEAR] = tf.train.Feature(int64_list=tf.train.Int64List(value=[year]))
+        feature["year"] = tf.train.Feature(float_list=tf.train.FloatList(value=[year]))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 

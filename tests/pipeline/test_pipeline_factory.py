@@ -9,15 +9,19 @@ import pytest
 
 from components import features as F
 from components.training_config import TrainingConfig
+from components.contract import CATEGORICAL, Columns, DataContract, Feature
 from pipeline.config import (IN_MEMORY_BEAM_ARGS, KUBEFLOW, MULTI_PROCESSING_MIN_BYTES, MySQLMetadata,
                              PipelineConfig, default_beam_args)
 from pipeline.pipeline import create_pipeline
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+# Explicit feedback with one categorical item attribute (what the factory needs to know of the data).
+CONTRACT = DataContract(columns=Columns(rating=F.RATING, timestamp=F.TIMESTAMP), items_file=F.ITEMS_FILE,
+                        item_features=(Feature("category", CATEGORICAL),))
 
 
 def test_local_pipeline_records_into_sqlite_under_the_output_dir(tmp_path):
-    config = PipelineConfig(data_root=str(tmp_path / "data"), output_dir=str(tmp_path / "out"))
+    config = PipelineConfig(contract=CONTRACT, data_root=str(tmp_path / "data"), output_dir=str(tmp_path / "out"))
     pipeline = create_pipeline(config)
     assert pipeline.metadata_connection_config.sqlite.filename_uri == config.metadata_path
     assert {"RatingsExampleGen", "DataGate", "Transform", "Trainer", "RankingGate", "Pusher"} <= {
@@ -31,7 +35,7 @@ def _components(config):
 
 
 def test_three_splits_train_fits_train_and_early_stops_on_validation(tmp_path):
-    parts = _components(PipelineConfig(output_dir=str(tmp_path), split="user-time"))
+    parts = _components(PipelineConfig(contract=CONTRACT, output_dir=str(tmp_path), split="user-time"))
     from google.protobuf import json_format
     from tfx.proto import example_gen_pb2
 
@@ -51,7 +55,7 @@ def test_three_splits_train_fits_train_and_early_stops_on_validation(tmp_path):
 
 
 def test_ranking_models_are_gated_by_the_ranking_gate_alone(tmp_path):
-    parts = _components(PipelineConfig(output_dir=str(tmp_path), training=TrainingConfig(model="auto")))
+    parts = _components(PipelineConfig(contract=CONTRACT, output_dir=str(tmp_path), training=TrainingConfig(model="auto")))
     assert "Evaluator" not in parts
     gate, pusher = parts["RankingGate"], parts["Pusher"]
     assert pusher.inputs["model_blessing"].producer_component_id == "RankingGate"
@@ -62,7 +66,7 @@ def test_ranking_models_are_gated_by_the_ranking_gate_alone(tmp_path):
 
 
 def test_rating_models_keep_the_rmse_gate_on_the_eval_split_and_the_ranking_gate_combines_it(tmp_path):
-    parts = _components(PipelineConfig(output_dir=str(tmp_path), training=TrainingConfig(model="mf")))
+    parts = _components(PipelineConfig(contract=CONTRACT, output_dir=str(tmp_path), training=TrainingConfig(model="mf")))
     evaluator, gate = parts["Evaluator"], parts["RankingGate"]
     assert json.loads(evaluator.exec_properties["example_splits"]) == [F.EVAL_SPLIT]
     assert gate.inputs["rating_blessing"].producer_component_id == "Evaluator"
@@ -70,20 +74,20 @@ def test_rating_models_keep_the_rmse_gate_on_the_eval_split_and_the_ranking_gate
 
 
 def test_mysql_metadata_is_used_when_configured(tmp_path):
-    config = PipelineConfig(output_dir=str(tmp_path), mysql=MySQLMetadata(host="mlmd.internal", port=3307,
+    config = PipelineConfig(contract=CONTRACT, output_dir=str(tmp_path), mysql=MySQLMetadata(host="mlmd.internal", port=3307,
                                                                           database="recsys", user="tfx"))
     mysql = create_pipeline(config).metadata_connection_config.mysql
     assert (mysql.host, mysql.port, mysql.database, mysql.user) == ("mlmd.internal", 3307, "recsys", "tfx")
 
 
 def test_kubeflow_pipeline_leaves_metadata_to_the_cluster(tmp_path):
-    config = dataclasses.replace(PipelineConfig(output_dir=str(tmp_path)), orchestrator=KUBEFLOW)
+    config = dataclasses.replace(PipelineConfig(contract=CONTRACT, output_dir=str(tmp_path)), orchestrator=KUBEFLOW)
     assert create_pipeline(config).metadata_connection_config is None
 
 
 def test_unknown_orchestrator_is_refused():
     with pytest.raises(ValueError, match="unknown orchestrator 'airflow'"):
-        create_pipeline(PipelineConfig(orchestrator="airflow"))
+        create_pipeline(PipelineConfig(contract=CONTRACT, orchestrator="airflow"))
 
 
 def _local_file_calls(path: pathlib.Path):
