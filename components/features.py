@@ -79,6 +79,9 @@ RECOMMEND = "recommend"  # user_id, k -> top-k item ids, titles, scores
 # and rank only these (an empty allow-list means the whole catalogue).
 RECOMMEND_FILTERED = "recommend_filtered"
 SIMILAR_ITEMS = "similar_items"  # item_id, k -> the k most similar other items ("more like this")
+# serialized tf.Examples of users (user_id + the user's attributes), k -> top-k: a user training never saw is
+# ranked by their attributes (user cold start); a known user as `recommend` ranks them, without their items.
+RECOMMEND_BY_FEATURES = "recommend_by_features"
 TRANSFORM_FEATURES = "transform_features"  # serialized tf.Example -> transformed features
 # serialized tf.Example -> rating under TF Serving's regression contract (method name
 # tf.saved_model.REGRESS_METHOD_NAME, input "inputs", output "outputs"): what Regress and

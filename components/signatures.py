@@ -162,23 +162,42 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
         model.catalog_item_vectors = tf.Variable(precompute(_catalog_candidates(model)), trainable=False,
                                                  name="catalog_item_vectors")
 
-    def user_scores(user_id):
-        """[B, N] scores of the requested users (at most MAX_RECOMMEND_USERS, so real TF Serving is bounded too)."""
-        user_id = limits.guard_rows(user_id, limits.MAX_RECOMMEND_USERS, F.USER_ID)
-        users = tf.reshape(model.tft_layer({F.USER_ID: _as_column(user_id)})[F.USER_INDEX], [-1])
+    def scores_for(users, user_content):
+        """[B, N] scores of users (vocabulary indices) described by `user_content` against the catalogue."""
         candidates = _catalog_candidates(model)
         if precompute is not None:
             candidates["item_vectors"] = model.catalog_item_vectors
         if uses_user_content:
-            candidates["user_content"] = _user_content(model, users)
+            candidates["user_content"] = user_content
         if not getattr(model, "PAIRWISE_SCORING", False):
-            return users, _score(model, users, candidates)
+            return _score(model, users, candidates)
         # Each (user, item) pair goes through hidden layers: score the catalogue in chunks so the activations
         # stay bounded whatever the request's size.
-        return users, limits.score_in_chunks(
+        return limits.score_in_chunks(
             lambda start, end: _score(model, users, {key: value if key == "user_content" else value[start:end]
                                                      for key, value in candidates.items()}),
             tf.shape(users)[0], tf.shape(model.catalog_item_ids)[0])
+
+    def user_scores(user_id):
+        """[B, N] scores of the requested users (at most MAX_RECOMMEND_USERS, so real TF Serving is bounded too)."""
+        user_id = limits.guard_rows(user_id, limits.MAX_RECOMMEND_USERS, F.USER_ID)
+        users = tf.reshape(model.tft_layer({F.USER_ID: _as_column(user_id)})[F.USER_INDEX], [-1])
+        return users, scores_for(users, _user_content(model, users))
+
+    # The user's attributes as the request sends them; no item is needed (its attributes default to missing).
+    user_spec = dict(raw_spec)
+    user_spec[F.ITEM_ID] = tf.io.FixedLenFeature([1], tf.string, default_value=[""])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT),
+                                  tf.TensorSpec([], tf.int32, name=F.K_INPUT)])
+    def recommend_by_features(examples, k):
+        examples = limits.guard_rows(examples, limits.MAX_RECOMMEND_USERS, F.EXAMPLES_INPUT)
+        inputs = catalog_lib.model_inputs(model.tft_layer(tf.io.parse_example(examples, user_spec)), layout)
+        users = inputs[F.USER_INDEX]
+        num_users = tf.shape(model.catalog_user_content, out_type=users.dtype)[0]
+        known = users < num_users - F.OOV_BUCKETS  # a known user is described as training saw them
+        content = tf.where(known[:, None], _user_content(model, users), inputs[F.USER_CONTENT])
+        return _top_k(model, _exclude_seen(model, users, scores_for(users, content)), k)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
                                   tf.TensorSpec([], tf.int32, name=F.K_INPUT),
@@ -210,6 +229,7 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
         F.PREDICT: predict.get_concrete_function(),
         F.RECOMMEND: recommend.get_concrete_function(),
         F.RECOMMEND_FILTERED: recommend_filtered.get_concrete_function(),
+        F.RECOMMEND_BY_FEATURES: recommend_by_features.get_concrete_function(),
     }
 
     # "More like this": item-item weights where the model has them (EASE), else the cosine of its item vectors.

@@ -41,6 +41,8 @@ def requests(user_id: bytes, item_id: bytes, signatures=None):
             F.USER_ID: users, F.K_INPUT: k, F.EXCLUDE_RATED_INPUT: tf.make_tensor_proto(True),
             F.EXCLUDE_ITEMS_INPUT: items, F.ALLOW_ITEMS_INPUT: no_ids}),
         F.SIMILAR_ITEMS: _predict(F.SIMILAR_ITEMS, **{F.ITEM_ID: items, F.K_INPUT: k}),
+        F.RECOMMEND_BY_FEATURES: _predict(F.RECOMMEND_BY_FEATURES, **{
+            F.EXAMPLES_INPUT: tf.make_tensor_proto([example.SerializeToString()]), F.K_INPUT: k}),
         F.SERVING_DEFAULT: _predict(F.SERVING_DEFAULT,
                                     **{F.EXAMPLES_INPUT: tf.make_tensor_proto([example.SerializeToString()])}),
         F.REGRESS: prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(request=regress)),

@@ -248,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-rated", action="store_true", help="also rank items the user already has")
     p.add_argument("--exclude", default="", metavar="ITEM,ITEM", help="leave these item ids out")
     p.add_argument("--allow", default="", metavar="ITEM,ITEM", help="rank only these item ids")
+    p.add_argument("--feature", action="append", default=None, metavar="NAME=VALUE",
+                   help="a user attribute (repeatable; numbers are sent as numbers): ranks a user the model never "
+                        "saw by their attributes (recommend_by_features)")
     _add_client_args(p)
 
     p = sub.add_parser("similar", help="ask the server for the items most like one item")
@@ -588,9 +591,27 @@ def _print_ranked(heading: str, ranked) -> None:
         print(f"{rank:>3}. {rec.item_id:<10} {rec.score:6.3f}  {rec.title}")
 
 
+def _user_features(pairs: List[str]) -> dict:
+    features = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise CliError(f"--feature {pair!r}: expected NAME=VALUE")
+        try:
+            features[name] = float(value)
+        except ValueError:
+            features[name] = value
+    return features
+
+
 def cmd_recommend(args) -> int:
-    recommendations = _client(args).recommend(args.user, k=args.k, exclude_rated=not args.include_rated,
-                                              exclude=_ids(args.exclude), allow=_ids(args.allow))
+    if args.feature:
+        if args.exclude or args.allow or args.include_rated:
+            raise CliError("--feature cannot be combined with --exclude, --allow or --include-rated")
+        recommendations = _client(args).recommend_by_features(args.user, _user_features(args.feature), k=args.k)
+    else:
+        recommendations = _client(args).recommend(args.user, k=args.k, exclude_rated=not args.include_rated,
+                                                  exclude=_ids(args.exclude), allow=_ids(args.allow))
     _print_ranked(f"top {len(recommendations)} items for user {args.user}:", recommendations)
     return 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 import tensorflow as tf
@@ -183,6 +183,23 @@ class RecsysClient:
             inputs[F.EXCLUDE_ITEMS_INPUT] = tf.make_tensor_proto(list(exclude), dtype=tf.string)
             inputs[F.ALLOW_ITEMS_INPUT] = tf.make_tensor_proto(list(allow), dtype=tf.string)
         return _ranked(self._predict(signature, inputs))
+
+    def recommend_by_features(self, user_id: str, features: Mapping[str, object], k: int = 10) -> List[Recommendation]:
+        """Top-k for a user described by attributes (`recommend_by_features`): a user the model never saw is
+        ranked by them (cold start). Numbers are sent as floats, strings as strings, lists as several strings."""
+        example = tf.train.Example()
+        example.features.feature[F.USER_ID].bytes_list.value.append(user_id.encode("utf-8"))
+        for name, value in features.items():
+            feature = example.features.feature[name]
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                feature.float_list.value.append(float(value))
+            elif isinstance(value, (list, tuple)):
+                feature.bytes_list.value.extend(str(v).encode("utf-8") for v in value)
+            else:
+                feature.bytes_list.value.append(str(value).encode("utf-8"))
+        return _ranked(self._predict(F.RECOMMEND_BY_FEATURES, {
+            F.EXAMPLES_INPUT: tf.make_tensor_proto([example.SerializeToString()], dtype=tf.string),
+            F.K_INPUT: tf.make_tensor_proto(k, dtype=tf.int32)}))
 
     def similar_items(self, item_id: str, k: int = 10) -> List[Recommendation]:
         """The k items most like `item_id` ("more like this"), the item itself left out."""
