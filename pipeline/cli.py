@@ -146,7 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--orchestrator", choices=[C.KUBEFLOW], default=C.KUBEFLOW)
     p.add_argument("--image", required=True, help="pipeline image built from this repository's Dockerfile")
     p.add_argument("--output", default="pipeline.json", help="where to write the KFP PipelineJob JSON")
-    p.add_argument("--data-root", required=True, help="default of the data-root runtime parameter (gs://, s3://, ...)")
+    p.add_argument("--data-root", required=True, help="default of the data-root runtime parameter (gs://, s3://, ...); "
+                                                      "with --bigquery-query, where contract.json and schema.pbtxt live")
+    p.add_argument("--bigquery-query", metavar="SQL",
+                   help="read the interactions with TFX's BigQueryExampleGen: the query returns the contract's columns "
+                        "joined (ids as STRING); pass --beam-arg=--project=... --beam-arg=--temp_location=gs://...")
     _add_contract_args(p)
     p.add_argument("--output-dir", required=True, help="pipeline root and serving dir on shared storage")
     p.add_argument("--model", default=TrainingConfig.model)
@@ -403,10 +407,13 @@ def cmd_benchmark(args) -> int:
 
 def cmd_compile(args) -> int:
     _check_models([args.model])
+    if args.bigquery_query and not args.contract:
+        raise CliError("--bigquery-query needs --contract (the contract cannot be inferred from a query at compile time)")
     config = _with_data(args, C.PipelineConfig(data_root=args.data_root))
     _check_feedback(args, config.contract)
     config = dataclasses.replace(
         config,
+        bigquery_query=args.bigquery_query or "",
         output_dir=args.output_dir,
         model_name=args.model_name,
         training=dataclasses.replace(TrainingConfig(), model=args.model),

@@ -76,6 +76,9 @@ class PipelineConfig:
     schema_export_path: str = ""
     # Drift beyond the schema's comparators vs the previous run's statistics: reported, not fatal.
     allow_drift: bool = False
+    # Kubeflow / Vertex: read the interactions from BigQuery (TFX's BigQueryExampleGen) with this query instead of
+    # files under data_root. It returns the contract's columns already joined, ids as STRING; hash split only.
+    bigquery_query: str = ""
     # hash (TFX's hash buckets), time (the newest interactions overall are eval, the next newest validation),
     # user-time (the same within each user's history) or leave-last-one-out; the buckets give the eval and
     # validation fractions for all of them (1 of 8+1+1 = 10 % each).

@@ -8,6 +8,7 @@ from typing import Any, Dict
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
 from tfx import v1 as tfx
+from tfx.v1.extensions.google_cloud_big_query import BigQueryExampleGen
 
 from components import contract as contract_lib
 from components import features as F
@@ -74,9 +75,10 @@ def _json_parameter(value: Any) -> Any:
 
 
 def _run_values(config: PipelineConfig) -> Dict[str, Any]:
-    """What may change from one run to the next, keyed by its Kubeflow runtime parameter name."""
+    """What may change from one run to the next, keyed by its Kubeflow runtime parameter name (no data root when
+    the interactions come from a BigQuery query)."""
     return {
-        "data-root": config.data_root,
+        **({} if config.bigquery_query else {"data-root": config.data_root}),
         "training-config": {**config.training.to_custom_config(), contract_lib.CONFIG_KEY: config.contract.to_json()},
         "train-args": tfx.proto.TrainArgs(splits=[F.TRAIN_SPLIT], num_steps=config.train_steps),
         "push-destination": tfx.proto.PushDestination(
@@ -98,6 +100,18 @@ def _parameters(config: PipelineConfig) -> Dict[str, Any]:
             for name, value in runtime_parameter_defaults(config).items()}
 
 
+def _file_example_gen(config: PipelineConfig, params: Dict[str, Any], output_config) -> RatingsExampleGen:
+    """Interactions (CSV or Parquet) under the data root, joined with the item and user files the contract names."""
+    contract = config.contract
+    return RatingsExampleGen(
+        input_base=params["data-root"],
+        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split",
+                                                                   pattern=contract.interactions_file)]),
+        output_config=output_config,
+        custom_config=example_gen_config(contract, config.split, config.eval_fraction, config.validation_fraction),
+    )
+
+
 def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     """ExampleGen (train / validation / eval) -> data gate -> Transform (vocabularies from train) -> Trainer (fits
     train, early-stops on validation) -> [rating models: TFMA Evaluator, RMSE on eval] -> RankingGate (top-k on
@@ -114,17 +128,14 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     params = _parameters(config)
     buckets = {F.TRAIN_SPLIT: config.train_hash_buckets, F.VALIDATION_SPLIT: config.validation_hash_buckets,
                F.EVAL_SPLIT: config.eval_hash_buckets}
-    example_gen = RatingsExampleGen(
-        input_base=params["data-root"],
-        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split",
-                                                                   pattern=contract.interactions_file)]),
-        output_config=tfx.proto.Output(
-            split_config=tfx.proto.SplitConfig(
-                splits=[tfx.proto.SplitConfig.Split(name=name, hash_buckets=buckets[name]) for name in F.SPLIT_NAMES]
-            )
-        ),
-        custom_config=example_gen_config(contract, config.split, config.eval_fraction, config.validation_fraction),
-    )
+    output_config = tfx.proto.Output(split_config=tfx.proto.SplitConfig(
+        splits=[tfx.proto.SplitConfig.Split(name=name, hash_buckets=buckets[name]) for name in F.SPLIT_NAMES]))
+    if config.bigquery_query:
+        if config.split != "hash":
+            raise ValueError(f"split {config.split!r} needs the file ExampleGen; BigQuery input is split by hash")
+        example_gen = BigQueryExampleGen(query=config.bigquery_query, output_config=output_config)
+    else:
+        example_gen = _file_example_gen(config, params, output_config)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_export = []
     if config.schema_path:  # the curated copy: later runs validate against what the user reviewed

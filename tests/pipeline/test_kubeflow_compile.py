@@ -42,3 +42,22 @@ def test_compiled_spec_parses_names_every_component_and_declares_runtime_paramet
     assert schema in out.read_text()
     assert json.loads(json.loads(defaults["training-config"])["contract"])["columns"]["timestamp"] == F.TIMESTAMP
     assert not list(out.parent.glob(".*.tmp"))
+
+
+def test_bigquery_input_compiles_with_bigquery_example_gen(tmp_path, capsys):
+    out = tmp_path / "bq.json"
+    contract = tmp_path / "contract.json"
+    contract.write_text(contract_lib.DataContract(columns=contract_lib.Columns(timestamp=F.TIMESTAMP)).to_json())
+    query = "SELECT user_id, item_id, timestamp FROM `project.shop.interactions`"
+    assert cli.main(["compile", "--image", IMAGE, "--output", str(out), "--data-root", "gs://bucket/data",
+                     "--output-dir", "gs://bucket/run", "--contract", str(contract),
+                     "--schema", "gs://bucket/data/schema.pbtxt", "--bigquery-query", query]) == 0
+    job = json.loads(out.read_text())
+    spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    assert "BigQueryExampleGen" in spec.root.dag.tasks and "RatingsExampleGen" not in spec.root.dag.tasks
+    assert query in out.read_text()
+    assert "data-root" not in spec.root.input_definitions.parameters
+    capsys.readouterr()
+    assert cli.main(["compile", "--image", IMAGE, "--output", str(out), "--data-root", "gs://bucket/data",
+                     "--output-dir", "gs://bucket/run", "--bigquery-query", query]) == cli.EXIT_ERROR
+    assert "--bigquery-query needs --contract" in capsys.readouterr().err
