@@ -105,6 +105,7 @@ def _artifact_drift(
 @tfx.dsl.components.component
 def DataGate(
     anomalies: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleAnomalies],
+    accepted_statistics: tfx.dsl.components.OutputArtifact[standard_artifacts.ExampleStatistics],
     statistics: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleStatistics] = None,
     baseline_statistics: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleStatistics] = None,
     schema: tfx.dsl.components.InputArtifact[standard_artifacts.Schema] = None,
@@ -124,3 +125,8 @@ def DataGate(
             problems.extend(drift)
     if problems:
         raise DataValidationError("data validation failed: " + "; ".join(problems))
+    # What the next run's drift check compares with: only statistics this gate let through (a rejected span
+    # must not become the baseline, or re-running the same command would pass).
+    if statistics is not None:
+        io_utils.copy_dir(statistics.uri, accepted_statistics.uri)
+        accepted_statistics.split_names = statistics.split_names

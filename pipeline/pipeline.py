@@ -27,6 +27,7 @@ RUN_FN = "components.trainer.run_fn"
 TUNER_FN = "components.tuner.tuner_fn"
 RMSE = "root_mean_squared_error"
 RANKING_GATE_ID = "RankingGate"
+DATA_GATE_ID = "DataGate"
 
 
 def eval_config(evaluation: EvaluationConfig, slice_features=()) -> tfma.EvalConfig:
@@ -151,17 +152,18 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
-    # Drift: the schema's comparators between this run's statistics and the previous run's (resolved before
-    # StatisticsGen runs, so it is never this run's own); nothing to compare on the first run.
+    # Drift: the schema's comparators between this run's statistics and those the data gate last accepted
+    # (resolved before StatisticsGen runs, so never this run's own; a rejected span never becomes the baseline);
+    # nothing to compare on the first run.
     previous_statistics = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
         statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics,
-                                   producer_component_id=statistics_gen.id, output_key="statistics"),
+                                   producer_component_id=DATA_GATE_ID, output_key="accepted_statistics"),
     ).with_id("previous_statistics")
     statistics_gen.add_upstream_node(previous_statistics)
     data_gate = DataGate(anomalies=example_validator.outputs["anomalies"], statistics=statistics_gen.outputs["statistics"],
                          baseline_statistics=previous_statistics.outputs["statistics"],
-                         schema=schema_gen.outputs["schema"], allow_drift=config.allow_drift)
+                         schema=schema_gen.outputs["schema"], allow_drift=config.allow_drift).with_id(DATA_GATE_ID)
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],

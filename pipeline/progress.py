@@ -6,7 +6,7 @@ import contextlib
 import logging
 import sys
 import time
-from typing import Dict, Iterator, TextIO, Tuple
+from typing import Dict, Iterator, Optional, TextIO, Tuple
 
 from absl import logging as absl_logging
 
@@ -39,7 +39,8 @@ class ComponentProgress(logging.Filter):
 
 
 @contextlib.contextmanager
-def component_progress(total: int, stream: TextIO = sys.stdout, quiet: bool = False) -> Iterator[ComponentProgress]:
+def component_progress(total: int, stream: Optional[TextIO] = None, quiet: bool = False) -> Iterator[ComponentProgress]:
+    stream = stream or sys.stdout  # looked up per call: the process's stdout may be replaced (tests capture it)
     # Through absl's verbosity, not Logger.setLevel: code inside the run saves and restores the
     # verbosity flag, which would otherwise silently reset the level mid-run.
     logger = logging.getLogger("absl")

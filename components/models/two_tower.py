@@ -6,7 +6,7 @@ items are not pushed down merely for appearing as negatives more often, and with
 (the same item twice in a batch) removed. The user tower adds the user's projected attributes (when the
 data declares any) to an id embedding; the item tower adds the item's projected attributes to its id
 embedding, plus a learned item bias carried as one more dimension (user side 1), so a user the model
-has never seen is ranked by that bias (popularity) and, with attributes, by what users like them pick.
+has never seen is ranked by its attributes when it has any, and by popularity otherwise.
 `recommend` is one matrix product of user vectors against the item vectors computed at export.
 """
 
@@ -75,9 +75,17 @@ class TwoTower(tfrs.Model):
         return tf.reduce_sum(users * self.item_vectors(inputs), axis=1)
 
     def score_all_items(self, users, items, item_vectors=None, user_content=None) -> tf.Tensor:
+        """[batch, N] dot products; a user with neither history (the OOV row) nor attributes gets the items'
+        popularity instead: the logQ-corrected training leaves the item bias blind to it, so that bias alone
+        ranks below most popular."""
         if item_vectors is None:
             item_vectors = self.item_vectors(items)
-        return tf.matmul(self.user_vectors(users, user_content), item_vectors, transpose_b=True)
+        scores = tf.matmul(self.user_vectors(users, user_content), item_vectors, transpose_b=True)
+        content = user_features({} if user_content is None else {F.USER_CONTENT: user_content}, users)
+        unknown = (tf.cast(users, tf.int64) >= self.user_embedding.input_dim - F.OOV_BUCKETS) & (
+            tf.reduce_sum(tf.abs(content), axis=1) == 0)
+        popularity = tf.math.log(tf.gather(self.item_probability, items[F.ITEM_INDEX]))
+        return tf.where(unknown[:, None], tf.broadcast_to(popularity[None, :], tf.shape(scores)), scores)
 
     def similarity_vectors(self, items) -> tf.Tensor:
         return self.item_vectors(items)[:, :-1]

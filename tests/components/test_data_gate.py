@@ -1,6 +1,7 @@
 """The data gate: ExampleValidator's anomalies and drift from the previous run's statistics stop the run."""
 
 import os
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -116,8 +117,13 @@ def _schema_artifact(schema, directory) -> standard_artifacts.Schema:
     return artifact
 
 
-def _gate(inputs, **properties):
-    G.DataGate.EXECUTOR_SPEC.executor_class().Do({k: [v] for k, v in inputs.items()}, {}, properties)
+def _gate(inputs, **properties) -> standard_artifacts.ExampleStatistics:
+    """Runs the gate; returns the statistics it accepted (what the next run's drift check compares with)."""
+    accepted = standard_artifacts.ExampleStatistics()
+    accepted.uri = tempfile.mkdtemp(prefix="accepted_statistics_")
+    G.DataGate.EXECUTOR_SPEC.executor_class().Do({k: [v] for k, v in inputs.items()},
+                                                 {"accepted_statistics": [accepted]}, properties)
+    return accepted
 
 
 @pytest.fixture()
@@ -147,9 +153,11 @@ def test_gate_without_a_baseline_checks_only_the_anomalies(artifacts):
     _gate({"anomalies": artifacts["anomalies"]})  # the inputs are optional, as before
 
 
-def test_gate_passes_data_like_the_previous_run(artifacts, tmp_path, baseline):
+def test_gate_passes_data_like_the_previous_run_and_hands_its_statistics_on(artifacts, tmp_path, baseline):
     artifacts["statistics"] = _stats_artifact(_statistics(seed=1), tmp_path / "same")
-    _gate(artifacts)
+    accepted = _gate(artifacts)
+    assert sorted(os.listdir(accepted.uri)) == sorted(os.listdir(artifacts["statistics"].uri))
+    assert accepted.split_names == artifacts["statistics"].split_names
 
 
 def test_gate_still_fails_on_example_validator_anomalies(artifacts, tmp_path):
@@ -184,10 +192,12 @@ def test_three_runs_infer_then_import_the_curated_schema_and_stop_on_drift(tmp_p
         previous = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
             statistics=tfx.dsl.Channel(type=standard_artifacts.ExampleStatistics,
-                                       producer_component_id=statistics_gen.id, output_key="statistics"),
+                                       producer_component_id="DataGate", output_key="accepted_statistics"),
         ).with_id("previous_statistics")
+        statistics_gen.add_upstream_node(previous)
         gate = G.DataGate(anomalies=validator.outputs["anomalies"], statistics=statistics_gen.outputs["statistics"],
-                          baseline_statistics=previous.outputs["statistics"], schema=schema_gen.outputs["schema"])
+                          baseline_statistics=previous.outputs["statistics"],
+                          schema=schema_gen.outputs["schema"]).with_id("DataGate")
         components = [example_gen, statistics_gen, schema_gen, validator, previous, gate]
         if first_run:
             components.append(CuratedSchemaExport(
@@ -215,4 +225,7 @@ def test_three_runs_infer_then_import_the_curated_schema_and_stop_on_drift(tmp_p
     with pytest.raises(G.DataValidationError, match="drift vs the previous run: feature 'category'") as error:
         run([0.1, 0.3, 0.6], seed=2)
     assert "'price'" not in str(error.value)
+    # The rejected span never becomes the baseline: the same data run again stops again.
+    with pytest.raises(G.DataValidationError, match="drift vs the previous run: feature 'category'"):
+        run([0.1, 0.3, 0.6], seed=2)
     assert open(curated).read() == contract  # the curated copy is never overwritten
