@@ -146,7 +146,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         config = config.with_hyperparameters(fn_args.hyperparameters)
     tf.keras.utils.set_random_seed(config.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    layout = catalog.content_layout(contract_lib.from_custom_config(fn_args.custom_config), tft_output)
+    contract = contract_lib.from_custom_config(fn_args.custom_config)
+    layout = catalog.content_layout(contract, tft_output)
     num_users, num_items = catalog.vocabulary_sizes(tft_output)
     global_mean, items = catalog.build(fn_args.train_files, fn_args.data_accessor, tft_output, layout)
     validation_pairs = catalog.read_pairs(fn_args.eval_files, fn_args.data_accessor, tft_output)
@@ -171,7 +172,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         steps_per_epoch = max(1, fn_args.train_steps // config.epochs)
         train = train.repeat()
 
-    dims = ModelDims(num_users, num_items, layout.item_width, global_mean, layout.user_width)
+    dims = ModelDims(num_users, num_items, layout.item_width, global_mean, layout.user_width,
+                     weighted=contract.has_weight and not contract.has_rating)
     if models.is_ranking(model_name):
         holdout = topk.Holdout(validation_pairs, items.rated_row_splits, items.rated_items, seed=config.seed)
         model = model_module.train(dims, config, items, train, holdout, steps_per_epoch,

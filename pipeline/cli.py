@@ -274,6 +274,25 @@ def _check_models(names: List[str]) -> None:
         raise CliError(str(e)) from None
 
 
+def _drop_stale_contract(out: str) -> None:
+    """A sample of another shape written over an earlier one: its reviewed contract and schema no longer describe
+    the files, so they go (the next run infers them again); a sample of the same shape keeps them."""
+    from components import contract as contract_lib
+    from components.example_gen import InputError, check_files
+
+    path = contract_lib.contract_path(out)
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            check_files(out, contract_lib.DataContract.from_json(f.read()))
+    except (InputError, contract_lib.ContractError, ValueError):
+        for stale in (path, os.path.join(out, C.SCHEMA_FILE)):
+            if os.path.exists(stale):
+                os.remove(stale)
+        print(f"removed {out}'s contract.json and {C.SCHEMA_FILE}: they described files of another shape")
+
+
 def cmd_sample(args) -> int:
     sizes = {key: value for key, value in (("num_users", args.num_users), ("num_items", args.num_items))
              if value is not None}
@@ -285,6 +304,7 @@ def cmd_sample(args) -> int:
         counts = shop.generate(args.out, shop.ShopSpec(seed=args.seed, **sizes))
         print(f"wrote {counts['interactions']} interactions of {counts['users']} users on {counts['items']} items "
               f"(shop sample) to {args.out}")
+        _drop_stale_contract(args.out)
         return 0
     from data import synthetic
 
@@ -292,6 +312,7 @@ def cmd_sample(args) -> int:
         sizes["num_ratings"] = args.num_ratings
     counts = synthetic.generate(args.out, synthetic.SampleSpec(seed=args.seed, **sizes))
     print(f"wrote {counts['interactions']} ratings of {counts['users']} users on {counts['items']} items to {args.out}")
+    _drop_stale_contract(args.out)
     return 0
 
 

@@ -18,6 +18,9 @@ class ModelDims:
     item_content_dim: int  # width of the item content vector (catalog.ContentLayout)
     global_mean: float
     user_content_dim: int = 1  # width of the user content vector (1 and all zeros without user attributes)
+    # Implicit feedback with a weight column: the label is each interaction's strength, and ranking models that
+    # can (two_tower) weigh its positive by it. False for ratings (a 1-star rating is not a weak purchase).
+    weighted: bool = False
 
 
 class RowL2Embedding(tf.keras.layers.Embedding):

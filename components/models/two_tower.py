@@ -47,6 +47,7 @@ class TwoTower(tfrs.Model):
         self.item_probability = tf.Variable(item_probability.astype(np.float32), trainable=False,
                                             name="item_probability")
         self.task = tfrs.tasks.Retrieval(remove_accidental_hits=True, temperature=config.retrieval_temperature)
+        self.weighted = dims.weighted
 
     def user_vectors(self, users: tf.Tensor, user_content: tf.Tensor = None) -> tf.Tensor:
         content = user_features({} if user_content is None else {F.USER_CONTENT: user_content}, users)
@@ -61,10 +62,13 @@ class TwoTower(tfrs.Model):
 
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
         features = inputs[0] if isinstance(inputs, tuple) else inputs
+        # A weighted positive (a purchase over a click) when the data has a weight column; else all count once.
+        weights = inputs[1] if self.weighted and isinstance(inputs, tuple) else None
         users = self.user_vectors(features[F.USER_INDEX], features.get(F.USER_CONTENT))
         items = self.item_vectors(features)
         index = features[F.ITEM_INDEX]
-        loss = self.task(users, items, candidate_sampling_probability=tf.gather(self.item_probability, index),
+        loss = self.task(users, items, sample_weight=weights,
+                         candidate_sampling_probability=tf.gather(self.item_probability, index),
                          candidate_ids=index, compute_metrics=False, compute_batch_metrics=False)
         # L2 on the rows this batch looked up (per occurrence), not on whole tables.
         return loss + self.l2 * (tf.reduce_sum(tf.square(users[:, :-1])) + tf.reduce_sum(tf.square(items)))

@@ -182,3 +182,23 @@ def test_holdout_recall_excludes_training_items_and_is_one_for_an_oracle():
     holdout = topk.Holdout(np.array([[0, 2], [1, 3]]), row_splits, rated)
     oracle = np.array([[9.0, 9.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 0.0]])  # training items score highest
     assert holdout.recall(lambda users: oracle[users], k=1) == 1.0
+
+
+def test_two_tower_weighs_positives_by_the_interaction_weight(split):
+    """With a weight column (implicit data), an item whose interactions all weigh 0 is never learnt as a positive:
+    it falls in every user's ranking; unweighted, the same data ranks it as usual."""
+    train, content = split["train"], split["items"].item_content
+    target = int(np.bincount(train[:, 1]).argmax())  # the most popular item
+    weights = np.where(train[:, 1] == target, 0.0, 1.0).astype(np.float32)
+    features = {F.USER_INDEX: train[:, 0], F.ITEM_INDEX: train[:, 1], F.ITEM_CONTENT: content[train[:, 1]]}
+    config = TrainingConfig(model="two_tower", embedding_dim=16, batch_size=256, epochs=4, seed=3)
+    users = np.unique(train[:, 0])[:200]
+    ranks = {}
+    for weighted in (False, True):
+        dims = ModelDims(split["dims"].num_users, split["dims"].num_items, content.shape[1], 3.5, weighted=weighted)
+        data = tf.data.Dataset.from_tensor_slices((features, weights)).shuffle(len(train), seed=1).batch(256)
+        no_holdout = topk.Holdout(train[:0], split["items"].rated_row_splits, split["items"].rated_items)
+        model = two_tower.train(dims, config, split["items"], data, no_holdout)
+        scores = model.score_all_items(tf.constant(users, tf.int64), two_tower.candidates(split["items"])).numpy()
+        ranks[weighted] = float(np.mean((scores > scores[:, [target]]).sum(axis=1)))
+    assert ranks[True] > ranks[False] + 20, ranks  # its mean rank drops by many places

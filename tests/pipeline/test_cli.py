@@ -66,3 +66,19 @@ def test_client_errors_are_one_line_when_no_server_listens(capsys):
     assert code == cli.EXIT_ERROR
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "127.0.0.1:1" in err, err
+
+
+def test_a_sample_of_another_shape_drops_the_stale_contract(tmp_path, capsys):
+    from components import contract as contract_lib
+
+    out = tmp_path / "data"
+    assert cli.main(["sample", "--out", str(out), "--num-ratings", "300", "--num-users", "30", "--num-items", "20"]) == 0
+    contract_lib.load_or_infer(str(out))
+    (out / "schema.pbtxt").write_text("# curated\n")
+    assert cli.main(["sample", "--out", str(out), "--num-ratings", "300", "--num-users", "30", "--num-items", "20",
+                     "--seed", "7"]) == 0  # same shape: the reviewed files stay
+    assert (out / contract_lib.CONTRACT_FILE).exists() and (out / "schema.pbtxt").exists()
+    assert cli.main(["sample", "--kind", "shop", "--out", str(out), "--num-interactions", "300", "--num-users", "30",
+                     "--num-items", "40"]) == 0
+    assert "they described files of another shape" in capsys.readouterr().out
+    assert not (out / contract_lib.CONTRACT_FILE).exists() and not (out / "schema.pbtxt").exists()
