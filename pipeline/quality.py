@@ -27,6 +27,7 @@ import tensorflow as tf
 from components import features as F
 from components import ranking_eval as R
 from components.atomic_io import atomic_write
+from components.contract import DataContract, load_or_infer, read_rows
 from components.example_gen import SPLIT_HASH
 from components.training_config import TrainingConfig
 from pipeline import local_runner
@@ -77,9 +78,14 @@ def read_test_file(path: str) -> List[Interaction]:
                 for r in csv.DictReader(f)]
 
 
-def read_catalogue(data_root: str) -> List[str]:
-    with tf.io.gfile.GFile(os.path.join(data_root, F.ITEMS_FILE)) as f:
-        return [r[F.ITEM_ID] for r in csv.DictReader(f)]
+def read_catalogue(data_root: str, contract: Optional[DataContract] = None) -> List[str]:
+    """Every item id of the catalogue: the items file's rows, or without one the items the interactions name."""
+    contract = contract or load_or_infer(data_root)[0]
+    if contract.items_file:
+        path, column = os.path.join(data_root, contract.items_file), contract.columns.item
+    else:
+        path, column = os.path.join(data_root, contract.interactions_file), contract.columns.item
+    return sorted({str(row[column]) for row in read_rows(path)})
 
 
 def _rated(interactions: Sequence[Interaction]) -> List[Interaction]:
@@ -209,7 +215,13 @@ def run(data_root: str, output_dir: str, models: Sequence[str], test_file: Optio
         training: TrainingConfig = TrainingConfig(), split: str = SPLIT_HASH) -> Dict:
     """Train each model through the pipeline, evaluate it and the references on the same split."""
     rows: List[Row] = []
-    catalogue = read_catalogue(data_root)
+    contract, _ = load_or_infer(data_root)
+    catalogue = read_catalogue(data_root, contract)
+    if not contract.has_rating:  # implicit feedback: nothing for a rating model to predict
+        skipped = [name for name in models if predicts_ratings(name)]
+        if skipped:
+            print(f"skipping {', '.join(skipped)}: {contract.interactions_file} has no rating column", flush=True)
+        models = [name for name in models if not predicts_ratings(name)]
     train: List[Interaction] = []
     held_out: List[Interaction] = []
     relevant: Dict[str, Set[str]] = {}
