@@ -30,6 +30,7 @@ import numpy as np
 
 from components import features as F
 from data.atomic_csv import atomic_csv
+from data.sampling import activity_counts
 
 # This dataset's own layout: the data contract infers the features from the files, so none of it is shared.
 INTERACTION_COLUMNS = (F.USER_ID, F.ITEM_ID, F.TIMESTAMP)
@@ -126,37 +127,6 @@ def user_key(index: int) -> str:
 
 def item_key(index: int) -> str:
     return f"p{index + 1:05d}"
-
-
-def activity(spec: ShopSpec, rng: np.random.Generator) -> np.ndarray:
-    """Interactions per user: lognormal, at least min_user_interactions, at most max_user_share of the
-    catalogue (more only when the total needs it), summing to num_interactions."""
-    n, total = spec.num_users, spec.num_interactions
-    if n <= 0 or spec.num_items <= 0 or total < 0:
-        raise ValueError(f"shop spec needs users, items and interactions >= 0, got {spec}")
-    if total > n * spec.num_items:
-        raise ValueError(f"num_interactions {total} exceeds num_users * num_items = {n * spec.num_items} "
-                         f"(each user interacts with an item at most once)")
-    cap = min(spec.num_items, max(int(spec.max_user_share * spec.num_items), 2 * -(-total // n)))
-    floor = min(spec.min_user_interactions, total // n, cap)
-    counts = np.full(n, floor, dtype=np.int64)
-    weights = rng.lognormal(0.0, spec.activity_sigma, n)
-    left = total - counts.sum()
-    while left > 0:  # share out the rest by weight; users at the cap drop out of the share
-        open_ = counts < cap
-        if not open_.any():
-            cap = spec.num_items
-            continue
-        share = np.where(open_, weights, 0.0)
-        want = share / share.sum() * left
-        add = np.minimum(np.floor(want).astype(np.int64), cap - counts)
-        if add.sum() == 0:  # fewer than one each: largest remainders first
-            order = np.argsort(-(want - np.floor(want)), kind="stable")
-            add = np.zeros(n, np.int64)
-            add[[u for u in order if open_[u]][:left]] = 1
-        counts += add
-        left = total - counts.sum()
-    return counts
 
 
 @dataclasses.dataclass
@@ -278,7 +248,8 @@ def _description(rng: np.random.Generator, category: str, adjective: str, noun: 
 def generate(out_dir: str, spec: ShopSpec = ShopSpec()) -> Dict[str, int]:
     """Write `interactions.csv`, `items.csv` and `users.csv` under `out_dir`; returns the counts written."""
     catalogue_rng, user_rng, pick_rng, text_rng = (np.random.default_rng([spec.seed, k]) for k in range(4))
-    counts = activity(spec, user_rng)
+    counts = activity_counts(spec.num_users, spec.num_items, spec.num_interactions, spec.min_user_interactions,
+                             spec.max_user_share, spec.activity_sigma, user_rng, noun="interactions")
     cat = _catalogue(spec, catalogue_rng)
     segment, age, country, user_factors = _users(spec, cat, user_rng)
     log_pop = -spec.zipf_exponent * np.log1p(catalogue_rng.permutation(spec.num_items)).astype(np.float64)

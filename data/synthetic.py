@@ -24,6 +24,7 @@ import numpy as np
 
 from components import features as F
 from data.atomic_csv import atomic_csv
+from data.sampling import activity_counts
 
 GENRES = (
     "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
@@ -93,37 +94,6 @@ def _items(spec: SampleSpec, rng: np.random.Generator):
     return item_genres, item_factors, years, genre_vectors
 
 
-def activity(spec: SampleSpec, rng: np.random.Generator) -> np.ndarray:
-    """Ratings per user: lognormal, at least min_user_ratings, at most max_user_share of the catalogue (more
-    only when the total needs it), summing to num_ratings."""
-    n, total = spec.num_users, spec.num_ratings
-    if n <= 0 or spec.num_items <= 0 or total < 0:
-        raise ValueError(f"sample spec needs users, items and ratings >= 0, got {spec}")
-    if total > n * spec.num_items:
-        raise ValueError(f"num_ratings {total} exceeds num_users * num_items = {n * spec.num_items} "
-                         f"(each user rates an item at most once)")
-    cap = min(spec.num_items, max(int(spec.max_user_share * spec.num_items), 2 * -(-total // n)))
-    floor = min(spec.min_user_ratings, total // n, cap)
-    counts = np.full(n, floor, dtype=np.int64)
-    weights = rng.lognormal(0.0, spec.activity_sigma, n)
-    left = total - counts.sum()
-    while left > 0:  # share out the rest by weight; users at the catalogue size drop out of the share
-        open_ = counts < cap
-        if not open_.any():
-            cap = spec.num_items
-            continue
-        share = np.where(open_, weights, 0.0)
-        want = share / share.sum() * left
-        add = np.minimum(np.floor(want).astype(np.int64), cap - counts)
-        if add.sum() == 0:  # fewer than one rating each: largest remainders first
-            order = np.argsort(-(want - np.floor(want)), kind="stable")
-            add = np.zeros(n, np.int64)
-            add[[u for u in order if open_[u]][:left]] = 1
-        counts += add
-        left = total - counts.sum()
-    return counts
-
-
 def _pick(spec: SampleSpec, rng, counts, user_factors, item_factors, log_pop) -> list:
     """Each user's distinct items, sampled without replacement by Gumbel-top-k on the log-weights."""
     scale = spec.taste / np.sqrt(spec.latent_dim)
@@ -164,7 +134,8 @@ def generate(out_dir: str, spec: SampleSpec = SampleSpec()) -> dict:
     user_bias = rng.normal(0, 0.3, spec.num_users)
     # Popular items are rated a little higher, as in real logs.
     item_bias = rng.normal(0, 0.35, spec.num_items) + 0.1 * (log_pop - log_pop.mean()) / (log_pop.std() or 1.0)
-    counts = activity(spec, rng)
+    counts = activity_counts(spec.num_users, spec.num_items, spec.num_ratings, spec.min_user_ratings,
+                             spec.max_user_share, spec.activity_sigma, rng, noun="ratings")
     span = spec.span_days * SECONDS_PER_DAY
     rating_scale = 1.0 / np.sqrt(spec.latent_dim)
 
