@@ -91,6 +91,37 @@ def test_item_and_user_attributes_are_joined_into_each_interaction_by_kind(tmp_p
     _examples(tmp_path, check)
 
 
+def test_parquet_files_are_joined_like_csv_including_list_columns(tmp_path):
+    """interactions.parquet / items.parquet / users.parquet: typed columns (integer ids, float prices with nulls,
+    a list<string> column as a multi-valued attribute) give the same examples as their CSV would."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"user_id": [1, 2, 1], "item_id": [10, 20, 20], "timestamp": [100, 200, 300]}),
+                   str(tmp_path / "interactions.parquet"))
+    pq.write_table(pa.table({"item_id": [10, 20], "tags": [["red", "sale"], []], "price": [9.5, None],
+                             "description": [DESCRIPTION, "plain"]}), str(tmp_path / "items.parquet"))
+    pq.write_table(pa.table({"user_id": [1, 2], "segment": ["student", "family"]}), str(tmp_path / "users.parquet"))
+    contract = contract_lib.infer(str(tmp_path))
+    assert contract.interactions_file == "interactions.parquet" and contract.items_file == "items.parquet"
+    kinds = {f.name: (f.kind, f.separator) for f in contract.item_features + contract.user_features}
+    assert kinds["tags"] == ("multi", "") and kinds["price"] == ("numeric", "") and kinds["segment"][0] == "categorical"
+    check_files(str(tmp_path), contract)
+
+    def check(examples):
+        by_pair = {(_values(e, F.USER_ID)[0], _values(e, F.ITEM_ID)[0]): e for e in examples}
+        assert sorted(by_pair) == [("1", "10"), ("1", "20"), ("2", "20")]  # integer ids become their digits
+        e = by_pair["1", "10"]
+        assert _values(e, "tags") == ["red", "sale"] and _values(e, "price") == [9.5]
+        assert _values(e, "segment") == ["student"] and _values(e, F.TIMESTAMP) == [100]
+        e = by_pair["2", "20"]
+        assert _values(e, "tags") == [] and math.isnan(_values(e, "price")[0]) and _values(e, "segment") == ["family"]
+
+    with beam.Pipeline() as p:
+        examples = p | _JoinedRatingsToExample(_exec_properties(tmp_path, contract), contract.interactions_file)
+        assert_that(examples, check)
+
+
 def test_implicit_feedback_without_a_rating_column_writes_no_rating(tmp_path):
     _write(tmp_path, interactions="user_id,item_id,timestamp\nu1,i1,100\nu2,i2,200\n", users=None)
     contract = contract_lib.infer(str(tmp_path))
