@@ -6,7 +6,8 @@ which keeps the join distributed: interactions are never collected. Each attribu
 declared kind: a float (NaN when missing), one string, or a list of strings.
 
 Three splits (F.SPLIT_NAMES): train (what models fit), validation (early stopping, tuning) and eval
-(what the gates and the benchmark judge; training never sees it). TFX's hash split by default; or by
+(what the gates and the benchmark judge; training never sees it). A hash split by default (of the user, the
+item and the time, so attribute edits never move an interaction; hash buckets size the splits); or by
 time, as recommenders are judged in production (train on the past, evaluate on the future): `time`
 puts the newest interactions overall in eval and the next newest in validation (global cut-offs),
 `user-time` does the same within each user's history, `leave-last-one-out` puts each user's newest
@@ -18,6 +19,8 @@ interactions stay in train.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import itertools
 import math
 import posixpath
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -320,6 +323,17 @@ def _split_user_history(keyed: Tuple[bytes, Iterable[tf.train.Example]], eval_fr
         yield (_EVAL if i >= first_eval else _VALIDATION if i >= first_validation else _TRAIN), example
 
 
+def _hash_partition(example: tf.train.Example, bounds: List[int]) -> int:
+    """Partition of an interaction by a hash of who, what and when only (TFX's hash split hashes the whole
+    example): editing an item's attributes or adding a column never moves an interaction to another split,
+    so runs on refreshed data gate their models on the same eval interactions."""
+    feature = example.features.feature
+    when = feature[F.TIMESTAMP].int64_list.value if F.TIMESTAMP in feature else []
+    key = b"\x1f".join([_user(example), feature[F.ITEM_ID].bytes_list.value[0], str(list(when)).encode()])
+    bucket = int(hashlib.sha256(key).hexdigest(), 16) % bounds[-1]
+    return next(i for i, bound in enumerate(bounds) if bucket < bound)
+
+
 def _by_cutoffs(example: tf.train.Example, cutoffs: Tuple[int, int]) -> Tuple[int, tf.train.Example]:
     validation_from, eval_from = cutoffs
     ts = _timestamp(example)
@@ -351,11 +365,13 @@ class Executor(BaseExampleGenExecutor):
         names = example_gen_utils.generate_output_split_names(input_config, output_config)
         if sorted(names) != sorted(F.SPLIT_NAMES):
             raise ValueError(f"output splits must be {', '.join(F.SPLIT_NAMES)} (got {', '.join(names)})")
-        if kind == SPLIT_HASH:
-            return super().GenerateExamplesByBeam(pipeline, exec_properties)
         examples = pipeline | "InputToRecord" >> _JoinedRatingsToExample(  # pylint: disable=no-value-for-parameter
             exec_properties, input_config.splits[0].pattern)
-        if kind in (SPLIT_USER_TIME, SPLIT_LAST_ONE):
+        if kind == SPLIT_HASH:
+            buckets = {split.name: split.hash_buckets for split in output_config.split_config.splits}
+            bounds = list(itertools.accumulate(buckets[name] for name in F.SPLIT_NAMES))
+            tagged = examples | "ByHash" >> beam.Map(lambda e: (_hash_partition(e, bounds), e))
+        elif kind in (SPLIT_USER_TIME, SPLIT_LAST_ONE):
             tagged = (examples
                       | "KeyByUser" >> beam.Map(lambda e: (_user(e), e))
                       | "GroupByUser" >> beam.GroupByKey()

@@ -313,6 +313,30 @@ def test_hash_split_writes_the_three_splits_in_bucket_proportion(tmp_path):
     _check_splits(tmp_path, "hash", check)
 
 
+def test_hash_split_depends_on_who_what_and_when_only():
+    """Editing an item's attributes (or adding one) never moves an interaction to another split; the user, the
+    item and the time do decide it."""
+    import tensorflow as tf
+
+    def example(user, item, ts, **attributes):
+        e = tf.train.Example()
+        e.features.feature[F.USER_ID].bytes_list.value.append(user.encode())
+        e.features.feature[F.ITEM_ID].bytes_list.value.append(item.encode())
+        e.features.feature[F.TIMESTAMP].int64_list.value.append(ts)
+        for key, value in attributes.items():
+            e.features.feature[key].bytes_list.value.append(value.encode())
+        return e
+
+    bounds = [8, 9, 10]
+    pairs = [(f"u{u}", f"i{i}", 1000 + u * 7 + i) for u in range(40) for i in range(10)]
+    plain = [example_gen._hash_partition(example(*p), bounds) for p in pairs]
+    edited = [example_gen._hash_partition(example(*p, genres="Comedy", studio="renamed"), bounds) for p in pairs]
+    assert plain == edited
+    assert 0.7 < plain.count(0) / len(plain) < 0.9 and plain.count(1) > 15 and plain.count(2) > 15
+    later = [example_gen._hash_partition(example(u, i, ts + 1), bounds) for u, i, ts in pairs]
+    assert later != plain  # the time is part of the key: a repeat interaction is split on its own
+
+
 def _contract(**columns):
     return contract_lib.DataContract(columns=contract_lib.Columns(**columns))
 
