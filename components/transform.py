@@ -26,6 +26,11 @@ def _flat(x: tf.Tensor) -> tf.Tensor:
     return tf.reshape(x, [-1])
 
 
+def _one_per_row(x, missing):
+    """[B] values of a one-value feature, whether it arrives dense or (when SchemaGen saw it absent) sparse."""
+    return _flat(tf.sparse.to_dense(x, default_value=missing) if isinstance(x, tf.SparseTensor) else x)
+
+
 def _as_sparse(x):
     """Multi-valued features arrive sparse (or dense [B, 1] when SchemaGen saw one value per row)."""
     if isinstance(x, tf.SparseTensor):
@@ -43,8 +48,7 @@ def tokenize(text: tf.Tensor) -> tf.SparseTensor:
 
 def _numeric(x: tf.Tensor) -> tf.Tensor:
     """[B, 2]: the z score (0 when missing) and a missing flag; mean and variance over the present values."""
-    values = tf.cast(_flat(tf.sparse.to_dense(x, default_value=float("nan")) if isinstance(x, tf.SparseTensor)
-                           else x), tf.float32)
+    values = tf.cast(_one_per_row(x, float("nan")), tf.float32)
     missing = tf.math.is_nan(values)
     present = tf.boolean_mask(values, ~missing)
     mean, var = tft.mean(present), tft.var(present)
@@ -57,16 +61,13 @@ def encode_feature(feature: contract_lib.Feature, x):
     if feature.kind == contract_lib.NUMERIC:
         return _numeric(x)
     if feature.kind == contract_lib.CATEGORICAL:
-        return _flat(tft.compute_and_apply_vocabulary(tf.reshape(x, [-1]) if not isinstance(x, tf.SparseTensor)
-                                                      else _flat(tf.sparse.to_dense(x, default_value="")),
-                                                      top_k=CATEGORY_TOP_K, num_oov_buckets=F.OOV_BUCKETS,
-                                                      vocab_filename=key))
+        return _flat(tft.compute_and_apply_vocabulary(_one_per_row(x, ""), top_k=CATEGORY_TOP_K,
+                                                      num_oov_buckets=F.OOV_BUCKETS, vocab_filename=key))
     if feature.kind == contract_lib.MULTI:
         return tft.compute_and_apply_vocabulary(_as_sparse(x), top_k=CATEGORY_TOP_K, num_oov_buckets=F.OOV_BUCKETS,
                                                 vocab_filename=key)
     if feature.kind == contract_lib.TEXT:
-        text = _flat(tf.sparse.to_dense(x, default_value="")) if isinstance(x, tf.SparseTensor) else x
-        return tft.compute_and_apply_vocabulary(tokenize(text), top_k=TEXT_TOP_K,
+        return tft.compute_and_apply_vocabulary(tokenize(_one_per_row(x, "")), top_k=TEXT_TOP_K,
                                                 frequency_threshold=TEXT_MIN_FREQUENCY,
                                                 num_oov_buckets=F.OOV_BUCKETS, vocab_filename=key)
     raise ValueError(f"feature {feature.name!r}: kind {feature.kind!r} has no encoding")
@@ -90,9 +91,7 @@ def preprocessing_fn(inputs, custom_config=None):
         if feature.name in inputs:
             outputs[F.transformed_name(feature.name)] = encode_feature(feature, inputs[feature.name])
     if contract.title and contract.title in inputs:
-        title = inputs[contract.title]
-        outputs[F.ITEM_TITLE_XF] = _flat(tf.sparse.to_dense(title, default_value="")
-                                         if isinstance(title, tf.SparseTensor) else title)
+        outputs[F.ITEM_TITLE_XF] = _one_per_row(inputs[contract.title], "")
     if F.RATING in inputs:  # absent at serving time and for implicit feedback
         outputs[F.LABEL_XF] = _flat(inputs[F.RATING])
     elif F.USER_ID in inputs:

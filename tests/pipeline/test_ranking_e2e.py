@@ -83,6 +83,13 @@ def test_user_keyed_signatures_refuse_oversized_requests_inside_the_model(auto_r
     too_many = tf.constant(["u00001"] * (limits.MAX_RECOMMEND_USERS + 1))
     with pytest.raises(tf.errors.InvalidArgumentError, match="limit"):
         model.signatures[F.RECOMMEND](user_id=too_many, k=tf.constant(10), exclude_rated=tf.constant(True))
+    example = tf.train.Example()
+    example.features.feature[F.USER_ID].bytes_list.value.append(b"someone-new")
+    too_many_examples = tf.constant([example.SerializeToString()] * (limits.MAX_RECOMMEND_USERS + 1))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="limit"):  # refused before parsing or scoring
+        model.signatures[F.RECOMMEND_BY_FEATURES](examples=too_many_examples, k=tf.constant(10))
+    answer = model.signatures[F.RECOMMEND_BY_FEATURES](examples=too_many_examples[:1], k=tf.constant(10))
+    assert answer[F.ITEMS_OUTPUT].shape == (1, 10)
 
 
 def test_the_served_default_model_answers_filtered_recommend_similar_items_and_scores_over_grpc(auto_run, capsys):
