@@ -82,6 +82,10 @@ SIMILAR_ITEMS = "similar_items"  # item_id, k -> the k most similar other items 
 # serialized tf.Examples of users (user_id + the user's attributes), k -> top-k: a user training never saw is
 # ranked by their attributes (user cold start); a known user as `recommend` ranks them, without their items.
 RECOMMEND_BY_FEATURES = "recommend_by_features"
+# user ids ("" for an anonymous session), [rows, L] item ids each row just interacted with ("" pads), optional
+# [rows, L] weights (an empty tensor: all 1), use_stored_history, k, exclude/allow lists -> top-k scored from
+# that history (plus, with use_stored_history, the known user's stored history), the history excluded.
+RECOMMEND_BY_HISTORY = "recommend_by_history"
 TRANSFORM_FEATURES = "transform_features"  # serialized tf.Example -> transformed features
 # serialized tf.Example -> rating under TF Serving's regression contract (method name
 # tf.saved_model.REGRESS_METHOD_NAME, input "inputs", output "outputs"): what Regress and
@@ -93,6 +97,14 @@ K_INPUT = "k"
 EXCLUDE_RATED_INPUT = "exclude_rated"  # recommend: drop every item the user interacted with (all splits)
 EXCLUDE_ITEMS_INPUT = "exclude_item_ids"  # recommend_filtered
 ALLOW_ITEMS_INPUT = "allow_item_ids"  # recommend_filtered; empty = no restriction
+HISTORY_ITEMS_INPUT = "history_item_ids"  # recommend_by_history: [rows, L] string, "" pads a short row
+HISTORY_WEIGHTS_INPUT = "history_weights"  # recommend_by_history: [rows, L] float, or empty for all 1.0
+# recommend_by_history: also score from (and exclude) what the pipeline saw of a known user (every split);
+# False scores from exactly the given history (what the ranking gate does, with eval left out).
+USE_STORED_HISTORY_INPUT = "use_stored_history"
+UNKNOWN_ITEMS_OUTPUT = "unknown_history_items"  # [rows] int32: history ids not in the catalogue (ignored)
+HISTORY_LENGTH_OUTPUT = "history_length"  # [rows] int32: distinct catalogue items the row was scored from
+FALLBACK_OUTPUT = "popularity_fallback"  # [rows] bool: no history and no attributes, most popular answered
 RATING_OUTPUT = "rating"  # rating models' predict / serving_default
 SCORE_OUTPUT = "score"  # ranking models' predict / serving_default: a ranking score, not a rating
 ITEMS_OUTPUT = "item_ids"

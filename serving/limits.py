@@ -13,6 +13,9 @@ import functools
 import math
 
 MAX_RECOMMEND_USERS = 1000  # recommend scores users x catalogue: this bounds its memory
+# recommend_by_history: items per row of history_item_ids / history_weights (a longer history is cut by the
+# client to its newest items); checked on the declared shape by the server and inside the SavedModel.
+MAX_HISTORY_ITEMS = 1000
 DEFAULT_MAX_ROWS = 10_000  # any other signature, per request (rows, or tf.Examples for Regress/Classify)
 
 
@@ -86,6 +89,19 @@ def guard_rows(tensor, limit: int, name: str):
     check = tf.debugging.assert_less_equal(
         rows, tf.constant(limit, tf.int64),
         message=f"input {name}: more rows than the limit of {limit} per request")
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)
+
+
+def guard_columns(tensor, limit: int, name: str):
+    """`tensor` ([rows, columns]), after asserting it has at most `limit` columns (recommend_by_history's
+    history length); over it, the call fails INVALID_ARGUMENT naming the input and the limit."""
+    import tensorflow as tf
+
+    columns = tf.shape(tensor, out_type=tf.int64)[1]
+    check = tf.debugging.assert_less_equal(
+        columns, tf.constant(limit, tf.int64),
+        message=f"input {name}: more items per row than the history limit of {limit}")
     with tf.control_dependencies([check]):
         return tf.identity(tensor)
 
