@@ -246,8 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--item", required=True)
     _add_client_args(p)
 
-    p = sub.add_parser("recommend", help="ask the server for a user's top-k items")
-    p.add_argument("--user", required=True)
+    p = sub.add_parser("recommend", help="ask the server for a user's or a session's top-k items")
+    p.add_argument("--user", default=None, help="the user (required unless --history is given)")
+    p.add_argument("--history", default=None, metavar="ITEM,ITEM",
+                   help="item ids just interacted with, oldest first (recommend_by_history): without --user an "
+                        "anonymous session; with --user added to the user's stored history. Left out of the answer")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--include-rated", action="store_true", help="also rank items the user already has")
     p.add_argument("--exclude", default="", metavar="ITEM,ITEM", help="leave these item ids out")
@@ -633,6 +636,23 @@ def _user_features(pairs: List[str]) -> dict:
 
 
 def cmd_recommend(args) -> int:
+    if args.history is not None:
+        if args.feature or args.include_rated:
+            raise CliError("--history cannot be combined with --feature or --include-rated")
+        history = _ids(args.history)
+        answer = _client(args).recommend_by_history(history, k=args.k, user_id=args.user or "",
+                                                    use_stored_history=bool(args.user),
+                                                    exclude=_ids(args.exclude), allow=_ids(args.allow))
+        who = f"user {args.user}" if args.user else "an anonymous session"
+        _print_ranked(f"top {len(answer.items)} items for {who}, scored from {answer.history_length} known "
+                      f"item{'s' if answer.history_length != 1 else ''}:", answer.items)
+        if answer.unknown_items:
+            print(f"{answer.unknown_items} unknown item id{'s' if answer.unknown_items != 1 else ''} ignored")
+        if answer.popularity_fallback:
+            print("no known history item: these are the most popular items")
+        return 0
+    if not args.user:
+        raise CliError("recommend needs --user (or --history for an anonymous session)")
     if args.feature:
         if args.exclude or args.allow or args.include_rated:
             raise CliError("--feature cannot be combined with --exclude, --allow or --include-rated")

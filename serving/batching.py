@@ -4,8 +4,13 @@ A batch runs when it holds `max_batch_size` rows or `batch_timeout_micros` after
 arrived, whichever is first; outputs are split back by each request's row count. The queue holds
 at most `max_enqueued_batches` full batches: beyond that a request is refused with UNAVAILABLE
 rather than waiting without bound. Requests only batch together when their scalar inputs (such as
-`recommend`'s k) are equal, compared by value; a signature whose inputs or outputs lack a leading
-batch dimension is never batched.
+`recommend`'s k) are equal, compared by value, and when each batched input has the same trailing
+shape (recommend_by_history's [rows, L] histories batch with histories of the same L: concatenating
+rows of different lengths would make an invalid tensor, and padding would need the signature's
+semantics); a request whose batched inputs do not all have the same number of rows (an empty
+[0, 0] history_weights, or a malformed request) runs on its own, so it can neither break nor be
+split wrongly from a shared batch. A signature whose inputs or outputs lack a leading batch
+dimension is never batched.
 
 Queues are cheap and bounded: `num_batch_threads` workers serve every queue, at most `max_queues`
 exist (one idle for `idle_queue_seconds` is dropped; past the cap a request runs unbatched on its own
@@ -61,7 +66,7 @@ class _Task:
 
 
 class _Queue:
-    """Tasks for one (function, scalar input values); the Batcher's shared workers form and run batches."""
+    """Tasks for one (function, scalar input values, trailing shapes); the Batcher's shared workers run batches."""
 
     __slots__ = ("function", "tasks", "rows", "last_used")
 
@@ -90,7 +95,8 @@ def _scalar_key(value: np.ndarray) -> Hashable:
 
 
 class Batcher:
-    """Queues keyed by (function, scalar input values), served by `num_batch_threads` shared workers."""
+    """Queues keyed by (function, scalar input values, trailing shapes), served by `num_batch_threads` shared
+    workers."""
 
     def __init__(self, options: BatchingOptions, serves: Callable[[Callable], bool] = lambda _: True):
         """`serves(function)` says whether a function's version is still loaded; others' queues are dropped."""
@@ -113,12 +119,16 @@ class Batcher:
 
     def run(self, function: Callable, inputs: Dict[str, np.ndarray], timeout: Optional[float] = None):
         """The function's outputs for these inputs (numpy), computed in a batch with concurrent calls."""
-        scalars = tuple(sorted((n, _shared_key(v)) for n, v in inputs.items() if _shared(n, v)))
-        rows = next(len(v) for n, v in inputs.items() if not _shared(n, v))
-        limit = self.options.max_batch_size
+        batched = {n: v for n, v in inputs.items() if not _shared(n, v)}
+        counts = {len(v) for v in batched.values()}
+        rows, limit = max(counts, default=0), self.options.max_batch_size
         if rows > limit:
             raise TooLarge(f"Task size {rows} is larger than maximum input batch size {limit}")
-        key = (id(function), scalars)
+        if len(counts) != 1:  # rows that cannot be concatenated and split back: this request runs alone
+            return _call(function, inputs)
+        scalars = tuple(sorted((n, _shared_key(v)) for n, v in inputs.items() if _shared(n, v)))
+        trailing = tuple(sorted((n, v.shape[1:]) for n, v in batched.items()))
+        key = (id(function), scalars, trailing)
         task = _Task(inputs, rows, DEADLINE.get())
         with self._cond:
             queue = self._queues.get(key)

@@ -23,6 +23,7 @@ from tensorflow_serving.apis import (
 )
 
 from components import features as F
+from serving.limits import MAX_HISTORY_ITEMS
 
 
 # A server that is still starting is noticed within a second, not after gRPC's default backoff (up to 120 s).
@@ -61,6 +62,16 @@ class Recommendation:
     item_id: str
     title: str
     score: float
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryRecommendations:
+    """What `recommend_by_history` answers for one history."""
+
+    items: List[Recommendation]
+    unknown_items: int  # ids in the history the catalogue does not have: ignored
+    history_length: int  # distinct catalogue items the answer was scored from (stored history included)
+    popularity_fallback: bool  # no known item and no attributes: the most popular items
 
 
 class RecsysClient:
@@ -169,9 +180,20 @@ class RecsysClient:
         return self.predict_many([(user_id, item_id)])[0]
 
     def recommend(self, user_id: str, k: int = 10, exclude_rated: bool = True, exclude: Sequence[str] = (),
-                  allow: Sequence[str] = ()) -> List[Recommendation]:
+                  allow: Sequence[str] = (), recent_item_ids: Optional[Sequence[str]] = None) -> List[Recommendation]:
         """Top-k items; by default without the items the user already has. `exclude` drops these item ids,
-        a non-empty `allow` ranks only those (`recommend_filtered`; plain `recommend` without lists)."""
+        a non-empty `allow` ranks only those (`recommend_filtered`; plain `recommend` without lists).
+
+        `recent_item_ids` (oldest first): items the user interacted with since the pipeline's run; they are
+        added to the user's stored history for this request and left out of the answer
+        (`recommend_by_history` with use_stored_history; `recommend_by_history()` also returns its counts).
+        """
+        if recent_item_ids is not None:
+            if not exclude_rated:
+                raise ValueError("recent_item_ids always leaves out the user's items: exclude_rated=False "
+                                 "cannot be combined with it")
+            return self.recommend_by_history(recent_item_ids, k=k, user_id=user_id, use_stored_history=True,
+                                             exclude=exclude, allow=allow).items
         inputs = {
             F.USER_ID: tf.make_tensor_proto([user_id], dtype=tf.string),
             F.K_INPUT: tf.make_tensor_proto(k, dtype=tf.int32),
@@ -200,6 +222,37 @@ class RecsysClient:
         return _ranked(self._predict(F.RECOMMEND_BY_FEATURES, {
             F.EXAMPLES_INPUT: tf.make_tensor_proto([example.SerializeToString()], dtype=tf.string),
             F.K_INPUT: tf.make_tensor_proto(k, dtype=tf.int32)}))
+
+    def recommend_by_history(self, history: Sequence[str], k: int = 10, user_id: str = "",
+                             weights: Optional[Sequence[float]] = None, use_stored_history: bool = True,
+                             exclude: Sequence[str] = (), allow: Sequence[str] = ()) -> HistoryRecommendations:
+        """Top-k scored from `history` (item ids, oldest first), which is left out of the answer.
+
+        `user_id` "" (or one the model never saw) is an anonymous session; for a known user and
+        `use_stored_history`, everything the pipeline saw of that user is scored from and left out too.
+        `weights`: one per history item (default 1.0 each). Ids the catalogue lacks are ignored and counted;
+        a history longer than MAX_HISTORY_ITEMS is cut to its newest (last) MAX_HISTORY_ITEMS items.
+        `exclude` drops item ids, a non-empty `allow` ranks only those.
+        """
+        history = [str(i) for i in history]
+        if weights is not None:
+            weights = [float(w) for w in weights]
+            if len(weights) != len(history):
+                raise ValueError(f"{len(weights)} weights for {len(history)} history items: give one per item")
+            weights = weights[-MAX_HISTORY_ITEMS:]
+        history = history[-MAX_HISTORY_ITEMS:]
+        # One row of L items; no weights is an empty [1, 0] tensor (one row, so batching servers can batch it).
+        out = self._predict(F.RECOMMEND_BY_HISTORY, {
+            F.USER_ID: tf.make_tensor_proto([user_id], dtype=tf.string),
+            F.HISTORY_ITEMS_INPUT: tf.make_tensor_proto(history, dtype=tf.string, shape=[1, len(history)]),
+            F.HISTORY_WEIGHTS_INPUT: tf.make_tensor_proto(weights or [], dtype=tf.float32,
+                                                          shape=[1, len(weights) if weights else 0]),
+            F.USE_STORED_HISTORY_INPUT: tf.make_tensor_proto(use_stored_history, dtype=tf.bool),
+            F.K_INPUT: tf.make_tensor_proto(k, dtype=tf.int32),
+            F.EXCLUDE_ITEMS_INPUT: tf.make_tensor_proto(list(exclude), dtype=tf.string),
+            F.ALLOW_ITEMS_INPUT: tf.make_tensor_proto(list(allow), dtype=tf.string)})
+        return HistoryRecommendations(_ranked(out), int(out[F.UNKNOWN_ITEMS_OUTPUT][0]),
+                                      int(out[F.HISTORY_LENGTH_OUTPUT][0]), bool(out[F.FALLBACK_OUTPUT][0]))
 
     def similar_items(self, item_id: str, k: int = 10) -> List[Recommendation]:
         """The k items most like `item_id` ("more like this"), the item itself left out."""

@@ -10,9 +10,10 @@ Status codes (TF Serving's own where it has one for the case):
                        on an unavailable version
   INVALID_ARGUMENT     missing, unexpected, wrongly typed or wrongly shaped inputs (the message names
                        the input); a TensorProto whose values do not fill its declared shape; more
-                       rows than the signature's limit; Regress/Classify on a signature whose method
-                       name is not regress/classify; unknown output_filter alias; unsupported
-                       metadata_field; an empty or duplicate-name model config
+                       rows than the signature's limit; more history items per row than
+                       MAX_HISTORY_ITEMS; Regress/Classify on a signature whose method name is not
+                       regress/classify; unknown output_filter alias; unsupported metadata_field; an
+                       empty or duplicate-name model config
   PERMISSION_DENIED    a reloaded config's base_path outside the allowed model roots; a reload on a
                        port that is not the admin port
   DEADLINE_EXCEEDED    the client's deadline passed before the request ran
@@ -61,11 +62,16 @@ class RequestError(Exception):
         self.code = code
 
 
+# recommend_by_history's [rows, L] inputs: L (items per row) is bounded by limits.MAX_HISTORY_ITEMS.
+HISTORY_INPUTS = frozenset({F.HISTORY_ITEMS_INPUT, F.HISTORY_WEIGHTS_INPUT})
+
+
 def _convert_inputs(inputs, function, signature: str, row_limit: int) -> Dict[str, np.ndarray]:
     """Checks TensorProtos against the signature before building arrays. Names the first bad input.
 
-    Names, dtypes, declared shapes, the row limit and whether the values fill the declared shape
-    exactly are all checked on the proto, so a tiny request declaring a huge tensor allocates nothing.
+    Names, dtypes, declared shapes, the row limit, the history length (items per row of
+    HISTORY_INPUTS) and whether the values fill the declared shape exactly are all checked on the
+    proto, so a tiny request declaring a huge tensor allocates nothing.
     """
     _, specs = function.structured_input_signature
     given, expected = set(inputs), set(specs)
@@ -88,6 +94,9 @@ def _convert_inputs(inputs, function, signature: str, row_limit: int) -> Dict[st
             if dims and dims[0] > row_limit:
                 raise limits.LimitError(f"input {name}: {dims[0]} rows exceed the limit of {row_limit} rows per "
                                         f"request for signature \"{signature}\"")
+            if name in HISTORY_INPUTS and len(dims) > 1 and dims[1] > limits.MAX_HISTORY_ITEMS:
+                raise limits.LimitError(f"input {name}: {dims[1]} items per row exceed the history limit of "
+                                        f"{limits.MAX_HISTORY_ITEMS} (send the newest {limits.MAX_HISTORY_ITEMS})")
             limits.check_content(proto, name, dims)
         except limits.LimitError as e:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None

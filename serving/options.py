@@ -64,7 +64,7 @@ class ServerOptions:
     max_rows: int = DEFAULT_MAX_ROWS
     row_limits: Tuple[Tuple[str, int], ...] = tuple(  # per signature: those scoring the whole catalogue per row
         (name, MAX_RECOMMEND_USERS) for name in (F.RECOMMEND, F.RECOMMEND_FILTERED, F.SIMILAR_ITEMS,
-                                                 F.RECOMMEND_BY_FEATURES))
+                                                 F.RECOMMEND_BY_FEATURES, F.RECOMMEND_BY_HISTORY))
     # ModelService.HandleReloadConfigRequest is answered only here, on loopback; None: nowhere.
     admin_port: Optional[int] = None
     model_roots: Tuple[str, ...] = ()  # a reloaded base_path must lie under one; () = the served dirs' parents

@@ -90,6 +90,9 @@ def _tensor(value: Any, name: str, spec: Optional[tf.TensorSpec]):
     try:
         if dtype == tf.string or (dtype is None and _has_strings(value)):
             array = np.array(_decode_strings(value, name), dtype=object)
+            if array.size and any(isinstance(v, list) for v in array.ravel()):
+                raise _bad(f"input {name}: lists of different lengths are not a tensor (every row needs the same "
+                           f"length: pad shorter rows, e.g. a history with \"\")")
             return tf.make_tensor_proto(array, dtype=tf.string, shape=array.shape)
         array = np.asarray(value, dtype=dtype.as_numpy_dtype if dtype is not None else None)
         if array.dtype == object:
@@ -325,6 +328,12 @@ class RestServer:
         function = signature_function(loaded, spec.signature_name or F.SERVING_DEFAULT)
         _, specs = function.structured_input_signature
         inputs, row_format = _predict_inputs(body, specs)
+        if row_format:  # as TF Serving: each instance's value gains a leading dimension, which a scalar cannot take
+            scalars = sorted(name for name in inputs if name in specs and specs[name].shape.rank == 0)
+            if scalars:
+                raise _bad(f"input {', '.join(scalars)}: scalar in signature "
+                           f"\"{spec.signature_name or F.SERVING_DEFAULT}\", which the row format (\"instances\") "
+                           f"would turn into one value per instance: send the columnar format (\"inputs\")")
         request = predict_pb2.PredictRequest(model_spec=spec)
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(_tensor(value, name, specs.get(name)))

@@ -263,3 +263,46 @@ def test_request_wide_lists_are_passed_once_and_only_equal_lists_share_a_batch()
     assert [r["n"].tolist() for r in results] == [[1, 1] if i % 2 == 0 else [3, 3] for i in range(6)]
     assert all(excluded in {(b"a",), (b"a", b"b", b"c")} for _, excluded in calls)  # one request's list each
     assert sum(rows for rows, _ in calls) == 12 and len(calls) < 6  # equal lists did share batches
+
+
+def test_2d_inputs_batch_only_with_the_same_trailing_shape():
+    """recommend_by_history's [rows, L] histories: rows of different L cannot be concatenated into one tensor."""
+    calls = []
+
+    def history(user_id, history_item_ids):
+        calls.append(tuple(history_item_ids.shape))
+        return {"n": np.full(len(user_id), history_item_ids.shape[1], np.int64)}
+
+    batcher = Batcher(BatchingOptions(max_batch_size=16, batch_timeout_micros=150_000, num_batch_threads=1))
+    widths = [1, 3, 1, 3, 0, 0]
+    try:
+        results = _concurrently(6, lambda i: batcher.run(history, {
+            F.USER_ID: np.array([b"u%d" % i], object),
+            F.HISTORY_ITEMS_INPUT: np.full([1, widths[i]], b"a", object)}))
+    finally:
+        batcher.stop()
+    assert [r["n"].tolist() for r in results] == [[w] for w in widths]
+    assert sorted(calls) == [(2, 0), (2, 1), (2, 3)]  # equal widths shared a batch, different ones never did
+
+
+def test_a_request_whose_inputs_disagree_on_rows_runs_alone():
+    """An empty [0, 0] history_weights (or a malformed request) cannot be concatenated and split back by rows."""
+    calls = []
+
+    def history(user_id, history_weights):
+        calls.append((len(user_id), tuple(history_weights.shape)))
+        if history_weights.shape[0] not in (0, len(user_id)):
+            raise ValueError("rows differ")
+        return {"n": np.full(len(user_id), history_weights.shape[0], np.int64)}
+
+    batcher = Batcher(BatchingOptions(max_batch_size=16, batch_timeout_micros=150_000, num_batch_threads=1))
+    weights = [np.zeros([0, 0], np.float32), np.zeros([2, 0], np.float32), np.zeros([2, 0], np.float32)]
+    try:
+        results = _concurrently(3, lambda i: batcher.run(history, {
+            F.USER_ID: np.array([b"u", b"v"], object), F.HISTORY_WEIGHTS_INPUT: weights[i]}))
+        with pytest.raises(ValueError, match="rows differ"):  # malformed: fails alone, poisons no shared batch
+            batcher.run(history, {F.USER_ID: np.array([b"u"], object), F.HISTORY_WEIGHTS_INPUT: weights[1]})
+    finally:
+        batcher.stop()
+    assert [r["n"].tolist() for r in results] == [[0, 0], [4, 4], [4, 4]]  # the two [2, 0] ones shared a batch
+    assert sorted(calls) == [(1, (2, 0)), (2, (0, 0)), (4, (4, 0))]

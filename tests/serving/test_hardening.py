@@ -487,9 +487,9 @@ def test_row_limits_from_the_command_line():
     options = serve_options(build_parser().parse_args(["serve", "--row-limit", "predict=50", "--max-rows", "70"]))
     assert (options.row_limit(F.PREDICT), options.row_limit(F.RECOMMEND), options.row_limit("other")) == (
         50, MAX_RECOMMEND_USERS, 70)
-    # Every catalogue-scoring signature, recommend_by_features included, has the recommend limit by default.
-    assert {options.row_limit(name) for name in (F.RECOMMEND_FILTERED, F.SIMILAR_ITEMS, F.RECOMMEND_BY_FEATURES)} == {
-        MAX_RECOMMEND_USERS}
+    # Every catalogue-scoring signature, recommend_by_features/_history included, has the recommend limit by default.
+    assert {options.row_limit(name) for name in (F.RECOMMEND_FILTERED, F.SIMILAR_ITEMS, F.RECOMMEND_BY_FEATURES,
+                                                 F.RECOMMEND_BY_HISTORY)} == {MAX_RECOMMEND_USERS}
     with pytest.raises(CliError, match="--row-limit 'predict=x': expected SIGNATURE=N"):
         serve_options(build_parser().parse_args(["serve", "--row-limit", "predict=x"]))
 

@@ -87,7 +87,8 @@ def test_metadata_lists_signatures_with_their_inputs(stubs):
     response = stubs[0].GetModelMetadata(request, timeout=10)
     signatures = get_model_metadata_pb2.SignatureDefMap()
     assert response.metadata["signature_def"].Unpack(signatures)
-    assert set(signatures.signature_def) == {F.SERVING_DEFAULT, F.PREDICT, F.RECOMMEND, F.REGRESS, CLASSIFY}
+    assert set(signatures.signature_def) == {F.SERVING_DEFAULT, F.PREDICT, F.RECOMMEND, F.RECOMMEND_BY_HISTORY,
+                                             F.REGRESS, CLASSIFY}
     assert signatures.signature_def[F.REGRESS].method_name == tf.saved_model.REGRESS_METHOD_NAME
     assert set(signatures.signature_def[F.RECOMMEND].inputs) == {F.USER_ID, F.K_INPUT, F.EXCLUDE_RATED_INPUT}
     assert set(signatures.signature_def[F.RECOMMEND].outputs) == {F.ITEMS_OUTPUT, F.TITLES_OUTPUT, F.SCORES_OUTPUT}

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from components import features as F
 from components import signatures, warmup
-from serving.limits import MAX_RECOMMEND_USERS, guard_rows
+from serving.limits import MAX_HISTORY_ITEMS, MAX_RECOMMEND_USERS, guard_columns, guard_rows
 
 CLASSIFY = "classify"
 
@@ -52,6 +52,63 @@ class TinyRecommender(tf.Module):
         ids = tf.gather(self.items, top.indices)
         return {F.ITEMS_OUTPUT: ids, F.TITLES_OUTPUT: tf.strings.upper(ids), F.SCORES_OUTPUT: top.values}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
+                                  tf.TensorSpec([None, None], tf.string, name=F.HISTORY_ITEMS_INPUT),
+                                  tf.TensorSpec([None, None], tf.float32, name=F.HISTORY_WEIGHTS_INPUT),
+                                  tf.TensorSpec([], tf.bool, name=F.USE_STORED_HISTORY_INPUT),
+                                  tf.TensorSpec([], tf.int32, name=F.K_INPUT),
+                                  tf.TensorSpec([None], tf.string, name=F.EXCLUDE_ITEMS_INPUT),
+                                  tf.TensorSpec([None], tf.string, name=F.ALLOW_ITEMS_INPUT)])
+    def recommend_by_history(self, user_id, history_item_ids, history_weights, use_stored_history, k,
+                             exclude_item_ids, allow_item_ids):
+        """The recommend_by_history contract with exact values.
+
+        Each catalogue item the row's history holds counts once, with its largest weight (an empty
+        weights tensor: 1.0); a known user (any non-empty user_id) has the stored history ["ccc"], used
+        when use_stored_history. score = offset + len(item_id) + the history's total weight; the history,
+        the stored history when used, excluded ids and, with a non-empty allow list, ids outside it are
+        left out (a slot without a candidate: id "", score -inf). unknown_history_items counts the
+        distinct non-empty ids not in CATALOGUE; popularity_fallback is set when the row was scored
+        from no item (its scores are then offset + len(item_id): the longest items are "most popular").
+        """
+        user_id = guard_rows(user_id, MAX_RECOMMEND_USERS, F.USER_ID)
+        history_item_ids = guard_columns(guard_rows(history_item_ids, MAX_RECOMMEND_USERS, F.HISTORY_ITEMS_INPUT),
+                                         MAX_HISTORY_ITEMS, F.HISTORY_ITEMS_INPUT)
+        history_weights = guard_columns(history_weights, MAX_HISTORY_ITEMS, F.HISTORY_WEIGHTS_INPUT)
+        shape = tf.shape(history_item_ids)
+        checks = [tf.debugging.assert_equal(shape[0], tf.shape(user_id)[0],
+                                            message=f"input {F.HISTORY_ITEMS_INPUT}: one row per {F.USER_ID} expected")]
+        weights = tf.cond(tf.size(history_weights) > 0, lambda: history_weights, lambda: tf.ones(shape, tf.float32))
+        checks.append(tf.debugging.assert_equal(
+            tf.shape(weights), shape,
+            message=f"input {F.HISTORY_WEIGHTS_INPUT}: same shape as {F.HISTORY_ITEMS_INPUT} expected (or empty)"))
+        with tf.control_dependencies(checks):
+            matches = tf.equal(history_item_ids[:, :, None], self.items[None, None, :])  # [rows, L, N]
+        # Each catalogue item once, with its largest weight; the stored history ("ccc") for known users.
+        weight = tf.reduce_max(tf.where(matches, weights[:, :, None], float("-inf")), axis=1)  # [rows, N]
+        held = tf.reduce_any(matches, axis=1)
+        stored = use_stored_history & (user_id != "")[:, None] & tf.equal(self.items, "ccc")[None, :]
+        weight = tf.where(stored, tf.maximum(weight, 1.0), weight)
+        held |= stored
+        total = tf.reduce_sum(tf.where(held, weight, 0.0), axis=1)  # [rows]
+        n = tf.shape(self.items)[0]
+        scores = self.offset + tf.cast(tf.strings.length(self.items), tf.float32)[None, :] + total[:, None]
+        allowed = tf.logical_or(tf.size(allow_item_ids) == 0,
+                                tf.reduce_any(tf.equal(self.items[:, None], allow_item_ids[None, :]), axis=1))
+        allowed &= ~tf.reduce_any(tf.equal(self.items[:, None], exclude_item_ids[None, :]), axis=1)
+        scores = tf.where(held | ~allowed[None, :], float("-inf"), scores)
+        top = tf.math.top_k(scores, tf.clip_by_value(k, 0, n))
+        valid = tf.math.is_finite(top.values)
+        ids = tf.where(valid, tf.gather(self.items, top.indices), "")
+        # Distinct unknown ids: hashed, sorted per row, counted where the value changes.
+        unknown = ~tf.reduce_any(matches, axis=2) & (history_item_ids != "")
+        hashed = tf.sort(tf.where(unknown, tf.strings.to_hash_bucket_fast(history_item_ids, 1 << 62), -1), axis=1)
+        previous = tf.concat([tf.fill([shape[0], 1], tf.constant(-1, tf.int64)), hashed[:, :-1]], axis=1)
+        length = tf.reduce_sum(tf.cast(held, tf.int32), axis=1)
+        return {F.ITEMS_OUTPUT: ids, F.TITLES_OUTPUT: tf.strings.upper(ids), F.SCORES_OUTPUT: top.values,
+                F.UNKNOWN_ITEMS_OUTPUT: tf.reduce_sum(tf.cast((hashed != previous) & (hashed >= 0), tf.int32), axis=1),
+                F.HISTORY_LENGTH_OUTPUT: length, F.FALLBACK_OUTPUT: tf.equal(length, 0)}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT)])
     def serve_examples(self, examples):
         return {F.RATING_OUTPUT: self._rate_examples(examples)}
@@ -86,7 +143,7 @@ def save_version(base, version, offset, warmup_requests=None):
     tmp = path if os.path.exists(path) else os.path.join(base, f".tmp-{version}")
     tf.saved_model.save(module, tmp, signatures={
         F.SERVING_DEFAULT: module.serve_examples, F.PREDICT: module.predict, F.RECOMMEND: module.recommend,
-        F.REGRESS: module.regress, CLASSIFY: module.classify})
+        F.RECOMMEND_BY_HISTORY: module.recommend_by_history, F.REGRESS: module.regress, CLASSIFY: module.classify})
     signatures.set_method_names(tmp, {F.REGRESS: tf.saved_model.REGRESS_METHOD_NAME,
                                       CLASSIFY: tf.saved_model.CLASSIFY_METHOD_NAME})
     if warmup_requests is not None:
