@@ -1,7 +1,8 @@
 """Top-k evaluation shared by the ranking gate, `recsys benchmark` and the tests.
 
-The protocol: every held-out interaction is relevant; each user's list ranks the whole catalogue
-with only that user's *training* items removed; Recall@k divides the hits by min(k, relevant),
+The protocol: every held-out interaction is relevant; each user's list ranks the whole catalogue,
+scored from the user's history before the held-out split (what the model was fitted on: train, plus
+validation in the pipeline's gate) with only that history removed, never the held-out items; Recall@k divides the hits by min(k, relevant),
 NDCG@k uses binary gains. The references (most popular, ItemKNN, EASE) are computed here from the
 same training pairs, so a model is always shown next to them on the same split.
 """
@@ -184,12 +185,14 @@ def ials(train: Interactions, factors: int = IALS_DEFAULT_FACTORS,
     return score
 
 
-def saved_model_top_k(saved_model, users: Sequence[str], train_items: Mapping[str, Set[str]], k: int) -> Dict[str, List[str]]:
-    """Each user's top-k over the model's whole catalogue, only the user's training items excluded.
+def saved_model_top_k(saved_model, users: Sequence[str], history: Mapping[str, Set[str]], k: int) -> Dict[str, List[str]]:
+    """Each user's top-k over the model's whole catalogue, scored from `history` and with it excluded.
 
-    `recommend_filtered` takes the exclusions as a list (one request per user: the list applies to every
-    user of a request); a model without it (exported before that signature existed) is asked by
-    `recommend` for k + len(training items) and the training items are dropped here: the same lists.
+    `recommend_by_history` is asked with each user's id (their attributes) and exactly that history
+    (use_stored_history False: the served model's stored history also holds the eval split, which must
+    stay unseen here). A model exported before that signature existed is asked by `recommend_filtered`
+    with the history as its exclusion list (it scores from its own stored history), or by `recommend`
+    for k + len(history) items, the history dropped here: the same lists.
     """
     import tensorflow as tf
 
@@ -197,11 +200,22 @@ def saved_model_top_k(saved_model, users: Sequence[str], train_items: Mapping[st
 
     ranked: Dict[str, List[str]] = {}
     k_tensor, no = tf.constant(k, tf.int32), tf.constant(False)
+    everything = tf.constant([], tf.string)
+    if F.RECOMMEND_BY_HISTORY in saved_model.signatures:
+        recommend = saved_model.signatures[F.RECOMMEND_BY_HISTORY]
+        no_weights = tf.zeros([1, 0], tf.float32)
+        for user in users:
+            seen = sorted(history.get(user, ()))
+            out = recommend(**{F.USER_ID: tf.constant([user]), F.HISTORY_ITEMS_INPUT: tf.constant([seen], tf.string)
+                               if seen else tf.zeros([1, 0], tf.string), F.HISTORY_WEIGHTS_INPUT: no_weights,
+                               F.USE_STORED_HISTORY_INPUT: no, F.K_INPUT: k_tensor,
+                               F.EXCLUDE_ITEMS_INPUT: everything, F.ALLOW_ITEMS_INPUT: everything})
+            ranked[user] = [i.decode("utf-8") for i in out[F.ITEMS_OUTPUT].numpy()[0] if i]
+        return ranked
     if F.RECOMMEND_FILTERED in saved_model.signatures:
         recommend = saved_model.signatures[F.RECOMMEND_FILTERED]
-        everything = tf.constant([], tf.string)
         for user in users:
-            seen = sorted(train_items.get(user, ()))
+            seen = sorted(history.get(user, ()))
             out = recommend(**{F.USER_ID: tf.constant([user]), F.K_INPUT: k_tensor, F.EXCLUDE_RATED_INPUT: no,
                                F.EXCLUDE_ITEMS_INPUT: tf.constant(seen, tf.string), F.ALLOW_ITEMS_INPUT: everything})
             # an empty id marks a slot with no candidate left (the user excluded nearly everything)
@@ -211,7 +225,7 @@ def saved_model_top_k(saved_model, users: Sequence[str], train_items: Mapping[st
         raise ValueError(f"the model has neither a {F.RECOMMEND_FILTERED!r} nor a {F.RECOMMEND!r} signature")
     recommend = saved_model.signatures[F.RECOMMEND]
     for user in users:
-        seen = train_items.get(user, set())
+        seen = history.get(user, set())
         out = recommend(**{F.USER_ID: tf.constant([user]), F.K_INPUT: tf.constant(k + len(seen), tf.int32),
                            F.EXCLUDE_RATED_INPUT: no})
         items = (i.decode("utf-8") for i in out[F.ITEMS_OUTPUT].numpy()[0])

@@ -2,8 +2,9 @@
 
 TFMA scores one prediction per example; a recommender is judged by what it puts in a user's top-k out of
 the whole catalogue, next to what "most popular" would have shown. This component loads the trained
-SavedModel, asks its `recommend_filtered` signature for every eval user's top-k (exclude_rated=False,
-exclude_item_ids = the user's training items: the protocol of components/ranking_eval.py), and computes
+SavedModel, asks its `recommend_by_history` signature for every eval user's top-k, scored from and
+excluding the user's history before eval (train + validation, sent explicitly: the model's stored
+history also holds eval; the protocol of components/ranking_eval.py), and computes
 Recall@k and NDCG@k overall and per slice (user activity, item popularity: the buckets ExampleGen adds),
 beside most-popular on the same split and the latest blessed model when there is one.
 
@@ -78,11 +79,18 @@ class SplitData:
     item_slices: Dict[str, str]  # item -> item_popularity bucket
 
 
-def read_split(examples: types.Artifact, split: str) -> SplitData:
+def read_split(examples: types.Artifact, split: str, allow_empty: bool = False) -> SplitData:
     """(user, item) pairs and slice buckets of one split of ExampleGen's tf.Examples (any size that fits in RAM)."""
-    uri = artifact_utils.get_split_uri([examples], split)
+    try:
+        uri = artifact_utils.get_split_uri([examples], split)
+    except ValueError:  # the artifact has no such split
+        if not allow_empty:
+            raise
+        return SplitData(pairs=[], user_slices={}, item_slices={})
     files = sorted(tf.io.gfile.glob(posixpath.join(uri, "*")))
     if not files:
+        if allow_empty:
+            return SplitData(pairs=[], user_slices={}, item_slices={})
         raise ValueError(f"{uri}: split {split!r} has no files")
     compression = "GZIP" if files[0].endswith(".gz") else ""
     spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="")
@@ -133,10 +141,15 @@ class Evaluation:
     baseline: Optional[Dict[str, Dict[str, float]]]
 
 
-def evaluate(saved_model, train: SplitData, evaluation: SplitData, k: int, baseline_model=None) -> Evaluation:
-    """The model's, most-popular's and (if given) the baseline model's metrics on the same eval split."""
-    interactions = ranking_eval.Interactions.from_pairs(train.pairs)
-    train_items = ranking_eval.relevant_by_user(train.pairs)
+def evaluate(saved_model, train: SplitData, evaluation: SplitData, k: int, baseline_model=None,
+             validation: Optional[SplitData] = None) -> Evaluation:
+    """The model's, most-popular's and (if given) the baseline model's metrics on the same eval split.
+
+    Every list is scored from the user's history before eval (train + validation: what the model's weights
+    were fitted on) and excludes it; most popular counts the same interactions."""
+    known = train.pairs + (validation.pairs if validation is not None else [])
+    interactions = ranking_eval.Interactions.from_pairs(known)
+    train_items = ranking_eval.relevant_by_user(known)
     users = sorted({u for u, _ in evaluation.pairs})
     num_items = len(interactions.items)
     popular = ranking_eval.top_k(interactions, ranking_eval.most_popular(interactions), users, k)
@@ -195,8 +208,10 @@ class Executor(base_executor.BaseExecutor):
         blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
 
         train, evaluation = read_split(examples, F.TRAIN_SPLIT), read_split(examples, F.EVAL_SPLIT)
+        validation = read_split(examples, F.VALIDATION_SPLIT, allow_empty=True)
         result = evaluate(load_model(model), train, evaluation, k,
-                          baseline_model=load_model(baseline) if baseline is not None else None)
+                          baseline_model=load_model(baseline) if baseline is not None else None,
+                          validation=validation)
         failures = ranking_failures(result, k, min_lift, max_regression)
         if not gated:  # reported, not gating
             failures = []

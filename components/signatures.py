@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Dict, Mapping
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow.core.protobuf import saved_model_pb2
@@ -21,6 +22,8 @@ from tensorflow.core.protobuf import saved_model_pb2
 from components import catalog as catalog_lib
 from components import features as F
 from components.atomic_io import atomic_write
+from components.models import history as history_lib
+from components.models import neighbours
 from components.models import topk
 from serving import limits
 
@@ -51,8 +54,15 @@ def _attach_catalog(model: tf.keras.Model, items: catalog_lib.Catalog) -> None:
     model.catalog_user_content = tf.Variable(items.user_content, trainable=False, name="catalog_user_content")
     model.rated_row_splits = tf.Variable(items.rated_row_splits, trainable=False, name="rated_row_splits")
     model.rated_items = tf.Variable(items.rated_items, trainable=False, name="rated_items")
-    model.seen_row_splits = tf.Variable(items.seen_row_splits, trainable=False, name="seen_row_splits")
-    model.seen_items = tf.Variable(items.seen_items, trainable=False, name="seen_items")
+    if hasattr(model, "score_history"):  # a history model stores every split itself: one copy, not two
+        model.seen_row_splits, model.seen_items = model.history_row_splits, model.history_items
+    else:
+        model.seen_row_splits = tf.Variable(items.seen_row_splits, trainable=False, name="seen_row_splits")
+        model.seen_items = tf.Variable(items.seen_items, trainable=False, name="seen_items")
+    # What a history-less, attribute-less request is answered with: the items' training counts (log).
+    counts = np.bincount(items.rated_items, minlength=len(items.item_ids))[:len(items.item_ids)]
+    model.catalog_popularity = tf.Variable(np.log1p(counts).astype(np.float32), trainable=False,
+                                           name="catalog_popularity")
 
 
 def _exclude_seen(model: tf.keras.Model, users: tf.Tensor, scores: tf.Tensor) -> tf.Tensor:
@@ -222,6 +232,86 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
         scores = tf.where(allowed[None, :], scores, float("-inf"))
         return _top_k(model, scores, k, limit=tf.reduce_sum(tf.cast(allowed, tf.int32)))
 
+    # A model without history scoring (the rating models) answers a user it has no row for from the history's
+    # items' co-occurrence neighbours (item-to-item; components/models/neighbours.py), not by popularity.
+    history_model = hasattr(model, "score_history")
+    if not history_model:
+        index, weight = neighbours.build(items.train_pairs, len(items.item_ids))
+        model.catalog_neighbour_index = tf.Variable(index, trainable=False, name="catalog_neighbour_index")
+        model.catalog_neighbour_weight = tf.Variable(weight, trainable=False, name="catalog_neighbour_weight")
+
+    def history_scores(history: tf.SparseTensor, users: tf.Tensor, content: tf.Tensor):
+        """[B, N] scores of users described by a history (and attributes), and [B] whether a row had neither
+        (answered by popularity)."""
+        empty = (history_lib.lengths(history) == 0) & (tf.reduce_sum(tf.abs(content), axis=1) == 0)
+        if history_model:
+            scores = model.score_history(
+                history, users, content if uses_user_content else None,
+                item_vectors=model.catalog_item_vectors if precompute is not None else None)
+        else:
+            num_users = tf.shape(model.catalog_user_content, out_type=users.dtype)[0]
+            known = users < num_users - F.OOV_BUCKETS
+            empty &= ~known
+            by_items = neighbours.score(history, model.catalog_neighbour_index, model.catalog_neighbour_weight)
+            scores = tf.where(known[:, None], scores_for(users, content), by_items)
+        scores = tf.where(empty[:, None], tf.broadcast_to(model.catalog_popularity[None, :], tf.shape(scores)), scores)
+        return scores, empty
+
+    def stored_history(users):
+        return history_lib.stored(users, model.seen_row_splits, model.seen_items,
+                                  tf.shape(model.catalog_item_ids, out_type=tf.int64)[0])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
+                                  tf.TensorSpec([None, None], tf.string, name=F.HISTORY_ITEMS_INPUT),
+                                  tf.TensorSpec([None, None], tf.float32, name=F.HISTORY_WEIGHTS_INPUT),
+                                  tf.TensorSpec([], tf.bool, name=F.USE_STORED_HISTORY_INPUT),
+                                  tf.TensorSpec([], tf.int32, name=F.K_INPUT),
+                                  tf.TensorSpec([None], tf.string, name=F.EXCLUDE_ITEMS_INPUT),
+                                  tf.TensorSpec([None], tf.string, name=F.ALLOW_ITEMS_INPUT)])
+    def recommend_by_history(user_id, history_item_ids, history_weights, use_stored_history, k, exclude_item_ids,
+                             allow_item_ids):
+        user_id = limits.guard_rows(user_id, limits.MAX_RECOMMEND_USERS, F.USER_ID)
+        history_item_ids = limits.guard_columns(history_item_ids, limits.MAX_HISTORY_ITEMS, F.HISTORY_ITEMS_INPUT)
+        rows = tf.shape(user_id)[0]
+        checks = [tf.debugging.assert_equal(
+            tf.shape(history_item_ids)[0], rows,
+            message=f"input {F.HISTORY_ITEMS_INPUT}: one row per {F.USER_ID} expected")]
+        # No weights (an empty tensor): every history item weighs 1; else one weight per history id.
+        history_weights = limits.guard_columns(history_weights, limits.MAX_HISTORY_ITEMS, F.HISTORY_WEIGHTS_INPUT)
+        weights = tf.cond(tf.size(history_weights) > 0, lambda: history_weights,
+                          lambda: tf.ones(tf.shape(history_item_ids), tf.float32))
+        checks.append(tf.debugging.assert_equal(
+            tf.shape(weights), tf.shape(history_item_ids),
+            message=f"input {F.HISTORY_WEIGHTS_INPUT}: same shape as {F.HISTORY_ITEMS_INPUT} expected (or empty)"))
+        with tf.control_dependencies(checks):
+            weights = tf.identity(weights)
+            users = tf.reshape(model.tft_layer({F.USER_ID: _as_column(user_id)})[F.USER_INDEX], [-1])
+        shape = tf.shape(history_item_ids)
+        index = tf.reshape(model.tft_layer({F.ITEM_ID: tf.reshape(history_item_ids, [-1, 1])})[F.ITEM_INDEX], shape)
+        n = tf.shape(model.catalog_item_ids, out_type=tf.int64)[0]
+        # Unknown ids are ignored and counted (each distinct id once per row), never an error; "" pads a row.
+        where = tf.where((tf.cast(index, tf.int64) >= n) & (history_item_ids != ""))
+        keys, _ = tf.unique(tf.strings.join([tf.strings.as_string(where[:, 0]),
+                                             tf.gather_nd(history_item_ids, where)], separator="\x00"))
+        unknown_rows = tf.strings.to_number(tf.strings.split(keys, "\x00").to_tensor(shape=[None, 2])[:, 0], tf.int32)
+        unknown = tf.math.bincount(unknown_rows, minlength=rows, maxlength=rows)
+        given = history_lib.from_indices(index, weights, n)
+        stored = stored_history(users)
+        stored = tf.sparse.retain(stored, tf.fill(tf.shape(stored.values), use_stored_history))
+        history = history_lib.union(given, stored)
+        scores, fallback = history_scores(history, users, _user_content(model, users))
+        scores = history_lib.exclude(scores, history)
+        allowed = tf.cond(tf.size(allow_item_ids) > 0,
+                          lambda: _catalogue_mask(model, _item_indices(model, allow_item_ids)),
+                          lambda: tf.ones_like(model.catalog_item_ids, tf.bool))
+        allowed = allowed & ~_catalogue_mask(model, _item_indices(model, exclude_item_ids))
+        scores = tf.where(allowed[None, :], scores, float("-inf"))
+        out = _top_k(model, scores, k, limit=tf.reduce_sum(tf.cast(allowed, tf.int32)))
+        out[F.UNKNOWN_ITEMS_OUTPUT] = unknown
+        out[F.HISTORY_LENGTH_OUTPUT] = history_lib.lengths(history)
+        out[F.FALLBACK_OUTPUT] = fallback
+        return out
+
     serving = {
         F.SERVING_DEFAULT: serve_examples.get_concrete_function(),
         F.REGRESS: regress.get_concrete_function(),
@@ -230,6 +320,7 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
         F.RECOMMEND: recommend.get_concrete_function(),
         F.RECOMMEND_FILTERED: recommend_filtered.get_concrete_function(),
         F.RECOMMEND_BY_FEATURES: recommend_by_features.get_concrete_function(),
+        F.RECOMMEND_BY_HISTORY: recommend_by_history.get_concrete_function(),
     }
 
     # "More like this": item-item weights where the model has them (EASE), else the cosine of its item vectors.

@@ -153,7 +153,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     validation_pairs = catalog.read_pairs(fn_args.eval_files, fn_args.data_accessor, tft_output)
     eval_files = _other_split_files(fn_args.train_files, F.EVAL_SPLIT)
     eval_pairs = catalog.read_pairs(eval_files, fn_args.data_accessor, tft_output) if eval_files else validation_pairs[:0]
-    # Serving excludes everything the pipeline saw; the models score from the training split alone.
+    # Serving excludes (and history models score from) everything the pipeline saw; fitting reads train only.
     items = catalog.with_seen(items, np.concatenate([validation_pairs, eval_pairs]))
     model_name = models.resolve(config.model, num_items - F.OOV_BUCKETS, config.ease_max_items)
     model_module = models.get(model_name)
@@ -182,6 +182,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         model = _fit_rating_model(model_module, dims, config, train, dataset(fn_args.eval_files, False),
                                   steps_per_epoch, fn_args.eval_steps, fn_args.model_run_dir)
     _forget_oov_rows(model)
+    if hasattr(model, "store_history"):
+        # History is an input: the served model scores each known user from everything the pipeline saw of
+        # them (train, validation and eval); the weights were learned on train (+ validation) alone, and the
+        # ranking gate passes each user's train + validation history explicitly, so eval stays unseen there.
+        model.store_history(items.seen_row_splits, items.seen_items)
     serving = signatures.build(model, tft_output, items, layout)
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=serving)
     signatures.set_method_names(fn_args.serving_model_dir)

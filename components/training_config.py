@@ -41,6 +41,12 @@ class TrainingConfig:
     ease_lambda: float = 0.0
     ease_max_items: int = 10_000
     ease_refit: bool = True  # once lambda is chosen, refit on train + validation
+    # Two-tower's user tower: the mean of the user's history item embeddings (+ projected attributes); with
+    # two_tower_user_id a per-user id embedding is added (a user it never saw, or a session, has none).
+    # While training, each example's history leaves its own item out and keeps at most
+    # two_tower_history_sample items (a random subset: bounded cost per batch, a kind of dropout).
+    two_tower_user_id: bool = False
+    two_tower_history_sample: int = 100
     # A training split up to this size (TFRecord bytes) is read once and kept in memory; larger ones stream.
     in_memory_input_max_mb: float = 64.0
 

@@ -43,6 +43,11 @@ def requests(user_id: bytes, item_id: bytes, signatures=None):
         F.SIMILAR_ITEMS: _predict(F.SIMILAR_ITEMS, **{F.ITEM_ID: items, F.K_INPUT: k}),
         F.RECOMMEND_BY_FEATURES: _predict(F.RECOMMEND_BY_FEATURES, **{
             F.EXAMPLES_INPUT: tf.make_tensor_proto([example.SerializeToString()]), F.K_INPUT: k}),
+        F.RECOMMEND_BY_HISTORY: _predict(F.RECOMMEND_BY_HISTORY, **{
+            F.USER_ID: users, F.HISTORY_ITEMS_INPUT: tf.make_tensor_proto([[item_id]]),
+            F.HISTORY_WEIGHTS_INPUT: tf.make_tensor_proto([], dtype=tf.float32, shape=[1, 0]),
+            F.USE_STORED_HISTORY_INPUT: tf.make_tensor_proto(True), F.K_INPUT: k,
+            F.EXCLUDE_ITEMS_INPUT: no_ids, F.ALLOW_ITEMS_INPUT: no_ids}),
         F.SERVING_DEFAULT: _predict(F.SERVING_DEFAULT,
                                     **{F.EXAMPLES_INPUT: tf.make_tensor_proto([example.SerializeToString()])}),
         F.REGRESS: prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(request=regress)),

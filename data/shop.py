@@ -29,6 +29,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from components import features as F
+from data import heldout
 from data.atomic_csv import atomic_csv
 from data.sampling import activity_counts
 
@@ -119,6 +120,7 @@ class ShopSpec:
     missing_price_share: float = 0.03
     missing_age_share: float = 0.02
     multiline_share: float = 0.04  # descriptions with a newline inside the quoted field
+    num_sessions: int = 300  # held-out anonymous sessions of new users (data/heldout.py; never read by the pipeline)
 
 
 def user_key(index: int) -> str:
@@ -184,18 +186,47 @@ def _catalogue(spec: ShopSpec, rng: np.random.Generator) -> _Catalogue:
                       category_vectors, brand_vectors)
 
 
-def _users(spec: ShopSpec, cat: _Catalogue, rng: np.random.Generator):
-    """Segment, age and country per user, and a latent factor whose liked categories they shift."""
-    n, n_cat, d = spec.num_users, len(CATEGORY_NAMES), spec.latent_dim
+@dataclasses.dataclass
+class _UserTaste:
+    """How a user's attributes shift the categories they like: category preference logits."""
+
+    segment_logits: np.ndarray  # [segments, categories]
+    age_slope: np.ndarray  # [categories]
+    country_logits: np.ndarray  # [countries, categories]
+
+
+def _demographics(n: int, rng: np.random.Generator):
     segment = rng.choice(len(SEGMENTS), n, p=_SEGMENT_SHARE)
     country = rng.choice(len(COUNTRIES), n, p=_COUNTRY_SHARE)
     shape = np.array([_SEGMENT_SHAPE[s] for s in SEGMENTS])
     age = np.clip(np.round(rng.normal(shape[segment, 0], shape[segment, 1])), AGE_MIN, AGE_MAX).astype(np.int64)
+    return segment, country, age
+
+
+def _users(spec: ShopSpec, cat: _Catalogue, rng: np.random.Generator):
+    """Segment, age and country per user, and a latent factor whose liked categories they shift."""
+    n_cat = len(CATEGORY_NAMES)
+    segment, country, age = _demographics(spec.num_users, rng)
     # Category preference logits: strong by segment, a slope in age, a weak nudge by country.
-    segment_logits = rng.normal(0.0, 2.5, (len(SEGMENTS), n_cat))
-    age_slope = rng.normal(0.0, 1.0, n_cat)
-    country_logits = rng.normal(0.0, 0.4, (len(COUNTRIES), n_cat))
-    logits = segment_logits[segment] + age_slope * ((age - 45.0) / 15.0)[:, None] + country_logits[country]
+    taste = _UserTaste(segment_logits=rng.normal(0.0, 2.5, (len(SEGMENTS), n_cat)),
+                       age_slope=rng.normal(0.0, 1.0, n_cat),
+                       country_logits=rng.normal(0.0, 0.4, (len(COUNTRIES), n_cat)))
+    factors = _user_factors(spec, cat, taste, segment, country, age, rng)
+    return segment, age, country, factors, taste
+
+
+def _new_users(spec: ShopSpec, cat: _Catalogue, taste: _UserTaste, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Latent factors of n users drawn like the sample's own (same attribute shares and taste), from `rng`."""
+    segment, country, age = _demographics(n, rng)
+    return _user_factors(spec, cat, taste, segment, country, age, rng)
+
+
+def _user_factors(spec: ShopSpec, cat: _Catalogue, taste: _UserTaste, segment, country, age,
+                  rng: np.random.Generator) -> np.ndarray:
+    n, n_cat, d = len(segment), len(CATEGORY_NAMES), spec.latent_dim
+    shape = np.array([_SEGMENT_SHAPE[s] for s in SEGMENTS])
+    logits = (taste.segment_logits[segment] + taste.age_slope * ((age - 45.0) / 15.0)[:, None]
+              + taste.country_logits[country])
     factors = np.empty((n, d))
     for u in range(n):
         p = np.exp(logits[u] - logits[u].max())
@@ -205,7 +236,7 @@ def _users(spec: ShopSpec, cat: _Catalogue, rng: np.random.Generator):
         factors[u] = (cat.category_vectors[liked].mean(axis=0) + 0.7 * cat.brand_vectors[fav].mean(axis=0)
                       + rng.normal(0.0, 0.4, d))
     factors[:, -1] = shape[segment, 2] + rng.normal(0.0, 0.5, n)
-    return segment, age, country, factors
+    return factors
 
 
 def _pick(spec: ShopSpec, rng, counts, user_factors, item_factors, log_pop) -> List[np.ndarray]:
@@ -219,6 +250,38 @@ def _pick(spec: ShopSpec, rng, counts, user_factors, item_factors, log_pop) -> L
         for row, k in zip(logits, counts[rows]):
             picks.append(np.argpartition(-row, k - 1)[:k] if 0 < k < len(row) else np.arange(k))
     return picks
+
+
+def _next_items(spec: ShopSpec, rng, histories, user_factors, item_factors, log_pop) -> np.ndarray:
+    """Each user's next item given the distinct items they already picked (-1 when none is left): the next draw of
+    the same Gumbel-top-k, i.e. the choice model restricted to the items outside the history."""
+    scale = spec.taste / np.sqrt(spec.latent_dim)
+    nexts = np.full(len(histories), -1, np.int64)
+    for start in range(0, len(histories), 256):
+        rows = slice(start, start + 256)
+        logits = spec.popularity_exponent * log_pop + scale * (user_factors[rows] @ item_factors.T)
+        logits += rng.gumbel(size=logits.shape)
+        for u, row in enumerate(logits, start):
+            nexts[u] = heldout.best_unseen(row, histories[u])
+    return nexts
+
+
+def _sessions(spec: ShopSpec, cat: _Catalogue, taste: _UserTaste, log_pop):
+    """Anonymous sessions of new users: (session id, items in time order, timestamps, next item or None)."""
+    n, total = heldout.session_count(spec.num_sessions, spec.num_users, spec.num_interactions)
+    if n == 0:
+        return []
+    rng = heldout.stream(spec.seed, heldout.SESSIONS_STREAM)
+    factors = _new_users(spec, cat, taste, n, rng)
+    counts = activity_counts(n, spec.num_items, total, spec.min_user_interactions, spec.max_user_share,
+                             spec.activity_sigma, rng, noun="interactions")
+    counts = np.minimum(counts, spec.num_items - 1)  # leave an item to pick next
+    picks = [rng.permutation(items) for items in _pick(spec, rng, counts, factors, cat.factors, log_pop)]
+    nexts = _next_items(spec, rng, picks, factors, cat.factors, log_pop)
+    log_end = spec.start_timestamp + spec.span_days * SECONDS_PER_DAY
+    return [(heldout.session_key(s), [item_key(i) for i in items], heldout.session_stamps(rng, log_end, len(items)),
+             item_key(nexts[s]) if nexts[s] >= 0 else None)
+            for s, items in enumerate(picks) if len(items)]
 
 
 def _description(rng: np.random.Generator, category: str, adjective: str, noun: str, brand: str, line: str,
@@ -246,12 +309,13 @@ def _description(rng: np.random.Generator, category: str, adjective: str, noun: 
 
 
 def generate(out_dir: str, spec: ShopSpec = ShopSpec()) -> Dict[str, int]:
-    """Write `interactions.csv`, `items.csv` and `users.csv` under `out_dir`; returns the counts written."""
+    """Write `interactions.csv`, `items.csv` and `users.csv` under `out_dir`, and the held-out data under
+    `heldout/` (data/heldout.py); returns the counts written."""
     catalogue_rng, user_rng, pick_rng, text_rng = (np.random.default_rng([spec.seed, k]) for k in range(4))
     counts = activity_counts(spec.num_users, spec.num_items, spec.num_interactions, spec.min_user_interactions,
                              spec.max_user_share, spec.activity_sigma, user_rng, noun="interactions")
     cat = _catalogue(spec, catalogue_rng)
-    segment, age, country, user_factors = _users(spec, cat, user_rng)
+    segment, age, country, user_factors, taste = _users(spec, cat, user_rng)
     log_pop = -spec.zipf_exponent * np.log1p(catalogue_rng.permutation(spec.num_items)).astype(np.float64)
     picks = _pick(spec, pick_rng, counts, user_factors, cat.factors, log_pop)
 
@@ -287,4 +351,13 @@ def generate(out_dir: str, spec: ShopSpec = ShopSpec()) -> Dict[str, int]:
         rows.extend((user_key(u), item_key(i), int(t)) for i, t in zip(items, stamps))
     with atomic_csv(os.path.join(out_dir, F.INTERACTIONS_FILE), INTERACTION_COLUMNS) as w:
         w.writerows(rows)
-    return {"users": spec.num_users, "items": spec.num_items, "interactions": len(rows)}
+
+    # Held out, from streams of their own (nothing above draws from them): each user's next item, and sessions.
+    nexts = _next_items(spec, heldout.stream(spec.seed, heldout.NEXT_STREAM, 0), picks, user_factors, cat.factors,
+                        log_pop)
+    next_rows = [(user_key(u), item_key(i)) for u, i in enumerate(nexts) if i >= 0 and len(picks[u])]
+    with atomic_csv(heldout.path(out_dir, heldout.NEXT_FILE), heldout.NEXT_COLUMNS) as w:
+        w.writerows(next_rows)
+    sessions = heldout.write_sessions(out_dir, _sessions(spec, cat, taste, log_pop))
+    return {"users": spec.num_users, "items": spec.num_items, "interactions": len(rows), "next": len(next_rows),
+            "sessions": sessions}

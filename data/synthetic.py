@@ -23,6 +23,7 @@ import os
 import numpy as np
 
 from components import features as F
+from data import heldout
 from data.atomic_csv import atomic_csv
 from data.sampling import activity_counts
 
@@ -73,6 +74,11 @@ class SampleSpec:
     activity_sigma: float = 1.0  # lognormal spread of the number of ratings per user
     max_user_share: float = 0.4  # the most active users rate at most this share of the catalogue
     span_days: int = 3 * 365  # the log covers this period; each user is active in part of it
+    # Held-out data (data/heldout.py, under heldout/; never read by the pipeline): anonymous sessions of this many
+    # new users, and each user's next interaction for at most max_next_users users (the first ones; all by default
+    # up to that size: 10M ratings have 200,000 users, and scoring each one's next item again costs time).
+    num_sessions: int = 300
+    max_next_users: int = 100_000
 
 
 def user_key(index: int) -> str:
@@ -94,6 +100,25 @@ def _items(spec: SampleSpec, rng: np.random.Generator):
     return item_genres, item_factors, years, genre_vectors
 
 
+def _user_factor(spec: SampleSpec, genre_vectors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A user likes a few genres: their factor leans towards those genres' directions."""
+    liked = rng.choice(len(GENRES), size=2, replace=False)
+    return genre_vectors[liked].mean(axis=0) + rng.normal(0, 0.3, spec.latent_dim)
+
+
+def _pool(spec: SampleSpec, rng, k: int, tail: np.ndarray):
+    """A large catalogue's candidates for one user: (tail sample, log-weight correction of a tail item)."""
+    size = min(len(tail), max(POOL_ITEMS - POOL_HEAD, 2 * int(k)))
+    return tail[rng.choice(len(tail), size=size, replace=False)], np.log(len(tail) / size)
+
+
+def _head_and_tail(spec: SampleSpec, log_pop: np.ndarray):
+    head = np.argsort(-log_pop, kind="stable")[:POOL_HEAD]
+    is_head = np.zeros(spec.num_items, bool)
+    is_head[head] = True
+    return head, np.flatnonzero(~is_head)
+
+
 def _pick(spec: SampleSpec, rng, counts, user_factors, item_factors, log_pop) -> list:
     """Each user's distinct items, sampled without replacement by Gumbel-top-k on the log-weights."""
     scale = spec.taste / np.sqrt(spec.latent_dim)
@@ -105,31 +130,67 @@ def _pick(spec: SampleSpec, rng, counts, user_factors, item_factors, log_pop) ->
         for row, k in zip(logits, counts):
             picks.append(np.argpartition(-row, k - 1)[:k] if 0 < k < n_items else np.arange(k))
         return picks
-    head = np.argsort(-log_pop, kind="stable")[:POOL_HEAD]
-    is_head = np.zeros(n_items, bool)
-    is_head[head] = True
-    tail = np.flatnonzero(~is_head)
+    head, tail = _head_and_tail(spec, log_pop)
     for u, k in enumerate(counts):
-        size = min(len(tail), max(POOL_ITEMS - POOL_HEAD, 2 * int(k)))
-        sampled = tail[rng.choice(len(tail), size=size, replace=False)]
+        sampled, correction = _pool(spec, rng, k, tail)
         pool = np.concatenate([head, sampled])
         # A tail item is in the pool with probability size/len(tail): add log(len(tail)/size) to its weight.
         logits = spec.popularity_exponent * log_pop[pool] + scale * (item_factors[pool] @ user_factors[u])
-        logits[POOL_HEAD:] += np.log(len(tail) / size)
+        logits[POOL_HEAD:] += correction
         logits += rng.gumbel(size=len(pool))
         picks.append(pool[np.argpartition(-logits, k - 1)[:k]] if k > 0 else pool[:0])
     return picks
 
 
+def _next_items(spec: SampleSpec, rng, histories, user_factors, item_factors, log_pop) -> np.ndarray:
+    """Each user's next item given the distinct items they already picked (-1 when none is left): the next draw of
+    the same Gumbel-top-k, i.e. the choice model restricted to the items outside the history."""
+    scale = spec.taste / np.sqrt(spec.latent_dim)
+    nexts = np.full(len(histories), -1, np.int64)
+    if spec.num_items <= POOL_ITEMS:
+        logits = spec.popularity_exponent * log_pop + scale * (user_factors @ item_factors.T)
+        logits += rng.gumbel(size=logits.shape)
+        for u, (row, seen) in enumerate(zip(logits, histories)):
+            nexts[u] = heldout.best_unseen(row, seen)
+        return nexts
+    head, tail = _head_and_tail(spec, log_pop)
+    for u, seen in enumerate(histories):
+        sampled, correction = _pool(spec, rng, len(seen), tail)
+        pool = np.concatenate([head, sampled])
+        logits = spec.popularity_exponent * log_pop[pool] + scale * (item_factors[pool] @ user_factors[u])
+        logits[POOL_HEAD:] += correction
+        logits += rng.gumbel(size=len(pool))
+        best = heldout.best_unseen(logits, np.flatnonzero(np.isin(pool, seen)))
+        nexts[u] = pool[best] if best >= 0 else -1
+    return nexts
+
+
+def _sessions(spec: SampleSpec, genre_vectors, item_factors, log_pop):
+    """Anonymous sessions of new users: (session id, items in time order, timestamps, next item or None)."""
+    n, total = heldout.session_count(spec.num_sessions, spec.num_users, spec.num_ratings)
+    if n == 0:
+        return []
+    rng = heldout.stream(spec.seed, heldout.SESSIONS_STREAM)
+    factors = np.stack([_user_factor(spec, genre_vectors, rng) for _ in range(n)])
+    counts = activity_counts(n, spec.num_items, total, spec.min_user_ratings, spec.max_user_share,
+                             spec.activity_sigma, rng, noun="ratings")
+    counts = np.minimum(counts, spec.num_items - 1)  # leave an item to pick next
+    picks = [rng.permutation(items) for items in _pick(spec, rng, counts, factors, item_factors, log_pop)]
+    nexts = _next_items(spec, rng, picks, factors, item_factors, log_pop)
+    log_end = spec.start_timestamp + spec.span_days * SECONDS_PER_DAY
+    return [(heldout.session_key(s), [item_key(i) for i in items], heldout.session_stamps(rng, log_end, len(items)),
+             item_key(nexts[s]) if nexts[s] >= 0 else None)
+            for s, items in enumerate(picks) if len(items)]
+
+
 def generate(out_dir: str, spec: SampleSpec = SampleSpec()) -> dict:
-    """Write `items.csv` and `interactions.csv` under `out_dir`; returns counts written."""
+    """Write `items.csv` and `interactions.csv` under `out_dir`, and the held-out data under `heldout/`
+    (data/heldout.py); returns counts written."""
     rng = np.random.default_rng(spec.seed)
     item_genres, item_factors, years, genre_vectors = _items(spec, rng)
-    # Users like a few genres: their factor leans towards those genres' directions.
     user_factors = np.empty((spec.num_users, spec.latent_dim))
     for u in range(spec.num_users):
-        liked = rng.choice(len(GENRES), size=2, replace=False)
-        user_factors[u] = genre_vectors[liked].mean(axis=0) + rng.normal(0, 0.3, spec.latent_dim)
+        user_factors[u] = _user_factor(spec, genre_vectors, rng)
     log_pop = -spec.zipf_exponent * np.log1p(rng.permutation(spec.num_items)).astype(np.float64)
     user_bias = rng.normal(0, 0.3, spec.num_users)
     # Popular items are rated a little higher, as in real logs.
@@ -150,12 +211,20 @@ def generate(out_dir: str, spec: SampleSpec = SampleSpec()) -> dict:
             w.writerow((item_key(i), title, genres, int(years[i])))
 
     interactions_path = os.path.join(out_dir, F.INTERACTIONS_FILE)
-    written, buffer = 0, []
-    with atomic_csv(interactions_path, INTERACTION_COLUMNS) as w:
+    written, buffer, next_written = 0, [], 0
+    with atomic_csv(interactions_path, INTERACTION_COLUMNS) as w, \
+            atomic_csv(heldout.path(out_dir, heldout.NEXT_FILE), heldout.NEXT_COLUMNS) as w_next:
         for start in range(0, spec.num_users, USER_BLOCK):
             users = np.arange(start, min(start + USER_BLOCK, spec.num_users))
             block_rng = np.random.default_rng([spec.seed, start // USER_BLOCK])
             picks = _pick(spec, block_rng, counts[users], user_factors[users], item_factors, log_pop)
+            if start < spec.max_next_users:  # held out: the block's next items, from a stream of their own
+                nexts = _next_items(spec, heldout.stream(spec.seed, heldout.NEXT_STREAM, start // USER_BLOCK), picks,
+                                    user_factors[users], item_factors, log_pop)
+                rows = [(user_key(u), item_key(i)) for u, i, items in zip(users, nexts, picks)
+                        if i >= 0 and len(items) and u < spec.max_next_users]
+                w_next.writerows(rows)
+                next_written += len(rows)
             for u, items in zip(users, picks):
                 k = len(items)
                 if k == 0:
@@ -177,4 +246,6 @@ def generate(out_dir: str, spec: SampleSpec = SampleSpec()) -> dict:
                 written, buffer = written + len(buffer), []
         w.writerows(buffer)
         written += len(buffer)
-    return {"users": spec.num_users, "items": spec.num_items, "interactions": written}
+    sessions = heldout.write_sessions(out_dir, _sessions(spec, genre_vectors, item_factors, log_pop))
+    return {"users": spec.num_users, "items": spec.num_items, "interactions": written, "next": next_written,
+            "sessions": sessions}

@@ -296,6 +296,14 @@ def _drop_stale_contract(out: str) -> None:
         print(f"removed {out}'s contract.json and {C.SCHEMA_FILE}: they described files of another shape")
 
 
+def _print_heldout(out: str, counts: dict) -> None:
+    from data import heldout
+
+    print(f"held out under {os.path.join(out, heldout.HELDOUT_DIR)}: the next item of {counts['next']} users, "
+          f"{counts['sessions']} anonymous sessions of new users and their next items (for evaluation; the pipeline "
+          f"never reads them)")
+
+
 def cmd_sample(args) -> int:
     sizes = {key: value for key, value in (("num_users", args.num_users), ("num_items", args.num_items))
              if value is not None}
@@ -307,6 +315,7 @@ def cmd_sample(args) -> int:
         counts = shop.generate(args.out, shop.ShopSpec(seed=args.seed, **sizes))
         print(f"wrote {counts['interactions']} interactions of {counts['users']} users on {counts['items']} items "
               f"(shop sample) to {args.out}")
+        _print_heldout(args.out, counts)
         _drop_stale_contract(args.out)
         return 0
     from data import synthetic
@@ -315,6 +324,7 @@ def cmd_sample(args) -> int:
         sizes["num_ratings"] = args.num_ratings
     counts = synthetic.generate(args.out, synthetic.SampleSpec(seed=args.seed, **sizes))
     print(f"wrote {counts['interactions']} ratings of {counts['users']} users on {counts['items']} items to {args.out}")
+    _print_heldout(args.out, counts)
     _drop_stale_contract(args.out)
     return 0
 

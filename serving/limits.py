@@ -15,7 +15,7 @@ import math
 MAX_RECOMMEND_USERS = 1000  # recommend scores users x catalogue: this bounds its memory
 # recommend_by_history: items per row of history_item_ids / history_weights (a longer history is cut by the
 # client to its newest items); checked on the declared shape by the server and inside the SavedModel.
-MAX_HISTORY_ITEMS = 1000
+MAX_HISTORY_ITEMS = 10_000
 DEFAULT_MAX_ROWS = 10_000  # any other signature, per request (rows, or tf.Examples for Regress/Classify)
 
 

@@ -4,7 +4,8 @@ B = I - P / diag(P) with P = (X^T X + lambda I)^-1 over the binary user x item m
 training split, diagonal zero; a user's scores are their training history times B. No epochs: the
 only hyperparameter, lambda, is chosen on the validation split's Recall@10 from a grid that scales
 with the data (multiples of the mean item count), unless the config fixes it; then B is refitted on
-train + validation (`ease_refit`), so the served model scores from everything but the eval split.
+train + validation (`ease_refit`). History is an input: `score_history` scores any item history (a
+known user's stored one, which the Trainer sets to every split the pipeline saw, or a session's).
 
 Size limit: B is a dense items x items float32 matrix, computed in float64 (an inverse of
 O(items^3) time) and saved with the model, so the catalogue is capped (`TrainingConfig.ease_max_items`,
@@ -21,6 +22,7 @@ from scipy import sparse
 
 from components import catalog as catalog_lib
 from components import features as F
+from components.models import history as history_lib
 from components.models.base import ModelDims
 from components.models.topk import Holdout
 from components.ranking_eval import ease_weights
@@ -42,27 +44,31 @@ class Ease(tf.keras.Model):
     def __init__(self, weights: np.ndarray, row_splits: np.ndarray, history: np.ndarray, lam: float):
         super().__init__(name="ease")
         self.weights_matrix = tf.Variable(weights, trainable=False, name="ease_weights")
-        # What a user without training history (a new user) is ranked by: the items' training counts.
+        # What a user without history (a new user, an empty session) is ranked by: the items' training counts.
         counts = np.bincount(history, minlength=weights.shape[0]).astype(np.float32)
         self.popularity = tf.Variable(counts / max(1.0, counts.max()), trainable=False, name="item_popularity")
+        # The stored history each known user is scored from (the Trainer stores every split at export).
         self.history_row_splits = tf.Variable(row_splits, trainable=False, name="history_row_splits")
         self.history_items = tf.Variable(history, trainable=False, name="history_items")
         self.lam = lam
 
-    def _history(self, users: tf.Tensor) -> tf.SparseTensor:
-        """[batch, items] binary rows of the users' training history (empty for an unknown user)."""
-        users = tf.minimum(tf.cast(users, tf.int64), tf.shape(self.history_row_splits, out_type=tf.int64)[0] - 2)
-        rows = tf.gather(tf.RaggedTensor.from_row_splits(self.history_items, self.history_row_splits), users)
-        indices = tf.stack([tf.repeat(tf.range(tf.shape(users, out_type=tf.int64)[0]), rows.row_lengths()),
-                            rows.flat_values], axis=1)
-        shape = tf.stack([tf.shape(users, out_type=tf.int64)[0], tf.shape(self.weights_matrix, out_type=tf.int64)[0]])
-        return tf.SparseTensor(indices, tf.ones_like(rows.flat_values, tf.float32), shape)
+    @property
+    def num_catalogue_items(self) -> tf.Tensor:
+        return tf.shape(self.weights_matrix, out_type=tf.int64)[0]
+
+    def stored_history(self, users: tf.Tensor) -> tf.SparseTensor:
+        """[batch, catalogue] binary rows of the users' stored history (empty for an unknown user)."""
+        return history_lib.stored(users, self.history_row_splits, self.history_items, self.num_catalogue_items)
+
+    def score_history(self, history: tf.SparseTensor, users=None, user_content=None, item_vectors=None) -> tf.Tensor:
+        """[batch, catalogue]: history x B (an item-to-item model: any history, a known user's or a session's)."""
+        return tf.sparse.sparse_dense_matmul(history, self.weights_matrix)
 
     def _scores(self, users: tf.Tensor) -> tf.Tensor:
         """[batch, catalogue] scores, plus a column of zeros for the OOV item; popularity for an empty history."""
-        history = self._history(users)
-        scores = tf.sparse.sparse_dense_matmul(history, self.weights_matrix)
-        has_history = tf.sparse.reduce_sum(history, axis=1, output_is_sparse=False) > 0
+        history = self.stored_history(users)
+        scores = self.score_history(history)
+        has_history = history_lib.lengths(history) > 0
         scores = tf.where(has_history[:, None], scores, self.popularity[None, :])
         return tf.pad(scores, [[0, 0], [0, F.OOV_BUCKETS]])
 
@@ -78,6 +84,11 @@ class Ease(tf.keras.Model):
         n = tf.shape(self.weights_matrix, out_type=tf.int64)[0]
         known = tf.cast(item_index < n, tf.float32)[:, None]
         return tf.gather(self.weights_matrix, tf.minimum(item_index, n - 1)) * known
+
+    def store_history(self, row_splits: np.ndarray, items: np.ndarray) -> None:
+        """Score known users from these rows from now on (the Trainer passes every split before export)."""
+        self.history_row_splits = tf.Variable(row_splits, trainable=False, name="history_row_splits")
+        self.history_items = tf.Variable(items, trainable=False, name="history_items")
 
 
 def check_size(num_items: int, limit: int) -> None:

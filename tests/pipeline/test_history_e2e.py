@@ -1,0 +1,193 @@
+"""History is the models' input (issue 17): `recommend_by_history` on models the real pipeline exported.
+
+EASE and the two-tower score any item history: a known user's stored one (every split), the same user with
+newer interactions in the request, or an anonymous session; a rating model answers a user it has no row for
+from the history's items. Unknown ids are counted, duplicates count once, an empty history is most popular
+with a flag, and the limits are enforced inside the SavedModel.
+"""
+
+import os
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import features as F
+from components import ranking_eval as R
+from components.training_config import TrainingConfig
+from pipeline import local_runner, quality
+from serving import limits
+
+pytestmark = pytest.mark.slow
+
+K = 10
+
+
+def _run(tiny_data, out, model, **training):
+    from pipeline.config import PipelineConfig
+
+    config = PipelineConfig(data_root=tiny_data, output_dir=out,
+                            training=TrainingConfig(model=model, **training))
+    local_runner.run(config, quiet=True)
+    saved = tf.saved_model.load(quality.trained_model_dir(config.pipeline_root))
+    splits = {name: [(u, i) for u, i, _ in quality.split_interactions(config.pipeline_root, name)]
+              for name in F.SPLIT_NAMES}
+    return saved, splits
+
+
+@pytest.fixture(scope="module")
+def ease_run(tiny_data, tmp_path_factory):
+    return _run(tiny_data, str(tmp_path_factory.mktemp("history_ease")), "ease")
+
+
+@pytest.fixture(scope="module")
+def two_tower_run(tiny_data, tmp_path_factory):
+    return _run(tiny_data, str(tmp_path_factory.mktemp("history_two_tower")), "two_tower", epochs=8,
+                batch_size=256)
+
+
+def by_history(model, histories, users=None, weights=None, stored=False, k=K, exclude=(), allow=()):
+    """recommend_by_history for one row per history ("" pads), as numpy."""
+    width = max([len(h) for h in histories] + [0])
+    padded = [list(h) + [""] * (width - len(h)) for h in histories]
+    items = tf.constant(padded, tf.string) if width else tf.zeros([len(histories), 0], tf.string)
+    out = model.signatures[F.RECOMMEND_BY_HISTORY](**{
+        F.USER_ID: tf.constant(users if users is not None else [""] * len(histories)),
+        F.HISTORY_ITEMS_INPUT: items,
+        F.HISTORY_WEIGHTS_INPUT: tf.zeros([len(histories), 0]) if weights is None else tf.constant(weights, tf.float32),
+        F.USE_STORED_HISTORY_INPUT: tf.constant(stored), F.K_INPUT: tf.constant(k),
+        F.EXCLUDE_ITEMS_INPUT: tf.constant(list(exclude), tf.string),
+        F.ALLOW_ITEMS_INPUT: tf.constant(list(allow), tf.string)})
+    return {key: value.numpy() for key, value in out.items()}
+
+
+def ids(row):
+    return [i.decode() for i in row if i]
+
+
+def _known(splits):
+    return R.relevant_by_user(p for name in F.SPLIT_NAMES for p in splits[name])
+
+
+def test_a_known_user_is_the_same_as_their_history_sent_anonymously(ease_run):
+    model, splits = ease_run
+    seen = _known(splits)
+    users = sorted(seen)[:20]
+    served = model.signatures[F.RECOMMEND](user_id=tf.constant(users), k=tf.constant(K),
+                                           exclude_rated=tf.constant(True))[F.ITEMS_OUTPUT].numpy()
+    stored = by_history(model, [[] for _ in users], users=users, stored=True)
+    anonymous = by_history(model, [sorted(seen[u]) for u in users])
+    for n, user in enumerate(users):
+        # recommend == recommend_by_history(user, stored) == the user's whole history sent without the id
+        assert ids(stored[F.ITEMS_OUTPUT][n]) == ids(served[n]) == ids(anonymous[F.ITEMS_OUTPUT][n]), user
+        assert not set(ids(served[n])) & seen[user]
+    assert list(stored[F.HISTORY_LENGTH_OUTPUT]) == [len(seen[u]) for u in users]
+    assert not stored[F.FALLBACK_OUTPUT].any() and not anonymous[F.UNKNOWN_ITEMS_OUTPUT].any()
+
+
+def test_recent_items_change_a_known_users_list_and_are_excluded(ease_run):
+    model, splits = ease_run
+    seen = _known(splits)
+    user = sorted(seen)[0]
+    before = by_history(model, [[]], users=[user], stored=True)
+    recent = ids(before[F.ITEMS_OUTPUT][0])[:3]  # the user "just interacted" with their top 3
+    after = by_history(model, [recent], users=[user], stored=True)
+    assert not set(ids(after[F.ITEMS_OUTPUT][0])) & (seen[user] | set(recent))
+    assert after[F.HISTORY_LENGTH_OUTPUT][0] == len(seen[user]) + 3
+    assert ids(after[F.ITEMS_OUTPUT][0]) != ids(before[F.ITEMS_OUTPUT][0])
+
+
+def test_unknown_ids_duplicates_weights_and_lists(ease_run):
+    model, splits = ease_run
+    seen = _known(splits)
+    history = sorted(seen[sorted(seen)[1]])[:5]
+    base = by_history(model, [history])
+    noisy = by_history(model, [history + ["no-such-item", "nor-this", history[0], "no-such-item", history[1]]])
+    assert list(noisy[F.UNKNOWN_ITEMS_OUTPUT]) == [2] and list(noisy[F.HISTORY_LENGTH_OUTPUT]) == [5]
+    np.testing.assert_array_equal(noisy[F.ITEMS_OUTPUT], base[F.ITEMS_OUTPUT])  # duplicates count once
+    np.testing.assert_allclose(noisy[F.SCORES_OUTPUT], base[F.SCORES_OUTPUT], rtol=1e-6)
+    # A zero weight drops an item; weights scale its pull.
+    dropped = by_history(model, [history], weights=[[1, 1, 1, 1, 0]])
+    assert list(dropped[F.HISTORY_LENGTH_OUTPUT]) == [4]
+    np.testing.assert_array_equal(dropped[F.ITEMS_OUTPUT][0][:K - 1], by_history(model, [history[:4]])[
+        F.ITEMS_OUTPUT][0][:K - 1])
+    top = ids(base[F.ITEMS_OUTPUT][0])
+    filtered = by_history(model, [history], exclude=top[:2], allow=top + ["no-such-item"])
+    assert ids(filtered[F.ITEMS_OUTPUT][0]) == top[2:]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=F.HISTORY_WEIGHTS_INPUT):
+        by_history(model, [history], weights=[[1.0, 2.0]])
+
+
+def test_an_empty_history_is_most_popular_with_a_flag(ease_run):
+    model, splits = ease_run
+    counts = R.Interactions.from_pairs(splits[F.TRAIN_SPLIT]).item_counts()
+    items = R.Interactions.from_pairs(splits[F.TRAIN_SPLIT]).items
+    out = by_history(model, [[], ["no-such-item"]])
+    assert out[F.FALLBACK_OUTPUT].tolist() == [True, True]
+    assert out[F.UNKNOWN_ITEMS_OUTPUT].tolist() == [0, 1]
+    expected = sorted(counts, reverse=True)[:K]
+    by_id = dict(zip(items, counts))
+    for row in out[F.ITEMS_OUTPUT]:
+        assert [by_id[i] for i in ids(row)] == expected
+
+
+def test_history_limits_are_in_the_saved_model(ease_run):
+    model, splits = ease_run
+    item = splits[F.TRAIN_SPLIT][0][1]
+    started = time.perf_counter()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"{F.HISTORY_ITEMS_INPUT}.*{limits.MAX_HISTORY_ITEMS}"):
+        by_history(model, [[item] * (limits.MAX_HISTORY_ITEMS + 1)])
+    assert time.perf_counter() - started < 1.0
+    with pytest.raises(tf.errors.InvalidArgumentError, match=F.HISTORY_ITEMS_INPUT):
+        by_history(model, [[item], [item]], users=["u"])  # one history row per user id
+    by_history(model, [[item] * limits.MAX_HISTORY_ITEMS])  # at the limit: answered
+
+
+def test_two_tower_scores_any_history(two_tower_run):
+    """The history tower has no per-user parameter: a known user and their history sent anonymously get the
+    same list, and sessions built from held-out users' histories beat most popular."""
+    model, splits = two_tower_run
+    seen = _known(splits)
+    users = sorted(seen)[:20]
+    stored = by_history(model, [[] for _ in users], users=users, stored=True)
+    anonymous = by_history(model, [sorted(seen[u]) for u in users])
+    for n, user in enumerate(users):
+        assert ids(stored[F.ITEMS_OUTPUT][n]) == ids(anonymous[F.ITEMS_OUTPUT][n]), user
+    # The gate's protocol, as sessions: train + validation history sent without the user id, eval relevant.
+    history = R.relevant_by_user(splits[F.TRAIN_SPLIT] + splits[F.VALIDATION_SPLIT])
+    relevant = R.relevant_by_user(splits[F.EVAL_SPLIT])
+    sessions = sorted(u for u in relevant if u in history)
+    ranked = {}
+    for start in range(0, len(sessions), 50):
+        chunk = sessions[start:start + 50]
+        out = by_history(model, [sorted(history[u]) for u in chunk])
+        ranked.update({u: ids(row) for u, row in zip(chunk, out[F.ITEMS_OUTPUT])})
+    interactions = R.Interactions.from_pairs(splits[F.TRAIN_SPLIT] + splits[F.VALIDATION_SPLIT])
+    popular = R.top_k(interactions, R.most_popular(interactions), sessions, K)
+    model_recall = R.ranking_metrics(ranked, relevant, K)["recall"]
+    popular_recall = R.ranking_metrics(popular, relevant, K)["recall"]
+    print(f"two_tower sessions Recall@{K} {model_recall:.4f} vs most popular {popular_recall:.4f}")
+    assert model_recall > 1.5 * popular_recall, (model_recall, popular_recall)
+
+
+def test_a_rating_model_answers_a_new_user_from_their_history(pipeline_run):
+    """mf has no row for a user it never saw: with a history it ranks by the history's items (item-to-item
+    over its item vectors), not by popularity, and beats most popular on held-out interactions."""
+    config = pipeline_run
+    model = tf.saved_model.load(quality.trained_model_dir(config.pipeline_root))
+    splits = {name: [(u, i) for u, i, _ in quality.split_interactions(config.pipeline_root, name)]
+              for name in F.SPLIT_NAMES}
+    history = R.relevant_by_user(splits[F.TRAIN_SPLIT] + splits[F.VALIDATION_SPLIT])
+    relevant = R.relevant_by_user(splits[F.EVAL_SPLIT])
+    sessions = sorted(u for u in relevant if u in history)
+    out = by_history(model, [sorted(history[u]) for u in sessions])
+    assert not out[F.FALLBACK_OUTPUT].any()
+    ranked = {u: ids(row) for u, row in zip(sessions, out[F.ITEMS_OUTPUT])}
+    interactions = R.Interactions.from_pairs(splits[F.TRAIN_SPLIT] + splits[F.VALIDATION_SPLIT])
+    popular = R.top_k(interactions, R.most_popular(interactions), sessions, K)
+    model_recall = R.ranking_metrics(ranked, relevant, K)["recall"]
+    popular_recall = R.ranking_metrics(popular, relevant, K)["recall"]
+    print(f"mf new users from history Recall@{K} {model_recall:.4f} vs most popular {popular_recall:.4f}")
+    assert len({tuple(ids(row)) for row in out[F.ITEMS_OUTPUT]}) > len(sessions) // 2  # lists follow histories
+    assert model_recall > popular_recall * 1.1, (model_recall, popular_recall)
