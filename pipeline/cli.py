@@ -61,6 +61,14 @@ def _add_contract_args(p: argparse.ArgumentParser) -> None:
                                                      "SchemaGen on the first run and written there for review)")
 
 
+def _add_split_arg(p: argparse.ArgumentParser, what: str = "", note: str = "") -> None:
+    p.add_argument("--split", choices=C.SPLIT_CHOICES, default=C.PipelineConfig.split,
+                   help=f"{what}train/validation/eval split: auto (default: user-time when the interactions have a "
+                        f"timestamp, else hash{note}), hash (8:1:1 by a hash of user, item and time), time (newest "
+                        f"10%% overall to eval, the next 10%% to validation), user-time (the same within each user's "
+                        f"history), leave-last-one-out (each user's newest to eval, the one before to validation)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -97,11 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", action="store_true",
                    help="tune a rating model's embedding size, L2 and learning rate on the validation split first "
                         f"(TFX Tuner, {TrainingConfig.tuner_trials} trials; the Trainer uses the best values)")
-    p.add_argument("--split", choices=["hash", "time", "user-time", "leave-last-one-out"],
-                   default=C.PipelineConfig.split,
-                   help="train/validation/eval split: hash (default, 8:1:1), time (newest 10%% overall to eval, "
-                        "the next 10%% to validation), user-time (the same per user), leave-last-one-out (each "
-                        "user's newest to eval, the one before to validation)")
+    _add_split_arg(p)
     p.add_argument("--min-id-frequency", type=int, default=C.PipelineConfig.min_id_frequency,
                    help="users/items with fewer training ratings share the OOV bucket (default %(default)s)")
     p.add_argument("--rmse-threshold", type=float, default=C.EvaluationConfig.rmse_upper_bound,
@@ -136,8 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-file", help="held-out interactions.csv (e.g. an imported ml-100k u1 test part); "
                                        "default: the pipeline's eval split")
     p.add_argument("--models", default=None, help="comma-separated (default: every registered model)")
-    p.add_argument("--split", choices=["hash", "time", "user-time", "leave-last-one-out"],
-                   default=C.PipelineConfig.split, help="the pipeline's split for every model (default %(default)s)")
+    _add_split_arg(p, "the pipeline's split for every model: ")
     p.add_argument("--output-dir", default=os.path.join(C.DEFAULT_OUTPUT_DIR, "benchmark"))
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--epochs", type=int, default=TrainingConfig.epochs)
@@ -152,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the interactions with TFX's BigQueryExampleGen: the query returns the contract's columns "
                         "joined (ids as STRING); pass --beam-arg=--project=... --beam-arg=--temp_location=gs://...")
     _add_contract_args(p)
+    _add_split_arg(p, "", " (with --bigquery-query: hash only)")
     p.add_argument("--output-dir", required=True, help="pipeline root and serving dir on shared storage")
     p.add_argument("--model", default=TrainingConfig.model)
     p.add_argument("--model-name", default=F.DEFAULT_MODEL_NAME)
@@ -367,9 +371,13 @@ def _check_feedback(args, contract) -> None:
         raise CliError(f"--model {args.model} predicts ratings, but {contract.interactions_file} has no rating column "
                        f"(implicit feedback): use {models.AUTO}, {' or '.join(models.RANKING_MODELS)}, or name the "
                        f"rating column with --rating-col")
-    if getattr(args, "split", "hash") != "hash" and not contract.has_timestamp:
-        raise CliError(f"--split {args.split} orders interactions by time, but {contract.interactions_file} has no "
-                       f"timestamp column (name it with --timestamp-col)")
+    _check_split(args.split, contract)
+
+
+def _check_split(split: str, contract) -> None:
+    if split not in (C.SPLIT_AUTO, C.SPLIT_HASH) and not contract.has_timestamp:
+        raise CliError(f"--split {split} orders interactions by time, but {contract.interactions_file} has no "
+                       f"timestamp column (name it with --timestamp-col, or use --split auto or hash)")
 
 
 def cmd_run(args) -> int:
@@ -387,7 +395,7 @@ def cmd_run(args) -> int:
         TrainingConfig(), model=args.model, epochs=args.epochs, batch_size=args.batch_size,
         embedding_dim=args.embedding_dim, learning_rate=args.learning_rate,
     )
-    config = _with_data(args, C.PipelineConfig(data_root=data_root))
+    config = _with_data(args, C.PipelineConfig(data_root=data_root, split=args.split))
     _check_feedback(args, config.contract)
     interactions_bytes = os.path.getsize(os.path.join(data_root, config.contract.interactions_file))
     beam_args = tuple(args.beam_arg) if args.beam_arg else C.default_beam_args(interactions_bytes, os.cpu_count() or 1)
@@ -396,7 +404,6 @@ def cmd_run(args) -> int:
         output_dir=os.path.abspath(args.output_dir),
         model_name=args.model_name,
         allow_drift=args.allow_drift,
-        split=args.split,
         min_id_frequency=args.min_id_frequency,
         training=training,
         tune=args.tune,
@@ -413,7 +420,8 @@ def cmd_run(args) -> int:
     )
     from pipeline import local_runner, run_summary
 
-    print(f"running pipeline {config.pipeline_name!r} on {args.data_root} (model {args.model}, Beam "
+    print(f"running pipeline {config.pipeline_name!r} on {args.data_root} (model {args.model}, split "
+          f"{_split_text(args.split, config)}, Beam "
           f"{' '.join(a.lstrip('-') for a in beam_args)}); outputs in {args.output_dir}", flush=True)
     local_runner.run(config, quiet=not args.verbose)
     summary = run_summary.latest(config)
@@ -421,7 +429,16 @@ def cmd_run(args) -> int:
     return 0 if summary.blessed else EXIT_NOT_BLESSED
 
 
+def _split_text(requested: str, config: "C.PipelineConfig") -> str:
+    if requested != C.SPLIT_AUTO:
+        return config.split
+    why = ("BigQuery input" if config.bigquery_query else
+           "the interactions have timestamps" if config.contract.has_timestamp else "no timestamp column")
+    return f"{config.split}, auto: {why}"
+
+
 def cmd_benchmark(args) -> int:
+    from components import contract as contract_lib
     from pipeline import quality
 
     names = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else quality.registered_models()
@@ -430,8 +447,15 @@ def cmd_benchmark(args) -> int:
         raise CliError(f"data root {args.data_root!r} is not a directory")
     if args.test_file and not os.path.isfile(args.test_file):
         raise CliError(f"test file {args.test_file!r} not found")
+    try:
+        contract, _ = contract_lib.load_or_infer(os.path.abspath(args.data_root))
+    except contract_lib.ContractError as e:
+        raise CliError(str(e)) from None
+    _check_split(args.split, contract)
+    resolved = C.PipelineConfig(contract=contract, split=args.split)  # auto: by the contract's timestamp
+    print(f"benchmark split: {_split_text(args.split, resolved)}", flush=True)
     result = quality.run(os.path.abspath(args.data_root), os.path.abspath(args.output_dir), names,
-                         test_file=args.test_file, k=args.k, split=args.split,
+                         test_file=args.test_file, k=args.k, split=resolved.split,
                          training=dataclasses.replace(TrainingConfig(), epochs=args.epochs))
     paths = quality.write(result, args.output_dir)
     print(quality.to_markdown(result))
@@ -443,11 +467,14 @@ def cmd_compile(args) -> int:
     _check_models([args.model])
     if args.bigquery_query and not args.contract:
         raise CliError("--bigquery-query needs --contract (the contract cannot be inferred from a query at compile time)")
-    config = _with_data(args, C.PipelineConfig(data_root=args.data_root))
+    if args.bigquery_query and args.split not in (C.SPLIT_AUTO, C.SPLIT_HASH):
+        raise CliError(f"--split {args.split} needs the file ExampleGen; BigQuery input (--bigquery-query) is split by "
+                       f"hash only")
+    config = _with_data(args, C.PipelineConfig(data_root=args.data_root, split=args.split,
+                                               bigquery_query=args.bigquery_query or ""))
     _check_feedback(args, config.contract)
     config = dataclasses.replace(
         config,
-        bigquery_query=args.bigquery_query or "",
         output_dir=args.output_dir,
         model_name=args.model_name,
         training=dataclasses.replace(TrainingConfig(), model=args.model),
@@ -457,7 +484,7 @@ def cmd_compile(args) -> int:
     from pipeline import kubeflow_runner
 
     path = kubeflow_runner.compile_pipeline(config, image=args.image, output_path=args.output)
-    print(f"wrote Kubeflow Pipelines v2 spec to {path} (image {args.image})")
+    print(f"wrote Kubeflow Pipelines v2 spec to {path} (image {args.image}, split {_split_text(args.split, config)})")
     return 0
 
 

@@ -25,6 +25,24 @@ IN_MEMORY_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=
 # (worker start-up: 113 s vs 80 s for the pipeline) and wins at 1M (Beam stages 198 s vs 267 s).
 MULTI_PROCESSING_MIN_BYTES = 16 * 2**20  # interactions.csv size from which every core is used
 
+# Splits (components/example_gen.py: SPLITS); `auto` is resolved as soon as the contract is known (resolve_split).
+SPLIT_AUTO, SPLIT_HASH, SPLIT_USER_TIME = "auto", "hash", "user-time"
+SPLIT_CHOICES = (SPLIT_AUTO, SPLIT_HASH, "time", SPLIT_USER_TIME, "leave-last-one-out")
+
+
+def resolve_split(split: str, contract: Optional[DataContract], bigquery: bool = False) -> str:
+    """The split `auto` stands for: `user-time` when the interactions carry a timestamp (each user's newest
+    interactions are validation and eval, so tuning, early stopping and the gates measure what serving faces: the
+    future), else `hash`; always `hash` for BigQuery input (split by hash only). Any other split is kept, and `auto`
+    stays `auto` while the contract is unknown."""
+    if split != SPLIT_AUTO:
+        return split
+    if bigquery:
+        return SPLIT_HASH
+    if contract is None:
+        return split
+    return SPLIT_USER_TIME if contract.has_timestamp else SPLIT_HASH
+
 
 def default_beam_args(interactions_bytes: int, cpus: int) -> Tuple[str, ...]:
     """DirectRunner settings for a local run: all cores for large inputs, one process for small ones."""
@@ -81,8 +99,10 @@ class PipelineConfig:
     bigquery_query: str = ""
     # hash (TFX's hash buckets), time (the newest interactions overall are eval, the next newest validation),
     # user-time (the same within each user's history) or leave-last-one-out; the buckets give the eval and
-    # validation fractions for all of them (1 of 8+1+1 = 10 % each).
-    split: str = "hash"
+    # validation fractions for all of them (1 of 8+1+1 = 10 % each). `auto` (the default) becomes user-time when the
+    # contract has a timestamp, else hash (BigQuery: hash), as soon as the config holds its contract (__post_init__),
+    # so what runs, and what ML Metadata records in ExampleGen's custom_config, is the resolved split.
+    split: str = SPLIT_AUTO
     train_hash_buckets: int = 8
     validation_hash_buckets: int = 1
     eval_hash_buckets: int = 1
@@ -100,6 +120,11 @@ class PipelineConfig:
     # validation split before the Trainer, which trains with the best values (recorded in ML Metadata).
     tune: bool = False
     mysql: Optional[MySQLMetadata] = None  # None: SQLite at metadata_path (ignored on Kubeflow)
+
+    def __post_init__(self):
+        resolved = resolve_split(self.split, self.contract, bigquery=bool(self.bigquery_query))
+        if resolved != self.split:  # frozen: set once, here, from the fields the config was built with
+            object.__setattr__(self, "split", resolved)
 
     @property
     def eval_fraction(self) -> float:
@@ -133,7 +158,8 @@ def with_data_contract(config: PipelineConfig, mapping: Optional[Mapping[str, st
 
     The contract is DATA_ROOT/contract.json (or `contract_path`) when it exists, else inferred from the
     files and written there; the schema is DATA_ROOT/schema.pbtxt (or `schema_path`): imported when it
-    exists, else inferred by SchemaGen in this run and written there, curated, for review.
+    exists, else inferred by SchemaGen in this run and written there, curated, for review. A split of `auto`
+    is resolved with the contract (resolve_split).
     """
     import tensorflow as tf
 
