@@ -110,6 +110,47 @@ def test_served_recommendations_beat_most_popular_never_repeat_and_cover_new_use
     assert hit_rate >= 1.5 * popular_rate, (hit_rate, popular_rate)
 
 
+def test_unseen_sessions_over_grpc_beat_most_popular(shop_run):
+    """recommend_by_history over gRPC for the shop's anonymous sessions (data/heldout.py: users the pipeline never
+    saw): the session's next item is found far more often than by most popular, nothing of the session comes back,
+    and three of a known user's own items as `recent_item_ids` change and extend what they are served."""
+    from data import heldout
+    from serving.client import RecsysClient
+    from serving.server import build_server
+
+    code, data, output, kept, _ = shop_run
+    assert code == 0
+    sessions, targets = heldout.read_sessions(data), heldout.read_sessions_next(data)
+    popularity = collections.Counter(item for _, item, _ in kept)
+    ranked_popular = [item for item, _ in popularity.most_common()]
+    config = PipelineConfig(output_dir=output)
+    server, port, store = build_server(config.model_name, config.serving_dir, port=0, host="127.0.0.1")
+    try:
+        client = RecsysClient(f"127.0.0.1:{port}", config.model_name)
+        hits = popular_hits = unknown = 0
+        for session, target in sorted(targets.items()):
+            answer = client.recommend_by_history(sessions[session], k=K)
+            items = [r.item_id for r in answer.items]
+            assert len(items) == K and not set(items) & set(sessions[session])
+            assert not answer.popularity_fallback
+            unknown += answer.unknown_items  # items outside the training vocabulary: ignored, counted
+            hits += target in items
+            popular_hits += target in [i for i in ranked_popular if i not in sessions[session]][:K]
+        user = kept[0][0]
+        before = [r.item_id for r in client.recommend(user, k=K)]
+        after = [r.item_id for r in client.recommend(user, k=K, recent_item_ids=before[:3])]
+        assert after != before and not set(after) & set(before[:3])
+    finally:
+        server.stop(0)
+        store.stop()
+    rate, popular = hits / len(targets), popular_hits / len(targets)
+    print(json.dumps({"sessions": len(targets), "session_hit_rate_at_10": round(rate, 4),
+                      "most_popular_hit_rate_at_10": round(popular, 4)}))
+    assert popular > 0.01
+    assert rate >= 1.5 * popular, (rate, popular)
+    assert unknown < 0.05 * sum(len(items) for items in sessions.values())
+
+
 COLD_SHOP = shop.ShopSpec(num_users=700, num_items=1000, num_interactions=25_000, seed=5)
 
 
