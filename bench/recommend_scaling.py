@@ -1,7 +1,7 @@
 """`recommend` (top-10) latency against catalogue size, and Trainer time against interactions.
 
 Usage: .venv/bin/python bench/recommend_scaling.py [--items 1000 10000 100000 1000000] [--models mf hybrid]
-       [--hybrid-max-items 100000] [--users 1000] [--work-dir output/bench/scaling]
+       [--hybrid-max-items 100000] [--users 1000] [--history-length 20] [--work-dir output/bench/scaling]
        [--pipeline-results bench/results/pipeline_scale_100k.json bench/results/pipeline_scale_1m.json]
        [--out bench/results/recommend_scaling.json]
 
@@ -17,6 +17,12 @@ table), so no Transform run over N items is needed. Measured at concurrency 1, 1
   - breakdown (in-process, unsaved model): score_all_items alone, + top_k, to say where time goes.
 Each row's reference is the smallest catalogue of the same run: p50 ratio against the items ratio
 (linear growth: equal; log-log slope 1).
+A model that scores histories (two_tower) also gets a `recommend_by_history` signature (the body of
+components/signatures.py's, user and item id lookups as hash tables), measured in-process and over gRPC
+with a --history-length item history in two requests: a known user whose newest items arrive in the
+request (use_stored_history true: scored from and excluding the stored items and the request's) and an
+anonymous session (user_id "", the request's items alone); reference: `recommend` of the same model in
+the same run (by_history_p50_ratio; target: within BY_HISTORY_TARGET_RATIO).
 The training rows read the Trainer's wall time and epochs from bench/run_pipelines.py's results.
 """
 
@@ -27,10 +33,11 @@ import json
 import math
 import os
 import shutil
+import statistics
 import sys
 import time
 import warnings
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -50,6 +57,8 @@ from data import synthetic  # noqa: E402
 
 MODEL_NAME = "scaling"
 TARGET_P50_MS = 10.0
+BY_HISTORY_TARGET_RATIO = 1.5  # recommend_by_history p50 at TARGET_ITEMS at most this times recommend's
+BY_HISTORY_REQUESTS = ("user + recent", "session")
 TARGET_ITEMS = 100_000
 DEFAULT_AT_TARGET = models.resolve(models.DEFAULT_MODEL, TARGET_ITEMS, TrainingConfig.ease_max_items)
 K = 10
@@ -85,19 +94,22 @@ def synthetic_catalog(num_items: int, num_users: int, content_dim: int, rated_pe
 
 
 def build_recommender(name: str, num_items: int, num_users: int, rated_per_user: int, seed: int = 7):
-    """(model with catalogue and user table attached, recommend tf.function, breakdown functions)."""
+    """(model with catalogue and user table attached, recommend tf.function, breakdown functions,
+    recommend_by_history tf.function or None when the model does not score histories)."""
     content_dim = content_width()
     rng = np.random.default_rng(seed)
     dims = ModelDims(num_users + F.OOV_BUCKETS, num_items + F.OOV_BUCKETS, content_dim, 3.5)
     config = TrainingConfig(model=name, seed=seed)
-    if models.is_ranking(name):  # two_tower (EASE cannot hold a 100K-item catalogue): its model class, uniform sampling
-        model = models.get(name).TwoTower(dims, config, np.full(dims.num_items, 1.0 / dims.num_items))
+    items = synthetic_catalog(num_items, num_users, content_dim, rated_per_user, rng)
+    if models.is_ranking(name):  # two_tower (EASE cannot hold a 100K-item catalogue): its model class, uniform
+        # sampling, each user's rated items as the stored history it scores from
+        model = models.get(name).TwoTower(dims, config, np.full(dims.num_items, 1.0 / dims.num_items),
+                                          items.rated_row_splits, items.rated_items)
     else:
         model = models.get(name).build(dims, config)
     model({F.USER_INDEX: tf.constant([0], tf.int64), F.ITEM_INDEX: tf.constant([0], tf.int64),
            F.ITEM_CONTENT: tf.zeros([1, content_dim]), F.USER_CONTENT: tf.zeros([1, dims.user_content_dim])})
-    items = synthetic_catalog(num_items, num_users, content_dim, rated_per_user, rng)  # (above: builds every layer)
-    signatures._attach_catalog(model, items)
+    signatures._attach_catalog(model, items)  # (above: builds every layer)
     model.user_table = tf.lookup.StaticHashTable(  # stands in for the Transform graph's user vocabulary
         tf.lookup.KeyValueTensorInitializer(tf.constant([user_key(i) for i in range(num_users)]),
                                             tf.range(num_users, dtype=tf.int64)),
@@ -147,13 +159,90 @@ def build_recommender(name: str, num_items: int, num_users: int, rated_per_user:
     breakdown = {"score_all_items": score_only, "score_all_items+top_k": score_top_k,
                  "score_all_items+exclude_rated+top_k": score_exclude_top_k}
     table = getattr(getattr(model, "item_embedding", None), "embeddings", None)
-    if table is not None:  # mf: the same product straight on the table, without gathering a copy of it first
+    # mf: the same product straight on the table, without gathering a copy of it first (two_tower has no user table)
+    if table is not None and getattr(model, "user_embedding", None) is not None:
         @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)])
         def table_matmul(users):
             return tf.matmul(model.user_embedding(users), table, transpose_b=True)
 
         breakdown["matmul on the table, no gather"] = table_matmul
-    return model, recommend, breakdown
+    return model, recommend, breakdown, by_history_signature(model, items)
+
+
+def by_history_signature(model, items: catalog_lib.Catalog):
+    """components/signatures.py's recommend_by_history for a history model (None for another): the same guards,
+    history SparseTensors, unknown-id count, scoring, exclusions and top-k; the user and item id lookups are
+    hash tables instead of the Transform graph's vocabularies (also hash tables)."""
+    if not hasattr(model, "score_history"):
+        return None
+    from components.models import history as history_lib
+    from serving import limits
+
+    n = len(items.item_ids)
+    model.item_table = tf.lookup.StaticHashTable(  # stands in for the Transform graph's item vocabulary
+        tf.lookup.KeyValueTensorInitializer(tf.constant(items.item_ids), tf.range(n, dtype=tf.int64)), default_value=n)
+
+    def item_indices(item_ids):  # signatures._item_indices: known ids only
+        index = model.item_table.lookup(item_ids)
+        return tf.boolean_mask(index, index < n)
+
+    def mask(index):  # signatures._catalogue_mask
+        return tf.scatter_nd(tf.reshape(index, [-1, 1]), tf.ones_like(index, tf.bool), [n])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
+                                  tf.TensorSpec([None, None], tf.string, name=F.HISTORY_ITEMS_INPUT),
+                                  tf.TensorSpec([None, None], tf.float32, name=F.HISTORY_WEIGHTS_INPUT),
+                                  tf.TensorSpec([], tf.bool, name=F.USE_STORED_HISTORY_INPUT),
+                                  tf.TensorSpec([], tf.int32, name=F.K_INPUT),
+                                  tf.TensorSpec([None], tf.string, name=F.EXCLUDE_ITEMS_INPUT),
+                                  tf.TensorSpec([None], tf.string, name=F.ALLOW_ITEMS_INPUT)])
+    def recommend_by_history(user_id, history_item_ids, history_weights, use_stored_history, k, exclude_item_ids,
+                             allow_item_ids):
+        user_id = limits.guard_rows(user_id, limits.MAX_RECOMMEND_USERS, F.USER_ID)
+        history_item_ids = limits.guard_columns(history_item_ids, limits.MAX_HISTORY_ITEMS, F.HISTORY_ITEMS_INPUT)
+        rows = tf.shape(user_id)[0]
+        history_weights = limits.guard_columns(history_weights, limits.MAX_HISTORY_ITEMS, F.HISTORY_WEIGHTS_INPUT)
+        weights = tf.cond(tf.size(history_weights) > 0, lambda: history_weights,
+                          lambda: tf.ones(tf.shape(history_item_ids), tf.float32))
+        users = model.user_table.lookup(user_id)
+        index = model.item_table.lookup(history_item_ids)
+        where = tf.where((index >= n) & (history_item_ids != ""))
+        keys, _ = tf.unique(tf.strings.join([tf.strings.as_string(where[:, 0]),
+                                             tf.gather_nd(history_item_ids, where)], separator="\x00"))
+        unknown_rows = tf.strings.to_number(tf.strings.split(keys, "\x00").to_tensor(shape=[None, 2])[:, 0], tf.int32)
+        unknown = tf.math.bincount(unknown_rows, minlength=rows, maxlength=rows)
+        given = history_lib.from_indices(index, weights, n)
+        stored = history_lib.stored(users, model.seen_row_splits, model.seen_items, n)
+        stored = tf.sparse.retain(stored, tf.fill(tf.shape(stored.values), use_stored_history))
+        history = history_lib.union(given, stored)
+        content = signatures._user_content(model, users)
+        scores = model.score_history(history, users, content, item_vectors=model.catalog_item_vectors)
+        empty = (history_lib.lengths(history) == 0) & (tf.reduce_sum(tf.abs(content), axis=1) == 0)
+        scores = tf.where(empty[:, None], tf.broadcast_to(model.catalog_popularity[None, :], tf.shape(scores)), scores)
+        scores = history_lib.exclude(scores, history)
+        allowed = tf.cond(tf.size(allow_item_ids) > 0, lambda: mask(item_indices(allow_item_ids)),
+                          lambda: tf.ones_like(model.catalog_item_ids, tf.bool))
+        allowed = allowed & ~mask(item_indices(exclude_item_ids))
+        scores = tf.where(allowed[None, :], scores, float("-inf"))
+        out = signatures._top_k(model, scores, k, limit=tf.reduce_sum(tf.cast(allowed, tf.int32)))
+        out[F.UNKNOWN_ITEMS_OUTPUT] = unknown
+        out[F.HISTORY_LENGTH_OUTPUT] = history_lib.lengths(history)
+        out[F.FALLBACK_OUTPUT] = empty
+        return out
+
+    return recommend_by_history
+
+
+def by_history_inputs(kind: str, num_items: int, length: int) -> Dict[str, np.ndarray]:
+    """One request of `kind` (BY_HISTORY_REQUESTS): `length` catalogue items (spread over the catalogue, oldest
+    first) for user 1 with their stored history, or for an anonymous session."""
+    history = [f"i{j:07d}" for j in np.linspace(0, num_items - 1, length).astype(np.int64)]
+    return {F.USER_ID: np.array([user_key(1) if kind == BY_HISTORY_REQUESTS[0] else ""], dtype=object),
+            F.HISTORY_ITEMS_INPUT: np.array([history], dtype=object).reshape(1, length),
+            F.HISTORY_WEIGHTS_INPUT: np.zeros((1, 0), np.float32),
+            F.USE_STORED_HISTORY_INPUT: np.bool_(kind == BY_HISTORY_REQUESTS[0]),
+            F.K_INPUT: np.int32(K), F.EXCLUDE_ITEMS_INPUT: np.array([], dtype=object),
+            F.ALLOW_ITEMS_INPUT: np.array([], dtype=object)}
 
 
 def adaptive_stats(call, budget_s: float, max_requests: int, min_requests: int = 20) -> Dict:
@@ -166,34 +255,55 @@ def adaptive_stats(call, budget_s: float, max_requests: int, min_requests: int =
     return common.latency_stats(call, max(min_requests, min(max_requests, int(budget_s / one))), warmup=7)
 
 
-def grpc_stats(base_path: str, budget_s: float, max_requests: int) -> Dict:
+def _request(signature: str, inputs: Dict[str, np.ndarray]):
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = MODEL_NAME, signature
+    for key, value in inputs.items():
+        dtype = tf.string if isinstance(value, np.ndarray) and value.dtype == object else None
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=dtype, shape=np.shape(value)))
+    return request
+
+
+def recommend_inputs() -> Dict[str, np.ndarray]:
+    return {F.USER_ID: np.array([user_key(1)]), F.K_INPUT: np.int32(K), F.EXCLUDE_RATED_INPUT: np.bool_(True)}
+
+
+def grpc_stats(base_path: str, budget_s: float, max_requests: int,
+               requests: Optional[Dict[str, Tuple[str, Dict[str, np.ndarray]]]] = None) -> Dict:
+    """Latency over gRPC of each named (signature, inputs) request (default: `recommend` alone) against one
+    server on the version directory; {name: stats}, or recommend's stats when no requests are given."""
     import grpc
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     from serving.server import build_server
 
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name, request.model_spec.signature_name = MODEL_NAME, F.RECOMMEND
-    for key, value in {F.USER_ID: np.array([user_key(1)]), F.K_INPUT: np.int32(K),
-                       F.EXCLUDE_RATED_INPUT: np.bool_(True)}.items():
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    named = {F.RECOMMEND: (F.RECOMMEND, recommend_inputs())} if requests is None else requests
+    protos = {name: _request(signature, inputs) for name, (signature, inputs) in named.items()}
     server, port, registry = build_server(MODEL_NAME, base_path, port=0, host="127.0.0.1")
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        deadline = time.monotonic() + 120
-        while True:  # the version loads in the background on some server versions
-            try:
-                response = stub.Predict(request, timeout=60)
-                break
-            except grpc.RpcError as e:
-                if e.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        returned = len(tf.make_ndarray(response.outputs[F.ITEMS_OUTPUT]).reshape(-1))
-        stats = adaptive_stats(lambda: stub.Predict(request, timeout=60), budget_s, max_requests)
-        stats["items_returned"] = returned
-        return stats
+        returned = {}
+        for name, request in protos.items():
+            deadline = time.monotonic() + 120
+            while True:  # the version loads in the background on some server versions
+                try:
+                    response = stub.Predict(request, timeout=60)
+                    break
+                except grpc.RpcError as e:
+                    if e.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE) or \
+                            time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            returned[name] = len(tf.make_ndarray(response.outputs[F.ITEMS_OUTPUT]).reshape(-1))
+        # In turns, as in-process: the requests' ratio is measured under the same load.
+        calls = {name: (lambda r=request: stub.Predict(r, timeout=60)) for name, request in protos.items()}
+        out = round_robin_stats(calls, budget_s * len(protos), max_requests)
+        for name in out:
+            out[name]["items_returned"] = returned[name]
+        return out if requests is not None else out[F.RECOMMEND]
     finally:
         channel.close()
         server.stop(0)
@@ -202,35 +312,92 @@ def grpc_stats(base_path: str, budget_s: float, max_requests: int) -> Dict:
             stop()
 
 
+def round_robin_stats(calls: Dict[str, Callable[[], object]], budget_s: float, max_requests: int,
+                      min_requests: int = 20, warmup: int = 7) -> Dict[str, Dict]:
+    """common.latency_stats of several calls measured in turns (A, B, C, A, B, C, ...), as many rounds as fit in
+    about `budget_s`: each call sees the same machine load, so their ratio holds on a shared, noisy machine."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    started = time.perf_counter()
+    for call in calls.values():
+        call()
+    one = max(time.perf_counter() - started, 1e-5)
+    rounds = max(min_requests, min(max_requests, int(budget_s / one)))
+    latencies: Dict[str, List[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            t = time.perf_counter()
+            call()
+            latencies[name].append((time.perf_counter() - t) * 1000)
+    out = {}
+    for name, ms in latencies.items():
+        ms.sort()
+        out[name] = {"p50_ms": round(statistics.median(ms), 3), "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 3),
+                     "throughput_rps": round(len(ms) / (sum(ms) / 1000), 1), "requests": len(ms)}
+    return out
+
+
 def measure(name: str, num_items: int, args) -> Dict:
     started = time.perf_counter()
-    model, recommend, breakdown = build_recommender(name, num_items, args.users, args.rated_per_user)
+    model, recommend, breakdown, by_history = build_recommender(name, num_items, args.users, args.rated_per_user)
+    if not args.history_length:
+        by_history = None
     base_path = os.path.join(args.work_dir, f"{name}_{num_items}")
     shutil.rmtree(base_path, ignore_errors=True)
     export = os.path.join(base_path, "1")
-    tf.saved_model.save(model, export, signatures={F.RECOMMEND: recommend.get_concrete_function()})
+    functions = {F.RECOMMEND: recommend.get_concrete_function()}
+    if by_history is not None:
+        functions[F.RECOMMEND_BY_HISTORY] = by_history.get_concrete_function()
+    tf.saved_model.save(model, export, signatures=functions)
     build_s = time.perf_counter() - started
     size_mb = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(export) for f in fs) / 2**20
 
     users = tf.constant([1], tf.int64)
     parts = {part: adaptive_stats(lambda fn=fn: fn(users), args.budget_s / 2, args.max_requests)["p50_ms"]
              for part, fn in breakdown.items()}
-    del model, recommend, breakdown
+    del model, recommend, breakdown, by_history
 
+    # recommend, and recommend_by_history's requests when the model has it, measured in turns (same load).
+    requests = {F.RECOMMEND: (F.RECOMMEND, recommend_inputs())}
+    if F.RECOMMEND_BY_HISTORY in functions:
+        requests.update({kind: (F.RECOMMEND_BY_HISTORY, by_history_inputs(kind, num_items, args.history_length))
+                         for kind in BY_HISTORY_REQUESTS})
     loaded = tf.saved_model.load(export)
-    function = loaded.signatures[F.RECOMMEND]
-    inputs = {F.USER_ID: tf.constant([user_key(1)]), F.K_INPUT: tf.constant(K, tf.int32),
-              F.EXCLUDE_RATED_INPUT: tf.constant(True)}
-    returned = int(function(**inputs)[F.ITEMS_OUTPUT].shape[-1])
-    in_process = adaptive_stats(lambda: function(**inputs), args.budget_s, args.max_requests)
-    in_process["items_returned"] = returned
-    del loaded, function
+    calls, returned = {}, {}
+    for key, (signature, values) in requests.items():
+        function = loaded.signatures[signature]
+        inputs = {k: tf.constant(v, tf.string) if isinstance(v, np.ndarray) and v.dtype == object else tf.constant(v)
+                  for k, v in values.items()}
+        returned[key] = int(function(**inputs)[F.ITEMS_OUTPUT].shape[-1])
+        calls[key] = lambda function=function, inputs=inputs: function(**inputs)
+    stats = round_robin_stats(calls, args.budget_s * len(calls), args.max_requests)
+    for key in stats:
+        stats[key]["items_returned"] = returned[key]
+    in_process = stats[F.RECOMMEND]
+    del loaded, calls
     row = {"model": name, "items": num_items, "users": args.users, "k": K, "exclude_rated": True,
            "saved_model_mb": round(size_mb, 1), "build_and_save_s": round(build_s, 2),
            "in_process": in_process, "breakdown_p50_ms": parts}
+    grpc = None
     if not args.no_grpc:
-        row["grpc"] = grpc_stats(base_path, args.budget_s, args.max_requests)
+        grpc = grpc_stats(base_path, args.budget_s, args.max_requests, requests)
+        row["grpc"] = grpc[F.RECOMMEND]
         row["grpc_p50_overhead_ms"] = round(row["grpc"]["p50_ms"] - in_process["p50_ms"], 3)
+    if F.RECOMMEND_BY_HISTORY in functions:
+        row["by_history"] = {"history_length": args.history_length, "requests": {}}
+        for kind in BY_HISTORY_REQUESTS:
+            entry = {"in_process": stats[kind],
+                     "p50_ratio": round(stats[kind]["p50_ms"] / in_process["p50_ms"], 3)}
+            if grpc is not None:
+                entry["grpc"] = grpc[kind]
+                entry["grpc_p50_ratio"] = round(grpc[kind]["p50_ms"] / grpc[F.RECOMMEND]["p50_ms"], 3)
+            row["by_history"]["requests"][kind] = entry
+        if num_items == TARGET_ITEMS:
+            worst = max(e.get(key, 0.0) for e in row["by_history"]["requests"].values()
+                        for key in ("p50_ratio", "grpc_p50_ratio"))
+            row["by_history"].update({"target_p50_ratio": BY_HISTORY_TARGET_RATIO, "worst_p50_ratio": worst,
+                                      "met": worst <= BY_HISTORY_TARGET_RATIO})
     if not args.keep:
         shutil.rmtree(base_path, ignore_errors=True)
     print(json.dumps(row), flush=True)
@@ -374,6 +541,8 @@ def main(argv=None) -> int:
                         help="larger catalogues skip the non-mf models (they score every pair through an MLP)")
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--rated-per-user", type=int, default=50)
+    parser.add_argument("--history-length", type=int, default=20,
+                        help="items in the recommend_by_history requests of history models (0: skip them)")
     parser.add_argument("--budget-s", type=float, default=2.0, help="about this long per latency measurement")
     parser.add_argument("--max-requests", type=int, default=300)
     parser.add_argument("--no-grpc", action="store_true")
@@ -398,6 +567,8 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "recommend_scaling", "machine": common.machine(), "k": K, "users": args.users,
         "rated_per_user": args.rated_per_user, "target": {"items": TARGET_ITEMS, "p50_ms": TARGET_P50_MS},
+        "by_history_target": {"items": TARGET_ITEMS, "p50_ratio": BY_HISTORY_TARGET_RATIO,
+                              "history_length": args.history_length},
         "rows": rows,
         "growth": [v for v in (verdict(rows, name, TrainingConfig.embedding_dim) for name in args.models) if v],
         "training": training_rows(args.pipeline_results),

@@ -365,6 +365,41 @@ def scaling_section(data: Dict, plots: Plots, summary: List[List], rel: str) -> 
     return lines
 
 
+def by_history_section(name: str, data: Dict, summary: List[List]) -> List[str]:
+    """recommend_by_history beside recommend, from a recommend_scaling result's rows (history models only)."""
+    rows = [r for r in data.get("rows", []) if r.get("by_history")]
+    if not rows:
+        return []
+    length = rows[0]["by_history"].get("history_length")
+    lines = [f"### recommend_by_history beside recommend (`{name}`)", "",
+             f"A {length}-item history per request, top-{data.get('k')}: a known user with their "
+             f"{data.get('rated_per_user')} stored items and the {length} newest in the request (`user + recent`, "
+             f"use_stored_history true) and an anonymous session (`session`, user_id \"\"). Reference: `recommend` of "
+             "the same model (rated items excluded) in the same run, the requests measured in turns so each sees the "
+             "same load; concurrency 1.", ""]
+    table = []
+    for r in rows:
+        for kind, e in r["by_history"]["requests"].items():
+            g = e.get("grpc", {})
+            table.append([r["model"], r["items"], kind, e["in_process"]["p50_ms"], e["in_process"]["p99_ms"],
+                          r["in_process"]["p50_ms"], f"{e['p50_ratio']:.3f}", g.get("p50_ms"), g.get("p99_ms"),
+                          r.get("grpc", {}).get("p50_ms"),
+                          f"{e['grpc_p50_ratio']:.3f}" if "grpc_p50_ratio" in e else "–"])
+        if "met" in r["by_history"]:
+            target = r["by_history"]["target_p50_ratio"]
+            for kind, e in r["by_history"]["requests"].items():
+                g = e.get("grpc", {})
+                summary.append([f"recommend_by_history p50 ({kind}, {length} items), {r['model']} at {r['items']:,} "
+                                f"items",
+                                f"{e['in_process']['p50_ms']} ms in-process, {_f(g.get('p50_ms'), 3)} ms gRPC",
+                                f"recommend {r['in_process']['p50_ms']} ms, {_f(r.get('grpc', {}).get('p50_ms'), 3)} "
+                                f"ms gRPC", f"{max(e['p50_ratio'], e.get('grpc_p50_ratio', 0.0)):.3f}",
+                                f"≤ {target:g}x", _met(max(e["p50_ratio"], e.get("grpc_p50_ratio", 0.0)) <= target)])
+    lines += _table(["model", "items", "request", "p50 ms", "p99 ms", "recommend p50 ms (ref)", "ratio",
+                     "gRPC p50 ms", "gRPC p99 ms", "recommend gRPC p50 ms (ref)", "gRPC ratio"], table)
+    return lines
+
+
 def quality_section(name: str, data: Dict, summary: List[List], rel: str) -> List[str]:
     """`recsys benchmark` (bench/results/quality_*.json): every model beside the references of the same run."""
     from components import models
@@ -384,18 +419,48 @@ def quality_section(name: str, data: Dict, summary: List[List], rel: str) -> Lis
         ratio = best["recall"] / ease_ref["recall"]
         summary.append([f"best model ({best['name']}) Recall@{k} on the sample", f"{best['recall']:.4f}",
                         f"EASE reference {ease_ref['recall']:.4f}", f"{ratio:.3f}", ">= 1x", _met(ratio >= 1.0)])
+    scope = data.get("scored_from")
+    protocol = (f"each user scored from their {scope} interactions ({data.get('history_interactions')}) with only "
+                f"those excluded; references fitted on the same interactions in the same run" if scope else
+                f"trained on {data.get('train_interactions')} interactions; ranking with only each user's training "
+                f"items excluded; references fitted on the same train split in the same run")
     lines = [f"## Ranking and rating quality (`{name}`, `recsys benchmark`)", "",
              f"{data.get('held_out_interactions')} held-out interactions of {data.get('users')} users "
-             f"({data.get('held_out')}), catalogue of {data.get('catalogue')} items, trained on "
-             f"{data.get('train_interactions')} interactions; ranking over the whole catalogue with only each "
-             f"user's training items excluded. References fitted on the same train split in the same run.", ""]
+             f"({data.get('held_out')}), ranking over the whole catalogue of {data.get('catalogue')} items; "
+             f"{protocol}.", ""]
     lines += _table(["", "kind", f"Recall@{k}", f"NDCG@{k}", f"coverage@{k}", "RMSE", "train s"],
                     [[r["name"], r.get("kind", ""), _f(r.get("recall"), 4), _f(r.get("ndcg"), 4),
                       _f(r.get("coverage"), 3), _f(r.get("rmse"), 4), _f(r.get("train_s"), 1)]
                      for r in data["rows"]])
     png = name.replace(".json", ".png")
     lines += ["", f"![{png}]({rel}/{png})", ""]
+    if data.get("history"):
+        lines += history_lines(data["history"], summary)
     return lines
+
+
+SESSIONS_TARGET = 1.5  # unseen sessions' HitRate@10 against most popular's (issue 17)
+FRESH_TARGET = 1.2  # HitRate@10 with 3 fresh interactions in the request against without them (issue 17)
+
+
+def history_lines(history: Dict, summary: List[List]) -> List[str]:
+    """`recsys benchmark`'s history section (pipeline/history_benchmark.py) one heading down, and its targets."""
+    from pipeline import history_benchmark
+
+    k = history.get("k", 10)
+    for m in history.get("models", []):
+        s = m.get("sessions")
+        if s and s.get("vs_most_popular") is not None:
+            summary.append([f"{m['name']}: unseen sessions HitRate@{k}", f"{s['hit_rate']:.4f}",
+                            f"most popular {s['most_popular']:.4f}", f"{s['vs_most_popular']:.2f}",
+                            f">= {SESSIONS_TARGET:g}x", _met(s["vs_most_popular"] >= SESSIONS_TARGET)])
+        for f in m.get("fresh", []):
+            if f["j"] == 3 and f.get("lift") is not None:
+                summary.append([f"{m['name']}: HitRate@{k} with 3 fresh interactions in the request ({f['users']} "
+                                f"users)", f"{f['with']:.4f}", f"without them {f['without']:.4f}", f"{f['lift']:.3f}",
+                                f">= {FRESH_TARGET:g}x", _met(f["lift"] >= FRESH_TARGET)])
+    text = history_benchmark.to_markdown(history)
+    return ["#" + line if line.startswith("## ") else line for line in text.splitlines()] + [""]
 
 
 def other_section(files: Dict[str, Dict], summary: List[List], rel: str) -> List[str]:
@@ -423,6 +488,9 @@ def build(results_dir: str, out: str, started_at: Optional[float] = None) -> str
         body += serving_section(files["serving_latency.json"], plots, summary, rel)
     if "recommend_scaling.json" in files:
         body += scaling_section(files["recommend_scaling.json"], plots, summary, rel)
+    for name, data in files.items():  # recommend_scaling.json and focused runs (recommend_scaling_*.json)
+        if name.startswith("recommend_scaling"):
+            body += by_history_section(name, data, summary)
     body += other_section(files, summary, rel)
 
     wall = None

@@ -114,7 +114,7 @@ def _catalogue_model(work_dir: str, num_items: int) -> tuple:
     """An mf `recommend` over `num_items` items, saved as version 1 (bench/recommend_scaling.py's builder)."""
     from bench import recommend_scaling
 
-    model, recommend, _ = recommend_scaling.build_recommender("mf", num_items, num_users=1000, rated_per_user=20)
+    model, recommend, _, _ = recommend_scaling.build_recommender("mf", num_items, num_users=1000, rated_per_user=20)
     base = os.path.join(work_dir, f"recommend_{num_items}")
     tf.saved_model.save(model, os.path.join(base, "1"), signatures={F.RECOMMEND: recommend.get_concrete_function()})
     request = predict_pb2.PredictRequest()

@@ -5,9 +5,14 @@ evaluated through the SavedModel its Trainer exported: Recall@k, NDCG@k and cata
 top-k lists over the whole catalogue, and RMSE/MAE where it predicts ratings. Beside the models, the
 references of components/ranking_eval (most popular, ItemKNN, EASE; iALS from the `implicit` library when
 it is importable) and two rating references (global mean, damped user+item biases) are computed in the
-same run from the same training split. The protocol is components/ranking_eval's: every held-out
-interaction (the pipeline's eval split, or --test-file) is relevant; each user's training items are the
-only ones excluded. The metric code lives in ranking_eval; this module orchestrates and reports.
+same run. The protocol is components/ranking_eval's: every held-out interaction is relevant; each user is
+scored from a history and only that history is excluded. The history is the user's train + validation
+interactions when the held-out data is the pipeline's eval split, and every split the pipeline saw (train +
+validation + eval) with --test-file (the held-out data is outside the pipeline, so the model scores from the
+user's whole history, as the references do); the models get it through `recommend_by_history`
+(use_stored_history false), and the references are fitted on the same (user, item) pairs and exclude the
+same items. The history measures (sessions, fresh interactions, stored vs train + validation history) are
+pipeline/history_benchmark.py's. The metric code lives in ranking_eval; this module orchestrates and reports.
 """
 
 from __future__ import annotations
@@ -38,8 +43,16 @@ BIAS_DAMPING = 10.0
 TRAINER = "Trainer"  # the Trainer's component id: its wall time is a model's training time
 # ItemKNN and EASE hold item x item matrices: beyond this catalogue size the references are skipped.
 REFERENCE_MAX_ITEMS = 20_000
-# How a model's lists were produced (which items were kept out of them).
-VIA = f"{F.RECOMMEND_FILTERED}: the user's train items excluded"
+# How a model's lists were produced: what each user was scored from (and what was kept out of the list).
+HISTORY_BEFORE_EVAL = "train + validation"  # the pipeline's eval split is the held-out data
+HISTORY_EVERY_SPLIT = "train + validation + eval"  # --test-file: the held-out data is outside the pipeline
+
+
+def via(history: str = HISTORY_BEFORE_EVAL) -> str:
+    return f"{F.RECOMMEND_BY_HISTORY}: scored from and excluding the user's {history} items"
+
+
+VIA = via()
 MODEL, REFERENCE = "model", "reference"
 JSON_FILE, MARKDOWN_FILE, PNG_FILE = "benchmark.json", "benchmark.md", "benchmark.png"
 
@@ -60,16 +73,23 @@ class Row:
 
 # --- data --------------------------------------------------------------------------------------------
 
-def split_interactions(pipeline_root: str, split: str) -> List[Interaction]:
-    """The interactions ExampleGen wrote to one split (gzipped TFRecords of tf.Examples)."""
+def split_records(pipeline_root: str, split: str) -> List[Tuple[str, str, Optional[float], Optional[int]]]:
+    """(user, item, rating, timestamp) of what ExampleGen wrote to one split (gzipped TFRecords of tf.Examples);
+    rating and timestamp are None when the data has none."""
     files = tf.io.gfile.glob(f"{pipeline_root}/RatingsExampleGen/examples/*/Split-{split}/*")
     rows = []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
         feature = tf.train.Example.FromString(record.numpy()).features.feature
         rating = feature[F.RATING].float_list.value if F.RATING in feature else []
+        when = feature[F.TIMESTAMP].int64_list.value if F.TIMESTAMP in feature else []
         rows.append((feature[F.USER_ID].bytes_list.value[0].decode(), feature[F.ITEM_ID].bytes_list.value[0].decode(),
-                     float(rating[0]) if rating else None))
+                     float(rating[0]) if rating else None, int(when[0]) if when else None))
     return rows
+
+
+def split_interactions(pipeline_root: str, split: str) -> List[Interaction]:
+    """The interactions ExampleGen wrote to one split (gzipped TFRecords of tf.Examples)."""
+    return [(u, i, r) for u, i, r, _ in split_records(pipeline_root, split)]
 
 
 def read_test_file(path: str) -> List[Interaction]:
@@ -129,7 +149,8 @@ def rating_references(train: Sequence[Interaction], held_out: Sequence[Interacti
 
 
 def ranking_references(train: R.Interactions, relevant: Dict[str, Set[str]], k: int) -> List[Row]:
-    """Most popular, ItemKNN, EASE and (when importable) iALS, fitted on `train`, ranked like the models."""
+    """Most popular, ItemKNN, EASE and (when importable) iALS, fitted on `train` (each user's history: what the
+    models are scored from), ranked like the models: each user's `train` row scored and excluded."""
     users = sorted(relevant)
     big = len(train.items) > REFERENCE_MAX_ITEMS
     skip = f"skipped: {len(train.items)} items exceed the {REFERENCE_MAX_ITEMS} items of an item x item matrix"
@@ -173,9 +194,9 @@ def trained_model_dir(pipeline_root: str) -> str:
     return max(dirs, key=lambda d: int(d.rstrip("/").split("/")[-2]))
 
 
-def model_lists(model, users: Sequence[str], train_items: Dict[str, Set[str]], k: int) -> Dict[str, List[str]]:
-    """Each user's top-k from the SavedModel, only the user's train items excluded (the gate's own lists)."""
-    return R.saved_model_top_k(model, users, train_items, k)
+def model_lists(model, users: Sequence[str], history: Dict[str, Set[str]], k: int) -> Dict[str, List[str]]:
+    """Each user's top-k from the SavedModel, scored from and excluding `history` (the gate's own lists)."""
+    return R.saved_model_top_k(model, users, history, k)
 
 
 def model_errors(model, held_out: Sequence[Interaction]) -> Tuple[Optional[float], Optional[float]]:
@@ -213,7 +234,11 @@ def _pipeline_config(data_root: str, output_dir: str, name: str, split: str, tra
 
 def run(data_root: str, output_dir: str, models: Sequence[str], test_file: Optional[str] = None, k: int = 10,
         training: TrainingConfig = TrainingConfig(), split: str = SPLIT_HASH) -> Dict:
-    """Train each model through the pipeline, evaluate it and the references on the same split."""
+    """Train each model through the pipeline, evaluate it and the references on the same split, and measure
+    the ranking models' history section (pipeline/history_benchmark.py)."""
+    from components import models as model_registry
+    from pipeline import history_benchmark
+
     rows: List[Row] = []
     contract, _ = load_or_infer(data_root)
     catalogue = read_catalogue(data_root, contract)
@@ -222,38 +247,58 @@ def run(data_root: str, output_dir: str, models: Sequence[str], test_file: Optio
         if skipped:
             print(f"skipping {', '.join(skipped)}: {contract.interactions_file} has no rating column", flush=True)
         models = [name for name in models if not predicts_ratings(name)]
-    train: List[Interaction] = []
+    # Each user's history (scored from and excluded): train + validation against the eval split, every split
+    # against a test file outside the pipeline.
+    scope = HISTORY_EVERY_SPLIT if test_file else HISTORY_BEFORE_EVAL
+    known: List[Interaction] = []
     held_out: List[Interaction] = []
     relevant: Dict[str, Set[str]] = {}
-    train_items: Dict[str, Set[str]] = {}
+    history: Dict[str, Set[str]] = {}
+    splits = None
+    records: Dict[str, list] = {}
+    bench = None
     for name in models:
         config = _pipeline_config(data_root, output_dir, name, split, training)
         print(f"== {name}: training through the pipeline", flush=True)
         started = time.monotonic()
         windows = local_runner.run(config, quiet=True) or {}
         wall = time.monotonic() - started
-        if not relevant:  # every run splits the same data the same way: read the split once
-            train = split_interactions(config.pipeline_root, F.TRAIN_SPLIT)
-            held_out = read_test_file(test_file) if test_file else split_interactions(config.pipeline_root,
-                                                                                      F.EVAL_SPLIT)
+        if splits is None:  # every run splits the same data the same way: read the splits once
+            records = {s: split_records(config.pipeline_root, s) for s in F.SPLIT_NAMES}
+            splits = history_benchmark.Splits(*[[(u, i, t) for u, i, _, t in records[s]] for s in F.SPLIT_NAMES])
+            parts = F.SPLIT_NAMES if test_file else (F.TRAIN_SPLIT, F.VALIDATION_SPLIT)
+            known = [(u, i, r) for s in parts for u, i, r, _ in records[s]]
+            held_out = read_test_file(test_file) if test_file else [(u, i, r) for u, i, r, _ in records[F.EVAL_SPLIT]]
             relevant = R.relevant_by_user((u, i) for u, i, _ in held_out)
-            train_items = R.relevant_by_user((u, i) for u, i, _ in train)
+            history = R.relevant_by_user((u, i) for u, i, _ in known)
         trainer = windows.get(TRAINER)
         model = tf.saved_model.load(trained_model_dir(config.pipeline_root))
-        ranked = model_lists(model, sorted(relevant), train_items, k)
+        ranked = model_lists(model, sorted(relevant), history, k)
         row = _ranking_row(Row(name, MODEL, train_s=trainer[1] - trainer[0] if trainer else None, wall_s=wall,
-                               note=VIA), ranked, relevant, len(catalogue), k)
+                               note=via(scope)), ranked, relevant, len(catalogue), k)
         if predicts_ratings(name):
             row.rmse, row.mae = model_errors(model, held_out)
         rows.append(row)
         print(f"   {name}: Recall@{k} {row.recall:.4f}, NDCG@{k} {row.ndcg:.4f}", flush=True)
-    interactions = R.Interactions.from_pairs([(u, i) for u, i, _ in train], catalogue)
+        if model_registry.is_ranking(name):
+            if bench is None:
+                bench = history_benchmark.HistoryBenchmark(data_root, splits, k, len(catalogue), split)
+            started = time.monotonic()
+            measured = bench.measure(name, model)
+            print(f"   {name}: history section in {time.monotonic() - started:.0f} s: "
+                  f"{history_benchmark.summary(measured)}", flush=True)
+    interactions = R.Interactions.from_pairs([(u, i) for u, i, _ in known], catalogue)
     rows.extend(ranking_references(interactions, relevant, k))
-    rows.extend(rating_references(train, held_out))
-    return {"data_root": data_root, "test_file": test_file, "k": k, "split": split,
-            "held_out": "test file" if test_file else f"pipeline {F.EVAL_SPLIT} split ({split})",
-            "held_out_interactions": len(held_out), "users": len(relevant), "catalogue": len(catalogue),
-            "train_interactions": len(train), "rows": [dataclasses.asdict(r) for r in rows]}
+    train = [(u, i, r) for u, i, r, _ in records[F.TRAIN_SPLIT]] if splits is not None else []
+    rows.extend(rating_references(train, held_out))  # as the rating models: fitted on the train split
+    result = {"data_root": data_root, "test_file": test_file, "k": k, "split": split,
+              "held_out": "test file" if test_file else f"pipeline {F.EVAL_SPLIT} split ({split})",
+              "scored_from": scope, "held_out_interactions": len(held_out), "users": len(relevant),
+              "catalogue": len(catalogue), "train_interactions": len(splits.train) if splits else 0,
+              "history_interactions": len(known), "rows": [dataclasses.asdict(r) for r in rows]}
+    if bench is not None:
+        result["history"] = bench.result()
+    return result
 
 
 # --- reports --------------------------------------------------------------------------------------------
@@ -264,13 +309,18 @@ def _fmt(value, digits: int = 4) -> str:
 
 def to_markdown(result: Dict) -> str:
     k = result["k"]
+    scope = result.get("scored_from", HISTORY_BEFORE_EVAL)
+    pairs = result.get("history_interactions", result["train_interactions"])
     lines = [
         f"Held-out: {result['held_out_interactions']} interactions of {result['users']} users "
-        f"({result['held_out']}); trained on {result['train_interactions']} interactions; every held-out "
-        f"interaction is relevant; ranking over the full catalogue of {result['catalogue']} items with only "
-        f"the user's train items excluded. Models: trained by the pipeline, evaluated through the SavedModel "
-        f"their Trainer exported; train s = the Trainer component's wall time, run s = the whole pipeline run. "
-        f"References: fitted on the same train split; train s = fitting, run s = fitting + ranking.", "",
+        f"({result['held_out']}); every held-out interaction is relevant; ranking over the full catalogue of "
+        f"{result['catalogue']} items, each user scored from their {scope} interactions ({pairs} "
+        f"in all) with only those excluded. Models: trained by the pipeline (weights fitted on train, tuned on "
+        f"validation), evaluated through the SavedModel their Trainer exported ({F.RECOMMEND_BY_HISTORY}, "
+        f"use_stored_history false, that history in the request); train s = the Trainer component's wall time, "
+        f"run s = the whole pipeline run. References: fitted on the same {scope} interactions; train s = fitting, "
+        f"run s = fitting + ranking; the rating references (RMSE) are fitted on the train split, as the rating "
+        f"models.", "",
         f"| | kind | Recall@{k} | NDCG@{k} | coverage@{k} | RMSE | MAE | train s | run s | note |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -278,7 +328,12 @@ def to_markdown(result: Dict) -> str:
         lines.append(f"| {r['name']} | {r['kind']} | {_fmt(r['recall'])} | {_fmt(r['ndcg'])} | "
                      f"{_fmt(r['coverage'], 3)} | {_fmt(r['rmse'])} | {_fmt(r['mae'])} | {_fmt(r['train_s'], 1)} | "
                      f"{_fmt(r['wall_s'], 1)} | {r['note']} |")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if result.get("history"):
+        from pipeline import history_benchmark
+
+        text += "\n" + history_benchmark.to_markdown(result["history"])
+    return text
 
 
 def to_png(result: Dict) -> bytes:

@@ -111,8 +111,21 @@ def test_report_puts_the_ranking_rows_and_their_targets_beside_the_references(tm
             {"name": "mf", "kind": "model", "recall": 0.07, "ndcg": 0.05, "coverage": 0.1, "rmse": 0.6},
             {"name": "most popular", "kind": "reference", "recall": 0.25, "ndcg": 0.2, "coverage": 0.02},
             {"name": "EASE (lambda 500)", "kind": "reference", "recall": 0.29, "ndcg": 0.24, "coverage": 0.1}]
-    (results / "quality_sample.json").write_text(json.dumps({"k": 10, "catalogue": 2000, "rows": rows}))
+    history = {"k": 10, "split": "user-time", "notes": [], "protocol": {"known_users": "a", "sessions": "b",
+                                                                       "fresh": "c"},
+               "models": [{"name": "ease", "known_users": {"users": 5, "stored": 0.3, "train_validation": 0.25,
+                                                           "ratio": 1.2},
+                           "sessions": {"sessions": 9, "hit_rate": 0.3, "most_popular": 0.1, "vs_most_popular": 3.0,
+                                        "known_users": 0.3, "vs_known_users": 1.0},
+                           "fresh": [{"j": 3, "users": 7, "without": 0.4, "without_excluded": 0.45, "with": 0.46,
+                                      "lift": 1.15, "lift_scoring": 1.022}]}]}
+    (results / "quality_sample.json").write_text(json.dumps({"k": 10, "catalogue": 2000, "rows": rows,
+                                                             "history": history}))
     text = report.build(str(results), str(tmp_path / "report.md"))
+    assert "### History as the model's input" in text and "| ease | 3 | 7 | 0.4000 | 0.4500 | 0.4600 | 1.15x |" in text
+    (sessions_row,) = [line for line in text.splitlines() if line.startswith("| ease: unseen sessions")]
+    (fresh_row,) = [line for line in text.splitlines() if line.startswith("| ease: HitRate@10 with 3 fresh")]
+    assert sessions_row.endswith("**met** |") and fresh_row.endswith("**missed** |")  # 3x >= 1.5x; 1.15x < 1.2x
     assert "## Ranking and rating quality" in text and "| EASE (lambda 500) | reference | 0.290 |" in text
     # ease is auto's choice at 2,000 items: 0.30 / 0.25 = 1.2x most popular misses the 1.5x target
     assert "| default model (`auto` = ease) Recall@10 on the sample | 0.3000 | most popular 0.2500 | 1.20 |" in text
@@ -120,3 +133,60 @@ def test_report_puts_the_ranking_rows_and_their_targets_beside_the_references(tm
     (default_row,) = [line for line in text.splitlines() if line.startswith("| default model")]
     (best_row,) = [line for line in text.splitlines() if line.startswith("| best model")]
     assert default_row.endswith("**missed** |") and best_row.endswith("**met** |")  # 0.30 >= EASE's 0.29
+
+
+def test_recommend_by_history_latency_rows_beside_recommend(tmp_path, monkeypatch):
+    """A history model (two_tower) gets recommend_by_history rows, measured with recommend in the same run; the
+    report shows them and, at the target catalogue size, the 1.5x target."""
+    monkeypatch.setattr(recommend_scaling, "TARGET_ITEMS", 400)  # the target row on a tiny catalogue
+    results, work = tmp_path / "results", tmp_path / "work"
+    results.mkdir()
+    work.mkdir()
+    out = results / "recommend_scaling_by_history.json"
+    assert recommend_scaling.main([
+        "--items", "50", "400", "--models", "two_tower", "--users", "20", "--rated-per-user", "5",
+        "--history-length", "5", "--budget-s", "0.05", "--max-requests", "20", "--work-dir", str(work),
+        "--pipeline-results", "--no-step-probe", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    rows = {r["items"]: r for r in data["rows"]}
+    assert set(rows) == {50, 400} and data["by_history_target"]["p50_ratio"] == 1.5
+    for row in rows.values():
+        requests = row["by_history"]["requests"]
+        assert set(requests) == set(recommend_scaling.BY_HISTORY_REQUESTS) and row["by_history"]["history_length"] == 5
+        for entry in requests.values():
+            for where in ("in_process", "grpc"):
+                assert entry[where]["p50_ms"] > 0 and entry[where]["items_returned"] == recommend_scaling.K
+            assert entry["p50_ratio"] == pytest.approx(entry["in_process"]["p50_ms"] / row["in_process"]["p50_ms"],
+                                                       abs=0.002)
+    assert "met" in rows[400]["by_history"] and "met" not in rows[50]["by_history"]
+    text = report.build(str(results), str(tmp_path / "report.md"))
+    assert "### recommend_by_history beside recommend (`recommend_scaling_by_history.json`)" in text
+    assert "| two_tower | 400 | user + recent |" in text and "| two_tower | 50 | session |" in text
+    assert "recommend_by_history p50 (session, 5 items), two_tower at 400 items" in text  # in the targets table
+
+
+def test_the_benchmarks_recommend_by_history_answers_as_the_exported_signature_would():
+    """bench's copy of recommend_by_history (hash-table lookups) agrees with recommend on the same model: a known
+    user with no request items and the stored history gets recommend's list; request items are never returned."""
+    import numpy as np
+    import tensorflow as tf
+
+    from components import features as F
+
+    model, recommend, _, by_history = recommend_scaling.build_recommender("two_tower", 60, num_users=5,
+                                                                          rated_per_user=6)
+    user = recommend_scaling.user_key(1)
+    served = recommend(tf.constant([user]), tf.constant(10), tf.constant(True))[F.ITEMS_OUTPUT].numpy()[0]
+
+    def ask(kind, length):
+        inputs = recommend_scaling.by_history_inputs(kind, 60, length)
+        return by_history(**{k: tf.constant(v, tf.string) if isinstance(v, np.ndarray) and v.dtype == object
+                             else tf.constant(v) for k, v in inputs.items()})
+
+    stored_only = ask(recommend_scaling.BY_HISTORY_REQUESTS[0], 0)
+    assert list(stored_only[F.ITEMS_OUTPUT].numpy()[0]) == list(served)
+    session = ask(recommend_scaling.BY_HISTORY_REQUESTS[1], 8)
+    history = set(recommend_scaling.by_history_inputs("session", 60, 8)[F.HISTORY_ITEMS_INPUT][0])
+    answer = [i.decode() for i in session[F.ITEMS_OUTPUT].numpy()[0]]
+    assert len(answer) == 10 and not set(answer) & history
+    assert session[F.HISTORY_LENGTH_OUTPUT].numpy().tolist() == [8] and not session[F.FALLBACK_OUTPUT].numpy()[0]
