@@ -354,13 +354,15 @@ def test_promote_and_rollback_move_labels_on_a_live_server(pipeline_run, tmp_pat
 
 def test_the_ranking_gate_refuses_a_model_that_does_not_beat_most_popular_and_nothing_is_pushed(
         tiny_data, tmp_path, capsys):
-    """A two-tower model trained for a single step (one epoch, one batch): `recsys run` exits 3, nothing pushed."""
+    """A two-tower model trained for a single step (one epoch, one batch) asked to reach twice most popular's
+    recall (`--min-lift-over-popular 1`): `recsys run` exits 3, nothing pushed. (The history tower already edges
+    past most popular after that one step: 0.287 vs 0.261 on this sample.)"""
     from pipeline import cli
     from pipeline.config import PipelineConfig
 
     out = str(tmp_path / "out")
     code = cli.main(["run", "--data-root", tiny_data, "--output-dir", out, "--model", "two_tower", "--epochs", "1",
-                     "--batch-size", "8192"])
+                     "--batch-size", "8192", "--min-lift-over-popular", "1"])
     printed = capsys.readouterr().out
     assert code == cli.EXIT_NOT_BLESSED, printed
     assert "model NOT blessed, nothing pushed: overall: recall@10" in printed
@@ -369,7 +371,7 @@ def test_the_ranking_gate_refuses_a_model_that_does_not_beat_most_popular_and_no
     summary = run_summary.latest(config)
     assert not summary.blessed and summary.pushed_to is None and summary.metrics == {}  # no TFMA for ranking
     model, popular = (summary.ranking[k]["overall"] for k in ("model", "most_popular"))
-    assert popular["recall"] > 0.15 and model["recall"] < popular["recall"], (model, popular)
+    assert popular["recall"] > 0.15 and model["recall"] < 2 * popular["recall"], (model, popular)
     assert popular["users"] == model["users"] > 100
 
     assert cli.main(["runs", "show", "--output-dir", out]) == 0
