@@ -412,12 +412,13 @@ def quality_section(name: str, data: Dict, summary: List[List], rel: str) -> Lis
     k = data.get("k", 10)
     if popular and default in rows:
         ratio = rows[default]["recall"] / popular["recall"]
-        summary.append([f"default model (`auto` = {default}) Recall@{k} on the sample", f"{rows[default]['recall']:.4f}",
+        summary.append([f"default model (`auto` = {default}) Recall@{k} on the sample (`{name}`)",
+                        f"{rows[default]['recall']:.4f}",
                         f"most popular {popular['recall']:.4f}", f"{ratio:.2f}", ">= 1.5x", _met(ratio >= 1.5)])
     if ease_ref and trained:
         best = max(trained, key=lambda r: r["recall"])
         ratio = best["recall"] / ease_ref["recall"]
-        summary.append([f"best model ({best['name']}) Recall@{k} on the sample", f"{best['recall']:.4f}",
+        summary.append([f"best model ({best['name']}) Recall@{k} on the sample (`{name}`)", f"{best['recall']:.4f}",
                         f"EASE reference {ease_ref['recall']:.4f}", f"{ratio:.3f}", ">= 1x", _met(ratio >= 1.0)])
     scope = data.get("scored_from")
     protocol = (f"each user scored from their {scope} interactions ({data.get('history_interactions')}) with only "

@@ -128,7 +128,8 @@ def test_report_puts_the_ranking_rows_and_their_targets_beside_the_references(tm
     assert sessions_row.endswith("**met** |") and fresh_row.endswith("**missed** |")  # 3x >= 1.5x; 1.15x < 1.2x
     assert "## Ranking and rating quality" in text and "| EASE (lambda 500) | reference | 0.290 |" in text
     # ease is auto's choice at 2,000 items: 0.30 / 0.25 = 1.2x most popular misses the 1.5x target
-    assert "| default model (`auto` = ease) Recall@10 on the sample | 0.3000 | most popular 0.2500 | 1.20 |" in text
+    assert ("| default model (`auto` = ease) Recall@10 on the sample (`quality_sample.json`) | 0.3000 | most popular "
+            "0.2500 | 1.20 |") in text
     assert "best model (ease)" in text
     (default_row,) = [line for line in text.splitlines() if line.startswith("| default model")]
     (best_row,) = [line for line in text.splitlines() if line.startswith("| best model")]
