@@ -6,14 +6,15 @@ which keeps the join distributed: interactions are never collected. Each attribu
 declared kind: a float (NaN when missing), one string, or a list of strings.
 
 Three splits (F.SPLIT_NAMES): train (what models fit), validation (early stopping, tuning) and eval
-(what the gates and the benchmark judge; training never sees it). A hash split by default (of the user, the
-item and the time, so attribute edits never move an interaction; hash buckets size the splits); or by
-time, as recommenders are judged in production (train on the past, evaluate on the future): `time`
+(what the gates and the benchmark judge; training never sees it). A hash split (of the user, the item and
+the time, so attribute edits never move an interaction; hash buckets size the splits); or by time, as
+recommenders are judged in production (train on the past, evaluate on the future): `time`
 puts the newest interactions overall in eval and the next newest in validation (global cut-offs),
 `user-time` does the same within each user's history, `leave-last-one-out` puts each user's newest
 interaction in eval and the one before it in validation (the usual protocol for top-k metrics).
 Interactions that share a timestamp are never split apart, and users with fewer than three
-interactions stay in train.
+interactions stay in train. The pipeline's default, `auto` (pipeline/config.py: resolve_split), reaches this
+executor already resolved: `user-time` when the contract has a timestamp, else `hash`.
 """
 
 from __future__ import annotations
