@@ -156,8 +156,12 @@ class TwoTower(tfrs.Model):
         scores = tf.matmul(self.history_user_vectors(history, users, user_content), item_vectors, transpose_b=True)
         content = user_features({} if user_content is None else {F.USER_CONTENT: user_content}, users)
         unknown = (history_lib.lengths(history) == 0) & (tf.reduce_sum(tf.abs(content), axis=1) == 0)
-        popularity = tf.math.log(tf.gather(self.item_probability, items[F.ITEM_INDEX]))
-        return tf.where(unknown[:, None], tf.broadcast_to(popularity[None, :], tf.shape(scores)), scores)
+
+        def with_popularity():  # only when a row needs it: a log over the whole catalogue is not free
+            popularity = tf.math.log(tf.gather(self.item_probability, items[F.ITEM_INDEX]))
+            return tf.where(unknown[:, None], tf.broadcast_to(popularity[None, :], tf.shape(scores)), scores)
+
+        return tf.cond(tf.reduce_any(unknown), with_popularity, lambda: scores)
 
     def similarity_vectors(self, items) -> tf.Tensor:
         return self.item_vectors(items)[:, :-1]
