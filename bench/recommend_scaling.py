@@ -189,46 +189,25 @@ def by_history_signature(model, items: catalog_lib.Catalog):
     def mask(index):  # signatures._catalogue_mask
         return tf.scatter_nd(tf.reshape(index, [-1, 1]), tf.ones_like(index, tf.bool), [n])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
-                                  tf.TensorSpec([None, None], tf.string, name=F.HISTORY_ITEMS_INPUT),
-                                  tf.TensorSpec([None, None], tf.float32, name=F.HISTORY_WEIGHTS_INPUT),
-                                  tf.TensorSpec([], tf.bool, name=F.USE_STORED_HISTORY_INPUT),
-                                  tf.TensorSpec([], tf.int32, name=F.K_INPUT),
-                                  tf.TensorSpec([None], tf.string, name=F.EXCLUDE_ITEMS_INPUT),
-                                  tf.TensorSpec([None], tf.string, name=F.ALLOW_ITEMS_INPUT)])
+    @tf.function(input_signature=signatures.BY_HISTORY_INPUTS)
     def recommend_by_history(user_id, history_item_ids, history_weights, use_stored_history, k, exclude_item_ids,
                              allow_item_ids):
-        user_id = limits.guard_rows(user_id, limits.MAX_RECOMMEND_USERS, F.USER_ID)
-        history_item_ids = limits.guard_columns(history_item_ids, limits.MAX_HISTORY_ITEMS, F.HISTORY_ITEMS_INPUT)
-        rows = tf.shape(user_id)[0]
-        history_weights = limits.guard_columns(history_weights, limits.MAX_HISTORY_ITEMS, F.HISTORY_WEIGHTS_INPUT)
-        weights = tf.cond(tf.size(history_weights) > 0, lambda: history_weights,
-                          lambda: tf.ones(tf.shape(history_item_ids), tf.float32))
+        user_id, history_item_ids, weights = signatures.checked_history_inputs(user_id, history_item_ids,
+                                                                               history_weights)
         users = model.user_table.lookup(user_id)
-        index = model.item_table.lookup(history_item_ids)
-        where = tf.where((index >= n) & (history_item_ids != ""))
-        keys, _ = tf.unique(tf.strings.join([tf.strings.as_string(where[:, 0]),
-                                             tf.gather_nd(history_item_ids, where)], separator="\x00"))
-        unknown_rows = tf.strings.to_number(tf.strings.split(keys, "\x00").to_tensor(shape=[None, 2])[:, 0], tf.int32)
-        unknown = tf.math.bincount(unknown_rows, minlength=rows, maxlength=rows)
-        given = history_lib.from_indices(index, weights, n)
-        stored = history_lib.stored(users, model.seen_row_splits, model.seen_items, n)
-        stored = tf.sparse.retain(stored, tf.fill(tf.shape(stored.values), use_stored_history))
-        history = history_lib.union(given, stored)
-        content = signatures._user_content(model, users)
-        scores = model.score_history(history, users, content, item_vectors=model.catalog_item_vectors)
-        empty = (history_lib.lengths(history) == 0) & (tf.reduce_sum(tf.abs(content), axis=1) == 0)
-        scores = tf.where(empty[:, None], tf.broadcast_to(model.catalog_popularity[None, :], tf.shape(scores)), scores)
-        scores = history_lib.exclude(scores, history)
         allowed = tf.cond(tf.size(allow_item_ids) > 0, lambda: mask(item_indices(allow_item_ids)),
                           lambda: tf.ones_like(model.catalog_item_ids, tf.bool))
         allowed = allowed & ~mask(item_indices(exclude_item_ids))
-        scores = tf.where(allowed[None, :], scores, float("-inf"))
-        out = signatures._top_k(model, scores, k, limit=tf.reduce_sum(tf.cast(allowed, tf.int32)))
-        out[F.UNKNOWN_ITEMS_OUTPUT] = unknown
-        out[F.HISTORY_LENGTH_OUTPUT] = history_lib.lengths(history)
-        out[F.FALLBACK_OUTPUT] = empty
-        return out
+        content = signatures._user_content(model, users)
+
+        def scores_of(history):  # signatures.build's history_scores for a history model
+            scores = model.score_history(history, users, content, item_vectors=model.catalog_item_vectors)
+            empty = (history_lib.lengths(history) == 0) & (tf.reduce_sum(tf.abs(content), axis=1) == 0)
+            return tf.where(empty[:, None], tf.broadcast_to(model.catalog_popularity[None, :], tf.shape(scores)),
+                            scores), empty
+
+        return signatures.answer_from_history(model, users, history_item_ids, model.item_table.lookup(history_item_ids),
+                                              weights, use_stored_history, k, allowed, scores_of)
 
     return recommend_by_history
 

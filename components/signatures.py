@@ -123,6 +123,61 @@ def _catalog_candidates(model: tf.keras.Model) -> Dict[str, tf.Tensor]:
     }
 
 
+# recommend_by_history's inputs (components/features.py names them); one list, so every implementation agrees.
+BY_HISTORY_INPUTS = [tf.TensorSpec([None], tf.string, name=F.USER_ID),
+                     tf.TensorSpec([None, None], tf.string, name=F.HISTORY_ITEMS_INPUT),
+                     tf.TensorSpec([None, None], tf.float32, name=F.HISTORY_WEIGHTS_INPUT),
+                     tf.TensorSpec([], tf.bool, name=F.USE_STORED_HISTORY_INPUT),
+                     tf.TensorSpec([], tf.int32, name=F.K_INPUT),
+                     tf.TensorSpec([None], tf.string, name=F.EXCLUDE_ITEMS_INPUT),
+                     tf.TensorSpec([None], tf.string, name=F.ALLOW_ITEMS_INPUT)]
+
+
+def checked_history_inputs(user_id: tf.Tensor, history_item_ids: tf.Tensor, history_weights: tf.Tensor):
+    """(user_id, history_item_ids, weights) once the limits hold (rows, items per row, one history row per user,
+    weights of the ids' shape) or the call fails INVALID_ARGUMENT naming the input; no weights: all 1."""
+    user_id = limits.guard_rows(user_id, limits.MAX_RECOMMEND_USERS, F.USER_ID)
+    history_item_ids = limits.guard_columns(history_item_ids, limits.MAX_HISTORY_ITEMS, F.HISTORY_ITEMS_INPUT)
+    history_weights = limits.guard_columns(history_weights, limits.MAX_HISTORY_ITEMS, F.HISTORY_WEIGHTS_INPUT)
+    weights = tf.cond(tf.size(history_weights) > 0, lambda: history_weights,
+                      lambda: tf.ones(tf.shape(history_item_ids), tf.float32))
+    checks = [tf.debugging.assert_equal(tf.shape(history_item_ids)[0], tf.shape(user_id)[0],
+                                        message=f"input {F.HISTORY_ITEMS_INPUT}: one row per {F.USER_ID} expected"),
+              tf.debugging.assert_equal(tf.shape(weights), tf.shape(history_item_ids),
+                                        message=f"input {F.HISTORY_WEIGHTS_INPUT}: same shape as "
+                                                f"{F.HISTORY_ITEMS_INPUT} expected (or empty)")]
+    with tf.control_dependencies(checks):
+        return tf.identity(user_id), tf.identity(history_item_ids), tf.identity(weights)
+
+
+def answer_from_history(model, users: tf.Tensor, history_item_ids: tf.Tensor, index: tf.Tensor, weights: tf.Tensor,
+                        use_stored_history: tf.Tensor, k: tf.Tensor, allowed: tf.Tensor, scores_of) -> Dict:
+    """recommend_by_history's answer: the request's items (vocabulary `index`, OOV = unknown) weighted by the model's
+    fresh_weight, with the stored history when asked, scored by `scores_of(history) -> (scores, fallback)`,
+    the history and the items outside `allowed` left out."""
+    n = tf.shape(model.catalog_item_ids, out_type=tf.int64)[0]
+    rows = tf.shape(history_item_ids)[0]
+    # Unknown ids are ignored and counted (each distinct id once per row), never an error; "" pads a row.
+    where = tf.where((tf.cast(index, tf.int64) >= n) & (history_item_ids != ""))
+    keys, _ = tf.unique(tf.strings.join([tf.strings.as_string(where[:, 0]), tf.gather_nd(history_item_ids, where)],
+                                        separator="\x00"))
+    unknown_rows = tf.strings.to_number(tf.strings.split(keys, "\x00").to_tensor(shape=[None, 2])[:, 0], tf.int32)
+    # A request's items are newer than the stored history: they weigh the model's fresh_weight (chosen on
+    # validation) against its 1; scaling a whole history alike changes no ranking.
+    fresh = tf.cast(getattr(model, "fresh_weight", 1.0), tf.float32)
+    given = history_lib.from_indices(index, weights * fresh, n)
+    stored = history_lib.stored(users, model.seen_row_splits, model.seen_items, n)
+    stored = tf.sparse.retain(stored, tf.fill(tf.shape(stored.values), use_stored_history))
+    history = history_lib.union(given, stored)
+    scores, fallback = scores_of(history)
+    scores = tf.where(allowed[None, :], history_lib.exclude(scores, history), float("-inf"))
+    out = _top_k(model, scores, k, limit=tf.reduce_sum(tf.cast(allowed, tf.int32)))
+    out[F.UNKNOWN_ITEMS_OUTPUT] = tf.math.bincount(unknown_rows, minlength=rows, maxlength=rows)
+    out[F.HISTORY_LENGTH_OUTPUT] = history_lib.lengths(history)
+    out[F.FALLBACK_OUTPUT] = fallback
+    return out
+
+
 def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catalog_lib.Catalog,
           layout: catalog_lib.ContentLayout):
     """Signatures keyed by name. Attaches what they need to `model` so `model.save` tracks it."""
@@ -257,60 +312,19 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
         scores = tf.where(empty[:, None], tf.broadcast_to(model.catalog_popularity[None, :], tf.shape(scores)), scores)
         return scores, empty
 
-    def stored_history(users):
-        return history_lib.stored(users, model.seen_row_splits, model.seen_items,
-                                  tf.shape(model.catalog_item_ids, out_type=tf.int64)[0])
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
-                                  tf.TensorSpec([None, None], tf.string, name=F.HISTORY_ITEMS_INPUT),
-                                  tf.TensorSpec([None, None], tf.float32, name=F.HISTORY_WEIGHTS_INPUT),
-                                  tf.TensorSpec([], tf.bool, name=F.USE_STORED_HISTORY_INPUT),
-                                  tf.TensorSpec([], tf.int32, name=F.K_INPUT),
-                                  tf.TensorSpec([None], tf.string, name=F.EXCLUDE_ITEMS_INPUT),
-                                  tf.TensorSpec([None], tf.string, name=F.ALLOW_ITEMS_INPUT)])
+    @tf.function(input_signature=BY_HISTORY_INPUTS)
     def recommend_by_history(user_id, history_item_ids, history_weights, use_stored_history, k, exclude_item_ids,
                              allow_item_ids):
-        user_id = limits.guard_rows(user_id, limits.MAX_RECOMMEND_USERS, F.USER_ID)
-        history_item_ids = limits.guard_columns(history_item_ids, limits.MAX_HISTORY_ITEMS, F.HISTORY_ITEMS_INPUT)
-        rows = tf.shape(user_id)[0]
-        checks = [tf.debugging.assert_equal(
-            tf.shape(history_item_ids)[0], rows,
-            message=f"input {F.HISTORY_ITEMS_INPUT}: one row per {F.USER_ID} expected")]
-        # No weights (an empty tensor): every history item weighs 1; else one weight per history id.
-        history_weights = limits.guard_columns(history_weights, limits.MAX_HISTORY_ITEMS, F.HISTORY_WEIGHTS_INPUT)
-        weights = tf.cond(tf.size(history_weights) > 0, lambda: history_weights,
-                          lambda: tf.ones(tf.shape(history_item_ids), tf.float32))
-        checks.append(tf.debugging.assert_equal(
-            tf.shape(weights), tf.shape(history_item_ids),
-            message=f"input {F.HISTORY_WEIGHTS_INPUT}: same shape as {F.HISTORY_ITEMS_INPUT} expected (or empty)"))
-        with tf.control_dependencies(checks):
-            weights = tf.identity(weights)
-            users = tf.reshape(model.tft_layer({F.USER_ID: _as_column(user_id)})[F.USER_INDEX], [-1])
-        shape = tf.shape(history_item_ids)
-        index = tf.reshape(model.tft_layer({F.ITEM_ID: tf.reshape(history_item_ids, [-1, 1])})[F.ITEM_INDEX], shape)
-        n = tf.shape(model.catalog_item_ids, out_type=tf.int64)[0]
-        # Unknown ids are ignored and counted (each distinct id once per row), never an error; "" pads a row.
-        where = tf.where((tf.cast(index, tf.int64) >= n) & (history_item_ids != ""))
-        keys, _ = tf.unique(tf.strings.join([tf.strings.as_string(where[:, 0]),
-                                             tf.gather_nd(history_item_ids, where)], separator="\x00"))
-        unknown_rows = tf.strings.to_number(tf.strings.split(keys, "\x00").to_tensor(shape=[None, 2])[:, 0], tf.int32)
-        unknown = tf.math.bincount(unknown_rows, minlength=rows, maxlength=rows)
-        given = history_lib.from_indices(index, weights, n)
-        stored = stored_history(users)
-        stored = tf.sparse.retain(stored, tf.fill(tf.shape(stored.values), use_stored_history))
-        history = history_lib.union(given, stored)
-        scores, fallback = history_scores(history, users, _user_content(model, users))
-        scores = history_lib.exclude(scores, history)
+        user_id, history_item_ids, weights = checked_history_inputs(user_id, history_item_ids, history_weights)
+        users = tf.reshape(model.tft_layer({F.USER_ID: _as_column(user_id)})[F.USER_INDEX], [-1])
+        index = tf.reshape(model.tft_layer({F.ITEM_ID: tf.reshape(history_item_ids, [-1, 1])})[F.ITEM_INDEX],
+                           tf.shape(history_item_ids))
         allowed = tf.cond(tf.size(allow_item_ids) > 0,
                           lambda: _catalogue_mask(model, _item_indices(model, allow_item_ids)),
                           lambda: tf.ones_like(model.catalog_item_ids, tf.bool))
         allowed = allowed & ~_catalogue_mask(model, _item_indices(model, exclude_item_ids))
-        scores = tf.where(allowed[None, :], scores, float("-inf"))
-        out = _top_k(model, scores, k, limit=tf.reduce_sum(tf.cast(allowed, tf.int32)))
-        out[F.UNKNOWN_ITEMS_OUTPUT] = unknown
-        out[F.HISTORY_LENGTH_OUTPUT] = history_lib.lengths(history)
-        out[F.FALLBACK_OUTPUT] = fallback
-        return out
+        return answer_from_history(model, users, history_item_ids, index, weights, use_stored_history, k, allowed,
+                                   lambda history: history_scores(history, users, _user_content(model, users)))
 
     serving = {
         F.SERVING_DEFAULT: serve_examples.get_concrete_function(),

@@ -46,6 +46,9 @@ class TrainingConfig:
     # While training, each example's history leaves its own item out and keeps at most
     # two_tower_history_sample items (a random subset: bounded cost per batch, a kind of dropout).
     two_tower_user_id: bool = False
+    # Weight of a request's fresh interactions against the stored history (recommend_by_history); 0: chosen
+    # on the validation split (components/models/freshness.py).
+    fresh_weight: float = 0.0
     two_tower_history_sample: int = 100
     # A training split up to this size (TFRecord bytes) is read once and kept in memory; larger ones stream.
     in_memory_input_max_mb: float = 64.0

@@ -79,6 +79,12 @@ class SampleSpec:
     # up to that size: 10M ratings have 200,000 users, and scoring each one's next item again costs time).
     num_sessions: int = 300
     max_next_users: int = 100_000
+    # Drift of taste within each user's log (0: none, the default: consumption order is random, so a user's newest
+    # interactions are like any others). Above 0, each user's items are ordered along a direction of taste of their
+    # own (ordering key = taste_drift * z-scored projection + standard normal noise): the newest interactions lean
+    # the same way, as a user's current interest does in real logs. Only timestamps move: the same (user, item,
+    # rating) rows, drawn from a stream of their own, so taste_drift 0 writes the same bytes as before it existed.
+    taste_drift: float = 0.0
 
 
 def user_key(index: int) -> str:
@@ -165,6 +171,18 @@ def _next_items(spec: SampleSpec, rng, histories, user_factors, item_factors, lo
     return nexts
 
 
+DRIFT_STREAM = 0x44524654  # "DRFT": the taste-drift ordering's own random stream
+
+
+def _drift_order(spec: SampleSpec, rng, items: np.ndarray, ratings: np.ndarray, item_factors: np.ndarray):
+    """A user's items (and their ratings) in consumption order along a drift of taste (SampleSpec.taste_drift)."""
+    projection = item_factors[items] @ rng.normal(size=item_factors.shape[1])
+    spread = projection.std() or 1.0
+    key = spec.taste_drift * (projection - projection.mean()) / spread + rng.normal(size=len(items))
+    order = np.argsort(key, kind="stable")
+    return items[order], ratings[order]
+
+
 def _sessions(spec: SampleSpec, genre_vectors, item_factors, log_pop):
     """Anonymous sessions of new users: (session id, items in time order, timestamps, next item or None)."""
     n, total = heldout.session_count(spec.num_sessions, spec.num_users, spec.num_ratings)
@@ -217,6 +235,7 @@ def generate(out_dir: str, spec: SampleSpec = SampleSpec()) -> dict:
         for start in range(0, spec.num_users, USER_BLOCK):
             users = np.arange(start, min(start + USER_BLOCK, spec.num_users))
             block_rng = np.random.default_rng([spec.seed, start // USER_BLOCK])
+            drift_rng = np.random.default_rng([spec.seed, DRIFT_STREAM, start // USER_BLOCK])
             picks = _pick(spec, block_rng, counts[users], user_factors[users], item_factors, log_pop)
             if start < spec.max_next_users:  # held out: the block's next items, from a stream of their own
                 nexts = _next_items(spec, heldout.stream(spec.seed, heldout.NEXT_STREAM, start // USER_BLOCK), picks,
@@ -235,6 +254,8 @@ def generate(out_dir: str, spec: SampleSpec = SampleSpec()) -> dict:
                 dots -= dots.mean()
                 raw = RATING_MEAN + user_bias[u] + item_bias[items] + dots + block_rng.normal(0, spec.noise_sd, k)
                 ratings = np.clip(np.round(raw * 2) / 2, RATING_MIN, RATING_MAX)
+                if spec.taste_drift > 0:
+                    items, ratings = _drift_order(spec, drift_rng, items, ratings, item_factors)
                 # Active from a random start for a random share of the span; events uniform within it.
                 length = span * block_rng.uniform(0.05, 1.0)
                 begin = block_rng.uniform(0, span - length)

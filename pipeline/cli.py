@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-users", type=int, default=None, help="default: 2,000 (movies), 1,500 (shop)")
     p.add_argument("--num-items", type=int, default=None, help="default: 2,000 (movies), 3,000 (shop)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--taste-drift", type=float, default=0.0,
+                   help="movies: how strongly each user's newest interactions lean one way (0: random order, the "
+                        "default; 2: a strong drift of interest, for measuring fresh interactions)")
 
     p = sub.add_parser("import-movielens", help="convert a MovieLens download you have into the canonical layout")
     p.add_argument("src", help="directory of ml-100k, ml-1m, ml-latest or ml-latest-small files")
@@ -326,7 +329,7 @@ def cmd_sample(args) -> int:
 
     if args.num_ratings is not None:
         sizes["num_ratings"] = args.num_ratings
-    counts = synthetic.generate(args.out, synthetic.SampleSpec(seed=args.seed, **sizes))
+    counts = synthetic.generate(args.out, synthetic.SampleSpec(seed=args.seed, taste_drift=args.taste_drift, **sizes))
     print(f"wrote {counts['interactions']} ratings of {counts['users']} users on {counts['items']} items to {args.out}")
     _print_heldout(args.out, counts)
     _drop_stale_contract(args.out)

@@ -14,7 +14,9 @@ asked of the exported SavedModel's `recommend_by_history`, for each ranking mode
     plus (with) or without the user's first j eval interactions in time order, target = the (j+1)-th. Without
     them the model knows nothing of the j items and may recommend them back (what a model that never sees
     fresh interactions serves); a third list leaves them out client-side, so the lift splits into what
-    excluding them gives and what scoring from them adds.
+    excluding them gives and what scoring from them adds. With them, the history weighs 1 and the fresh items
+    the model's `fresh_weight` (chosen on validation, components/models/freshness.py), as serving weighs a
+    known user's stored history against a request's items.
 A missing held-out file or eval timestamps skip a measure with a note. The main table is pipeline/quality.py.
 """
 
@@ -68,7 +70,8 @@ class Splits:
 
 
 def recommend(model, users: Sequence[str], histories: Sequence[Sequence[str]], stored: bool, k: int,
-              exclude: Optional[Sequence[Set[str]]] = None, num_items: int = 0) -> List[List[str]]:
+              exclude: Optional[Sequence[Set[str]]] = None, num_items: int = 0,
+              weights: Optional[Sequence[Sequence[float]]] = None) -> List[List[str]]:
     """Top-k item ids per row of `recommend_by_history`, rows batched; `exclude` leaves items out per row (the
     signature's exclude list is per request: k + the row's exclusions are asked for and those dropped here,
     the same list the signature would give, since each row is scored alone)."""
@@ -82,19 +85,27 @@ def recommend(model, users: Sequence[str], histories: Sequence[Sequence[str]], s
     out: List[List[str]] = []
     for start in range(0, len(users), rows):
         chunk = [list(h)[-limits.MAX_HISTORY_ITEMS:] for h in histories[start:start + rows]]
+        given = None if weights is None else [list(w)[-limits.MAX_HISTORY_ITEMS:] for w in weights[start:start + rows]]
         drop = [set(e) for e in exclude[start:start + rows]] if exclude is not None else [set()] * len(chunk)
         width = max(len(h) for h in chunk)
         items = (tf.constant([h + [""] * (width - len(h)) for h in chunk], tf.string) if width
                  else tf.zeros([len(chunk), 0], tf.string))
         answer = function(**{F.USER_ID: tf.constant(list(users[start:start + rows]), tf.string),
                              F.HISTORY_ITEMS_INPUT: items,
-                             F.HISTORY_WEIGHTS_INPUT: tf.zeros([len(chunk), 0], tf.float32),
+                             F.HISTORY_WEIGHTS_INPUT: tf.zeros([len(chunk), 0], tf.float32) if given is None else
+                             tf.constant([w + [0.0] * (width - len(w)) for w in given], tf.float32),
                              F.USE_STORED_HISTORY_INPUT: tf.constant(stored),
                              F.K_INPUT: tf.constant(k + max(len(d) for d in drop), tf.int32),
                              F.EXCLUDE_ITEMS_INPUT: nothing, F.ALLOW_ITEMS_INPUT: nothing})[F.ITEMS_OUTPUT].numpy()
         for row, dropped in zip(answer, drop):
             out.append([i for i in (v.decode("utf-8") for v in row) if i and i not in dropped][:k])
     return out
+
+
+def fresh_weight(model) -> float:
+    """The weight the exported model gives a request's fresh interactions (1 for a model without one)."""
+    variable = getattr(model, "fresh_weight", None)
+    return float(variable.numpy()) if variable is not None else 1.0
 
 
 def hit_rate(lists: Sequence[Sequence[str]], targets: Sequence[str], k: int) -> Optional[float]:
@@ -211,7 +222,13 @@ class HistoryBenchmark:
                     entry["without"] = hit_rate(ask(users, before, False), targets, k)
                     entry["without_excluded"] = hit_rate(ask(users, before, False, exclude=[set(c[2]) for c in cases]),
                                                          targets, k)
-                    entry["with"] = hit_rate(ask(users, [c[1] + c[2] for c in cases], False), targets, k)
+                    # As serving weighs them: the stored history 1, the request's fresh items the model's
+                    # fresh_weight (sent here as 1 / fresh_weight for the history, since every item sent is scaled by it).
+                    fresh = fresh_weight(model)
+                    entry["fresh_weight"] = fresh
+                    entry["with"] = hit_rate(ask(users, [c[1] + c[2] for c in cases], False,
+                                                 weights=[[1.0 / fresh] * len(c[1]) + [1.0] * len(c[2]) for c in cases]),
+                                             targets, k)
                     entry["lift"] = _ratio(entry["with"], entry["without"])
                     entry["lift_scoring"] = _ratio(entry["with"], entry["without_excluded"])
                 row["fresh"].append(entry)

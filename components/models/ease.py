@@ -22,6 +22,7 @@ from scipy import sparse
 
 from components import catalog as catalog_lib
 from components import features as F
+from components.models import freshness
 from components.models import history as history_lib
 from components.models.base import ModelDims
 from components.models.topk import Holdout
@@ -41,8 +42,11 @@ class CatalogueTooLarge(ValueError):
 class Ease(tf.keras.Model):
     PREDICTS_RATINGS = False  # predict / serving_default answer a ranking score
 
-    def __init__(self, weights: np.ndarray, row_splits: np.ndarray, history: np.ndarray, lam: float):
+    def __init__(self, weights: np.ndarray, row_splits: np.ndarray, history: np.ndarray, lam: float,
+                 fresh_weight: float = 1.0):
         super().__init__(name="ease")
+        # A request's fresh interactions weigh this much against the stored history (components/models/freshness.py).
+        self.fresh_weight = tf.Variable(float(fresh_weight), trainable=False, name="fresh_weight")
         self.weights_matrix = tf.Variable(weights, trainable=False, name="ease_weights")
         # What a user without history (a new user, an empty session) is ranked by: the items' training counts.
         counts = np.bincount(history, minlength=weights.shape[0]).astype(np.float32)
@@ -123,8 +127,12 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
         if best is None or recall > best[0]:
             best = (recall, lam, weights)
     _, lam, weights = best
+    # Before the refit, which fits validation too: fresh interactions' weight measured on validation.
+    fresh = config.fresh_weight or freshness.tune(
+        lambda history, users: np.asarray(_to_scipy(history) @ weights), items.rated_row_splits, items.rated_items,
+        holdout.pairs, num_items, seed=config.seed)
     if not config.ease_refit or not len(holdout.pairs):
-        return Ease(weights, items.rated_row_splits, items.rated_items, lam)
+        return Ease(weights, items.rated_row_splits, items.rated_items, lam, fresh)
     # lambda chosen, the validation interactions are data like any other: refit on train + validation, and
     # score from both (the eval split, which the gate reports on, stays unseen).
     pairs = np.concatenate([pairs, holdout.pairs])
@@ -133,4 +141,10 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
                                 (np.repeat(np.arange(dims.num_users), np.diff(row_splits)), history)),
                                shape=(dims.num_users, num_items))
     print(f"ease: refit on train + validation ({len(history)} interactions), lambda {lam:.1f}", flush=True)
-    return Ease(ease_weights(matrix, lam), row_splits, history, lam)
+    return Ease(ease_weights(matrix, lam), row_splits, history, lam, fresh)
+
+
+def _to_scipy(history: tf.SparseTensor) -> sparse.csr_matrix:
+    indices = history.indices.numpy()
+    return sparse.csr_matrix((history.values.numpy(), (indices[:, 0], indices[:, 1])),
+                             shape=tuple(history.dense_shape.numpy()))

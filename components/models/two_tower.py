@@ -27,6 +27,7 @@ import tensorflow_recommenders as tfrs
 
 from components import catalog as catalog_lib
 from components import features as F
+from components.models import freshness
 from components.models import history as history_lib
 from components.models.base import ModelDims, content_features, user_features
 from components.models.topk import VALIDATION_METRIC, Holdout, ValidationRecall
@@ -194,4 +195,10 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
                                                      restore_best_weights=True)]
     model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps_per_epoch, verbose=2,
               callbacks=monitors + list(callbacks))
+    vectors = model.item_vectors(catalogue)
+    fresh = config.fresh_weight or freshness.tune(
+        lambda history, users: model.score_history(history, tf.constant(users), tf.gather(user_content, users),
+                                                   item_vectors=vectors).numpy(),
+        items.rated_row_splits, items.rated_items, holdout.pairs, len(items.item_ids), seed=config.seed)
+    model.fresh_weight = tf.Variable(float(fresh), trainable=False, name="fresh_weight")
     return model

@@ -52,13 +52,7 @@ class TinyRecommender(tf.Module):
         ids = tf.gather(self.items, top.indices)
         return {F.ITEMS_OUTPUT: ids, F.TITLES_OUTPUT: tf.strings.upper(ids), F.SCORES_OUTPUT: top.values}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
-                                  tf.TensorSpec([None, None], tf.string, name=F.HISTORY_ITEMS_INPUT),
-                                  tf.TensorSpec([None, None], tf.float32, name=F.HISTORY_WEIGHTS_INPUT),
-                                  tf.TensorSpec([], tf.bool, name=F.USE_STORED_HISTORY_INPUT),
-                                  tf.TensorSpec([], tf.int32, name=F.K_INPUT),
-                                  tf.TensorSpec([None], tf.string, name=F.EXCLUDE_ITEMS_INPUT),
-                                  tf.TensorSpec([None], tf.string, name=F.ALLOW_ITEMS_INPUT)])
+    @tf.function(input_signature=signatures.BY_HISTORY_INPUTS)
     def recommend_by_history(self, user_id, history_item_ids, history_weights, use_stored_history, k,
                              exclude_item_ids, allow_item_ids):
         """The recommend_by_history contract with exact values.
