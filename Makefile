@@ -55,13 +55,15 @@ sample: venv
 pipeline: sample
 	$(RECSYS) run --data-root $(DATA) --output-dir $(OUT) --model $(MODEL)
 
-# Start the server on the pushed model, ask it for a top-10, five similar items and one score, stop it whatever happens.
+# Start the server on the pushed model, ask it for a top-10, five similar items, five for an anonymous session
+# that just saw ITEM_ID, and one score; stop it whatever happens.
 demo: venv
 	@set -e; \
 	$(RECSYS) serve --model-dir $(OUT)/serving/recsys --port $(PORT) & pid=$$!; \
 	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null || true' EXIT; \
 	$(RECSYS) recommend --user $(USER_ID) --k 10 --target localhost:$(PORT) --wait 120; \
 	$(RECSYS) similar --item $(ITEM_ID) --k 5 --target localhost:$(PORT); \
+	$(RECSYS) recommend --history $(ITEM_ID) --k 5 --target localhost:$(PORT); \
 	$(RECSYS) predict --user $(USER_ID) --item $(ITEM_ID) --target localhost:$(PORT)
 
 run: pipeline demo
