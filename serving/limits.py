@@ -78,32 +78,27 @@ def check_content(proto, name: str, dims: list) -> None:
                          f"{given // per_element}")
 
 
+def _guard_dimension(tensor, axis: int, limit: int, message: str):
+    import tensorflow as tf
+
+    size = tf.shape(tensor, out_type=tf.int64)[axis]
+    check = tf.debugging.assert_less_equal(size, tf.constant(limit, tf.int64), message=message)
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)
+
+
 def guard_rows(tensor, limit: int, name: str):
     """`tensor`, after asserting it has at most `limit` rows; over it, the call fails INVALID_ARGUMENT.
 
     For the exported signatures (see the module docstring): use its result in place of the input.
     """
-    import tensorflow as tf
-
-    rows = tf.shape(tensor, out_type=tf.int64)[0]
-    check = tf.debugging.assert_less_equal(
-        rows, tf.constant(limit, tf.int64),
-        message=f"input {name}: more rows than the limit of {limit} per request")
-    with tf.control_dependencies([check]):
-        return tf.identity(tensor)
+    return _guard_dimension(tensor, 0, limit, f"input {name}: more rows than the limit of {limit} per request")
 
 
 def guard_columns(tensor, limit: int, name: str):
     """`tensor` ([rows, columns]), after asserting it has at most `limit` columns (recommend_by_history's
     history length); over it, the call fails INVALID_ARGUMENT naming the input and the limit."""
-    import tensorflow as tf
-
-    columns = tf.shape(tensor, out_type=tf.int64)[1]
-    check = tf.debugging.assert_less_equal(
-        columns, tf.constant(limit, tf.int64),
-        message=f"input {name}: more items per row than the history limit of {limit}")
-    with tf.control_dependencies([check]):
-        return tf.identity(tensor)
+    return _guard_dimension(tensor, 1, limit, f"input {name}: more items per row than the history limit of {limit}")
 
 
 MAX_SCORED_PAIRS = 1 << 18  # (user, item) pairs a pairwise model (MLP) scores at once: its activations' bound
