@@ -7,6 +7,7 @@ the peak mark reset through /proc/<pid>/clear_refs before each case).
 """
 
 import json
+import contextlib
 import os
 import socket
 import subprocess
@@ -85,26 +86,26 @@ class Served:
         return tf.make_ndarray(response.outputs[F.RATING_OUTPUT]).tolist() == [2.0]
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
+@contextlib.contextmanager
+def serve_process(tmp_path_factory, batching: str, *flags: str):
+    """A `recsys serve` subprocess on the tiny model (version 1) with these batching parameters and extra flags;
+    yields a Served once it answers, and stops it whatever happens."""
     base = str(tmp_path_factory.mktemp("models") / F.DEFAULT_MODEL_NAME)
     save_version(base, 1, 0.0)
-    batching = tmp_path_factory.mktemp("config") / "batching.config"
-    batching.write_text("max_batch_size { value: 1024 }\nbatch_timeout_micros { value: 1000 }\n")
+    batching_file = tmp_path_factory.mktemp("config") / "batching.config"
+    batching_file.write_text(batching)
     port, rest_port, admin_port = _free_port(), _free_port(), _free_port()
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
     log = open(tmp_path_factory.mktemp("log") / "serve.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "serve", "--model-dir", base, "--port", str(port),
-         "--rest-port", str(rest_port), "--admin-port", str(admin_port), "--batching-parameters-file", str(batching),
-         "--rest-timeout", str(REST_TIMEOUT), "--rest-max-connections", str(REST_MAX_CONNECTIONS),
-         "--poll-interval", "0.5"],
+         "--rest-port", str(rest_port), "--admin-port", str(admin_port),
+         "--batching-parameters-file", str(batching_file), *flags],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)  # a file: a full pipe would block the server
     try:
         with RecsysClient(f"127.0.0.1:{port}", timeout=10) as client:
             client.wait_until_ready(120)
         where = Served(process, base, port, rest_port, admin_port)
-        assert where.alive()
         yield where
         where.channel.close()
     finally:
@@ -115,6 +116,17 @@ def served(tmp_path_factory):
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    try:
+        with serve_process(tmp_path_factory, "max_batch_size { value: 1024 }\nbatch_timeout_micros { value: 1000 }\n",
+                           "--rest-timeout", str(REST_TIMEOUT), "--rest-max-connections", str(REST_MAX_CONNECTIONS),
+                           "--poll-interval", "0.5") as where:
+            assert where.alive()
+            yield where
+    finally:
         if FIGURES:
             print("\ncase: seconds, peak RSS growth (MB), threads")
             for case, (seconds, growth, threads) in FIGURES.items():

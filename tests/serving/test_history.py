@@ -7,9 +7,6 @@ server (SERVING_TARGET); the limit, memory and batching tests probe a `recsys se
 """
 
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -27,10 +24,9 @@ from pipeline import cli
 from serving.client import HistoryRecommendations, Recommendation, RecsysClient
 from serving.limits import MAX_HISTORY_ITEMS, MAX_RECOMMEND_USERS
 from tests.serving.conftest import EXTERNAL
-from tests.serving.test_hardening import Served, _free_port
+from tests.serving.test_hardening import serve_process
 from tests.serving.tiny_model import save_version
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = f"/v1/models/{F.DEFAULT_MODEL_NAME}"
 MAX_REFUSAL_SECONDS, MAX_RSS_GROWTH_MB = 0.1, 50
 BATCH_TIMEOUT_MICROS = 300_000  # long enough that concurrent requests wait in their queues together
@@ -277,32 +273,10 @@ def test_the_saved_model_itself_guards_the_history_length(tmp_path):
 def served(tmp_path_factory):
     if EXTERNAL:
         pytest.skip("probes a `recsys serve` process of its own")
-    base = str(tmp_path_factory.mktemp("models") / F.DEFAULT_MODEL_NAME)
-    save_version(base, 1, 0.0)
-    batching = tmp_path_factory.mktemp("config") / "batching.config"
-    batching.write_text(f"max_batch_size {{ value: 16 }}\nbatch_timeout_micros {{ value: {BATCH_TIMEOUT_MICROS} }}\n")
-    port, rest_port, admin_port = _free_port(), _free_port(), _free_port()
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
-    log = open(tmp_path_factory.mktemp("log") / "serve.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "serve", "--model-dir", base, "--port", str(port),
-         "--rest-port", str(rest_port), "--enable-batching", "--batching-parameters-file", str(batching),
-         "--poll-interval", "60"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)
-    try:
-        with RecsysClient(f"127.0.0.1:{port}", timeout=10) as client:
-            client.wait_until_ready(120)
-        where = Served(process, base, port, rest_port, admin_port)
+    with serve_process(tmp_path_factory,
+                       f"max_batch_size {{ value: 16 }}\nbatch_timeout_micros {{ value: {BATCH_TIMEOUT_MICROS} }}\n",
+                       "--enable-batching", "--poll-interval", "60") as where:
         yield where
-        where.channel.close()
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 @our_server_only
