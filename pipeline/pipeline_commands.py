@@ -1,0 +1,244 @@
+"""`recsys` commands that make data and run the pipeline: sample, import-movielens, run, benchmark, compile, runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from components.training_config import TrainingConfig
+from pipeline import config as C
+from pipeline.cli_common import EXIT_NOT_BLESSED, CliError, check_models
+
+
+def _drop_stale_contract(out: str) -> None:
+    """A sample of another shape written over an earlier one: its reviewed contract and schema no longer describe
+    the files, so they go (the next run infers them again); a sample of the same shape keeps them."""
+    from components import contract as contract_lib
+    from components.example_gen import InputError, check_files
+
+    path = contract_lib.contract_path(out)
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            check_files(out, contract_lib.DataContract.from_json(f.read()))
+    except (InputError, contract_lib.ContractError, ValueError):
+        for stale in (path, os.path.join(out, C.SCHEMA_FILE)):
+            if os.path.exists(stale):
+                os.remove(stale)
+        print(f"removed {out}'s contract.json and {C.SCHEMA_FILE}: they described files of another shape")
+
+
+def _print_heldout(out: str, counts: dict) -> None:
+    from data import heldout
+
+    print(f"held out under {os.path.join(out, heldout.HELDOUT_DIR)}: the next item of {counts['next']} users, "
+          f"{counts['sessions']} anonymous sessions of new users and their next items (for evaluation; the pipeline "
+          f"never reads them)")
+
+
+def cmd_sample(args) -> int:
+    sizes = {key: value for key, value in (("num_users", args.num_users), ("num_items", args.num_items))
+             if value is not None}
+    if args.kind == "shop":
+        from data import shop
+
+        if args.num_ratings is not None:
+            sizes["num_interactions"] = args.num_ratings
+        counts = shop.generate(args.out, shop.ShopSpec(seed=args.seed, **sizes))
+        print(f"wrote {counts['interactions']} interactions of {counts['users']} users on {counts['items']} items "
+              f"(shop sample) to {args.out}")
+        _print_heldout(args.out, counts)
+        _drop_stale_contract(args.out)
+        return 0
+    from data import synthetic
+
+    if args.num_ratings is not None:
+        sizes["num_ratings"] = args.num_ratings
+    counts = synthetic.generate(args.out, synthetic.SampleSpec(seed=args.seed, taste_drift=args.taste_drift, **sizes))
+    print(f"wrote {counts['interactions']} ratings of {counts['users']} users on {counts['items']} items to {args.out}")
+    _print_heldout(args.out, counts)
+    _drop_stale_contract(args.out)
+    return 0
+
+
+def cmd_import_movielens(args) -> int:
+    from data import movielens
+
+    try:
+        result = movielens.import_movielens(args.src, args.dest, split=args.split)
+    except movielens.MovieLensImportError as e:
+        raise CliError(str(e)) from None
+    counts = ", ".join(f"{n} ratings ({part})" if part != "all" else f"{n} ratings" for part, n in result.interactions.items())
+    print(f"imported {result.format}: {counts}, {result.items} items, {result.users} users into {args.dest}")
+    return 0
+
+
+def _with_data(args, config: "C.PipelineConfig") -> "C.PipelineConfig":
+    """`config` with the data root's contract (reviewed, or inferred now and written for review) and schema."""
+    from components import contract as contract_lib
+    from components.example_gen import InputError, check_files
+
+    mapping = {role: getattr(args, f"{role}_col") for role in contract_lib.ROLES if getattr(args, f"{role}_col", None)}
+    try:
+        config, inferred = C.with_data_contract(config, mapping, args.contract or "", args.schema or "")
+        if "://" not in config.data_root:  # remote data is checked by ExampleGen where it runs
+            check_files(config.data_root, config.contract)
+    except (contract_lib.ContractError, InputError) as e:
+        raise CliError(str(e)) from None
+    if inferred:
+        print(f"inferred the data contract from the files; review it (kinds, separators, `ignore`) and commit it: "
+              f"{args.contract or contract_lib.contract_path(config.data_root)}")
+    print(contract_lib.describe(config.contract), flush=True)
+    return config
+
+
+def _check_feedback(args, contract) -> None:
+    from components import models
+
+    if not contract.has_rating and not models.is_ranking(args.model):
+        raise CliError(f"--model {args.model} predicts ratings, but {contract.interactions_file} has no rating column "
+                       f"(implicit feedback): use {models.AUTO}, {' or '.join(models.RANKING_MODELS)}, or name the "
+                       f"rating column with --rating-col")
+    _check_split(args.split, contract)
+
+
+def _check_split(split: str, contract) -> None:
+    if split not in (C.SPLIT_AUTO, C.SPLIT_HASH) and not contract.has_timestamp:
+        raise CliError(f"--split {split} orders interactions by time, but {contract.interactions_file} has no "
+                       f"timestamp column (name it with --timestamp-col, or use --split auto or hash)")
+
+
+def cmd_run(args) -> int:
+    from components import models
+
+    check_models([args.model])
+    if args.tune:
+        if models.is_ranking(args.model):
+            raise CliError(f"--tune tunes the rating models ({', '.join(models.RATING_MODELS)}); "
+                           f"--model {args.model} is a ranking model")
+    if not os.path.isdir(args.data_root):
+        raise CliError(f"data root {args.data_root!r} is not a directory (run `recsys sample` for the bundled sample)")
+    data_root = os.path.abspath(args.data_root)
+    training = dataclasses.replace(
+        TrainingConfig(), model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+        embedding_dim=args.embedding_dim, learning_rate=args.learning_rate,
+    )
+    config = _with_data(args, C.PipelineConfig(data_root=data_root, split=args.split))
+    _check_feedback(args, config.contract)
+    interactions_bytes = os.path.getsize(os.path.join(data_root, config.contract.interactions_file))
+    beam_args = tuple(args.beam_arg) if args.beam_arg else C.default_beam_args(interactions_bytes, os.cpu_count() or 1)
+    config = dataclasses.replace(
+        config,
+        output_dir=os.path.abspath(args.output_dir),
+        model_name=args.model_name,
+        allow_drift=args.allow_drift,
+        min_id_frequency=args.min_id_frequency,
+        training=training,
+        tune=args.tune,
+        evaluation=C.EvaluationConfig(rmse_upper_bound=args.rmse_threshold,
+                                      max_relative_rmse_regression=args.max_rmse_regression,
+                                      ranking_k=args.ranking_k, min_lift_over_popular=args.min_lift_over_popular,
+                                      max_relative_recall_regression=args.max_recall_regression,
+                                      gate_rating_models_on_ranking=args.gate_rating_models_on_ranking),
+        mysql=(C.MySQLMetadata(host=args.mlmd_mysql_host, port=args.mlmd_mysql_port,
+                               database=args.mlmd_mysql_database, user=args.mlmd_mysql_user,
+                               password=os.environ.get("RECSYS_MLMD_MYSQL_PASSWORD", ""))
+               if args.mlmd_mysql_host else None),
+        beam_args=beam_args,
+    )
+    from pipeline import local_runner, run_summary
+
+    print(f"running pipeline {config.pipeline_name!r} on {args.data_root} (model {args.model}, split "
+          f"{_split_text(args.split, config)}, Beam "
+          f"{' '.join(a.lstrip('-') for a in beam_args)}); outputs in {args.output_dir}", flush=True)
+    local_runner.run(config, quiet=not args.verbose)
+    summary = run_summary.latest(config)
+    print(summary.describe())
+    return 0 if summary.blessed else EXIT_NOT_BLESSED
+
+
+def _split_text(requested: str, config: "C.PipelineConfig") -> str:
+    if requested != C.SPLIT_AUTO:
+        return config.split
+    why = ("BigQuery input" if config.bigquery_query else
+           "the interactions have timestamps" if config.contract.has_timestamp else "no timestamp column")
+    return f"{config.split}, auto: {why}"
+
+
+def cmd_benchmark(args) -> int:
+    from components import contract as contract_lib
+    from pipeline import quality
+
+    names = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else quality.registered_models()
+    check_models(names)
+    if not os.path.isdir(args.data_root):
+        raise CliError(f"data root {args.data_root!r} is not a directory")
+    if args.test_file and not os.path.isfile(args.test_file):
+        raise CliError(f"test file {args.test_file!r} not found")
+    try:
+        contract, _ = contract_lib.load_or_infer(os.path.abspath(args.data_root))
+    except contract_lib.ContractError as e:
+        raise CliError(str(e)) from None
+    _check_split(args.split, contract)
+    resolved = C.PipelineConfig(contract=contract, split=args.split)  # auto: by the contract's timestamp
+    print(f"benchmark split: {_split_text(args.split, resolved)}", flush=True)
+    result = quality.run(os.path.abspath(args.data_root), os.path.abspath(args.output_dir), names,
+                         test_file=args.test_file, k=args.k, split=resolved.split,
+                         training=dataclasses.replace(TrainingConfig(), epochs=args.epochs))
+    paths = quality.write(result, args.output_dir)
+    print(quality.to_markdown(result))
+    print(f"wrote {', '.join(paths)}")
+    return 0
+
+
+def cmd_compile(args) -> int:
+    check_models([args.model])
+    if args.bigquery_query and not args.contract:
+        raise CliError("--bigquery-query needs --contract (the contract cannot be inferred from a query at compile time)")
+    if args.bigquery_query and args.split not in (C.SPLIT_AUTO, C.SPLIT_HASH):
+        raise CliError(f"--split {args.split} needs the file ExampleGen; BigQuery input (--bigquery-query) is split by "
+                       f"hash only")
+    config = _with_data(args, C.PipelineConfig(data_root=args.data_root, split=args.split,
+                                               bigquery_query=args.bigquery_query or ""))
+    _check_feedback(args, config.contract)
+    config = dataclasses.replace(
+        config,
+        output_dir=args.output_dir,
+        model_name=args.model_name,
+        training=dataclasses.replace(TrainingConfig(), model=args.model),
+        train_steps=args.train_steps,
+        **({"beam_args": tuple(args.beam_arg)} if args.beam_arg else {}),
+    )
+    from pipeline import kubeflow_runner
+
+    path = kubeflow_runner.compile_pipeline(config, image=args.image, output_path=args.output)
+    print(f"wrote Kubeflow Pipelines v2 spec to {path} (image {args.image}, split {_split_text(args.split, config)})")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from pipeline import lineage, report, run_summary
+
+    config = C.PipelineConfig(output_dir=os.path.abspath(args.output_dir))
+    runs = lineage.evaluated_runs(config)
+    if not runs:
+        raise CliError(f"no evaluated run in {args.output_dir} (run the pipeline first)")
+    run_id = args.run or runs[-1].run_id
+    match = [r for r in runs if r.run_id == run_id]
+    if not match:
+        raise CliError(f"run {run_id!r} not found; evaluated runs: {', '.join(r.run_id for r in runs)}")
+    run = match[0]
+    from components.ranking_gate import read_report
+
+    metrics = run_summary.metrics_by_slice(run.evaluation_uri) if run.evaluation_uri else {}
+    ranking = read_report(run.ranking_blessing_uri) if run.ranking_blessing_uri else None
+    failures = run_summary.run_failures(run.evaluation_uri, ranking)
+    print(f"run {run.run_id}: model {run.model_uri}")
+    print(report.as_text(metrics, failures, run.blessed, ranking))
+    safe_id = "".join(c if c.isalnum() or c in "-_." else "-" for c in run.run_id)
+    paths = report.write(os.path.join(os.path.abspath(args.output_dir), "reports", f"run-{safe_id}"),
+                         f"Evaluation of run {run.run_id}", metrics, failures, run.blessed, ranking)
+    print("report: " + ", ".join(paths))
+    return 0
+
