@@ -15,6 +15,11 @@ export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
 DATA      ?= data/sample
+# The reviewed contract.json and schema.pbtxt of DATA, committed (recsys schema export writes them); the default is
+# the movie sample's. On your own data: SCHEMA_DIR=schema/NAME after exporting yours, or SCHEMA_DIR= (empty) to
+# infer both beside the data on the first run.
+SCHEMA_DIR ?= schema/movies
+SCHEMA_ARGS = $(if $(SCHEMA_DIR),--schema-dir $(SCHEMA_DIR))
 OUT       ?= output
 MODEL     ?= auto
 PORT      ?= 8500
@@ -32,6 +37,8 @@ help:
 	@echo "make test        set up .venv and run the whole test suite"
 	@echo "make test-quick  the tests not marked slow"
 	@echo "make compile     compile the pipeline for Kubeflow Pipelines v2 (IMAGE=..., KFP_DATA_ROOT=gs://..., KFP_OUTPUT_DIR=gs://...)"
+	@echo "                 run and compile read the reviewed contract and schema in SCHEMA_DIR (default schema/movies);"
+	@echo "                 your own data: DATA=dir SCHEMA_DIR=schema/NAME (see README, Your data), or SCHEMA_DIR= to infer"
 	@echo "make image       build the pipeline image from the Dockerfile (needs a Docker engine)"
 	@echo "make clean       remove pipeline outputs and the generated sample (keeps .venv)"
 	@echo "make bench-quality  every model beside most popular, ItemKNN, EASE, iALS on a fresh sample (~10 min)"
@@ -53,7 +60,7 @@ sample: venv
 	$(RECSYS) sample --out $(DATA)
 
 pipeline: sample
-	$(RECSYS) run --data-root $(DATA) --output-dir $(OUT) --model $(MODEL)
+	$(RECSYS) run --data-root $(DATA) --output-dir $(OUT) --model $(MODEL) $(SCHEMA_ARGS)
 
 # Start the server on the pushed model, ask it for a top-10, five similar items, five for an anonymous session
 # that just saw ITEM_ID, and one score; stop it whatever happens.
@@ -84,7 +91,8 @@ image:
 	docker build -t $(IMAGE) .
 
 compile: venv
-	$(RECSYS) compile --image $(IMAGE) --data-root $(KFP_DATA_ROOT) --output-dir $(KFP_OUTPUT_DIR) --output pipeline.json
+	$(RECSYS) compile --image $(IMAGE) --data-root $(KFP_DATA_ROOT) --output-dir $(KFP_OUTPUT_DIR) --output pipeline.json \
+	    $(SCHEMA_ARGS)
 
 clean:
 	rm -rf $(OUT) $(DATA)

@@ -377,6 +377,76 @@ def infer(data_root: str, mapping: Optional[Mapping[str, str]] = None) -> DataCo
         rating_range=_rating_range(path, columns.rating) if columns.rating else None)
 
 
+# ----------------------------------------------------------------------------------- data against a reviewed contract
+
+
+class ContractMismatch(ContractError):
+    """The files changed since the contract was reviewed: a column it does not describe, one it names that is gone,
+    or values its declared kind cannot read. The caller adds what to do (edit the contract, or infer it again)."""
+
+
+def check_columns(path: str, id_column: str, columns: Sequence[str], contract_file: str = CONTRACT_FILE) -> None:
+    """The header of `path` holds exactly id_column + columns, as the contract says."""
+    found = header(path)
+    expected = [id_column, *columns]
+    missing = [c for c in expected if c not in found]
+    if missing:
+        raise ContractMismatch(f"{path}: no column {missing[0]!r}, which the contract {contract_file} names "
+                               f"(columns: {', '.join(found)})")
+    extra = [c for c in found if c not in expected]
+    if extra:
+        raise ContractMismatch(f"{path}: unknown column {extra[0]!r}, not in the contract {contract_file}")
+
+
+def _unreadable(feature: Feature, values: Sequence[object]) -> str:
+    """'' when the declared kind reads these values, else what the column holds now. Only changes the encoding
+    cannot follow count: a kind the user chose over the inferred one (a numeric code read as a category, a
+    separated list read as text, `ignore`) stays valid."""
+    kind, separator = infer_kind(values)
+    present = [(number, v) for number, v in enumerate(values, start=1) if not is_missing(v)]
+    if feature.kind == NUMERIC:
+        bad = next(((n, v) for n, v in present if isinstance(v, (list, tuple)) or as_float(v) is None), None)
+        if bad:
+            return f"{kind} values (e.g. {bad[1]!r} in record {bad[0]})"
+    elif feature.kind in (CATEGORICAL, TEXT):
+        bad = next(((n, v) for n, v in present if isinstance(v, (list, tuple))), None)
+        if bad:
+            return f"lists (e.g. {bad[1]!r} in record {bad[0]})"
+    elif feature.kind == MULTI and feature.separator and kind == MULTI and separator and separator != feature.separator:
+        if not any(feature.separator in str(v) for _, v in present):
+            return f"lists separated by {separator!r}, not {feature.separator!r}"
+    return ""
+
+
+def check_data(data_root: str, contract: DataContract, contract_file: str = CONTRACT_FILE) -> None:
+    """Fails before any component runs when the files under data_root no longer fit the reviewed contract: a
+    file or column gone, a column it does not describe, or a column whose values its kind cannot read (checked on
+    the first INFER_ROWS rows, what inference reads). One ContractMismatch line naming the file and the column."""
+    columns = contract.columns
+    roles = [getattr(columns, role) for role in ROLES if getattr(columns, role)]
+    interactions = sorted(_gfile().glob(posixpath.join(data_root, contract.interactions_file))) or [
+        posixpath.join(data_root, contract.interactions_file)]
+    numeric_roles = tuple(Feature(name=role, kind=NUMERIC, source=getattr(columns, role))
+                          for role in ("rating", "weight") if getattr(columns, role))
+    files = [(path, roles[0], roles[1:], numeric_roles) for path in interactions]
+    if contract.items_file:
+        files.append((posixpath.join(data_root, contract.items_file), columns.item,
+                      [f.column for f in contract.item_features], contract.used(contract.item_features)))
+    if contract.users_file:
+        files.append((posixpath.join(data_root, contract.users_file), columns.user,
+                      [f.column for f in contract.user_features], contract.used(contract.user_features)))
+    for path, id_column, names, declared in files:
+        if not _gfile().exists(path):
+            raise ContractMismatch(f"{path}: file not found (the contract {contract_file} names it)")
+        check_columns(path, id_column, names, contract_file)
+        rows = list(read_rows(path, INFER_ROWS))
+        for feature in declared:
+            holds = _unreadable(feature, [row.get(feature.column) for row in rows])
+            if holds:
+                raise ContractMismatch(f"{path}: column {feature.column!r} holds {holds}, but the contract "
+                                       f"{contract_file} declares it {feature.kind}")
+
+
 def from_custom_config(custom_config) -> DataContract:
     """The contract a component received in its custom_config (as JSON text or as a dict)."""
     raw = (custom_config or {}).get(CONFIG_KEY)

@@ -126,16 +126,9 @@ def check_files(data_root: str, contract: DataContract) -> None:
         if not tf.io.gfile.exists(path):
             raise InputError(f"{path}: file not found")
         try:
-            found = contract_lib.header(path)
+            contract_lib.check_columns(path, id_column, columns)
         except contract_lib.ContractError as e:
             raise InputError(str(e)) from None
-        missing = [c for c in [id_column] + columns if c not in found]
-        if missing:
-            raise InputError(f"{path}: no column {missing[0]!r} (the contract names it; columns: {', '.join(found)})")
-        extra = [c for c in found if c not in [id_column] + columns]
-        if extra:
-            raise InputError(f"{path}: unknown column {extra[0]!r} (not in the contract: add it to contract.json "
-                             f"or delete contract.json to infer it again)")
         if duplicates:
             seen = set()
             for number, row in enumerate(_read_file(path), start=1):

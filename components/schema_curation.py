@@ -84,6 +84,10 @@ def curate(
     return curated
 
 
+_EDIT_NOTE = ("# Edit it when the data legitimately changes, e.g. remove a feature's string_domain if new categories\n"
+              "# are expected, or raise a drift threshold.\n")
+
+
 def schema_text(schema: schema_pb2.Schema, *, source: str = "") -> str:
     """The text proto with a header telling the user where it came from and what to do with it."""
     origin = f" on {source}" if source else ""
@@ -92,11 +96,25 @@ def schema_text(schema: schema_pb2.Schema, *, source: str = "") -> str:
         f"# Data contract inferred by TFX SchemaGen from the statistics of the first pipeline run{origin}\n"
         f"# ({when}), then curated: features absent from serving requests are marked\n"
         "# not_in_environment: \"SERVING\"; drift_comparator thresholds compare each run with the previous one.\n"
-        "# Review this file and commit it: later runs validate every span against it (ImportSchemaGen)\n"
-        "# and the data gate stops a run whose data breaks it. Edit it when the data legitimately changes,\n"
-        "# e.g. remove a feature's string_domain if new categories are expected, or raise a drift threshold.\n"
+        "# Review this file and commit it (`recsys schema export` copies it and contract.json into the repository):\n"
+        "# later runs validate every span against it (ImportSchemaGen) and the data gate stops a run whose data\n"
+        "# breaks it.\n"
     )
-    return header + text_format.MessageToString(schema)
+    return header + _EDIT_NOTE + text_format.MessageToString(schema)
+
+
+def reviewed_schema_text(schema: schema_pb2.Schema) -> str:
+    """The text proto as committed to a repository (`recsys schema export`): the header names no machine's path
+    and no date, so the file changes in review only when the schema does."""
+    header = (
+        "# The reviewed schema of the data described by contract.json beside it: inferred by TFX SchemaGen from\n"
+        "# the statistics of a first pipeline run, curated by CuratedSchemaExport (features absent from serving\n"
+        "# requests are marked not_in_environment: \"SERVING\"; drift_comparator thresholds compare each run with\n"
+        "# the previous one), then copied here by `recsys schema export`. Runs given this directory with\n"
+        "# --schema-dir validate every span against it (ImportSchemaGen); the data gate stops a run that breaks it.\n"
+    )
+    review = "# Review a change to it like a change to code.\n"
+    return header + _EDIT_NOTE + review + text_format.MessageToString(schema)
 
 
 def write_schema_text(schema: schema_pb2.Schema, path: str, *, source: str = "") -> None:

@@ -22,7 +22,7 @@ from typing import List, Optional  # noqa: E402
 from components import features as F  # noqa: E402
 from components.training_config import TrainingConfig  # noqa: E402
 from pipeline import config as C  # noqa: E402
-from pipeline import client_commands, pipeline_commands, serving_commands  # noqa: E402
+from pipeline import client_commands, pipeline_commands, schema_commands, serving_commands  # noqa: E402
 from pipeline.cli_common import EXIT_ERROR, EXIT_NOT_BLESSED, CliError  # noqa: E402,F401 (re-exported)
 from pipeline.serving_commands import serve_options  # noqa: E402,F401 (re-exported)
 from serving.options import DEFAULT_METRICS_PATH, ServerOptions  # noqa: E402
@@ -57,6 +57,9 @@ def _add_contract_args(p: argparse.ArgumentParser) -> None:
                                                       "from the files and written there when missing)")
     p.add_argument("--schema", metavar="PBTXT", help="the curated schema (default DATA_ROOT/schema.pbtxt; inferred by "
                                                      "SchemaGen on the first run and written there for review)")
+    p.add_argument("--schema-dir", action=schema_commands.SchemaDirAction, metavar="DIR",
+                   help="the reviewed pair `recsys schema export` wrote, e.g. schema/movies: stands for --contract "
+                        "DIR/contract.json --schema DIR/schema.pbtxt")
 
 
 def _add_split_arg(p: argparse.ArgumentParser, what: str = "", note: str = "") -> None:
@@ -162,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default=F.DEFAULT_MODEL_NAME)
     p.add_argument("--train-steps", type=int, default=0, help="default of train-args num_steps (0: whole epochs)")
     p.add_argument("--beam-arg", action="append", default=None, metavar="ARG")
+
+    p = sub.add_parser("schema", help="keep the reviewed data contract and schema in the repository")
+    p.add_argument("what", choices=["export"],
+                   help="export: copy DATA_ROOT/contract.json and DATA_ROOT/schema.pbtxt, which a first run inferred "
+                        "and curated, to --to for review and commit")
+    p.add_argument("--data-root", default=C.DEFAULT_DATA_ROOT, help="the data a first run was made on")
+    p.add_argument("--to", required=True, metavar="DIR", help="where the reviewed pair lives, e.g. schema/NAME")
 
     p = sub.add_parser("serve", help="serve pushed versions over TensorFlow Serving's gRPC and REST APIs")
     p.add_argument("--model-dir", default=os.path.join(C.DEFAULT_OUTPUT_DIR, "serving", F.DEFAULT_MODEL_NAME),
@@ -279,6 +289,7 @@ COMMANDS = {
     "compile": pipeline_commands.cmd_compile,
     "benchmark": pipeline_commands.cmd_benchmark,
     "runs": pipeline_commands.cmd_runs,
+    "schema": schema_commands.cmd_schema,
     "serve": serving_commands.cmd_serve,
     "promote": serving_commands.cmd_promote,
     "rollback": serving_commands.cmd_rollback,

@@ -8,7 +8,7 @@ import posixpath
 from typing import Mapping, Optional, Tuple
 
 from components import features as F
-from components.contract import DataContract, load_or_infer
+from components.contract import CONTRACT_FILE, DataContract, load_or_infer
 from components.training_config import TrainingConfig
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -150,6 +150,12 @@ class PipelineConfig:
     def serving_dir(self) -> str:
         """TF Serving's model base path: versions are pushed under it as `<serving_dir>/<version>/`."""
         return os.path.join(self.output_dir, "serving", self.model_name)
+
+
+def schema_dir_files(schema_dir: str) -> Tuple[str, str]:
+    """(contract, schema) of a reviewed pair kept in one directory, e.g. this repository's schema/movies
+    (`recsys schema export` writes it, `--schema-dir` reads it)."""
+    return posixpath.join(schema_dir, CONTRACT_FILE), posixpath.join(schema_dir, SCHEMA_FILE)
 
 
 def with_data_contract(config: PipelineConfig, mapping: Optional[Mapping[str, str]] = None, contract_path: str = "",

@@ -78,17 +78,26 @@ def _with_data(args, config: "C.PipelineConfig") -> "C.PipelineConfig":
     """`config` with the data root's contract (reviewed, or inferred now and written for review) and schema."""
     from components import contract as contract_lib
     from components.example_gen import InputError, check_files
+    from pipeline import schema_commands
 
     mapping = {role: getattr(args, f"{role}_col") for role in contract_lib.ROLES if getattr(args, f"{role}_col", None)}
+    contract_file, schema_file = schema_commands.reviewed_files(args)  # --schema-dir, or --contract and --schema
+    shown = contract_file or contract_lib.contract_path(config.data_root)
     try:
-        config, inferred = C.with_data_contract(config, mapping, args.contract or "", args.schema or "")
+        config, inferred = C.with_data_contract(config, mapping, contract_file, schema_file)
         if "://" not in config.data_root:  # remote data is checked by ExampleGen where it runs
+            # The reviewed contract against the files (columns, kinds) before any component runs; then duplicates.
+            contract_lib.check_data(config.data_root, config.contract, shown)
             check_files(config.data_root, config.contract)
+    except contract_lib.ContractMismatch as e:
+        advice = schema_commands.mismatch_advice(args, args.data_root, shown,
+                                                 config.schema_path or config.schema_export_path)
+        raise CliError(f"{e}: {advice}") from None
     except (contract_lib.ContractError, InputError) as e:
         raise CliError(str(e)) from None
     if inferred:
         print(f"inferred the data contract from the files; review it (kinds, separators, `ignore`) and commit it: "
-              f"{args.contract or contract_lib.contract_path(config.data_root)}")
+              f"{shown}")
     print(contract_lib.describe(config.contract), flush=True)
     return config
 
