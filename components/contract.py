@@ -464,12 +464,20 @@ def load_or_infer(data_root: str, mapping: Optional[Mapping[str, str]] = None,
     """(contract, inferred now): the reviewed copy at `path` (default data_root/contract.json) when there is
     one, else the contract inferred from the files, written there for review."""
     path = path or contract_path(data_root)
-    if _gfile().exists(path):
-        with _gfile().GFile(path, "r") as f:
+    import tensorflow as tf
+
+    try:
+        if _gfile().exists(path):
+            with _gfile().GFile(path, "r") as f:
+                text = f.read()
             try:
-                return DataContract.from_json(f.read()), False
+                return DataContract.from_json(text), False
             except (ValueError, TypeError) as e:
                 raise ContractError(f"{path}: {e}") from None
+    except tf.errors.OpError as e:  # storage this machine cannot reach (no network, no credentials)
+        reason = e.message.strip().splitlines()[0].split("error details: ")[-1]
+        raise ContractError(f"cannot read the data contract {path} ({reason}): give the reviewed copy with "
+                            f"--contract FILE (or --schema-dir DIR)") from None
     contract = infer(data_root, mapping)
     from components.atomic_io import atomic_write
 

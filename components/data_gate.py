@@ -8,7 +8,8 @@ TFX reads the component signature's real types.)
 """
 
 
-from typing import List
+import math
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
@@ -32,14 +33,78 @@ class DataValidationError(RuntimeError):
     """The data broke the schema contract; the message lists every anomaly."""
 
 
-def describe(anomalies: anomalies_pb2.Anomalies, split: str) -> List[str]:
-    problems = [
-        f"{split} split, feature '{name}': {info.short_description or info.description}"
-        for name, info in sorted(anomalies.anomaly_info.items())
-    ]
+# TFDV's range reasons: the schema's domain says which values are allowed, the statistics how many are not.
+_RANGE_REASONS = ("FLOAT_TYPE_BIG_FLOAT", "FLOAT_TYPE_SMALL_FLOAT", "INT_TYPE_BIG_INT", "INT_TYPE_SMALL_INT")
+_TFDV_PRECISION_NOTE = "(upto six significant digits)"
+
+
+def _long_description(info: anomalies_pb2.AnomalyInfo) -> str:
+    """Each reason's own description ("Unexpectedly high value: 6.5>5"), never the summary "Multiple errors"."""
+    texts = [reason.description or reason.short_description for reason in info.reason]
+    texts = [text.replace(_TFDV_PRECISION_NOTE, "").strip() for text in texts if text]
+    return "; ".join(dict.fromkeys(texts)) or info.description or info.short_description
+
+
+def _domain(schema: Optional[schema_pb2.Schema], name: str) -> Optional[Tuple[float, float]]:
+    for feature in schema.feature if schema is not None else ():
+        if feature.name == name:
+            domain = feature.float_domain if feature.HasField("float_domain") else (
+                feature.int_domain if feature.HasField("int_domain") else None)
+            if domain is None:
+                return None
+            return (domain.min if domain.HasField("min") else -math.inf,
+                    domain.max if domain.HasField("max") else math.inf)
+    return None
+
+
+def _share_outside(statistics: Optional[statistics_pb2.DatasetFeatureStatisticsList], name: str,
+                   low: float, high: float) -> float:
+    """A lower bound on the share of the feature's values outside [low, high]: the standard histogram's buckets
+    that lie entirely outside (a bucket straddling a bound may hold allowed values too)."""
+    for dataset in statistics.datasets if statistics is not None else ():
+        for feature in dataset.features:
+            if feature.path.step[-1:] != [name] or not feature.HasField("num_stats"):
+                continue
+            for histogram in feature.num_stats.histograms:
+                if histogram.type != statistics_pb2.Histogram.STANDARD:
+                    continue
+                total = sum(b.sample_count for b in histogram.buckets)
+                outside = sum(b.sample_count for b in histogram.buckets if b.low_value > high or b.high_value < low)
+                return outside / total if total else 0.0
+    return 0.0
+
+
+def describe(anomalies: anomalies_pb2.Anomalies, split: str, schema: Optional[schema_pb2.Schema] = None,
+             statistics: Optional[statistics_pb2.DatasetFeatureStatisticsList] = None) -> Dict[str, str]:
+    """Feature name (or '' for the dataset) -> what is wrong with it in this split, in TFDV's long words, with the
+    range the schema allows and at least how many values lie outside it for out-of-range values."""
+    problems = {}
+    for name, info in sorted(anomalies.anomaly_info.items()):
+        text = _long_description(info)
+        domain = _domain(schema, name)
+        if domain is not None and set(_reason_types(info)) & set(_RANGE_REASONS):
+            low, high = domain
+            text += f" (the schema allows [{low:g}, {high:g}]"
+            share = _share_outside(statistics, name, low, high)
+            text += f"; at least {100 * share:.1f} % of the {split} values are outside)" if share else ")"
+        problems[name] = text
     if anomalies.HasField("dataset_anomaly_info"):
-        problems.append(f"{split} split: {anomalies.dataset_anomaly_info.description}")
+        problems[""] = _long_description(anomalies.dataset_anomaly_info)
     return problems
+
+
+def summarize(by_split: Mapping[str, Mapping[str, str]]) -> List[str]:
+    """One entry per feature: the splits it broke in, and the first split's description (they say the same)."""
+    splits_of: Dict[str, List[str]] = {}
+    for split, problems in by_split.items():
+        for name in problems:
+            splits_of.setdefault(name, []).append(split)
+    lines = []
+    for name, splits in sorted(splits_of.items()):
+        where = f"{', '.join(splits)} split{'s' if len(splits) > 1 else ''}"
+        subject = f"feature '{name}' ({where})" if name else where
+        lines.append(f"{subject}: {by_split[splits[0]][name]}")
+    return lines
 
 
 def _reason_types(info: anomalies_pb2.AnomalyInfo) -> List[str]:
@@ -94,12 +159,22 @@ def _artifact_drift(
         if F.TRAIN_SPLIT not in artifact_utils.decode_split_names(artifact.split_names):
             print(f"{DRIFT_PREFIX}: not checked, statistics {artifact.uri} have no '{F.TRAIN_SPLIT}' split")
             return []
-    parsed_schema = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri([schema])))
     return drift_problems(
         stats_artifact_utils.load_statistics(statistics, F.TRAIN_SPLIT).proto(),
         stats_artifact_utils.load_statistics(baseline, F.TRAIN_SPLIT).proto(),
-        parsed_schema,
+        _read_schema(schema),
     )
+
+
+def _read_schema(schema: standard_artifacts.Schema) -> schema_pb2.Schema:
+    return io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri([schema])))
+
+
+def _split_statistics(statistics: Optional[standard_artifacts.ExampleStatistics],
+                      split: str) -> Optional[statistics_pb2.DatasetFeatureStatisticsList]:
+    if statistics is None or split not in artifact_utils.decode_split_names(statistics.split_names):
+        return None
+    return stats_artifact_utils.load_statistics(statistics, split).proto()
 
 
 @tfx.dsl.components.component
@@ -111,12 +186,17 @@ def DataGate(
     schema: tfx.dsl.components.InputArtifact[standard_artifacts.Schema] = None,
     allow_drift: tfx.dsl.components.Parameter[bool] = False,
 ) -> None:
-    problems: List[str] = []
+    parsed_schema = _read_schema(schema) if schema is not None else None
+    by_split = {}
     for split in artifact_utils.decode_split_names(anomalies.split_names):
         path = f"{artifact_utils.get_split_uri([anomalies], split)}/{DEFAULT_FILE_NAME}"
         proto = anomalies_pb2.Anomalies.FromString(io_utils.read_bytes_file(path))
-        problems.extend(describe(proto, split))
+        split_statistics = _split_statistics(statistics, split) if proto.anomaly_info else None
+        by_split[split] = describe(proto, split, parsed_schema, split_statistics)
+    problems = summarize(by_split)
     # First run: no baseline (the resolver finds no previous statistics), so no drift check.
+    if statistics is not None and baseline_statistics is None:
+        print(f"{DRIFT_PREFIX}: skipped, no earlier accepted statistics (the first run in this output dir)")
     if statistics is not None and baseline_statistics is not None and schema is not None:
         drift = _artifact_drift(statistics, baseline_statistics, schema)
         if drift and allow_drift:

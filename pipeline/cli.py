@@ -306,6 +306,7 @@ def _quiet_libraries() -> None:
     import warnings
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow's first import
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # gRPC core's own stderr lines (a port it cannot bind)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -322,6 +323,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:  # one line for expected failures; unexpected ones keep their traceback
         if not _is_expected(e):
             raise
+        if args.verbose:  # the refusal's line below, and where it came from
+            import traceback
+
+            traceback.print_exc()
         # Beam appends the failing step's name on later lines; the first line is the cause.
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"recsys {args.command}: error: {message}", file=sys.stderr)

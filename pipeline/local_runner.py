@@ -10,10 +10,12 @@ from tfx import v1 as tfx
 from pipeline.config import PipelineConfig, with_data_contract
 from pipeline.pipeline import create_pipeline
 from pipeline.progress import component_progress
+from pipeline.run_log import library_log, log_path
 
 
 def run(config: PipelineConfig, quiet: bool = False) -> Dict[str, Tuple[float, float]]:
-    """Runs to completion, printing a line per component; `quiet` also hides TFX's warnings.
+    """Runs to completion, printing a line per component; the libraries' logging goes to a file under the output
+    dir (its path printed first), and also to the terminal unless `quiet`.
 
     Returns each component's (start, end) in time.monotonic() seconds, for benchmarks.
     """
@@ -21,6 +23,8 @@ def run(config: PipelineConfig, quiet: bool = False) -> Dict[str, Tuple[float, f
     if config.contract is None:  # the data root's reviewed contract, or inferred and written beside the data
         config, _ = with_data_contract(config)
     pipeline = create_pipeline(config)
-    with component_progress(len(pipeline.components), quiet=quiet) as progress:
-        tfx.orchestration.LocalDagRunner().run(pipeline)
+    with library_log(log_path(config.output_dir, config.pipeline_name), verbose=not quiet) as path:
+        print(f"library log: {path}", flush=True)
+        with component_progress(len(pipeline.components)) as progress:
+            tfx.orchestration.LocalDagRunner().run(pipeline)
     return progress.windows

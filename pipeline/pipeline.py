@@ -18,9 +18,10 @@ from components.schema_curation import CuratedSchemaExport
 from components.example_gen import RatingsExampleGen
 from components.example_gen import custom_config as example_gen_config
 from components.ranking_gate import RankingGate
+from components.resolvers import LatestArtifactIfAnyStrategy
 from components.transform import MIN_ID_FREQUENCY
 from pipeline import metadata
-from pipeline.config import KUBEFLOW, ORCHESTRATORS, EvaluationConfig, PipelineConfig
+from pipeline.config import KUBEFLOW, LOCAL, ORCHESTRATORS, EvaluationConfig, PipelineConfig
 
 PREPROCESSING_FN = "components.transform.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
@@ -156,7 +157,9 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     # (resolved before StatisticsGen runs, so never this run's own; a rejected span never becomes the baseline);
     # nothing to compare on the first run.
     previous_statistics = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        # Locally, none on a first run is not an error (components/resolvers.py); Kubeflow needs TFX's own class.
+        strategy_class=(LatestArtifactIfAnyStrategy if config.orchestrator == LOCAL
+                        else tfx.dsl.experimental.LatestArtifactStrategy),
         statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics,
                                    producer_component_id=DATA_GATE_ID, output_key="accepted_statistics"),
     ).with_id("previous_statistics")

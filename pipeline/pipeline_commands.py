@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 from components.training_config import TrainingConfig
 from pipeline import config as C
@@ -120,6 +121,7 @@ def _check_split(split: str, contract) -> None:
 
 def cmd_run(args) -> int:
     from components import models
+    from components.data_gate import DataValidationError
 
     check_models([args.model])
     if args.tune:
@@ -161,10 +163,28 @@ def cmd_run(args) -> int:
     print(f"running pipeline {config.pipeline_name!r} on {args.data_root} (model {args.model}, split "
           f"{_split_text(args.split, config)}, Beam "
           f"{' '.join(a.lstrip('-') for a in beam_args)}); outputs in {args.output_dir}", flush=True)
-    local_runner.run(config, quiet=not args.verbose)
+    try:
+        local_runner.run(config, quiet=not args.verbose)
+    except DataValidationError as e:
+        raise CliError(f"{e}. {_data_gate_advice(str(e), config)}") from None
     summary = run_summary.latest(config)
-    print(summary.describe())
-    return 0 if summary.blessed else EXIT_NOT_BLESSED
+    print(summary.describe(), flush=True)
+    if summary.blessed:
+        return 0
+    print(f"recsys run: {summary.refusal(args.output_dir)}", file=sys.stderr)
+    return EXIT_NOT_BLESSED
+
+
+def _data_gate_advice(message: str, config: "C.PipelineConfig") -> str:
+    """What to do about a stopped run: fix the delivery, or accept a legitimate change where it is decided."""
+    from components.data_gate import DRIFT_PREFIX
+
+    schema = config.schema_path or config.schema_export_path
+    advice = (f"Fix the data, or if the change is intended, edit {schema} (the reviewed schema) and commit it")
+    if DRIFT_PREFIX in message:
+        advice += ("; to accept drift as the new baseline, run again with --allow-drift or raise the feature's "
+                   "drift_comparator threshold there")
+    return advice
 
 
 def _split_text(requested: str, config: "C.PipelineConfig") -> str:

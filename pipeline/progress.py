@@ -1,4 +1,4 @@
-"""One line per component as the LocalDagRunner starts and finishes it, without TFX's INFO flood."""
+"""One line per component as the LocalDagRunner starts and finishes it; TFX's INFO flood goes elsewhere (run_log)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ _FINISHED = "Component %s is finished."
 
 
 class ComponentProgress(logging.Filter):
-    """Prints the runner's component start/finish records; drops absl's other records below `min_level`."""
+    """Prints the runner's component start/finish records as they pass; lets every record through to the handlers."""
 
-    def __init__(self, total: int, stream: TextIO, min_level: int):
+    def __init__(self, total: int, stream: TextIO):
         super().__init__()
-        self._total, self._stream, self._min_level = total, stream, min_level
+        self._total, self._stream = total, stream
         self._started: Dict[str, float] = {}
         self.windows: Dict[str, Tuple[float, float]] = {}  # component -> (start, end), time.monotonic()
 
@@ -27,24 +27,22 @@ class ComponentProgress(logging.Filter):
         if record.msg == _RUNNING:
             self._started[record.args[0]] = time.monotonic()
             print(f"[{len(self._started)}/{self._total}] {record.args[0]} ...", file=self._stream, flush=True)
-            return False
         if record.msg == _FINISHED:
             end = time.monotonic()
             start = self._started.get(record.args[0], end)
             self.windows[record.args[0]] = (start, end)
             elapsed = end - start
             print(f"      {record.args[0]} done in {elapsed:.1f} s", file=self._stream, flush=True)
-            return False
-        return record.levelno >= self._min_level
+        return True
 
 
 @contextlib.contextmanager
-def component_progress(total: int, stream: Optional[TextIO] = None, quiet: bool = False) -> Iterator[ComponentProgress]:
+def component_progress(total: int, stream: Optional[TextIO] = None) -> Iterator[ComponentProgress]:
     stream = stream or sys.stdout  # looked up per call: the process's stdout may be replaced (tests capture it)
     # Through absl's verbosity, not Logger.setLevel: code inside the run saves and restores the
     # verbosity flag, which would otherwise silently reset the level mid-run.
     logger = logging.getLogger("absl")
-    progress = ComponentProgress(total, stream, logging.ERROR if quiet else logging.WARNING)
+    progress = ComponentProgress(total, stream)
     verbosity = absl_logging.get_verbosity()
     logger.addFilter(progress)
     absl_logging.set_verbosity(absl_logging.INFO)

@@ -33,9 +33,13 @@ class RunSummary:
             lines.append(describe_ranking(self.ranking))
         if self.blessed:
             lines.append(f"model blessed and pushed to {self.pushed_to}")
-        else:
-            lines.append("model NOT blessed, nothing pushed: " + ("; ".join(self.failures) or "see the Evaluator output"))
         return "\n".join(lines)
+
+    def refusal(self, output_dir: str) -> str:
+        """The model gate's verdict on an unblessed model, in one line: why, and where the full report is."""
+        return ("model NOT blessed, nothing pushed: " + ("; ".join(self.failures) or "see the Evaluator output")
+                + f" (`recsys runs show --output-dir {output_dir}` writes the report; the gate's thresholds are "
+                  f"recsys run's --min-lift-over-popular, --max-recall-regression, --rmse-threshold)")
 
 
 def _latest(store: metadata_store.MetadataStore, type_name: str):

@@ -160,7 +160,6 @@ def build_server(
                                                  for m in config.model_config_list.config}))
     inference = Inference(models, batcher, options, roots)
     models.warmup = inference.warm_up
-    models.apply(config)
     metrics = RequestMetrics()
     health_servicer = health.HealthServicer()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)  # the process answers; models may still load
@@ -185,23 +184,35 @@ def build_server(
                                          for service, servicer in services])
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         address = f"{host}:{port}"
-        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        try:  # grpcio < 1.60 returns 0 when the port cannot be bound; later versions raise RuntimeError
+            bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        except RuntimeError:
+            bound = 0
         if bound == 0:
-            raise OSError(f"cannot listen on {address} (port in use?)")
+            raise OSError(f"cannot listen on {address} for {'model management' if admin else 'gRPC'}: the address "
+                          f"is in use or not available here (choose another {'--admin-port' if admin else '--port'})")
         return server, bound
 
+    # The ports first: one in use is refused in a line before a large model spends minutes loading.
+    server = admin = rest = None
     try:
         server, bound = grpc_server(options.host, options.port, options.max_workers, admin=False)
         admin = grpc_server(ADMIN_HOST, options.admin_port, 2, admin=True) if options.admin_port is not None else None
-        rest = None
         if options.rest_port is not None:
             try:
                 rest = RestServer(inference, options.host, options.rest_port, metrics, options.metrics_path,
                                   options.request_limit, tls=options.tls, workers=options.max_workers, budget=budget,
                                   max_connections=options.rest_max_connections, timeout=options.rest_timeout)
             except OSError as e:
-                raise OSError(f"cannot listen on {options.host}:{options.rest_port} for REST: {e.strerror}") from None
+                raise OSError(f"cannot listen on {options.host}:{options.rest_port} for REST: {e.strerror} (choose "
+                              f"another --rest-port, or 0 for no REST)") from None
+        models.apply(config)
     except BaseException:
+        for unstarted in (server, admin[0] if admin else None):
+            if unstarted is not None:
+                unstarted.stop(None)
+        if rest:
+            rest.stop()
         models.stop()
         if batcher:
             batcher.stop()
@@ -217,7 +228,10 @@ def build_server(
 def serve(model_name: str, base_path: str, options: ServerOptions = ServerOptions(),
           model_config_file: Optional[str] = None) -> None:
     """Runs until SIGINT/SIGTERM, then stops accepting requests and drains the ones in flight."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # The server's own records at INFO (what it loaded, where it listens); the libraries it imports only when they
+    # warn (TFX/Beam log every optional module they did not find at INFO).
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger(__name__.split(".")[0]).setLevel(logging.INFO)
     config = read_model_config_file(model_config_file) if model_config_file else None
     if config is None and not tf.io.gfile.isdir(base_path):
         raise FileNotFoundError(f"model directory {base_path} does not exist (run the pipeline first)")

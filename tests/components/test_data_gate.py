@@ -96,11 +96,11 @@ def _stats_artifact(stats, directory) -> standard_artifacts.ExampleStatistics:
     return artifact
 
 
-def _anomalies_artifact(directory, anomalous_feature: str = "") -> standard_artifacts.ExampleAnomalies:
+def _anomalies_artifact(directory, anomalous_feature: str = "", anomalies=None) -> standard_artifacts.ExampleAnomalies:
     artifact = standard_artifacts.ExampleAnomalies()
     artifact.uri = str(directory)
     artifact.split_names = artifact_utils.encode_split_names(["train"])
-    anomalies = anomalies_pb2.Anomalies()
+    anomalies = anomalies or anomalies_pb2.Anomalies()
     if anomalous_feature:
         anomalies.anomaly_info[anomalous_feature].short_description = "Unexpected string values"
     os.makedirs(os.path.join(str(directory), "Split-train"))
@@ -165,8 +165,37 @@ def test_gate_still_fails_on_example_validator_anomalies(artifacts, tmp_path):
     with pytest.raises(G.DataValidationError) as error:
         _gate(artifacts, allow_drift=True)
     message = str(error.value)
-    assert "train split, feature 'category': Unexpected string values" in message
+    assert "feature 'category' (train split): Unexpected string values" in message
     assert "drift vs the previous run" not in message  # drift allowed: only the anomaly fails the run
+
+
+def test_gate_names_each_anomaly_in_tfdv_long_words_with_the_allowed_range(tmp_path, baseline):
+    """Not TFDV's short "Multiple errors"/"Out-of-range values": what is wrong, the range the schema allows and
+    at least how many values lie outside it."""
+    schema = curate(tfdv.infer_schema(baseline), not_in_serving=["rating"], drift_features=["category"],
+                    value_ranges={"rating": [0.5, 5.0]})
+    rng = np.random.default_rng(3)
+    n = 2000
+    rating = rng.uniform(0.5, 5.0, n)
+    rating[: n // 20] = 6.5  # 5 % of the ratings above the scale
+    frame = pd.DataFrame({"user_id": [f"u{i}" for i in rng.integers(0, 600, n)],
+                          "category": rng.choice(["a", "b", "c", "new"], n, p=[0.5, 0.3, 0.1, 0.1]),
+                          "price": rng.normal(10.0, 2.0, n), "rating": rating})
+    current = tfdv.generate_statistics_from_dataframe(frame)
+    anomalies = tfdv.validate_statistics(current, schema)
+    assert {"rating", "category"} <= set(anomalies.anomaly_info)
+    artifacts = {"anomalies": _anomalies_artifact(tmp_path / "anomalies", anomalies=anomalies),
+                 "statistics": _stats_artifact(current, tmp_path / "stats"),
+                 "schema": _schema_artifact(schema, tmp_path / "schema")}
+    with pytest.raises(G.DataValidationError) as error:
+        _gate(artifacts)
+    message = str(error.value)
+    assert "\n" not in message and "Multiple errors" not in message and "Out-of-range values" not in message
+    rating_problem = message.split("feature 'rating' (train split): ")[1]
+    assert rating_problem.startswith("Unexpectedly high value: 6.5>5 (the schema allows [0.5, 5]; at least ")
+    share = float(rating_problem.split("at least ")[1].split(" %")[0])
+    assert 4.0 <= share <= 5.0, message  # 5 % of the values; a lower bound from the histogram
+    assert "feature 'category' (train split): " in message and "new" in message.split("feature 'category'")[1]
 
 
 @pytest.mark.slow

@@ -4,11 +4,14 @@ MovieLens-100K's genre names (`unknown`, `Children's`), integer ids, 1..5 rating
 pass the data gate with zero configuration, the first run must leave contract.json and a curated schema for
 review, and the second run (importing that schema) must pass too; drift against the previous run stops
 the gate unless --allow-drift. Wrong inputs (a rating model on implicit data, a duplicated item row) fail in
-one line before any pipeline work.
+one line before any pipeline work. What a user reads is part of the product: a healthy run prints no ERROR,
+WARNING or traceback (the libraries' logging goes to the run's log file), and every refusal is one line on stderr.
 """
 
 import csv
+import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,6 +81,25 @@ def _recsys(data_root, output_dir, *extra):
     return done.returncode, done.stdout, done.stderr.strip()
 
 
+# What must never reach a healthy run's terminal: Python's and absl's records, tracebacks, glog lines (E1204 ...).
+_NOISE = re.compile(r"Traceback|ERROR|WARNING|Warning:|^[EWF]\d{4} ", re.MULTILINE)
+
+
+def _assert_healthy(out, err):
+    """No library noise on the terminal; the libraries' log is in the file whose path the run printed."""
+    assert not _NOISE.search(err), err[-3000:]
+    (path,) = re.findall(r"^library log: (.+)$", out, re.MULTILINE)
+    with open(path) as f:
+        assert "Component Transform is running." in f.read()  # TFX's own records went there
+
+
+def _one_line(err):
+    """A refusal: exactly one line on stderr, `recsys run: error: ...`."""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("recsys run: error: "), err[-3000:]
+    return lines[0]
+
+
 def _schema(path) -> schema_pb2.Schema:
     with open(path) as f:
         return text_format.Parse(f.read(), schema_pb2.Schema())
@@ -110,6 +132,9 @@ def test_movielens_converted_by_hand_runs_twice_with_zero_configuration(movielen
     assert "model blessed and pushed to" in out, out[-2000:]
     assert len(os.listdir(os.path.join(output_dir, "serving", F.DEFAULT_MODEL_NAME))) == 1
     assert "inferred the data contract" in out
+    # A first run has no earlier statistics: said in the progress, not as a resolver's ERROR and traceback.
+    _assert_healthy(out, err)
+    assert "drift vs the previous run: skipped, no earlier accepted statistics" in out, out[-3000:]
     # The contract the user reviews: genres multi-valued on '|', year numeric, title shown as the title.
     with open(movielens_root / contract_lib.CONTRACT_FILE) as f:
         contract = contract_lib.DataContract.from_json(f.read())
@@ -131,6 +156,9 @@ def test_movielens_converted_by_hand_runs_twice_with_zero_configuration(movielen
     assert code == 0, (out[-3000:], err[-3000:])
     assert "inferred the data contract" not in out
     assert (movielens_root / SCHEMA_FILE).read_text() == schema_text
+    _assert_healthy(out, err)
+    assert "drift vs the previous run: skipped" not in out  # compared with the first run's statistics
+    assert len(glob.glob(os.path.join(output_dir, "logs", "*.log"))) == 2  # one log per run
 
 
 def _all_dramas(source, destination):
@@ -144,8 +172,7 @@ def _all_dramas(source, destination):
 
 
 def _gate_error(err):
-    (error,) = [line for line in err.splitlines() if line.startswith("recsys run: error:")]
-    return error
+    return _one_line(err)
 
 
 _LAST_ACCEPTED = {}  # the data of the latest run in output_dir that passed the gate, when not the original
@@ -169,6 +196,7 @@ def test_drift_from_the_previous_run_stops_the_gate_unless_allowed(movielens_roo
     error = _gate_error(err)
     assert "drift" in error and "'genres'" in error, err
     assert "'year'" not in error and "'rating'" not in error, err  # only what moved
+    assert f"edit {drifted / SCHEMA_FILE}" in error and "--allow-drift" in error, err  # what to do
     assert "Transform" not in out and sorted(os.listdir(serving)) == versions  # stopped at the gate
     code, out, err = _recsys(drifted, output_dir, "--model", "ease", "--allow-drift", *FAST_RUN)
     assert code in (0, cli.EXIT_NOT_BLESSED), (out[-3000:], err[-3000:])  # past the gate: trained and evaluated
@@ -220,3 +248,38 @@ def test_a_duplicated_item_row_is_one_line_naming_the_id_before_the_pipeline(tmp
     assert len(err.splitlines()) == 1, err
     assert f"item_id '{items[3]['item_id']}' appears in more than one row" in err and F.ITEMS_FILE in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_delivery_with_ratings_off_the_scale_is_one_line_with_the_range_and_the_share(movielens_root, output_dir,
+                                                                                        tmp_path):
+    """Not TFDV's "Out-of-range values": the values, the range the reviewed schema allows, how many lie outside."""
+    _ensure_baseline_run(movielens_root, output_dir)
+    bad = tmp_path / "bad"
+    shutil.copytree(movielens_root, bad)
+    rows = _read(bad / F.INTERACTIONS_FILE)
+    for row in rows[::20]:  # 5 % of the ratings on a 0-10 scale
+        row["rating"] = "7"
+    _write(bad / F.INTERACTIONS_FILE, tuple(rows[0]), [tuple(r.values()) for r in rows])
+    code, out, err = _recsys(bad, output_dir, "--model", "ease", *FAST_RUN)
+    assert code == cli.EXIT_ERROR, (out[-3000:], err[-3000:])
+    error = _one_line(err)
+    assert "feature 'rating' (train, validation, eval splits): Unexpectedly high value: 7>5" in error, error
+    share = float(re.search(r"the schema allows \[1, 5\]; at least ([0-9.]+) % of the train values", error).group(1))
+    assert 3.0 <= share <= 5.5, error
+    assert "Multiple errors" not in error and f"edit {bad / SCHEMA_FILE}" in error, error
+    assert "Transform" not in out
+
+
+def test_compile_without_a_contract_on_unreachable_storage_is_one_line(tmp_path):
+    """No network here: reading gs://.../contract.json fails; the line says so and names --contract."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "compile", "--image", "img",
+                           "--data-root", "gs://recsys-unreachable-bucket/data", "--output-dir",
+                           "gs://recsys-unreachable-bucket/out", "--output", str(tmp_path / "p.json")],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == cli.EXIT_ERROR and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith("recsys compile: error: cannot read the data contract "
+                               "gs://recsys-unreachable-bucket/data/contract.json"), lines[0]
+    assert "--contract FILE" in lines[0] and not (tmp_path / "p.json").exists()

@@ -192,8 +192,9 @@ def _corrupt_genre(line):
 
 
 @pytest.mark.parametrize("file_name, corrupt, anomaly", [
-    (F.INTERACTIONS_FILE, _corrupt_rating, "feature 'rating': Out-of-range values"),
-    (F.ITEMS_FILE, _corrupt_genre, "feature 'genres': Unexpected string values"),
+    (F.INTERACTIONS_FILE, _corrupt_rating, ("feature 'rating' (", "Unexpectedly high value: 9.5>",
+                                            "the schema allows [")),
+    (F.ITEMS_FILE, _corrupt_genre, ("feature 'genres' (", "Examples contain values missing from the schema: Space-Opera")),
 ])
 def test_bad_data_stops_the_run_at_the_data_gate(pipeline_run, tmp_path, capsys, file_name, corrupt, anomaly):
     """The curated schema the first run wrote (with the rating scale the data contract measured) catches bad data."""
@@ -220,8 +221,10 @@ def test_bad_data_stops_the_run_at_the_data_gate(pipeline_run, tmp_path, capsys,
 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == cli.EXIT_ERROR
-    assert err[-1].startswith("recsys run: error: data validation failed:"), err[-1]
-    assert anomaly in err[-1], err[-1]
+    assert len(err) == 1, err  # one line: what is wrong (TFDV's long description, the reviewed range), what to do
+    assert err[0].startswith("recsys run: error: data validation failed:"), err[0]
+    assert all(part in err[0] for part in anomaly), err[0]
+    assert "edit " in err[0] and "schema" in err[0], err[0]
     assert not (out / "pipeline_root" / "Transform").exists()
     assert _versions(str(out / "serving" / F.DEFAULT_MODEL_NAME)) == []
 
@@ -363,9 +366,12 @@ def test_the_ranking_gate_refuses_a_model_that_does_not_beat_most_popular_and_no
     out = str(tmp_path / "out")
     code = cli.main(["run", "--data-root", tiny_data, "--output-dir", out, "--model", "two_tower", "--epochs", "1",
                      "--batch-size", "8192", "--min-lift-over-popular", "1"])
-    printed = capsys.readouterr().out
-    assert code == cli.EXIT_NOT_BLESSED, printed
-    assert "model NOT blessed, nothing pushed: overall: recall@10" in printed
+    captured = capsys.readouterr()
+    assert code == cli.EXIT_NOT_BLESSED, captured.out
+    refusal = captured.err.strip().splitlines()
+    assert len(refusal) == 1, refusal  # one line naming the gate, the figures and what to do
+    assert refusal[0].startswith("recsys run: model NOT blessed, nothing pushed: overall: recall@10"), refusal
+    assert "--min-lift-over-popular" in refusal[0] and "recsys runs show" in refusal[0], refusal
     config = PipelineConfig(output_dir=out)
     assert _versions(config.serving_dir) == []
     summary = run_summary.latest(config)

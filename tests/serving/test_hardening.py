@@ -506,6 +506,30 @@ def test_row_limits_from_the_command_line():
         serve_options(build_parser().parse_args(["serve", "--row-limit", "predict=x"]))
 
 
+@pytest.mark.parametrize("busy_flag", ["--port", "--rest-port"])
+def test_a_busy_port_is_one_line_naming_the_port_and_the_flag(tmp_path, busy_flag):
+    """Serve start-up refusal: the ports are bound before any model loads, so a taken port is one line on stderr
+    (no traceback, no library INFO before it) and exit 1, whichever port it is."""
+    base = str(tmp_path / F.DEFAULT_MODEL_NAME)
+    save_version(base, 1, 0.0)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = taken.getsockname()[1]
+        ports = {"--port": str(_free_port()), "--rest-port": str(_free_port())}
+        ports[busy_flag] = str(busy)
+        env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as in a shell: the CLI sets it
+        env["TF_USE_LEGACY_KERAS"] = "1"
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "serve", "--model-dir", base, *sum(ports.items(), ())],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 1, done.stderr
+    assert len(err) == 1, err
+    assert err[0].startswith("recsys serve: error: cannot listen on 127.0.0.1:" + str(busy)), err
+    assert f"choose another {busy_flag}" in err[0], err
+
+
 # --- 5. batching -------------------------------------------------------------------------------------
 
 def test_600_distinct_scalar_values_leave_threads_and_queues_bounded(served):
