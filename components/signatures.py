@@ -6,7 +6,7 @@ the pipeline saw (a table saved with the model); `recommend_filtered` also takes
 and allow lists of raw item ids; `similar_items` answers "more like this" from the model's item-item
 weights or item vectors; `predict` describes an item from its id. `serving_default` takes the item's
 attributes from the tf.Example when the client sends them (cold start for new items) and from the
-catalogue otherwise. User-keyed signatures refuse more than `serving.limits.MAX_RECOMMEND_USERS` rows
+catalogue otherwise. User-keyed signatures refuse more than `components.guards.MAX_RECOMMEND_USERS` rows
 inside the graph, so the real TF Serving is bounded as well as ours.
 """
 
@@ -21,11 +21,11 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from components import catalog as catalog_lib
 from components import features as F
+from components import guards
 from components.atomic_io import atomic_write
 from components.models import history as history_lib
 from components.models import neighbours
 from components.models import topk
-from serving import limits
 
 
 def _as_column(values: tf.Tensor) -> tf.Tensor:
@@ -136,9 +136,9 @@ BY_HISTORY_INPUTS = [tf.TensorSpec([None], tf.string, name=F.USER_ID),
 def checked_history_inputs(user_id: tf.Tensor, history_item_ids: tf.Tensor, history_weights: tf.Tensor):
     """(user_id, history_item_ids, weights) once the limits hold (rows, items per row, one history row per user,
     weights of the ids' shape) or the call fails INVALID_ARGUMENT naming the input; no weights: all 1."""
-    user_id = limits.guard_rows(user_id, limits.MAX_RECOMMEND_USERS, F.USER_ID)
-    history_item_ids = limits.guard_columns(history_item_ids, limits.MAX_HISTORY_ITEMS, F.HISTORY_ITEMS_INPUT)
-    history_weights = limits.guard_columns(history_weights, limits.MAX_HISTORY_ITEMS, F.HISTORY_WEIGHTS_INPUT)
+    user_id = guards.guard_rows(user_id, guards.MAX_RECOMMEND_USERS, F.USER_ID)
+    history_item_ids = guards.guard_columns(history_item_ids, guards.MAX_HISTORY_ITEMS, F.HISTORY_ITEMS_INPUT)
+    history_weights = guards.guard_columns(history_weights, guards.MAX_HISTORY_ITEMS, F.HISTORY_WEIGHTS_INPUT)
     weights = tf.cond(tf.size(history_weights) > 0, lambda: history_weights,
                       lambda: tf.ones(tf.shape(history_item_ids), tf.float32))
     checks = [tf.debugging.assert_equal(tf.shape(history_item_ids)[0], tf.shape(user_id)[0],
@@ -238,14 +238,14 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
             return _score(model, users, candidates)
         # Each (user, item) pair goes through hidden layers: score the catalogue in chunks so the activations
         # stay bounded whatever the request's size.
-        return limits.score_in_chunks(
+        return guards.score_in_chunks(
             lambda start, end: _score(model, users, {key: value if key == "user_content" else value[start:end]
                                                      for key, value in candidates.items()}),
             tf.shape(users)[0], tf.shape(model.catalog_item_ids)[0])
 
     def user_scores(user_id):
         """[B, N] scores of the requested users (at most MAX_RECOMMEND_USERS, so real TF Serving is bounded too)."""
-        user_id = limits.guard_rows(user_id, limits.MAX_RECOMMEND_USERS, F.USER_ID)
+        user_id = guards.guard_rows(user_id, guards.MAX_RECOMMEND_USERS, F.USER_ID)
         users = tf.reshape(model.tft_layer({F.USER_ID: _as_column(user_id)})[F.USER_INDEX], [-1])
         return users, scores_for(users, _user_content(model, users))
 
@@ -256,7 +256,7 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT),
                                   tf.TensorSpec([], tf.int32, name=F.K_INPUT)])
     def recommend_by_features(examples, k):
-        examples = limits.guard_rows(examples, limits.MAX_RECOMMEND_USERS, F.EXAMPLES_INPUT)
+        examples = guards.guard_rows(examples, guards.MAX_RECOMMEND_USERS, F.EXAMPLES_INPUT)
         inputs = catalog_lib.model_inputs(model.tft_layer(tf.io.parse_example(examples, user_spec)), layout)
         users = inputs[F.USER_INDEX]
         num_users = tf.shape(model.catalog_user_content, out_type=users.dtype)[0]
@@ -353,7 +353,7 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.ITEM_ID),
                                   tf.TensorSpec([], tf.int32, name=F.K_INPUT)])
     def similar_items(item_id, k):
-        item_id = limits.guard_rows(item_id, limits.MAX_RECOMMEND_USERS, F.ITEM_ID)
+        item_id = guards.guard_rows(item_id, guards.MAX_RECOMMEND_USERS, F.ITEM_ID)
         index = tf.reshape(model.tft_layer({F.ITEM_ID: _as_column(item_id)})[F.ITEM_INDEX], [-1])
         index = tf.cast(index, tf.int64)
         scores = similar_scores(index)

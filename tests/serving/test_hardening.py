@@ -29,7 +29,7 @@ from tensorflow_serving.apis import (
 
 from components import features as F
 from serving.client import RecsysClient
-from serving.limits import MAX_RECOMMEND_USERS
+from components.guards import MAX_RECOMMEND_USERS
 from tests.serving.conftest import EXTERNAL
 from tests.serving.tiny_model import save_version
 
@@ -732,7 +732,7 @@ def test_fuzz_malformed_requests_get_status_codes_and_the_server_stays_up(served
 
 def test_score_in_chunks_equals_scoring_at_once_and_bounds_each_chunk():
     """The helper pairwise (MLP) models use so recommend never holds users x catalogue activations."""
-    from serving.limits import score_in_chunks
+    from components.guards import score_in_chunks
 
     users, items = tf.random.stateless_normal([7, 4], [1, 2]), tf.random.stateless_normal([1001, 4], [3, 4])
     widths = []

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from components import features as F
 from components import signatures, warmup
-from serving.limits import MAX_HISTORY_ITEMS, MAX_RECOMMEND_USERS, guard_columns, guard_rows
+from components.guards import MAX_HISTORY_ITEMS, MAX_RECOMMEND_USERS, guard_columns, guard_rows
 
 CLASSIFY = "classify"
 
