@@ -70,6 +70,14 @@ def _add_split_arg(p: argparse.ArgumentParser, what: str = "", note: str = "") -
                         f"history), leave-last-one-out (each user's newest to eval, the one before to validation)")
 
 
+def _add_beam_args(p: argparse.ArgumentParser, runners: str) -> None:
+    p.add_argument("--beam-runner", choices=C.BEAM_RUNNERS, default=None,
+                   help=f"the Beam runner of every Beam-powered component: {runners}")
+    p.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
+                   help="a Beam pipeline option, repeatable (e.g. --beam-arg=--project=P); replaces the derived option "
+                        "of the same name (DirectRunner: all of its defaults)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -129,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rating models must pass the ranking gate too (default: their top-k is reported only)")
     p.add_argument("--allow-drift", action="store_true",
                    help="report drift against the previous run's statistics instead of stopping the run")
-    p.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
-                   help="extra Beam pipeline argument, repeatable (e.g. --beam-arg=--direct_num_workers=2)")
+    _add_beam_args(p, "only DirectRunner here (Beam on this machine; default: every core for inputs from 16 MiB); "
+                      "the others run where a cluster reaches the data: `recsys compile --beam-runner`")
     env = os.environ.get
     p.add_argument("--mlmd-mysql-host", default=env("RECSYS_MLMD_MYSQL_HOST"),
                    help="record ML Metadata in this MySQL server instead of SQLite (env RECSYS_MLMD_MYSQL_HOST)")
@@ -164,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=TrainingConfig.model)
     p.add_argument("--model-name", default=F.DEFAULT_MODEL_NAME)
     p.add_argument("--train-steps", type=int, default=0, help="default of train-args num_steps (0: whole epochs)")
-    p.add_argument("--beam-arg", action="append", default=None, metavar="ARG")
+    _add_beam_args(p, "DirectRunner (default: in memory, one process, inside each component's pod), DataflowRunner "
+                      "(needs --project, --region, a gs:// temp location), FlinkRunner (--flink_master or "
+                      "--job_endpoint), SparkRunner (--spark_master_url or --job_endpoint)")
 
     p = sub.add_parser("schema", help="keep the reviewed data contract and schema in the repository")
     p.add_argument("what", choices=["export"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import posixpath
-from typing import Mapping, Optional, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 from components import features as F
 from components.contract import CONTRACT_FILE, DataContract, load_or_infer
@@ -49,6 +49,136 @@ def default_beam_args(interactions_bytes: int, cpus: int) -> Tuple[str, ...]:
     if interactions_bytes >= MULTI_PROCESSING_MIN_BYTES and cpus > 1:
         return ("--direct_running_mode=multi_processing", f"--direct_num_workers={cpus}")
     return IN_MEMORY_BEAM_ARGS
+
+
+# Beam runners: every Beam-powered component (those on a BeamExecutorSpec; here ExampleGen, StatisticsGen, Transform
+# and Evaluator) runs its Beam stages on the pipeline's runner.
+DIRECT, DATAFLOW, FLINK, SPARK = "DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner"
+BEAM_RUNNERS = (DIRECT, DATAFLOW, FLINK, SPARK)
+RUNNER_OPTION = "--runner"
+# Where the Dockerfile puts this repository inside the pipeline image (the components' working directory): Dataflow
+# workers install the components' code from its setup.py unless told otherwise.
+IMAGE_WORKDIR = "/pipeline"
+DATAFLOW_CODE_OPTIONS = ("--setup_file", "--sdk_container_image", "--extra_package", "--extra_packages")
+LOCAL_FLINK_MASTERS = ("[auto]", "[local]")  # Beam's FlinkRunner starts an embedded Flink in the launching process
+
+
+class BeamOptionsError(ValueError):
+    """Beam options a runner cannot work with: one line naming what is missing and the flag that gives it."""
+
+
+def _option(arg: str) -> str:
+    return arg.split("=", 1)[0]
+
+
+def beam_option(args: Sequence[str], name: str) -> Optional[str]:
+    """The value of `--name=value` in Beam arguments (the last one wins, as in Beam); '' for a bare flag."""
+    value = None
+    for arg in args:
+        if _option(arg) == name:
+            value = arg.split("=", 1)[1] if "=" in arg else ""
+    return value
+
+
+def _without(args: Sequence[str], names: Sequence[str]) -> Tuple[str, ...]:
+    return tuple(a for a in args if _option(a) not in names)
+
+
+def with_overrides(defaults: Sequence[str], overrides: Sequence[str]) -> Tuple[str, ...]:
+    """`defaults` whose options `overrides` name replaced by the overriding values (appended, in their order)."""
+    return (*_without(defaults, [_option(a) for a in overrides]), *overrides)
+
+
+def beam_runner(requested: Optional[str], user_args: Sequence[str]) -> str:
+    """The runner `--beam-runner` names, else the one a `--beam-arg=--runner=` names, else DirectRunner."""
+    named = beam_option(user_args, RUNNER_OPTION)
+    if requested and named and named != requested:
+        raise BeamOptionsError(f"--beam-arg={RUNNER_OPTION}={named} conflicts with --beam-runner {requested}: "
+                               f"name the runner once")
+    return _known(requested or named or DIRECT)
+
+
+def _known(runner: str) -> str:
+    if runner not in BEAM_RUNNERS:
+        raise BeamOptionsError(f"unknown Beam runner {runner!r}; choose one of: {', '.join(BEAM_RUNNERS)}")
+    return runner
+
+
+def _on_gcs(path: str) -> bool:
+    return path.startswith("gs://")
+
+
+def _derived_options(runner: str, output_dir: str, user_args: Sequence[str]) -> Tuple[str, ...]:
+    """What a runner gets unless the user says otherwise (Dataflow: the image's setup.py, unless the user ships the
+    code another way; a temp location beside the pipeline root)."""
+    if runner != DATAFLOW:
+        return ()
+    derived = []
+    if not any(beam_option(user_args, name) for name in DATAFLOW_CODE_OPTIONS):
+        derived.append(f"--setup_file={posixpath.join(IMAGE_WORKDIR, 'setup.py')}")
+    if _on_gcs(output_dir):
+        derived.append(f"--temp_location={posixpath.join(output_dir, 'tmp')}")
+    return tuple(derived)
+
+
+def check_runner_options(runner: str, options: Sequence[str], output_dir: str, data_root: str = "") -> None:
+    """Raises BeamOptionsError when `options` lack what `runner` needs to leave this machine (Beam's own checks
+    come only when a component starts on the cluster)."""
+    def flag(name: str, example: str) -> str:
+        return f"--beam-arg={name}={example}"
+
+    if runner == DATAFLOW:
+        missing = [flag(name, example) for name, example in (("--project", "PROJECT"), ("--region", "REGION"))
+                   if not beam_option(options, name)]
+        temp = beam_option(options, "--temp_location")
+        if not temp:
+            missing.append(flag("--temp_location", "gs://BUCKET/tmp") + " (or a gs:// --output-dir)")
+        if missing:
+            raise BeamOptionsError(f"{DATAFLOW} needs {', '.join(missing)}")
+        if not _on_gcs(temp):
+            raise BeamOptionsError(f"{DATAFLOW} needs --temp_location on gs://, not {temp!r}: give "
+                                   f"{flag('--temp_location', 'gs://BUCKET/tmp')}")
+        for what, path in (("--output-dir", output_dir), ("--data-root", data_root)):
+            if path and not _on_gcs(path):
+                raise BeamOptionsError(f"{DATAFLOW} workers cannot reach {what} {path!r}: give a gs:// one")
+    elif runner == FLINK:
+        master = beam_option(options, "--flink_master")
+        if not beam_option(options, "--job_endpoint") and (not master or master in LOCAL_FLINK_MASTERS):
+            raise BeamOptionsError(f"{FLINK} needs the Flink cluster: give {flag('--flink_master', 'HOST:8081')} or "
+                                   f"{flag('--job_endpoint', 'HOST:8099')} (a Beam Flink job server)")
+    elif runner == SPARK:
+        master = beam_option(options, "--spark_master_url")
+        if not beam_option(options, "--job_endpoint") and (not master or master.startswith("local")):
+            raise BeamOptionsError(f"{SPARK} needs the Spark cluster: give "
+                                   f"{flag('--spark_master_url', 'spark://HOST:7077')} or "
+                                   f"{flag('--job_endpoint', 'HOST:8099')} (a Beam Spark job server)")
+        if beam_option(options, "--spark_submit_uber_jar") is not None and not beam_option(options, "--spark_rest_url"):
+            raise BeamOptionsError(f"--spark_submit_uber_jar needs {flag('--spark_rest_url', 'http://HOST:6066')}")
+
+
+def beam_settings(requested: Optional[str], user_args: Sequence[str], direct_defaults: Tuple[str, ...],
+                  output_dir: str = "", data_root: str = "") -> Tuple[str, Tuple[str, ...]]:
+    """(runner, its options) from `--beam-runner` and `--beam-arg`s. DirectRunner: the user's arguments as given,
+    else `direct_defaults` (as before runners were named). Other runners: their derived options (Dataflow: the image's
+    setup.py, a temp location under a gs:// output dir) with the user's of the same name replacing them, checked."""
+    runner = beam_runner(requested, user_args)
+    if runner == DIRECT:
+        return runner, tuple(user_args) or tuple(direct_defaults)
+    options = with_overrides(_derived_options(runner, output_dir, user_args), _without(user_args, [RUNNER_OPTION]))
+    check_runner_options(runner, options, output_dir, data_root)
+    return runner, options
+
+
+def pipeline_beam_args(runner: str, options: Sequence[str]) -> Tuple[str, ...]:
+    """TFX's beam_pipeline_args: `--runner=` first for any runner but the DirectRunner (Beam's default, left
+    implicit so a local run's arguments stay the ones it was given)."""
+    _known(runner)
+    named = beam_option(options, RUNNER_OPTION)
+    if named and named != runner:
+        raise BeamOptionsError(f"Beam options name {RUNNER_OPTION}={named} but the pipeline's runner is {runner}")
+    if runner == DIRECT:
+        return tuple(options)
+    return (f"{RUNNER_OPTION}={runner}", *_without(options, [RUNNER_OPTION]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +240,9 @@ class PipelineConfig:
     min_id_frequency: int = 1
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    # The Beam runner of every Beam-powered component and its options (beam_settings); the pipeline hands both to
+    # TFX as beam_pipeline_args.
+    beam_runner: str = DIRECT
     beam_args: Tuple[str, ...] = IN_MEMORY_BEAM_ARGS
     enable_cache: bool = False
     # LOCAL: SQLite ML Metadata under output_dir. KUBEFLOW: the cluster's metadata store, and the
@@ -125,6 +258,10 @@ class PipelineConfig:
         resolved = resolve_split(self.split, self.contract, bigquery=bool(self.bigquery_query))
         if resolved != self.split:  # frozen: set once, here, from the fields the config was built with
             object.__setattr__(self, "split", resolved)
+
+    @property
+    def beam_pipeline_args(self) -> Tuple[str, ...]:
+        return pipeline_beam_args(self.beam_runner, self.beam_args)
 
     @property
     def eval_fraction(self) -> float:

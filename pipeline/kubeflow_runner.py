@@ -8,11 +8,8 @@ import os
 from tfx import v1 as tfx
 
 from components.atomic_io import atomic_path
-from pipeline.config import KUBEFLOW, PipelineConfig
+from pipeline.config import IMAGE_WORKDIR, KUBEFLOW, PipelineConfig  # noqa: F401 (IMAGE_WORKDIR re-exported)
 from pipeline.pipeline import create_pipeline, runtime_parameter_defaults
-
-# Where the Dockerfile puts this repository inside the pipeline image.
-IMAGE_WORKDIR = "/pipeline"
 
 
 def compile_pipeline(config: PipelineConfig, image: str, output_path: str) -> str:

@@ -119,10 +119,25 @@ def _check_split(split: str, contract) -> None:
                        f"timestamp column (name it with --timestamp-col, or use --split auto or hash)")
 
 
+def _beam(args, direct_defaults, output_dir: str = "", data_root: str = ""):
+    """(runner, options) from --beam-runner and --beam-arg, checked: a missing option is one line naming its flag."""
+    try:
+        return C.beam_settings(args.beam_runner, args.beam_arg or (), direct_defaults, output_dir, data_root)
+    except C.BeamOptionsError as e:
+        raise CliError(str(e)) from None
+
+
 def cmd_run(args) -> int:
     from components import models
     from components.data_gate import DataValidationError
 
+    try:
+        runner = C.beam_runner(args.beam_runner, args.beam_arg or ())
+    except C.BeamOptionsError as e:
+        raise CliError(str(e)) from None
+    if runner != C.DIRECT:  # a local data root and output dir: nothing a cluster's workers can reach
+        raise CliError(f"recsys run runs Beam on this machine ({C.DIRECT}); {runner} needs data and outputs its "
+                       f"workers reach: compile for the cluster with `recsys compile --beam-runner {runner}`")
     check_models([args.model])
     if args.tune:
         if models.is_ranking(args.model):
@@ -138,7 +153,7 @@ def cmd_run(args) -> int:
     config = _with_data(args, C.PipelineConfig(data_root=data_root, split=args.split))
     _check_feedback(args, config.contract)
     interactions_bytes = os.path.getsize(os.path.join(data_root, config.contract.interactions_file))
-    beam_args = tuple(args.beam_arg) if args.beam_arg else C.default_beam_args(interactions_bytes, os.cpu_count() or 1)
+    _, beam_args = _beam(args, C.default_beam_args(interactions_bytes, os.cpu_count() or 1))
     config = dataclasses.replace(
         config,
         output_dir=os.path.abspath(args.output_dir),
@@ -223,6 +238,9 @@ def cmd_benchmark(args) -> int:
 
 def cmd_compile(args) -> int:
     check_models([args.model])
+    # Before the contract is read: a runner that cannot start is known from the flags alone.
+    runner, beam_args = _beam(args, C.PipelineConfig.beam_args, args.output_dir,
+                              "" if args.bigquery_query else args.data_root)
     if args.bigquery_query and not args.contract:
         raise CliError("--bigquery-query needs --contract (the contract cannot be inferred from a query at compile time)")
     if args.bigquery_query and args.split not in (C.SPLIT_AUTO, C.SPLIT_HASH):
@@ -237,12 +255,14 @@ def cmd_compile(args) -> int:
         model_name=args.model_name,
         training=dataclasses.replace(TrainingConfig(), model=args.model),
         train_steps=args.train_steps,
-        **({"beam_args": tuple(args.beam_arg)} if args.beam_arg else {}),
+        beam_runner=runner,
+        beam_args=beam_args,
     )
     from pipeline import kubeflow_runner
 
     path = kubeflow_runner.compile_pipeline(config, image=args.image, output_path=args.output)
-    print(f"wrote Kubeflow Pipelines v2 spec to {path} (image {args.image}, split {_split_text(args.split, config)})")
+    print(f"wrote Kubeflow Pipelines v2 spec to {path} (image {args.image}, split {_split_text(args.split, config)}, "
+          f"Beam {' '.join(a.lstrip('-') for a in config.beam_pipeline_args)})")
     return 0
 
 
