@@ -230,9 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows per request for one signature (repeatable; default: "
                         + ", ".join(f"{s}={n}" for s, n in ServerOptions.row_limits) + ")")
     p.add_argument("--rest-max-connections", type=int, default=ServerOptions.rest_max_connections,
-                   help="open REST connections; more are closed at once (default %(default)s)")
+                   help="open REST connections; at the cap a new one closes the longest-idle connection, and is "
+                        "refused only when every connection has a request in flight (default %(default)s)")
+    p.add_argument("--rest-max-connections-per-client", type=int,
+                   default=ServerOptions.rest_max_connections_per_client,
+                   help="open REST connections from one IP address, shed the same way (default %(default)s)")
     p.add_argument("--rest-timeout", type=float, default=ServerOptions.rest_timeout,
-                   help="seconds a REST client may take to send headers or the next body bytes, or stay idle "
+                   help="idle/header timeout: seconds a REST connection may take to send a request's headers "
+                        "(from connecting or from its last answer) or the next body bytes; then it is closed "
                         "(default %(default)s)")
 
     def add_serving_args(p):

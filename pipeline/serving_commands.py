@@ -98,6 +98,10 @@ def serve_options(args) -> ServerOptions:
         if not signature or not limit.isdigit() or int(limit) < 1:
             raise CliError(f"--row-limit {entry!r}: expected SIGNATURE=N with N a positive integer")
         row_limits[signature] = int(limit)
+    for flag, value in (("--rest-max-connections", args.rest_max_connections),
+                        ("--rest-max-connections-per-client", args.rest_max_connections_per_client)):
+        if value < 1:
+            raise CliError(f"{flag} {value}: must be at least 1 (a full cap sheds idle connections, not new ones)")
     return O.ServerOptions(
         host=args.host, port=args.port, rest_port=args.rest_port or None, poll_interval=args.poll_interval,
         max_workers=args.max_workers, max_message_bytes=args.max_message_bytes, batching=batching,
@@ -108,7 +112,8 @@ def serve_options(args) -> ServerOptions:
         model_roots=tuple(os.path.abspath(r) if "://" not in r else r for r in args.model_root or ()),
         max_rows=args.max_rows, row_limits=tuple(sorted(row_limits.items())),
         max_request_bytes=args.max_request_bytes, request_memory_mb=args.request_memory_mb,
-        rest_max_connections=args.rest_max_connections, rest_timeout=args.rest_timeout)
+        rest_max_connections=args.rest_max_connections,
+        rest_max_connections_per_client=args.rest_max_connections_per_client, rest_timeout=args.rest_timeout)
 
 
 def cmd_serve(args) -> int:

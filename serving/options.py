@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 
 from components import features as F
+from serving.connections import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_CLIENT
 from serving.limits import DEFAULT_MAX_ROWS, MAX_RECOMMEND_USERS
 
 DEFAULT_METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -68,8 +69,11 @@ class ServerOptions:
     # ModelService.HandleReloadConfigRequest is answered only here, on loopback; None: nowhere.
     admin_port: Optional[int] = None
     model_roots: Tuple[str, ...] = ()  # a reloaded base_path must lie under one; () = the served dirs' parents
-    rest_max_connections: int = 64  # beyond it, new REST connections are closed at once
-    rest_timeout: float = 10.0  # seconds to send the headers, or between body reads, or idle keep-alive
+    # REST connections open at once, in all and from one address; at a cap the longest-idle one is closed to admit
+    # the new one, which is refused only when every connection is busy (serving/connections.py).
+    rest_max_connections: int = DEFAULT_MAX_CONNECTIONS
+    rest_max_connections_per_client: int = DEFAULT_MAX_PER_CLIENT
+    rest_timeout: float = 10.0  # seconds to send the headers (idle: nothing sent, or since the last answer) or body
     batching: Optional[BatchingOptions] = None
     tls: Optional[TlsOptions] = None
     metrics_path: Optional[str] = DEFAULT_METRICS_PATH  # served on the REST port; None turns it off

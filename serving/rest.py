@@ -31,7 +31,6 @@ from typing import Any, Dict, Optional, Tuple
 import grpc
 import numpy as np
 import tensorflow as tf
-import tornado.httpserver
 import tornado.web
 from google.protobuf import json_format
 from tensorflow_serving.apis import (
@@ -45,6 +44,7 @@ from tensorflow_serving.apis import (
 
 from components import features as F
 from serving.budget import MemoryBudget, OverBudget
+from serving.connections import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_CLIENT, SheddingHTTPServer
 from serving.inference import SIGNATURE_DEF_FIELD, Inference, RequestError, answer, signature_function
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import RequestMetrics
@@ -213,18 +213,22 @@ class RestServer:
     is read; a POST with neither Content-Length nor chunked encoding gets 411, and one whose length does
     not fit the memory budget shared with gRPC (serving/budget.py) 429, unread. Headers must arrive,
     body reads progress and idle keep-alive connections end within `timeout` seconds. At most
-    `max_connections` connections are open (more are closed on accept) and inference runs on
-    `workers` threads with at most 8 requests per worker waiting (more get 503), so thread count and
-    memory stay bounded whatever clients do. Under TLS the port speaks only TLS, with the same
-    SSLConfig as gRPC, client certificates required when it says client_verify.
+    `max_connections` connections are open, `max_per_client` from one address; at a cap the
+    longest-idle connection is closed to admit the new one (serving/connections.py), so idle sockets
+    cannot lock clients out. Inference runs on `workers` threads with at most 8 requests per worker
+    waiting (more get 503), so thread count and memory stay bounded whatever clients do. Under TLS the
+    port speaks only TLS, with the same SSLConfig as gRPC, client certificates required when it says
+    client_verify.
     """
 
     def __init__(self, inference: Inference, host: str, port: int, metrics: Optional[RequestMetrics],
                  metrics_path: Optional[str], max_body_bytes: int, tls=None, workers: int = 8,
-                 max_connections: int = 64, timeout: float = 10.0, budget: Optional[MemoryBudget] = None):
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, max_per_client: int = DEFAULT_MAX_PER_CLIENT,
+                 timeout: float = 10.0, budget: Optional[MemoryBudget] = None):
         self.inference, self.metrics, self.metrics_path = inference, metrics, metrics_path
         self.budget = budget or MemoryBudget(192 << 20)
-        self.max_body_bytes, self.max_connections, self.timeout = max_body_bytes, max_connections, timeout
+        self.max_body_bytes, self.timeout = max_body_bytes, timeout
+        self.max_connections, self.max_per_client = max_connections, max_per_client
         self.max_pending = workers * 8
         self.pending = 0  # requests waiting for or running on a worker (touched on the loop thread only)
         self._ssl = _ssl_context(tls) if tls else None
@@ -246,10 +250,12 @@ class RestServer:
         asyncio.set_event_loop(self._loop)
         app = tornado.web.Application([(r".*", _Handler, {"rest": self})], log_function=lambda handler: None,
                                       compress_response=False)
-        self._httpd = _CappedHTTPServer(app, ssl_options=self._ssl, max_body_size=self.max_body_bytes,
-                                        max_header_size=64 * 1024, idle_connection_timeout=self.timeout,
-                                        body_timeout=self.timeout, decompress_request=False)
-        self._httpd.max_connections = self.max_connections
+        # idle_connection_timeout is Tornado's header timeout: a connection that has not sent a whole request's
+        # headers within it (nothing, a partial header, or nothing since its last answer) is closed.
+        self._httpd = SheddingHTTPServer(app, ssl_options=self._ssl, max_body_size=self.max_body_bytes,
+                                         max_header_size=64 * 1024, idle_connection_timeout=self.timeout,
+                                         body_timeout=self.timeout, decompress_request=False)
+        self._httpd.max_connections, self._httpd.max_per_client = self.max_connections, self.max_per_client
         self._httpd.add_sockets([self._socket])
         self._ready.set()
         self._loop.run_forever()
@@ -375,7 +381,7 @@ def _listen(host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6 and host == "::":
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((host, port))
-        sock.listen(128)
+        sock.listen(1024)  # a burst of new clients waits in the kernel's queue, not refused
         sock.setblocking(False)
     except OSError:
         sock.close()
@@ -397,18 +403,6 @@ def _ssl_context(tls) -> ssl.SSLContext:
         context.load_verify_locations(cadata=tls.custom_ca.decode())
     context.verify_mode = ssl.CERT_REQUIRED if tls.client_verify else ssl.CERT_NONE
     return context
-
-
-class _CappedHTTPServer(tornado.httpserver.HTTPServer):
-    """Closes a new connection at once while `max_connections` are open."""
-
-    max_connections = 64
-
-    def handle_stream(self, stream, address):
-        if len(self._connections) >= self.max_connections:
-            stream.close()
-            return
-        super().handle_stream(stream, address)
 
 
 @tornado.web.stream_request_body

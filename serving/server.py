@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import budget as B
+from serving import connections
 from serving.batching import DEADLINE, Batcher
 from serving.inference import Inference, answer
 from serving.metrics import RequestMetrics
@@ -150,6 +151,7 @@ def build_server(
     port (port=0 picks a free one) and the live model registry.
     """
     B.return_large_frees_to_the_os()  # large parsed requests leave no RSS behind once answered
+    open_file_limit = connections.raise_open_file_limit()  # thousands of clients need thousands of descriptors
     overrides = {"port": port, "host": host, "poll_interval": poll_interval, "max_workers": max_workers}
     options = dataclasses.replace(options or ServerOptions(), **{k: v for k, v in overrides.items() if v is not None})
     config = config or single_model_config(model_name, base_path)
@@ -202,7 +204,10 @@ def build_server(
             try:
                 rest = RestServer(inference, options.host, options.rest_port, metrics, options.metrics_path,
                                   options.request_limit, tls=options.tls, workers=options.max_workers, budget=budget,
-                                  max_connections=options.rest_max_connections, timeout=options.rest_timeout)
+                                  max_connections=connections.connection_cap(options.rest_max_connections,
+                                                                             open_file_limit),
+                                  max_per_client=options.rest_max_connections_per_client,
+                                  timeout=options.rest_timeout)
             except OSError as e:
                 raise OSError(f"cannot listen on {options.host}:{options.rest_port} for REST: {e.strerror} (choose "
                               f"another --rest-port, or 0 for no REST)") from None

@@ -9,6 +9,7 @@ the peak mark reset through /proc/<pid>/clear_refs before each case).
 import json
 import contextlib
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from tests.serving.tiny_model import save_version
 pytestmark = pytest.mark.skipif(bool(EXTERNAL), reason="probes a `recsys serve` process of its own")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAX_SECONDS, MAX_RSS_GROWTH_MB, MAX_THREADS = 2.0, 200, 150
-REST_TIMEOUT, REST_MAX_CONNECTIONS = 1.0, 16
+REST_TIMEOUT, REST_MAX_CONNECTIONS, REST_MAX_PER_CLIENT = 2.0, 16, 8
 FIGURES = {}  # case -> (seconds, RSS growth MB, threads), printed at the end of the module (pytest -s)
 
 
@@ -123,6 +124,7 @@ def served(tmp_path_factory):
     try:
         with serve_process(tmp_path_factory, "max_batch_size { value: 1024 }\nbatch_timeout_micros { value: 1000 }\n",
                            "--rest-timeout", str(REST_TIMEOUT), "--rest-max-connections", str(REST_MAX_CONNECTIONS),
+                           "--rest-max-connections-per-client", str(REST_MAX_PER_CLIENT),
                            "--poll-interval", "0.5") as where:
             assert where.alive()
             yield where
@@ -384,26 +386,162 @@ def test_slow_clients_are_cut_off_after_the_read_timeout(served):
         assert status is None and seconds < REST_TIMEOUT + 1.5
 
 
-def test_connections_beyond_the_cap_are_closed_and_threads_stay_bounded(served):
-    with bounded(served, f"REST {REST_MAX_CONNECTIONS * 4} idle connections", seconds=REST_TIMEOUT + 3):
-        sockets = [socket.create_connection(("127.0.0.1", served.rest_port), timeout=5)
-                   for _ in range(REST_MAX_CONNECTIONS * 4)]
+def _connect(served, source="127.0.0.1", send=b""):
+    """A REST connection from `source` (any 127.x.y.z is this machine: a distinct client address), after `send`."""
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", served.rest_port))
+    if send:
+        sock.sendall(send)
+    return sock
+
+
+def _closed_by_server(sock) -> bool:
+    """Whether the server has closed this connection (end of stream or reset); False while it is open and silent."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def _wait_until(condition, seconds):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+STATUS_REQUEST = f"GET /v1/models/{F.DEFAULT_MODEL_NAME} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+PARTIAL_HEADER = f"GET /v1/models/{F.DEFAULT_MODEL_NAME} HTTP/1.1\r\nHost".encode()
+
+
+def test_idle_connections_beyond_the_cap_are_shed_oldest_first_and_threads_stay_bounded(served):
+    """At the cap a new connection closes the longest-idle one: a crowd of idle sockets cannot lock clients out."""
+    count = REST_MAX_CONNECTIONS * 4  # from 8 addresses, within the per-client cap: the total cap decides
+    with bounded(served, f"REST {count} idle connections", seconds=REST_TIMEOUT + 3):
+        sockets = [_connect(served, f"127.0.0.{10 + i % 8}", PARTIAL_HEADER if i % 2 else b"") for i in range(count)]
         try:
-            time.sleep(0.3)
-            closed = 0
-            for sock in sockets:
-                sock.settimeout(0.05)
-                try:
-                    closed += sock.recv(1) == b""
-                except (socket.timeout, ConnectionResetError):
-                    pass
-            assert closed >= REST_MAX_CONNECTIONS * 3 - 2  # all but the cap (a few may still be in accept)
-            assert served.threads() < MAX_THREADS
+            oldest, newest = sockets[:-REST_MAX_CONNECTIONS], sockets[-REST_MAX_CONNECTIONS:]
+            assert _wait_until(lambda: all(_closed_by_server(s) for s in oldest), REST_TIMEOUT / 2)
+            assert not any(_closed_by_server(s) for s in newest)  # the cap's worth is held, not timed out yet
+            status, seconds = _raw(served, STATUS_REQUEST)
+            assert status == 200 and seconds < 0.5  # admitted at once: it shed the longest-idle connection
+            assert _closed_by_server(newest[0]) and not any(_closed_by_server(s) for s in newest[1:])
+            assert served.threads() < MAX_THREADS  # idle connections take no thread
         finally:
             for sock in sockets:
                 sock.close()
-        time.sleep(0.3)
-        assert _raw(served, f"GET /v1/models/{F.DEFAULT_MODEL_NAME} HTTP/1.1\r\nHost: x\r\n\r\n".encode())[0] == 200
+
+
+def test_one_client_at_its_cap_sheds_its_own_idle_connections_not_others(served):
+    cap = REST_MAX_PER_CLIENT
+    with bounded(served, f"REST per-client cap ({cap})"):
+        greedy = [_connect(served, "127.0.0.2") for _ in range(cap)]
+        other = [_connect(served, "127.0.0.3") for _ in range(cap)]  # the total cap (2 x per-client) is full now
+        time.sleep(0.2)
+        more = [_connect(served, "127.0.0.2") for _ in range(cap)]
+        try:
+            assert _wait_until(lambda: all(_closed_by_server(s) for s in greedy), REST_TIMEOUT / 2)
+            assert not any(_closed_by_server(s) for s in other + more)  # the greedy client shed only its own
+            assert _raw(served, STATUS_REQUEST)[0] == 200  # a third client, at the total cap: sheds the longest idle
+            assert _closed_by_server(other[0]) and not any(_closed_by_server(s) for s in other[1:] + more)
+        finally:
+            for sock in greedy + other + more:
+                sock.close()
+
+
+def test_busy_connections_are_never_shed_a_new_one_is_refused_until_they_end(served):
+    """Only when every connection has a request in flight (here: a body that never comes) is a new one refused."""
+    headers = f"POST {PREDICT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n".encode()
+    with bounded(served, "REST cap full of requests in flight", seconds=REST_TIMEOUT + 3):
+        busy = [_connect(served, f"127.0.0.{20 + i % 2}", headers) for i in range(REST_MAX_CONNECTIONS)]
+        try:
+            time.sleep(REST_TIMEOUT / 4)  # their headers are in: each is busy until its body times out
+            status, seconds = _raw(served, STATUS_REQUEST)
+            assert status is None and seconds < 0.5  # refused at once, not queued
+            assert not any(_closed_by_server(s) for s in busy)
+            assert _wait_until(lambda: all(_closed_by_server(s) for s in busy), REST_TIMEOUT + 1)
+            assert _raw(served, STATUS_REQUEST)[0] == 200
+        finally:
+            for sock in busy:
+                sock.close()
+
+
+# --- 2b. a thousand clients: idle REST connections and open gRPC channels ----------------------------
+
+CROWD, CROWD_TIMEOUT = 1000, 3.0
+
+
+def _sockets(pid) -> int:
+    """How many sockets the process holds (its connections, listeners and pipes to itself)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:  # closed meanwhile
+            pass
+    return count
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory):
+    """A server with the default connection caps and a short idle timeout; this process may open 2,000+ sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    with serve_process(tmp_path_factory, "max_batch_size { value: 32 }\n", "--rest-timeout", str(CROWD_TIMEOUT),
+                       "--poll-interval", "60") as where:
+        assert where.alive()
+        yield where
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_new_rest_client_is_answered_within_a_second_while_1000_idle_connections_are_held(crowded):
+    pid, sockets_before = crowded.process.pid, _sockets(crowded.process.pid)
+    with bounded(crowded, f"REST {CROWD} idle connections held", seconds=CROWD_TIMEOUT + 5):
+        started = time.monotonic()
+        idle = [_connect(crowded, send=PARTIAL_HEADER if i % 2 else b"") for i in range(CROWD)]  # one address
+        try:
+            assert _wait_until(lambda: _sockets(pid) - sockets_before >= CROWD, 2)  # all accepted and held
+            status, seconds = _raw(crowded, STATUS_REQUEST)
+            assert status == 200 and seconds < 1.0
+            body = json.dumps({"signature_name": F.PREDICT, "instances": [{F.USER_ID: "u", F.ITEM_ID: "i"}]})
+            request = (f"POST {PREDICT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n{body}")
+            status, seconds = _raw(crowded, request.encode())
+            assert status == 200 and seconds < 1.0
+            if time.monotonic() - started < CROWD_TIMEOUT - 0.5:
+                assert not any(_closed_by_server(s) for s in idle)  # held, not shed: under the per-client cap
+            assert _wait_until(lambda: all(_closed_by_server(s) for s in idle), CROWD_TIMEOUT + 3)
+            assert time.monotonic() - started > CROWD_TIMEOUT - 0.5  # by the idle timeout, not earlier
+            assert _wait_until(lambda: _sockets(pid) - sockets_before < 10, 2)  # and the server let them go
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_a_new_grpc_client_is_answered_within_a_second_while_1000_channels_are_open(crowded):
+    pid, sockets_before = crowded.process.pid, _sockets(crowded.process.pid)
+    with bounded(crowded, f"gRPC {CROWD} open channels", seconds=60):
+        # Each its own connection (channels with the same arguments would otherwise share one).
+        channels = [grpc.insecure_channel(crowded.grpc, options=[("grpc.use_local_subchannel_pool", 1)])
+                    for _ in range(CROWD)]
+        try:
+            for channel in channels:
+                grpc.channel_ready_future(channel).result(timeout=30)
+            assert _sockets(pid) - sockets_before >= CROWD  # one connection per channel, held by the server
+            started = time.monotonic()
+            with grpc.insecure_channel(crowded.grpc) as channel:
+                response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+                    _predict(["u"], ["i"]), timeout=5)
+            seconds = time.monotonic() - started
+            assert tf.make_ndarray(response.outputs[F.RATING_OUTPUT]).tolist() == [2.0] and seconds < 1.0
+            assert all(grpc.channel_ready_future(c).result(timeout=1) is None for c in channels[:10])
+        finally:
+            for channel in channels:
+                channel.close()
 
 
 # --- 3. model management is an admin operation -------------------------------------------------------
