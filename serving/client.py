@@ -139,6 +139,7 @@ class RecsysClient:
 
         Asked through GetModelMetadata, which resolves labels on TF Serving as on ours (TF Serving's
         GetModelStatus ignores version_label); an unknown label is NOT_FOUND here, INVALID_ARGUMENT there.
+        Our server logs that miss at DEBUG (inference.LOOKUPS), so the question leaves no WARNING behind.
         """
         if self._label is None:
             request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])

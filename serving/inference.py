@@ -414,6 +414,11 @@ _CODES = {VersionNotFound: grpc.StatusCode.NOT_FOUND, LabelError: grpc.StatusCod
 _CODES.update({cls: grpc.StatusCode.NOT_FOUND for cls in VersionNotFound.__subclasses__()})
 
 
+# Metadata requests are how clients ask what is served (RecsysClient asks whether the `stable` label exists, as no
+# TF Serving API lists labels): NOT_FOUND there is an answer, logged at DEBUG, not a failure worth a WARNING.
+LOOKUPS = frozenset({"GetModelMetadata", "metadata"})
+
+
 def answer(api: str, spec, call: Callable, metrics=None):
     """Runs one request; returns (response, None) or (None, RequestError). Logs refusals, records metrics.
 
@@ -427,7 +432,8 @@ def answer(api: str, spec, call: Callable, metrics=None):
         # A new exception, never raised: the caught one's traceback holds this frame, and through `call`
         # the parsed request, in a cycle only the garbage collector would break (~18x the request's size).
         error = RequestError(e.code if isinstance(e, RequestError) else _CODES[type(e)], str(e))
-        log.warning("%s: %s: %s", api, error.code.name, error)
+        quiet = api in LOOKUPS and error.code == grpc.StatusCode.NOT_FOUND
+        log.log(logging.DEBUG if quiet else logging.WARNING, "%s: %s: %s", api, error.code.name, error)
     except Exception as e:  # never crash the server on a request
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         error = RequestError(grpc.StatusCode.INTERNAL, message)

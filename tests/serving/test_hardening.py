@@ -107,6 +107,7 @@ def serve_process(tmp_path_factory, batching: str, *flags: str):
         with RecsysClient(f"127.0.0.1:{port}", timeout=10) as client:
             client.wait_until_ready(120)
         where = Served(process, base, port, rest_port, admin_port)
+        where.log_path = log.name  # the server's stderr: its log lines
         yield where
         where.channel.close()
     finally:
@@ -542,6 +543,30 @@ def test_a_new_grpc_client_is_answered_within_a_second_while_1000_channels_are_o
         finally:
             for channel in channels:
                 channel.close()
+
+
+def _log_lines_after(served, offset):
+    time.sleep(0.2)  # the server's stderr is line-buffered; give its last line a moment
+    with open(served.log_path) as f:
+        f.seek(offset)
+        return f.read().splitlines()
+
+
+def test_a_client_asking_a_label_less_server_for_stable_leaves_no_warning(served):
+    """`make run`'s demo printed `WARNING GetModelMetadata: NOT_FOUND: Unrecognized servable version label: stable`
+    from RecsysClient's question whether the label exists; a lookup's miss is an answer, not a failure."""
+    offset = os.path.getsize(served.log_path)
+    with RecsysClient(served.grpc, timeout=10) as client:
+        assert client.label() == ""  # asked, and the server has no labels
+        assert client.predict_output([("u", "i")])[1] == [2.0]
+    lines = _log_lines_after(served, offset)
+    assert not [line for line in lines if "WARNING" in line], lines
+    offset = os.path.getsize(served.log_path)  # the control: a Predict naming a missing label is still a warning
+    request = _predict(["u"], ["i"])
+    request.model_spec.version_label = "nope"
+    _refused(served.predictions.Predict, request, grpc.StatusCode.NOT_FOUND, "nope")
+    assert [line for line in _log_lines_after(served, offset)
+            if "WARNING" in line and "Unrecognized servable version label: nope" in line]
 
 
 # --- 3. model management is an admin operation -------------------------------------------------------
