@@ -29,6 +29,7 @@ PIPELINE_100K_TARGET_S = 180.0
 BATCHING_TARGET_RATIO = 2.0  # throughput with batching on / off at concurrency 32
 PREDICT_P50_OVERHEAD_TARGET_MS = 1.0  # gRPC Predict p50 minus the in-process call's, concurrency 1
 PREDICT_P99_TARGET_MS = 5.0
+NEW_CLIENT_TARGET_MS = 1000.0  # every new client answered while 1,000 idle connections / open channels are held
 
 
 def _load(results_dir: str) -> Dict[str, Dict]:
@@ -278,6 +279,33 @@ def serving_section(data: Dict, plots: Plots, summary: List[List], rel: str) -> 
     return lines
 
 
+def connections_section(data: Dict, summary: List[List]) -> List[str]:
+    rows = data.get("rows", [])
+    if not rows:
+        return []
+    held, samples = rows[0]["held"], rows[0]["none_held"]["samples"]
+    lines = ["### A thousand clients: a new client while 1,000 connections are held", "",
+             f"A new client (connect, one `predict`, answer read; {samples} in a row) while {held:,} connections "
+             f"are held open on `recsys serve`, beside the same new client with none held (the reference, same run; "
+             f"model version {data.get('version')}). REST: idle connections, half silent and half a partial header, "
+             "which the server keeps until its idle timeout; gRPC: connected channels, each its own connection. "
+             "`held by the server`: the sockets it still held after the samples; `first`: the first new client "
+             f"after the crowd connected. Measured with `{data.get('command', 'bench/serving_latency.py')}`.", ""]
+    lines += _table(["API", "held", "none held p50 ms (ref)", "none held p99 ms", "held p50 ms", "held p99 ms",
+                     "held max ms", "first ms", "p50 ratio", "held by the server"],
+                    [[r["api"], f"{r['held']:,} {r['what']}", r["none_held"]["p50_ms"], r["none_held"]["p99_ms"],
+                      r["with_held"]["p50_ms"], r["with_held"]["p99_ms"], r["with_held"]["max_ms"],
+                      r["with_held"].get("first_ms"), f"{r['p50_ratio']:.3f}", r["held_by_server"]] for r in rows])
+    for r in rows:
+        worst = r["with_held"]["max_ms"]
+        summary.append([f"{r['api']} new client with {r['held']:,} {r['what']} held (slowest of {samples})",
+                        f"{worst} ms (p50 {r['with_held']['p50_ms']} ms)",
+                        f"none held: p50 {r['none_held']['p50_ms']} ms",
+                        f"{r['p50_ratio']:.3f}", f"< {NEW_CLIENT_TARGET_MS / 1000:g} s",
+                        _met(worst < NEW_CLIENT_TARGET_MS)])
+    return lines
+
+
 def scaling_section(data: Dict, plots: Plots, summary: List[List], rel: str) -> List[str]:
     lines = ["## 4. Scaling", "", f"### recommend (top-{data.get('k')}) latency against catalogue size", "",
              f"{data.get('users'):,} users, {data.get('rated_per_user')} rated items each excluded, concurrency 1. "
@@ -487,6 +515,8 @@ def build(results_dir: str, out: str, started_at: Optional[float] = None) -> str
         body += pipeline_section(pipeline_files, started_at or recorded, plots, summary, rel)
     if "serving_latency.json" in files:
         body += serving_section(files["serving_latency.json"], plots, summary, rel)
+    if "serving_connections.json" in files:
+        body += connections_section(files["serving_connections.json"], summary)
     if "recommend_scaling.json" in files:
         body += scaling_section(files["recommend_scaling.json"], plots, summary, rel)
     for name, data in files.items():  # recommend_scaling.json and focused runs (recommend_scaling_*.json)

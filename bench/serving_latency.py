@@ -2,6 +2,8 @@
 
 Usage: .venv/bin/python bench/serving_latency.py [--model-dir output/serving/recsys] [--requests 400]
        [--batching-requests 1600] [--out bench/results/serving_latency.json]
+       [--connections-held 1000] [--connections-out bench/results/serving_connections.json]
+       [--only connections]
 
 Starts `recsys serve`'s server on loopback over the newest pushed version, then for `predict` (one
 user-item pair) and `recommend` (top-10, rated items excluded) measures p50/p99 latency and throughput
@@ -13,11 +15,16 @@ batching off and once on (max batch 32, 2 ms timeout, 2 batch threads), and 32 c
 process measure each signature's throughput; the ratio on/off is the batching gain. The same is
 measured on an mf `recommend` over a 100K-item catalogue (bench/recommend_scaling.py's model), where
 a batch turns 32 matrix-vector products over the item table into one matrix product.
+
+Connection rows (their own file; `--only connections` runs just them): a new client's latency (connect,
+one `predict`, answer read) with 1,000 idle REST connections held open (half silent, half a partial
+header), beside the same new client with none held; and the same with 1,000 connected gRPC channels.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import signal
@@ -42,6 +49,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # 
 from bench import common  # noqa: E402
 from components import features as F  # noqa: E402
 from serving.client import RecsysClient  # noqa: E402
+from serving.connections import raise_open_file_limit  # noqa: E402
 from serving.model_store import list_versions  # noqa: E402
 from serving.server import build_server  # noqa: E402
 
@@ -94,13 +102,18 @@ BATCHING_CONFIG = "max_batch_size { value: 32 }\nbatch_timeout_micros { value: 2
                   "num_batch_threads { value: 2 }\nmax_enqueued_batches { value: 100 }\n"
 
 
-def _serve_process(model_dir: str, batching_file: str = "") -> tuple:
-    """`recsys serve` in a child process on a free port; returns (process, target) once a model answers."""
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def _serve_process(model_dir: str, batching_file: str = "", rest_port: int = 0) -> tuple:
+    """`recsys serve` in a child process on a free port (REST on `rest_port`, 0: off); returns (process, target)
+    once a model answers."""
+    port = _free_port()
     command = [sys.executable, "-m", "pipeline.cli", "serve", "--model-dir", model_dir, "--host", "127.0.0.1",
-               "--port", str(port), "--rest-port", "0"]
+               "--port", str(port), "--rest-port", str(rest_port)]
     if batching_file:
         command += ["--batching-parameters-file", batching_file]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -154,6 +167,104 @@ def _batching_rows(model_dir: str, requests: int, out_dir: str,
             for signature, modes in throughput.items()]
 
 
+NEW_CLIENT_SAMPLES = 60
+
+
+def _latency(seconds: List[float]) -> Dict[str, float]:
+    ms = sorted(x * 1000 for x in seconds)
+    return {"p50_ms": round(statistics.median(ms), 3), "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 3),
+            "max_ms": round(ms[-1], 3), "first_ms": round(seconds[0] * 1000, 3), "samples": len(ms)}
+
+
+def _rest_new_client(port: int, body: bytes) -> float:
+    """Seconds for a new REST client: connect, POST one `predict`, read the whole answer."""
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("POST", f"/v1/models/{F.DEFAULT_MODEL_NAME}:predict", body=body,
+                           headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"REST predict answered {response.status}")
+    return time.perf_counter() - started
+
+
+def _grpc_new_client(target: str, request: predict_pb2.PredictRequest) -> float:
+    """Seconds for a new gRPC client: a channel of its own (its own connection), one Predict."""
+    started = time.perf_counter()
+    with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=10)
+    return time.perf_counter() - started
+
+
+def _idle_rest_connections(port: int, count: int) -> List[socket.socket]:
+    partial = f"GET /v1/models/{F.DEFAULT_MODEL_NAME} HTTP/1.1\r\nHost".encode()
+    held = []
+    for i in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if i % 2:
+            sock.sendall(partial)
+        held.append(sock)
+    return held
+
+
+def _sockets(pid: int) -> int:
+    """Sockets a process holds (its connections among them), from /proc."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+def _open_channels(target: str, count: int) -> List[grpc.Channel]:
+    channels = [grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(count)]
+    for channel in channels:
+        grpc.channel_ready_future(channel).result(timeout=60)
+    return channels
+
+
+def _connection_rows(model_dir: str, held: int, samples: int = NEW_CLIENT_SAMPLES) -> List[Dict[str, object]]:
+    """A new client's latency with `held` idle REST connections / connected gRPC channels, beside none held."""
+    raise_open_file_limit()  # this process holds `held` sockets at once
+    rest_port = _free_port()
+    process, target = _serve_process(model_dir, rest_port=rest_port)
+    body = json.dumps({"signature_name": F.PREDICT, "instances": [{F.USER_ID: "u00001", F.ITEM_ID: "i00001"}]})
+    request = _requests(F.DEFAULT_MODEL_NAME)[F.PREDICT]
+    cases = (("REST", "idle connections", lambda: _rest_new_client(rest_port, body.encode()),
+              lambda: _idle_rest_connections(rest_port, held)),
+             ("gRPC", "connected channels", lambda: _grpc_new_client(target, request),
+              lambda: _open_channels(target, held)))
+    rows = []
+    try:
+        for api, what, new_client, hold in cases:
+            for _ in range(5):  # warm-up: traced functions, the first connection
+                new_client()
+            reference = _latency([new_client() for _ in range(samples)])
+            sockets = _sockets(process.pid)
+            opened = hold()
+            try:
+                loaded = _latency([new_client() for _ in range(samples)])
+                held_by_server = _sockets(process.pid) - sockets  # still held after the samples
+            finally:
+                for o in opened:
+                    o.close()
+            time.sleep(0.5)  # the server lets the closed ones go before the next case
+            row = {"api": api, "held": held, "what": what, "held_by_server": held_by_server, "none_held": reference,
+                   "with_held": loaded, "p50_ratio": round(loaded["p50_ms"] / reference["p50_ms"], 3)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=os.path.join("output", "serving", F.DEFAULT_MODEL_NAME))
@@ -163,11 +274,23 @@ def main() -> int:
     parser.add_argument("--catalogue-items", type=int, default=100_000,
                         help="also measure batching on an mf recommend over this many items (0: skip)")
     parser.add_argument("--out", default=os.path.join("bench", "results", "serving_latency.json"))
+    parser.add_argument("--connections-held", type=int, default=1000,
+                        help="idle REST connections / open gRPC channels held while a new client is timed (0: skip)")
+    parser.add_argument("--connections-out", default=os.path.join("bench", "results", "serving_connections.json"))
+    parser.add_argument("--only", choices=["connections"], help="run this section alone")
     args = parser.parse_args()
     versions = list_versions(args.model_dir)
     if not versions:
         print(f"no model version under {args.model_dir}: run `make run` first", file=sys.stderr)
         return 1
+    if args.connections_held:
+        rows = _connection_rows(args.model_dir, args.connections_held)
+        command = " ".join(["bench/serving_latency.py", *sys.argv[1:]])
+        common.write_json(args.connections_out, {"machine": common.machine(), "version": versions[-1],
+                                                 "command": command, "rows": rows})
+        print(f"wrote {args.connections_out}")
+    if args.only == "connections":
+        return 0
     model = tf.saved_model.load(f"{args.model_dir}/{versions[-1]}")
     server, port, _ = build_server(F.DEFAULT_MODEL_NAME, args.model_dir, port=0, host="127.0.0.1")
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
