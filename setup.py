@@ -20,7 +20,9 @@ setup(
         "numpy<2",
         "grpcio",
         "dill",
+        "implicit==0.7.3",  # iALS, auto's model above EASE's catalogue limit
     ],
-    extras_require={"test": ["pytest"], "kubeflow": ["kfp==2.7.0", "kfp-pipeline-spec==0.3.0"]},
+    extras_require={"test": ["pytest"], "kubeflow": ["kfp==2.7.0", "kfp-pipeline-spec==0.3.0"],
+                    "ann": ["scann==1.3.2"]},
     entry_points={"console_scripts": ["recsys=pipeline.cli:main"]},
 )

@@ -33,7 +33,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import path_utils
 
 from components import features as F
-from components import models, ranking_eval
+from components import ann, models, ranking_eval
 from components.atomic_io import atomic_write
 from components.training_config import CUSTOM_CONFIG_KEY
 
@@ -110,6 +110,7 @@ def read_split(examples: types.Artifact, split: str, allow_empty: bool = False) 
 # --- asking the model --------------------------------------------------------------------------------------
 
 def load_model(model: types.Artifact):
+    ann.register_ops()  # a model with a ScaNN index needs its ops
     return tf.saved_model.load(path_utils.serving_model_path(model.uri))
 
 

@@ -19,6 +19,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow.core.protobuf import saved_model_pb2
 
+from components import ann
 from components import catalog as catalog_lib
 from components import features as F
 from components import guards
@@ -264,10 +265,42 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
         content = tf.where(known[:, None], _user_content(model, users), inputs[F.USER_CONTENT])
         return _top_k(model, _exclude_seen(model, users, scores_for(users, content)), k)
 
+    ann_index = getattr(model, "ann_index", None)  # a ScaNN index the Trainer built (`--ann scann`), or None
+
+    def approximate_recommend(user_id, k, exclude_rated):
+        """recommend through the index: the users' query vectors from their stored history (and attributes), the
+        seen items left out; a user with neither is answered by popularity, as brute force does."""
+        user_id = guards.guard_rows(user_id, guards.MAX_RECOMMEND_USERS, F.USER_ID)
+        users = tf.cast(tf.reshape(model.tft_layer({F.USER_ID: _as_column(user_id)})[F.USER_INDEX], [-1]), tf.int64)
+        content = _user_content(model, users)
+        n = tf.shape(model.catalog_item_ids, out_type=tf.int64)[0]
+        history = history_lib.stored(users, model.seen_row_splits, model.seen_items, n)
+        queries = model.query_vectors(history, users, content if uses_user_content else None)
+        seen = history_lib.from_ragged(users, model.seen_row_splits, model.seen_items)
+        seen = tf.ragged.boolean_mask(seen, seen.with_flat_values(tf.fill(tf.shape(seen.flat_values), exclude_rated)))
+        kk = tf.clip_by_value(tf.cast(k, tf.int64), 0, n)
+        found, scores = ann.top_k_excluding(ann_index, queries, kk, seen)
+        unknown = (history_lib.lengths(history) == 0) & (tf.reduce_sum(tf.abs(content), axis=1) == 0)
+
+        def with_brute_force_rows():  # the model's own answer (popularity) for rows with nothing to query with
+            rows = tf.where(unknown)
+            top = tf.math.top_k(scores_for(tf.gather_nd(users, rows), tf.gather_nd(content, rows)),
+                                k=tf.cast(kk, tf.int32))
+            return (tf.tensor_scatter_nd_update(found, rows, tf.cast(top.indices, found.dtype)),
+                    tf.tensor_scatter_nd_update(scores, rows, top.values))
+
+        found, scores = tf.cond(tf.reduce_any(unknown), with_brute_force_rows, lambda: (found, scores))
+        valid = tf.math.is_finite(scores)
+        return {F.ITEMS_OUTPUT: tf.where(valid, tf.gather(model.catalog_item_ids, found), ""),
+                F.TITLES_OUTPUT: tf.where(valid, tf.gather(model.catalog_titles, found), ""),
+                F.SCORES_OUTPUT: scores}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
                                   tf.TensorSpec([], tf.int32, name=F.K_INPUT),
                                   tf.TensorSpec([], tf.bool, name=F.EXCLUDE_RATED_INPUT)])
     def recommend(user_id, k, exclude_rated):
+        if ann_index is not None:
+            return approximate_recommend(user_id, k, exclude_rated)
         users, scores = user_scores(user_id)
         scores = tf.cond(exclude_rated, lambda: _exclude_seen(model, users, scores), lambda: scores)
         return _top_k(model, scores, k)

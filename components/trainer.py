@@ -11,7 +11,7 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from components import catalog, models, signatures, warmup
+from components import ann, catalog, models, signatures, warmup
 from components import contract as contract_lib
 from components import features as F
 from components.models import topk
@@ -139,6 +139,49 @@ def _fit_rating_model(model_module, dims: ModelDims, config: TrainingConfig, tra
     return model
 
 
+def _fit_ranking_models(names, dims: ModelDims, config: TrainingConfig, items: catalog.Catalog, train, holdout,
+                        steps_per_epoch, log_dir: str) -> tf.keras.Model:
+    """Each candidate fitted; the one with the best validation Recall@10 (each model's `validation_recall`, measured
+    before any refit on validation) is kept."""
+    fitted = []
+    for name in names:
+        model = models.get(name).train(dims, config, items, train, holdout, steps_per_epoch,
+                                       [tf.keras.callbacks.TensorBoard(log_dir=log_dir)])
+        fitted.append((float(getattr(model, "validation_recall", 0.0)), name, model))
+    if len(fitted) > 1:
+        best = max(fitted, key=lambda entry: entry[0])
+        print("kept " + best[1] + ": validation Recall@10 " +
+              ", ".join(f"{name} {recall:.4f}" for recall, name, _ in fitted), flush=True)
+        return best[2]
+    return fitted[0][2]
+
+
+def _attach_index(model: tf.keras.Model, items: catalog.Catalog, config: TrainingConfig) -> None:
+    """Builds the approximate index `recommend` will ask (a model scored by user x item vectors), and reports its
+    Recall@10 against brute force on a sample of users."""
+    if not hasattr(model, "query_vectors"):
+        print(f"ann: not used: {model.name} has no item vectors to index (ials and two_tower have)", flush=True)
+        return
+    import time
+
+    from components.models import two_tower
+
+    started = time.time()
+    vectors = model.retrieval_vectors(two_tower.candidates(items)).numpy()
+    model.ann_index = ann.build(vectors, config.ann_leaves, config.ann_leaves_to_search, config.ann_reorder)
+    users = np.unique(items.train_pairs[:, 0])[:500]
+    if len(users):
+        users = tf.constant(users, tf.int64)
+        history = model.stored_history(users)
+        queries = model.query_vectors(history, users, tf.gather(tf.constant(items.user_content), users))
+        exact = tf.math.top_k(tf.matmul(queries, vectors, transpose_b=True), k=min(10, len(vectors))).indices
+        found, _ = ann.search(model.ann_index, queries, tf.constant(10))
+        agree = tf.sets.size(tf.sets.intersection(tf.cast(exact, tf.int64), found))
+        recall = float(tf.reduce_mean(tf.cast(agree, tf.float32)) / min(10, len(vectors)))
+        print(f"ann: ScaNN index over {len(vectors)} items in {time.time() - started:.1f} s; Recall@10 against brute "
+              f"force {recall:.3f} ({len(users)} users)", flush=True)
+
+
 # TFX calls this by name (Trainer's `run_fn`).
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     config = TrainingConfig.from_custom_config(fn_args.custom_config)
@@ -155,12 +198,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     eval_pairs = catalog.read_pairs(eval_files, fn_args.data_accessor, tft_output) if eval_files else validation_pairs[:0]
     # Serving excludes (and history models score from) everything the pipeline saw; fitting reads train only.
     items = catalog.with_seen(items, np.concatenate([validation_pairs, eval_pairs]))
-    model_name = models.resolve(config.model, num_items - F.OOV_BUCKETS, config.ease_max_items)
-    model_module = models.get(model_name)
+    names = models.candidates(config.model, num_items - F.OOV_BUCKETS, config.ease_max_items)
+    model_name = names[0]
     logging.info("training %s (%s): %d users, %d items, content widths %d (items) %d (users), mean label %.3f",
                  model_name, config.model, num_users - F.OOV_BUCKETS, num_items - F.OOV_BUCKETS, layout.item_width,
                  layout.user_width, global_mean)
-    print(f"training {model_name}" + (f" (--model {config.model})" if model_name != config.model else ""), flush=True)
+    print(f"training {' and '.join(names)}" + (f" (--model {config.model})" if names != (config.model,) else ""),
+          flush=True)
 
     def dataset(files, shuffle):
         return input_fn(files, fn_args.data_accessor, tft_output, layout, config.batch_size, shuffle, config.seed,
@@ -176,10 +220,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                      weighted=contract.has_weight and not contract.has_rating)
     if models.is_ranking(model_name):
         holdout = topk.Holdout(validation_pairs, items.rated_row_splits, items.rated_items, seed=config.seed)
-        model = model_module.train(dims, config, items, train, holdout, steps_per_epoch,
-                                   [tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
+        model = _fit_ranking_models(names, dims, config, items, train, holdout, steps_per_epoch, fn_args.model_run_dir)
     else:
-        model = _fit_rating_model(model_module, dims, config, train, dataset(fn_args.eval_files, False),
+        model = _fit_rating_model(models.get(model_name), dims, config, train, dataset(fn_args.eval_files, False),
                                   steps_per_epoch, fn_args.eval_steps, fn_args.model_run_dir)
     _forget_oov_rows(model)
     if hasattr(model, "store_history"):
@@ -187,8 +230,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         # them (train, validation and eval); the weights were learned on train (+ validation) alone, and the
         # ranking gate passes each user's train + validation history explicitly, so eval stays unseen there.
         model.store_history(items.seen_row_splits, items.seen_items)
+    if config.ann != ann.NONE:
+        _attach_index(model, items, config)
     serving = signatures.build(model, tft_output, items, layout)
-    model.save(fn_args.serving_model_dir, save_format="tf", signatures=serving)
+    model.save(fn_args.serving_model_dir, save_format="tf", signatures=serving,
+               options=ann.save_options() if getattr(model, "ann_index", None) is not None else None)
     signatures.set_method_names(fn_args.serving_model_dir)
     warmup.write(fn_args.serving_model_dir, tft_output.vocabulary_by_name(F.USER_VOCAB)[0], items.item_ids[0],
                  signatures=serving)

@@ -50,6 +50,20 @@ class TrainingConfig:
     # on the validation split (components/models/freshness.py).
     fresh_weight: float = 0.0
     two_tower_history_sample: int = 100
+    # iALS (components/models/ials.py): factors and ALS sweeps; alpha (an interaction's confidence) and the L2
+    # regularisation are chosen on validation when 0; then the factors are refitted on train + validation.
+    ials_factors: int = 64
+    ials_iterations: int = 15
+    ials_alpha: float = 0.0
+    ials_regularization: float = 0.0
+    ials_refit: bool = True
+    # Approximate top-k for `recommend` (components/ann.py): "none" (brute force, exact) or "scann" (an index the
+    # Trainer builds over the item vectors of ials/two_tower). 0 below: ScaNN's defaults for the catalogue
+    # (sqrt(items) leaves, a tenth searched, 1,000 candidates re-scored exactly).
+    ann: str = "none"
+    ann_leaves: int = 0
+    ann_leaves_to_search: int = 0
+    ann_reorder: int = 0
     # A training split up to this size (TFRecord bytes) is read once and kept in memory; larger ones stream.
     in_memory_input_max_mb: float = 64.0
 

@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=TrainingConfig.batch_size)
     p.add_argument("--embedding-dim", type=int, default=TrainingConfig.embedding_dim)
     p.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
+    _add_ann_arg(p)
     p.add_argument("--tune", action="store_true",
                    help="tune a rating model's embedding size, L2 and learning rate on the validation split first "
                         f"(TFX Tuner, {TrainingConfig.tuner_trials} trials; the Trainer uses the best values)")
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=TrainingConfig.model)
     p.add_argument("--model-name", default=F.DEFAULT_MODEL_NAME)
     p.add_argument("--train-steps", type=int, default=0, help="default of train-args num_steps (0: whole epochs)")
+    _add_ann_arg(p)
     _add_beam_args(p, "DirectRunner (default: in memory, one process, inside each component's pod), DataflowRunner "
                       "(needs --project, --region, a gs:// temp location), FlinkRunner (--flink_master or "
                       "--job_endpoint), SparkRunner (--spark_master_url or --job_endpoint)")
@@ -313,6 +315,15 @@ COMMANDS = {
     "recommend": client_commands.cmd_recommend,
     "similar": client_commands.cmd_similar,
 }
+
+
+def _add_ann_arg(p) -> None:
+    from components import ann
+
+    p.add_argument("--ann", choices=ann.CHOICES, default=TrainingConfig.ann,
+                   help="top-k for recommend: none (brute force over the catalogue, exact; default) or scann (an "
+                        "approximate ScaNN index in the SavedModel, for ials/two_tower on big catalogues; needs "
+                        "ScaNN's ops where it is served: stock TF Serving lacks them)")
 
 
 def _quiet_libraries() -> None:

@@ -8,7 +8,7 @@ import sys
 
 from components.training_config import TrainingConfig
 from pipeline import config as C
-from pipeline.cli_common import EXIT_NOT_BLESSED, CliError, check_models
+from pipeline.cli_common import EXIT_NOT_BLESSED, CliError, check_ann, check_models
 
 
 def _drop_stale_contract(out: str) -> None:
@@ -139,6 +139,7 @@ def cmd_run(args) -> int:
         raise CliError(f"recsys run runs Beam on this machine ({C.DIRECT}); {runner} needs data and outputs its "
                        f"workers reach: compile for the cluster with `recsys compile --beam-runner {runner}`")
     check_models([args.model])
+    check_ann(args.model, args.ann)
     if args.tune:
         if models.is_ranking(args.model):
             raise CliError(f"--tune tunes the rating models ({', '.join(models.RATING_MODELS)}); "
@@ -148,7 +149,7 @@ def cmd_run(args) -> int:
     data_root = os.path.abspath(args.data_root)
     training = dataclasses.replace(
         TrainingConfig(), model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-        embedding_dim=args.embedding_dim, learning_rate=args.learning_rate,
+        embedding_dim=args.embedding_dim, learning_rate=args.learning_rate, ann=args.ann,
     )
     config = _with_data(args, C.PipelineConfig(data_root=data_root, split=args.split))
     _check_feedback(args, config.contract)
@@ -238,6 +239,7 @@ def cmd_benchmark(args) -> int:
 
 def cmd_compile(args) -> int:
     check_models([args.model])
+    check_ann(args.model, args.ann, installed_here=False)  # the image has it (requirements.lock)
     # Before the contract is read: a runner that cannot start is known from the flags alone.
     runner, beam_args = _beam(args, C.PipelineConfig.beam_args, args.output_dir,
                               "" if args.bigquery_query else args.data_root)
@@ -253,7 +255,7 @@ def cmd_compile(args) -> int:
         config,
         output_dir=args.output_dir,
         model_name=args.model_name,
-        training=dataclasses.replace(TrainingConfig(), model=args.model),
+        training=dataclasses.replace(TrainingConfig(), model=args.model, ann=args.ann),
         train_steps=args.train_steps,
         beam_runner=runner,
         beam_args=beam_args,

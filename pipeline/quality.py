@@ -29,6 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 import numpy as np
 import tensorflow as tf
 
+from components import ann
 from components import features as F
 from components import ranking_eval as R
 from components.atomic_io import atomic_write
@@ -272,6 +273,7 @@ def run(data_root: str, output_dir: str, models: Sequence[str], test_file: Optio
             relevant = R.relevant_by_user((u, i) for u, i, _ in held_out)
             history = R.relevant_by_user((u, i) for u, i, _ in known)
         trainer = windows.get(TRAINER)
+        ann.register_ops()  # a model with a ScaNN index needs its ops
         model = tf.saved_model.load(trained_model_dir(config.pipeline_root))
         ranked = model_lists(model, sorted(relevant), history, k)
         row = _ranking_row(Row(name, MODEL, train_s=trainer[1] - trainer[0] if trainer else None, wall_s=wall,

@@ -26,6 +26,8 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from components import ann
+
 log = logging.getLogger(__name__)
 
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -103,6 +105,7 @@ def load_version(base_path: str, version: int) -> LoadedVersion:
     path = f"{base_path.rstrip('/')}/{version}"
     with tf.io.gfile.GFile(f"{path}/{SAVED_MODEL_FILE}", "rb") as f:
         saved_model = saved_model_pb2.SavedModel.FromString(f.read())
+    ann.register_ops()  # a model with a ScaNN index needs its ops
     model = tf.saved_model.load(path)
     signature_defs = dict(saved_model.meta_graphs[0].signature_def)
     signature_defs.pop("__saved_model_init_op", None)

@@ -1,19 +1,21 @@
 """Model registry: `--model NAME` picks a module here.
 
 Rating models (mf, mlp, content, hybrid) regress the rating value: each exposes `build(dims, config)`
-and is fitted with MSE. Ranking models (two_tower, ease) learn which items a user picks from implicit
+and is fitted with MSE. Ranking models (ease, ials, two_tower) learn which items a user picks from implicit
 feedback (every interaction a positive): each exposes `train(dims, config, catalogue, dataset, holdout)`.
 Every model has `score_all_items(users, items)` for `recommend`, and for `similar_items` either
 `similar_item_scores(item_index)` (EASE's weights) or `similarity_vectors(items)` (compared by cosine). `auto`, the default, is the ranking
-model that ranks best: EASE when the catalogue fits its size limit, the two-tower model above it.
+model that ranks best: EASE when the catalogue fits its size limit; above it iALS and the two-tower model
+are both fitted and the one with the better validation Recall@10 is kept.
 """
 
 from types import ModuleType
+from typing import Tuple
 
-from components.models import content, ease, hybrid, mf, mlp, two_tower
+from components.models import content, ease, hybrid, ials, mf, mlp, two_tower
 
 RATING_MODELS = {"mf": mf, "mlp": mlp, "content": content, "hybrid": hybrid}
-RANKING_MODELS = {"ease": ease, "two_tower": two_tower}
+RANKING_MODELS = {"ease": ease, "ials": ials, "two_tower": two_tower}
 MODELS = {**RATING_MODELS, **RANKING_MODELS}
 AUTO = "auto"
 DEFAULT_MODEL = AUTO
@@ -34,9 +36,10 @@ def is_ranking(name: str) -> bool:
     return name == AUTO or name in RANKING_MODELS
 
 
-def resolve(name: str, num_items: int, ease_max_items: int) -> str:
-    """The concrete model `name` means for a catalogue of `num_items` items."""
+def candidates(name: str, num_items: int, ease_max_items: int) -> Tuple[str, ...]:
+    """The concrete models `name` means for a catalogue of `num_items` items; the Trainer fits each and keeps
+    the one with the best validation Recall@10 (`auto` above EASE's limit: iALS and the two-tower model)."""
     if name != AUTO:
         get(name)
-        return name
-    return "ease" if num_items <= ease_max_items else "two_tower"
+        return (name,)
+    return ("ease",) if num_items <= ease_max_items else ("ials", "two_tower")

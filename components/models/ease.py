@@ -9,7 +9,7 @@ known user's stored one, which the Trainer sets to every split the pipeline saw,
 
 Size limit: B is a dense items x items float32 matrix, computed in float64 (an inverse of
 O(items^3) time) and saved with the model, so the catalogue is capped (`TrainingConfig.ease_max_items`,
-default 10,000 items: 400 MB in the SavedModel); above it, use `two_tower`.
+default 10,000 items: 400 MB in the SavedModel); above it, use `ials` or `two_tower`.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def check_size(num_items: int, limit: int) -> None:
     if num_items > limit:
         raise CatalogueTooLarge(
             f"ease: the catalogue has {num_items} items, above its limit of {limit} (a dense items x items "
-            f"matrix of {4 * num_items ** 2 / 2**30:.1f} GiB); use --model two_tower, or raise "
+            f"matrix of {4 * num_items ** 2 / 2**30:.1f} GiB); use --model ials or --model two_tower, or raise "
             f"--ease-max-items if the machine has the memory")
 
 
@@ -126,13 +126,15 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
         print(f"ease: lambda {lam:.1f}: validation Recall@10 {recall:.4f}", flush=True)
         if best is None or recall > best[0]:
             best = (recall, lam, weights)
-    _, lam, weights = best
+    recall, lam, weights = best
     # Before the refit, which fits validation too: fresh interactions' weight measured on validation.
     fresh = config.fresh_weight or freshness.tune(
         lambda history, users: np.asarray(_to_scipy(history) @ weights), items.rated_row_splits, items.rated_items,
         holdout.pairs, num_items, seed=config.seed)
     if not config.ease_refit or not len(holdout.pairs):
-        return Ease(weights, items.rated_row_splits, items.rated_items, lam, fresh)
+        model = Ease(weights, items.rated_row_splits, items.rated_items, lam, fresh)
+        model.validation_recall = recall
+        return model
     # lambda chosen, the validation interactions are data like any other: refit on train + validation, and
     # score from both (the eval split, which the gate reports on, stays unseen).
     pairs = np.concatenate([pairs, holdout.pairs])
@@ -141,7 +143,9 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
                                 (np.repeat(np.arange(dims.num_users), np.diff(row_splits)), history)),
                                shape=(dims.num_users, num_items))
     print(f"ease: refit on train + validation ({len(history)} interactions), lambda {lam:.1f}", flush=True)
-    return Ease(ease_weights(matrix, lam), row_splits, history, lam, fresh)
+    model = Ease(ease_weights(matrix, lam), row_splits, history, lam, fresh)
+    model.validation_recall = recall  # before the refit, which saw validation
+    return model
 
 
 def _to_scipy(history: tf.SparseTensor) -> sparse.csr_matrix:

@@ -164,6 +164,13 @@ class TwoTower(tfrs.Model):
 
         return tf.cond(tf.reduce_any(unknown), with_popularity, lambda: scores)
 
+    def query_vectors(self, history: tf.SparseTensor, users: tf.Tensor, user_content=None) -> tf.Tensor:
+        """What an approximate index is asked with (components/ann.py): a dot product with retrieval_vectors."""
+        return self.history_user_vectors(history, users, user_content)
+
+    def retrieval_vectors(self, items) -> tf.Tensor:
+        return self.item_vectors(items)
+
     def similarity_vectors(self, items) -> tf.Tensor:
         return self.item_vectors(items)[:, :-1]
 
@@ -193,8 +200,10 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
                     tf.keras.callbacks.EarlyStopping(monitor=VALIDATION_METRIC, mode="max",
                                                      patience=config.early_stopping_patience,
                                                      restore_best_weights=True)]
-    model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps_per_epoch, verbose=2,
-              callbacks=monitors + list(callbacks))
+    fit = model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps_per_epoch, verbose=2,
+                    callbacks=monitors + list(callbacks))
+    # What `auto` compares candidates by: the best epoch's (EarlyStopping restored its weights).
+    model.validation_recall = max(fit.history.get(VALIDATION_METRIC, [0.0]))
     vectors = model.item_vectors(catalogue)
     fresh = config.fresh_weight or freshness.tune(
         lambda history, users: model.score_history(history, tf.constant(users), tf.gather(user_content, users),

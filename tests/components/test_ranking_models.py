@@ -11,7 +11,7 @@ import tensorflow as tf
 from components import catalog as catalog_lib
 from components import features as F
 from components import models
-from components.models import ease, topk, two_tower
+from components.models import ease, ials, topk, two_tower
 from components.models.base import ModelDims
 from components.training_config import TrainingConfig
 from data import synthetic
@@ -160,6 +160,50 @@ def test_ease_scores_are_the_training_history_times_its_weights(split):
     np.testing.assert_allclose(unknown[0], counts / counts.max(), rtol=1e-6)  # no history: most popular
 
 
+def test_ials_beats_most_popular_and_walks_alpha_then_regularization_on_validation(split, capsys):
+    config = TrainingConfig(model="ials", ials_factors=16, ials_iterations=10)
+    model = ials.train(split["dims"], config, split["items"], None, split["validation"])
+    recall, popular = _model_recall(split, model), _popularity_recall(split)
+    print(f"ials Recall@10 {recall:.4f}, most popular {popular:.4f}")
+    assert recall > 1.4 * popular, (recall, popular)
+    trials = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ials: alpha")]
+    # alpha and its two neighbours, then at least the regularisation's two neighbours; each walk stops
+    assert 5 <= len(trials) <= 2 * (ials.MAX_STEPS + 2), trials
+    assert 0 < model.validation_recall <= 1
+
+
+def test_ials_folds_in_any_history_exactly_as_the_library_solves_a_user(split):
+    """The exported graph's user vector is implicit's own least-squares solve for that history (the step ALS
+    training makes), so a known user, a session or a user with fresh interactions are scored alike."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from scipy import sparse
+
+    config = TrainingConfig(model="ials", ials_factors=8, ials_iterations=5, ials_alpha=10.0,
+                            ials_regularization=50.0, ials_refit=False, fresh_weight=1.0)
+    model = ials.train(split["dims"], config, split["items"], None, split["validation"])
+    n = len(split["items"].item_ids)
+    library = AlternatingLeastSquares(factors=8, regularization=50.0, alpha=10.0)
+    library.item_factors = model.item_factors.numpy()
+    library.user_factors = np.zeros((1, 8), np.float32)
+    rows = [[0, 5, 9], [3], [1, 2, 4, 8, 16, 32]]
+    weights = [[1.0, 1.0, 1.0], [1.0], [1.0, 2.0, 1.0, 1.0, 0.5, 1.0]]
+    matrix = sparse.csr_matrix((np.concatenate(weights).astype(np.float32),
+                                (np.repeat(np.arange(3), [len(r) for r in rows]), np.concatenate(rows))), shape=(3, n))
+    expected = np.asarray(library.recalculate_user(np.arange(3), matrix))
+    history = tf.sparse.reorder(tf.SparseTensor(np.stack(matrix.nonzero(), 1).astype(np.int64),
+                                                matrix.data.astype(np.float32), [3, n]))
+    got = model.user_vectors_from_history(history).numpy()
+    np.testing.assert_allclose(got, expected, rtol=2e-3, atol=1e-4)
+    assert np.abs(expected).max() > 1e-2  # not trivially zero
+    # An empty history is a zero vector, which the model answers with popularity.
+    empty = tf.SparseTensor(np.zeros((0, 2), np.int64), np.zeros(0, np.float32), [1, n])
+    assert not model.user_vectors_from_history(empty).numpy().any()
+    unknown = model.score_all_items(tf.constant([split["dims"].num_users - 1], tf.int64),
+                                    two_tower.candidates(split["items"])).numpy()[0]
+    counts = np.bincount(model.history_items.numpy(), minlength=n)
+    np.testing.assert_allclose(unknown, counts / counts.max(), rtol=1e-6)
+
+
 def test_ease_refuses_a_catalogue_above_its_limit_in_one_line(split):
     with pytest.raises(ease.CatalogueTooLarge) as error:
         ease.train(split["dims"], TrainingConfig(model="ease", ease_max_items=50), split["items"], None,
@@ -168,10 +212,10 @@ def test_ease_refuses_a_catalogue_above_its_limit_in_one_line(split):
     assert "\n" not in message and "limit of 50" in message and "two_tower" in message
 
 
-def test_auto_resolves_to_ease_when_the_catalogue_fits_and_two_tower_above():
-    assert models.resolve(models.AUTO, 5_000, 10_000) == "ease"
-    assert models.resolve(models.AUTO, 50_000, 10_000) == "two_tower"
-    assert models.resolve("mf", 50_000, 10_000) == "mf"
+def test_auto_means_ease_when_the_catalogue_fits_and_ials_or_two_tower_above():
+    assert models.candidates(models.AUTO, 5_000, 10_000) == ("ease",)
+    assert models.candidates(models.AUTO, 50_000, 10_000) == ("ials", "two_tower")
+    assert models.candidates("mf", 50_000, 10_000) == ("mf",)
     assert models.is_ranking("auto") and models.is_ranking("ease") and not models.is_ranking("mf")
     with pytest.raises(ValueError, match="unknown model"):
         models.is_ranking("nope")

@@ -61,6 +61,15 @@ def test_unknown_model_is_one_line(tmp_path, capsys):
     assert "unknown model 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["run", "compile"])
+def test_ann_with_a_model_without_item_vectors_is_one_line(tmp_path, capsys, command):
+    extra = ["--image", "x", "--output-dir", "gs://b/o"] if command == "compile" else []
+    code = cli.main([command, "--model", "ease", "--ann", "scann", "--data-root", str(tmp_path), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == cli.EXIT_ERROR and len(err) == 1, err
+    assert "--ann scann indexes item vectors: --model ease has none (use ials, two_tower or auto)" in err[0], err
+
+
 def test_client_errors_are_one_line_when_no_server_listens(capsys):
     code = cli.main(["predict", "--user", "u", "--item", "i", "--target", "127.0.0.1:1", "--timeout", "2"])
     assert code == cli.EXIT_ERROR
