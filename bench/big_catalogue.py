@@ -44,7 +44,8 @@ def _clustered_factors(num_items: int, dim: int, clusters: int, rng) -> np.ndarr
     return vectors * norms[:, None], members
 
 
-def ann_benchmark(num_items: int, users: int = 500, history: int = 20, dim: int = 64, seed: int = 0) -> Dict:
+def ann_benchmark(num_items: int, users: int = 500, history: int = 20, dim: int = 64, seed: int = 0,
+                  leaves_to_search: int = 0, reorder: int = 0) -> Dict:
     import tensorflow as tf
 
     from components import ann
@@ -66,7 +67,7 @@ def ann_benchmark(num_items: int, users: int = 500, history: int = 20, dim: int 
     row_splits, seen = catalog_lib.ragged_rows(np.array(pairs, np.int64), users + 1)
     model = ials.Ials(factors, regularization=1.0, alpha=10.0, row_splits=row_splits, history=seen)
     started = time.perf_counter()
-    model.ann_index = ann.build(factors)
+    model.ann_index = ann.build(factors, leaves_to_search=leaves_to_search, reorder=reorder)
     build_s = time.perf_counter() - started
     candidates = {F.ITEM_INDEX: tf.range(num_items, dtype=tf.int64)}
 
@@ -147,10 +148,12 @@ def main(argv=None) -> int:
     parser.add_argument("--model-items", type=int, default=100_000)
     parser.add_argument("--model-users", type=int, default=20_000)
     parser.add_argument("--models", nargs="+", default=["ials", "two_tower", "auto"])
+    parser.add_argument("--ann-leaves-to-search", type=int, default=0, help="0: components/ann.py's default")
+    parser.add_argument("--ann-reorder", type=int, default=0, help="0: components/ann.py's default")
     args = parser.parse_args(argv)
     command = "bench/big_catalogue.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.only in (None, "ann"):
-        result = ann_benchmark(args.items)
+        result = ann_benchmark(args.items, leaves_to_search=args.ann_leaves_to_search, reorder=args.ann_reorder)
         print(f"ann at {args.items:,} items: ScaNN p50 {result['scann']['p50_ms']} ms, brute force "
               f"{result['brute_force']['p50_ms']} ms, Recall@10 vs brute force {result['recall_at_10_vs_brute_force']}",
               flush=True)

@@ -59,7 +59,7 @@ class TrainingConfig:
     ials_refit: bool = True
     # Approximate top-k for `recommend` (components/ann.py): "none" (brute force, exact) or "scann" (an index the
     # Trainer builds over the item vectors of ials/two_tower). 0 below: ScaNN's defaults for the catalogue
-    # (sqrt(items) leaves, a tenth searched, 1,000 candidates re-scored exactly).
+    # (sqrt(items) leaves, a tenth searched, 3,000 candidates re-scored exactly).
     ann: str = "none"
     ann_leaves: int = 0
     ann_leaves_to_search: int = 0
