@@ -14,8 +14,6 @@ them, Google publishes a TF Serving image built with them). Brute force therefor
 from __future__ import annotations
 
 import math
-from typing import Optional
-
 import numpy as np
 
 # TensorFlow is imported inside the functions: the CLI reads CHOICES while building its parser, before it has
@@ -51,15 +49,6 @@ def save_options() -> "tf.saved_model.SaveOptions":
     return tf.saved_model.SaveOptions(namespace_whitelist=[SAVE_OPTIONS_NAMESPACE])
 
 
-def uses_ann(export_dir: str) -> bool:
-    """Whether a SavedModel holds ScaNN ops (read from saved_model.pb, without loading it)."""
-    import tensorflow as tf
-
-    path = f"{export_dir.rstrip('/')}/saved_model.pb"
-    with tf.io.gfile.GFile(path, "rb") as f:
-        return f"{SAVE_OPTIONS_NAMESPACE}>".encode() in f.read()
-
-
 # Candidates re-scored exactly after the quantised search. The quantisation, not the leaves searched, is what costs
 # recall: at 1M items (bench/big_catalogue.py) 1,000 re-scored gave Recall@10 0.93 against brute force, searching
 # 2-4x the leaves did not help, 3,000 gave 0.965 at ~2 ms.
@@ -71,8 +60,7 @@ def leaves_for(num_items: int, requested: int = 0) -> int:
     return requested or max(1, int(round(math.sqrt(num_items))))
 
 
-def build(vectors: np.ndarray, leaves: int = 0, leaves_to_search: int = 0, reorder: int = 0,
-          seed: Optional[int] = None) -> tf.Module:
+def build(vectors: np.ndarray, leaves: int = 0, leaves_to_search: int = 0, reorder: int = 0) -> "tf.Module":
     """A ScaNN index over `vectors` [items, dim] (dot product), as a module to attach to the model.
 
     Defaults: sqrt(items) leaves, a tenth of them searched (at least 8), and the best DEFAULT_REORDER quantised

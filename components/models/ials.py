@@ -101,11 +101,14 @@ class Ials(tf.keras.Model):
         return tf.where((history_lib.lengths(history) > 0)[:, None], scores, self.popularity[None, :])
 
     def call(self, inputs, training: bool = False) -> tf.Tensor:
-        """The score of each (user, item) row; an unknown item scores 0."""
+        """The score of each (user, item) row: one dot product per row, not the catalogue; popularity for a user
+        without history (as `_scores`), 0 for an unknown item."""
         items = tf.cast(tf.reshape(inputs[F.ITEM_INDEX], [-1]), tf.int64)
         known = items < self.num_catalogue_items
-        scores = self._scores(inputs[F.USER_INDEX])
-        picked = tf.gather(scores, tf.minimum(items, self.num_catalogue_items - 1)[:, None], batch_dims=1)[:, 0]
+        safe = tf.minimum(items, self.num_catalogue_items - 1)
+        history = self.stored_history(inputs[F.USER_INDEX])
+        picked = tf.reduce_sum(self.user_vectors_from_history(history) * tf.gather(self.item_factors, safe), axis=1)
+        picked = tf.where(history_lib.lengths(history) > 0, picked, tf.gather(self.popularity, safe))
         return tf.where(known, picked, tf.zeros_like(picked))
 
     def score_all_items(self, users, items, **unused) -> tf.Tensor:
@@ -216,7 +219,7 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
         best = 0.0
     factors = _fit(matrix, config.ials_factors, regularization, alpha, config.ials_iterations, config.seed)
     model = Ials(factors, regularization, alpha, items.rated_row_splits, items.rated_items)
-    model.validation_recall = best if len(holdout) else validation_recall(factors, regularization, alpha)
+    model.validation_recall = best  # what `auto` compares candidates by (0 without a validation split)
     # Before the refit, which fits validation too: fresh interactions' weight measured on validation.
     fresh = config.fresh_weight or freshness.tune(
         lambda history, users: model.score_history(history).numpy(), items.rated_row_splits, items.rated_items,

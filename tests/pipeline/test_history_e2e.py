@@ -313,3 +313,12 @@ def test_ann_recommend_matches_the_exact_lists_and_excludes_what_users_have(tiny
         assert len(ids(approximate[F.ITEMS_OUTPUT].numpy()[n])) == K
         assert not set(ids(approximate[F.ITEMS_OUTPUT].numpy()[n])) & seen[user]
     assert ids(approximate[F.ITEMS_OUTPUT].numpy()[-1]) == ids(exact[F.ITEMS_OUTPUT].numpy()[-1])  # most popular
+    # The index path keeps the row limit inside the SavedModel, before anything is scored.
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"{F.USER_ID}.*{limits.MAX_RECOMMEND_USERS}"):
+        model.signatures[F.RECOMMEND](user_id=tf.constant(["u"] * (limits.MAX_RECOMMEND_USERS + 1)),
+                                      k=tf.constant(K), exclude_rated=tf.constant(True))
+    # predict: one dot product per pair, the same score recommend ranks by
+    top = ids(approximate[F.ITEMS_OUTPUT].numpy()[0])[0]
+    predicted = model.signatures[F.PREDICT](user_id=tf.constant([users[0]]), item_id=tf.constant([top]))
+    np.testing.assert_allclose(list(predicted.values())[0].numpy()[0], approximate[F.SCORES_OUTPUT].numpy()[0][0],
+                               rtol=1e-3)
