@@ -44,6 +44,7 @@ help:
 	@echo "make bench-quality  every model beside most popular, ItemKNN, EASE, iALS on a fresh sample (~10 min)"
 	@echo "make bench       benchmarks into bench/results (pipeline 100K+1M, training input path, serving, scaling, ANN at 1M items) and bench/report.md (~13 min)"
 	@echo "make bench-big   ials and two_tower through the pipeline on a 100,000-item synthetic (~20 min)"
+	@echo "make bench-scale the pipeline at 100K, 1M, 10M interactions (100,000 items, iALS): time and peak RSS per component (~80 min)"
 
 venv: $(STAMP)
 
@@ -117,6 +118,16 @@ bench: venv
 .PHONY: bench-big
 bench-big: venv
 	$(PY) bench/big_catalogue.py --only models --models ials two_tower --work-dir $(BENCH_WORK)/big --results-dir bench/results
+	$(PY) bench/report.py --results-dir bench/results --out bench/report.md
+
+# The cost curve (issue 18): the whole pipeline at 100K, 1M and 10M interactions over one 100,000-item catalogue
+# (users grow as interactions / 50), iALS, Beam's multi-processing DirectRunner on every core; per-component time
+# and peak RSS into bench/results/pipeline_scale_catalogue_*.json (~80 min on 2 cores); the report picks them up.
+.PHONY: bench-scale
+bench-scale: export PYTHONWARNINGS := ignore::FutureWarning
+bench-scale: venv
+	$(PY) bench/run_pipelines.py --sizes 100000 1000000 10000000 --epochs 1 --train-buckets 8 --items 100000 \
+	    --model ials --label catalogue --work-dir $(BENCH_WORK)/scale --results-dir bench/results
 	$(PY) bench/report.py --results-dir bench/results --out bench/report.md
 
 # Ranking and rating quality of every model beside most popular, ItemKNN, EASE and iALS on a fresh sample

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -68,15 +68,17 @@ class RssSampler:
         return max(inside) if inside else None
 
 
-def run_size(num_ratings: int, workdir: str, beam_args: List[str], epochs: int) -> Dict:
+def run_size(num_ratings: int, workdir: str, beam_args: List[str], epochs: int, num_items: Optional[int] = None,
+             model: Optional[str] = None) -> Dict:
+    """One fresh run: users (and, unless `num_items` fixes the catalogue, items) grow as num_ratings / 50."""
     spec = synthetic.SampleSpec(num_ratings=num_ratings, num_users=max(200, num_ratings // 50),
-                                num_items=max(200, num_ratings // 50))
+                                num_items=num_items or max(200, num_ratings // 50))
     data = os.path.join(workdir, f"data_{num_ratings}")
     started = time.monotonic()
     synthetic.generate(data, spec)
     generate_s = time.monotonic() - started
     config = PipelineConfig(data_root=data, output_dir=os.path.join(workdir, f"out_{num_ratings}"),
-                            training=TrainingConfig(epochs=epochs),
+                            training=TrainingConfig(epochs=epochs, **({"model": model} if model else {})),
                             **({"beam_args": tuple(beam_args)} if beam_args else {}))
     with RssSampler() as sampler:
         started = time.monotonic()

@@ -80,6 +80,11 @@ def main(argv=None) -> int:
     parser.add_argument("--work-dir", default=os.path.join("output", "bench"))
     parser.add_argument("--results-dir", default=os.path.join("bench", "results"))
     parser.add_argument("--beam-arg", action="append", default=[])
+    parser.add_argument("--items", type=int, default=None,
+                        help="a fixed catalogue at every size (default: items grow as users, size / 50)")
+    parser.add_argument("--model", default=None, help="--model for the Trainer (default: the pipeline's, auto)")
+    parser.add_argument("--label", default="",
+                        help="results go to pipeline_scale_<label>_<size>.json (default pipeline_scale_<size>.json)")
     args = parser.parse_args(argv)
     os.makedirs(args.work_dir, exist_ok=True)
     for i, size in enumerate(args.sizes):
@@ -95,8 +100,10 @@ def main(argv=None) -> int:
         print(f"== {size} interactions, {epochs} epochs, beam {' '.join(beam_args)}, "
               f"train:validation:eval buckets {buckets}:1:1", flush=True)
         with config_overrides(**overrides):
-            run = pipeline_scale.run_size(size, args.work_dir, list(beam_args), epochs)
+            run = pipeline_scale.run_size(size, args.work_dir, list(beam_args), epochs, num_items=args.items,
+                                          model=args.model)
         run["config_overrides"] = overrides
+        run["model"] = args.model or "auto"
         run["eval_fraction"] = round(1 / (buckets + 2), 4)
         output_dir = os.path.join(args.work_dir, f"out_{size}")
         run["epochs_requested"] = epochs
@@ -107,7 +114,8 @@ def main(argv=None) -> int:
         run["serving_dir"] = os.path.join(output_dir, "serving", F.DEFAULT_MODEL_NAME)
         result = {"cpus": os.cpu_count(), "beam_args": list(beam_args), "machine": common.machine(),
                   "source": "bench/run_pipelines.py (make bench)", "runs": [run]}
-        out = os.path.join(args.results_dir, f"pipeline_scale_{size_label(size)}.json")
+        prefix = f"pipeline_scale_{args.label}_" if args.label else "pipeline_scale_"
+        out = os.path.join(args.results_dir, f"{prefix}{size_label(size)}.json")
         common.write_json(out, result)
         print(f"   pipeline {run['pipeline_wall_s']} s (Trainer {run['components'].get('Trainer', {}).get('wall_s')} s, "
               f"{run['epochs_trained']} epochs); wrote {out}", flush=True)

@@ -288,20 +288,24 @@ def _user(example: tf.train.Example) -> bytes:
     return example.features.feature[F.USER_ID].bytes_list.value[0]
 
 
-def _first_at_or_after(history: List[tf.train.Example], newest: int, end: int) -> int:
-    """Index where the `newest` last of history[:end] begin, moved back to the first of a run of ties."""
+def _first_at_or_after(timestamps: List[int], newest: int, end: int) -> int:
+    """Index where the `newest` last of timestamps[:end] (sorted) begin, moved back to the first of a run of ties."""
     if newest <= 0 or end <= 0:
         return end
-    cutoff = _timestamp(history[max(0, end - newest)])
-    return next(i for i in range(end) if _timestamp(history[i]) >= cutoff)
+    cutoff = timestamps[max(0, end - newest)]
+    return next(i for i in range(end) if timestamps[i] >= cutoff)
 
 
-def _split_user_history(keyed: Tuple[bytes, Iterable[tf.train.Example]], eval_fraction: float,
-                        validation_fraction: float, last_one: bool):
-    """(partition, example) for one user's history: the newest fraction (or the newest one) is eval, the
-    next newest validation; ties stay together, and the train part is never emptied by them."""
-    _, examples = keyed
-    history = sorted(examples, key=_timestamp)
+_NEVER = 2 ** 63 - 1  # a cut-off no timestamp reaches
+
+
+def _user_cutoffs(keyed: Tuple[bytes, Iterable[int]], eval_fraction: float, validation_fraction: float,
+                  last_one: bool) -> Tuple[bytes, Tuple[int, int]]:
+    """(user, (first validation timestamp, first eval timestamp)) from one user's timestamps: the newest fraction
+    (or the newest one) is eval, the next newest validation; ties stay together, and the train part is never
+    emptied by them. Only (user, timestamp) pairs are grouped: the examples themselves stream past."""
+    user, timestamps = keyed
+    history = sorted(timestamps)
     n = len(history)
     first_eval = first_validation = n
     if n >= MIN_HISTORY_TO_SPLIT:
@@ -313,8 +317,9 @@ def _split_user_history(keyed: Tuple[bytes, Iterable[tf.train.Example]], eval_fr
         first_validation = _first_at_or_after(history, n_validation, first_eval)
         if first_validation == 0:
             first_validation = first_eval
-    for i, example in enumerate(history):
-        yield (_EVAL if i >= first_eval else _VALIDATION if i >= first_validation else _TRAIN), example
+    eval_from = history[first_eval] if first_eval < n else _NEVER
+    validation_from = history[first_validation] if first_validation < first_eval else eval_from
+    return user, (validation_from, eval_from)
 
 
 def _hash_partition(example: tf.train.Example, bounds: List[int]) -> int:
@@ -366,11 +371,13 @@ class Executor(BaseExampleGenExecutor):
             bounds = list(itertools.accumulate(buckets[name] for name in F.SPLIT_NAMES))
             tagged = examples | "ByHash" >> beam.Map(lambda e: (_hash_partition(e, bounds), e))
         elif kind in (SPLIT_USER_TIME, SPLIT_LAST_ONE):
-            tagged = (examples
-                      | "KeyByUser" >> beam.Map(lambda e: (_user(e), e))
-                      | "GroupByUser" >> beam.GroupByKey()
-                      | "SplitPerUser" >> beam.FlatMap(_split_user_history, eval_fraction, validation_fraction,
-                                                       kind == SPLIT_LAST_ONE))
+            cutoffs = (examples
+                       | "UserTimestamps" >> beam.Map(lambda e: (_user(e), _timestamp(e)))
+                       | "GroupByUser" >> beam.GroupByKey()
+                       | "UserCutoffs" >> beam.Map(_user_cutoffs, eval_fraction, validation_fraction,
+                                                   kind == SPLIT_LAST_ONE))
+            tagged = examples | "ByUserCutoffs" >> beam.Map(
+                lambda e, by_user: _by_cutoffs(e, by_user[_user(e)]), beam.pvalue.AsDict(cutoffs))
         else:
             cutoffs = (examples
                        | "Timestamps" >> beam.Map(_timestamp)

@@ -9,6 +9,7 @@ same training pairs, so a model is always shown next to them on the same split.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import math
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
@@ -77,12 +78,55 @@ class Interactions:
         matrix.data[:] = 1.0
         return cls(users, item_list, matrix)
 
+    @classmethod
+    def from_codes(cls, user_codes: np.ndarray, item_codes: np.ndarray, user_names: Sequence[str],
+                   item_names: Sequence[str]) -> "Interactions":
+        """from_pairs for pairs given as int codes into `user_names` / `item_names` (no Python object per pair):
+        the same rows and columns (the ids present, sorted), duplicates collapsed."""
+        def remap(codes: np.ndarray, names: Sequence[str]) -> Tuple[List[str], np.ndarray]:
+            present = np.unique(codes)
+            ids = [names[c] for c in present.tolist()]
+            order = sorted(range(len(ids)), key=ids.__getitem__)
+            position = np.full(len(names), -1, np.int64)
+            position[present[order]] = np.arange(len(order))
+            return [ids[n] for n in order], position
+
+        users, user_row = remap(np.asarray(user_codes), user_names)
+        items, item_column = remap(np.asarray(item_codes), item_names)
+        rows, cols = user_row[np.asarray(user_codes)], item_column[np.asarray(item_codes)]
+        matrix = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(users), len(items)))
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        return cls(users, items, matrix)
+
+    def history(self) -> Mapping[str, List[str]]:
+        """user -> the user's items, read from the matrix on demand (no set per user is built)."""
+        return _RowView(self)
+
     @property
     def user_index(self) -> Dict[str, int]:
         return {u: n for n, u in enumerate(self.users)}
 
     def item_counts(self) -> np.ndarray:
         return np.asarray(self.matrix.sum(axis=0)).ravel()
+
+
+class _RowView(collections.abc.Mapping):
+    """Interactions.history(): a read-only Mapping over the CSR rows."""
+
+    def __init__(self, interactions: Interactions):
+        self._interactions, self._index = interactions, interactions.user_index
+
+    def __getitem__(self, user: str) -> List[str]:
+        row = self._index[user]
+        matrix, items = self._interactions.matrix, self._interactions.items
+        return [items[c] for c in matrix.indices[matrix.indptr[row]:matrix.indptr[row + 1]].tolist()]
+
+    def __iter__(self):
+        return iter(self._interactions.users)
+
+    def __len__(self) -> int:
+        return len(self._interactions.users)
 
 
 def top_k(train: Interactions, scorer: Scorer, users: Sequence[str], k: int,
@@ -156,6 +200,8 @@ def item_knn(train: Interactions, neighbours: int = ITEM_KNN_DEFAULT_NEIGHBOURS)
     return lambda rows: np.asarray(_history(train, rows) @ sim.T)
 
 
+# saved_model_top_k's calls: users per call, and users x catalogue scores a call may hold (128 MB of float32).
+MAX_USERS_PER_CALL, MAX_SCORED_CELLS = 256, 1 << 25
 IALS_DEFAULT_FACTORS, IALS_DEFAULT_ITERATIONS = 64, 15  # the `implicit` library's usual settings, untuned
 
 
@@ -203,14 +249,23 @@ def saved_model_top_k(saved_model, users: Sequence[str], history: Mapping[str, S
     everything = tf.constant([], tf.string)
     if F.RECOMMEND_BY_HISTORY in saved_model.signatures:
         recommend = saved_model.signatures[F.RECOMMEND_BY_HISTORY]
-        no_weights = tf.zeros([1, 0], tf.float32)
-        for user in users:
-            seen = sorted(history.get(user, ()))
-            out = recommend(**{F.USER_ID: tf.constant([user]), F.HISTORY_ITEMS_INPUT: tf.constant([seen], tf.string)
-                               if seen else tf.zeros([1, 0], tf.string), F.HISTORY_WEIGHTS_INPUT: no_weights,
+        catalogue = getattr(saved_model, "catalog_item_ids", None)
+        num_items = int(catalogue.shape[0]) if catalogue is not None else 0
+        # Users of similar history length share a call ("" pads a row); the scores a call holds stay bounded.
+        batch = max(1, min(MAX_USERS_PER_CALL, MAX_SCORED_CELLS // max(1, num_items)))
+        order = sorted(users, key=lambda u: len(history.get(u, ())))
+        for start in range(0, len(order), batch):
+            chunk = order[start:start + batch]
+            seen = [sorted(history.get(u, ())) for u in chunk]
+            width = max(len(h) for h in seen)
+            padded = tf.constant([h + [""] * (width - len(h)) for h in seen], tf.string) if width else \
+                tf.zeros([len(chunk), 0], tf.string)
+            out = recommend(**{F.USER_ID: tf.constant(chunk), F.HISTORY_ITEMS_INPUT: padded,
+                               F.HISTORY_WEIGHTS_INPUT: tf.zeros([len(chunk), 0], tf.float32),
                                F.USE_STORED_HISTORY_INPUT: no, F.K_INPUT: k_tensor,
                                F.EXCLUDE_ITEMS_INPUT: everything, F.ALLOW_ITEMS_INPUT: everything})
-            ranked[user] = [i.decode("utf-8") for i in out[F.ITEMS_OUTPUT].numpy()[0] if i]
+            for user, row in zip(chunk, out[F.ITEMS_OUTPUT].numpy()):
+                ranked[user] = [i.decode("utf-8") for i in row if i]
         return ranked
     if F.RECOMMEND_FILTERED in saved_model.signatures:
         recommend = saved_model.signatures[F.RECOMMEND_FILTERED]

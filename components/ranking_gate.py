@@ -22,8 +22,9 @@ import dataclasses
 import json
 import logging
 import posixpath
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
+import numpy as np
 import tensorflow as tf
 from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
@@ -72,39 +73,74 @@ class RankingGateSpec(types.ComponentSpec):
 
 # --- reading ExampleGen's splits -------------------------------------------------------------------------
 
+class Ids:
+    """String ids <-> dense int codes, shared by the splits read with it (users and items apart)."""
+
+    def __init__(self):
+        self.codes: Dict[str, int] = {}
+        self.names: List[str] = []
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """Codes of a batch of byte strings; each distinct value is decoded and looked up once."""
+        unique, inverse = np.unique(values, return_inverse=True)
+        mapped = np.empty(len(unique), np.int32)
+        for n, value in enumerate(unique):
+            name = value.decode("utf-8")
+            code = self.codes.get(name)
+            if code is None:
+                code = self.codes[name] = len(self.names)
+                self.names.append(name)
+            mapped[n] = code
+        return mapped[inverse]
+
+
 @dataclasses.dataclass
 class SplitData:
-    pairs: List[Tuple[str, str]]  # (user, item)
-    user_slices: Dict[str, str]  # user -> user_activity bucket
-    item_slices: Dict[str, str]  # item -> item_popularity bucket
+    """One split as two int32 columns of codes (never a Python object per interaction) and the slices."""
+
+    users: np.ndarray  # user code per interaction
+    items: np.ndarray  # item code per interaction
+    user_slices: Dict[int, str]  # user code -> user_activity bucket
+    item_slices: Dict[int, str]  # item code -> item_popularity bucket
+
+    @classmethod
+    def empty(cls) -> "SplitData":
+        return cls(np.zeros(0, np.int32), np.zeros(0, np.int32), {}, {})
 
 
-def read_split(examples: types.Artifact, split: str, allow_empty: bool = False) -> SplitData:
-    """(user, item) pairs and slice buckets of one split of ExampleGen's tf.Examples (any size that fits in RAM)."""
+def read_split(examples: types.Artifact, split: str, users: Ids, items: Ids, allow_empty: bool = False,
+               batch: int = 65536) -> SplitData:
+    """One split of ExampleGen's tf.Examples, streamed in batches into int codes (memory: 8 bytes an interaction)."""
     try:
         uri = artifact_utils.get_split_uri([examples], split)
     except ValueError:  # the artifact has no such split
         if not allow_empty:
             raise
-        return SplitData(pairs=[], user_slices={}, item_slices={})
+        return SplitData.empty()
     files = sorted(tf.io.gfile.glob(posixpath.join(uri, "*")))
     if not files:
         if allow_empty:
-            return SplitData(pairs=[], user_slices={}, item_slices={})
+            return SplitData.empty()
         raise ValueError(f"{uri}: split {split!r} has no files")
     compression = "GZIP" if files[0].endswith(".gz") else ""
     spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="")
             for key in (F.USER_ID, F.ITEM_ID, *SLICE_FEATURES)}
-    data = tf.data.TFRecordDataset(files, compression_type=compression).batch(8192).map(
+    data = tf.data.TFRecordDataset(files, compression_type=compression).batch(batch).map(
         lambda serialized: tf.io.parse_example(serialized, spec))
-    columns: Dict[str, List[str]] = {key: [] for key in spec}
-    for batch in data.as_numpy_iterator():
-        for key in spec:
-            columns[key].extend(v.decode("utf-8") for v in batch[key])
-    users, items = columns[F.USER_ID], columns[F.ITEM_ID]
-    return SplitData(pairs=list(zip(users, items)),
-                     user_slices=dict(zip(users, columns[F.USER_ACTIVITY])),
-                     item_slices=dict(zip(items, columns[F.ITEM_POPULARITY])))
+    user_parts, item_parts = [], []
+    user_slices: Dict[int, str] = {}
+    item_slices: Dict[int, str] = {}
+    for columns in data.as_numpy_iterator():
+        user_codes, item_codes = users.encode(columns[F.USER_ID]), items.encode(columns[F.ITEM_ID])
+        user_parts.append(user_codes)
+        item_parts.append(item_codes)
+        for codes, buckets, slices in ((user_codes, columns[F.USER_ACTIVITY], user_slices),
+                                       (item_codes, columns[F.ITEM_POPULARITY], item_slices)):
+            _, first = np.unique(codes, return_index=True)
+            slices.update((int(codes[n]), buckets[n].decode("utf-8")) for n in first)
+    if not user_parts:
+        return SplitData.empty()
+    return SplitData(np.concatenate(user_parts), np.concatenate(item_parts), user_slices, item_slices)
 
 
 # --- asking the model --------------------------------------------------------------------------------------
@@ -116,21 +152,21 @@ def load_model(model: types.Artifact):
 
 # --- metrics ------------------------------------------------------------------------------------------------
 
-def metrics_by_slice(ranked: Mapping[str, Sequence[str]], evaluation: SplitData, k: int,
+def metrics_by_slice(ranked: Mapping[str, Sequence[str]], relevant: Mapping[str, Set[str]],
+                     user_slices: Mapping[str, str], item_slices: Mapping[str, str], k: int,
                      num_items: int) -> Dict[str, Dict[str, float]]:
     """'overall' and 'feature=bucket' -> recall, ndcg, users (and coverage overall).
 
     A user-activity slice keeps its users; an item-popularity slice keeps every user's relevant items
     in that bucket (the lists are the same, the hits counted are those among the slice's items).
     """
-    relevant = ranking_eval.relevant_by_user(evaluation.pairs)
     out = {OVERALL: ranking_eval.ranking_metrics(ranked, relevant, k)}
     out[OVERALL]["coverage"] = ranking_eval.coverage(ranked, num_items, k)
-    for bucket in sorted(set(evaluation.user_slices.values())):
-        chosen = {u: items for u, items in relevant.items() if evaluation.user_slices.get(u) == bucket}
+    for bucket in sorted(set(user_slices.values())):
+        chosen = {u: items for u, items in relevant.items() if user_slices.get(u) == bucket}
         out[f"{F.USER_ACTIVITY}={bucket}"] = ranking_eval.ranking_metrics(ranked, chosen, k)
-    for bucket in sorted(set(evaluation.item_slices.values())):
-        chosen = {u: {i for i in items if evaluation.item_slices.get(i) == bucket} for u, items in relevant.items()}
+    for bucket in sorted(set(item_slices.values())):
+        chosen = {u: {i for i in items if item_slices.get(i) == bucket} for u, items in relevant.items()}
         out[f"{F.ITEM_POPULARITY}={bucket}"] = ranking_eval.ranking_metrics(ranked, chosen, k)
     return out
 
@@ -142,24 +178,35 @@ class Evaluation:
     baseline: Optional[Dict[str, Dict[str, float]]]
 
 
-def evaluate(saved_model, train: SplitData, evaluation: SplitData, k: int, baseline_model=None,
-             validation: Optional[SplitData] = None) -> Evaluation:
+def evaluate(saved_model, train: SplitData, evaluation: SplitData, users: Ids, items: Ids, k: int,
+             baseline_model=None, validation: Optional[SplitData] = None) -> Evaluation:
     """The model's, most-popular's and (if given) the baseline model's metrics on the same eval split.
 
     Every list is scored from the user's history before eval (train + validation: what the model's weights
-    were fitted on) and excludes it; most popular counts the same interactions."""
-    known = train.pairs + (validation.pairs if validation is not None else [])
-    interactions = ranking_eval.Interactions.from_pairs(known)
-    train_items = ranking_eval.relevant_by_user(known)
-    users = sorted({u for u, _ in evaluation.pairs})
+    were fitted on) and excludes it; most popular counts the same interactions. The history stays a sparse
+    matrix of codes, turned into ids a batch of users at a time; only the eval split becomes Python sets."""
+    validation = validation or SplitData.empty()
+    interactions = ranking_eval.Interactions.from_codes(
+        np.concatenate([train.users, validation.users]), np.concatenate([train.items, validation.items]),
+        users.names, items.names)
+    history = interactions.history()
+    relevant: Dict[str, Set[str]] = {}
+    for user, item in zip(evaluation.users.tolist(), evaluation.items.tolist()):
+        relevant.setdefault(users.names[user], set()).add(items.names[item])
+    eval_users = sorted(relevant)
+    user_slices = {users.names[u]: bucket for u, bucket in evaluation.user_slices.items()}
+    item_slices = {items.names[i]: bucket for i, bucket in evaluation.item_slices.items()}
     num_items = len(interactions.items)
-    popular = ranking_eval.top_k(interactions, ranking_eval.most_popular(interactions), users, k)
+    popular = ranking_eval.top_k(interactions, ranking_eval.most_popular(interactions), eval_users, k)
 
-    def of(model):
-        return metrics_by_slice(ranking_eval.saved_model_top_k(model, users, train_items, k), evaluation, k, num_items)
+    def of(ranked):
+        return metrics_by_slice(ranked, relevant, user_slices, item_slices, k, num_items)
 
-    return Evaluation(model=of(saved_model), most_popular=metrics_by_slice(popular, evaluation, k, num_items),
-                      baseline=of(baseline_model) if baseline_model is not None else None)
+    def model_lists(model):
+        return ranking_eval.saved_model_top_k(model, eval_users, history, k)
+
+    return Evaluation(model=of(model_lists(saved_model)), most_popular=of(popular),
+                      baseline=of(model_lists(baseline_model)) if baseline_model is not None else None)
 
 
 def ranking_failures(result: Evaluation, k: int, min_lift: float, max_regression: float) -> List[str]:
@@ -208,9 +255,11 @@ class Executor(base_executor.BaseExecutor):
         rating_blessing = (input_dict.get(RATING_BLESSING_KEY) or [None])[0]
         blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
 
-        train, evaluation = read_split(examples, F.TRAIN_SPLIT), read_split(examples, F.EVAL_SPLIT)
-        validation = read_split(examples, F.VALIDATION_SPLIT, allow_empty=True)
-        result = evaluate(load_model(model), train, evaluation, k,
+        users, items = Ids(), Ids()
+        train = read_split(examples, F.TRAIN_SPLIT, users, items)
+        evaluation = read_split(examples, F.EVAL_SPLIT, users, items)
+        validation = read_split(examples, F.VALIDATION_SPLIT, users, items, allow_empty=True)
+        result = evaluate(load_model(model), train, evaluation, users, items, k,
                           baseline_model=load_model(baseline) if baseline is not None else None,
                           validation=validation)
         failures = ranking_failures(result, k, min_lift, max_regression)

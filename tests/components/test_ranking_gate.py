@@ -17,6 +17,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from components import features as F
 from components import ranking_gate as G
 from components import models, ranking_eval
+from components import signatures as signatures_lib
 
 NUM_USERS, NUM_ITEMS, GROUPS = 120, 60, 3
 TRAIN_PER_USER, EVAL_PER_USER = 10, 3
@@ -75,6 +76,7 @@ class _ScoreTableModel(tf.Module):
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(users), tf.range(len(users), dtype=tf.int64)),
             default_value=len(users))
+        self.calls = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def _top(self, user_id, k, mask):
         scores = tf.gather(self.scores, self.table.lookup(user_id))
@@ -92,15 +94,30 @@ class _ScoreTableModel(tf.Module):
                                 tf.reduce_any(tf.equal(self.items[:, None], allow_item_ids[None, :]), axis=1))
         return self._top(user_id, k, tf.logical_or(excluded, tf.logical_not(allowed)))
 
+    def recommend_by_history(self, user_id, history_item_ids, k):
+        """Each row's scores with that row's history ("" pads) left out: what the gate's batched calls rely on."""
+        self.calls.assign_add(1)
+        in_history = tf.reduce_any(tf.equal(history_item_ids[:, :, None], self.items[None, None, :]), axis=1)
+        scores = tf.gather(self.scores, self.table.lookup(user_id))
+        scores = tf.where(in_history, tf.fill(tf.shape(scores), float("-inf")), scores)
+        top = tf.math.top_k(scores, k=tf.minimum(k, tf.shape(self.items)[0]))
+        ids = tf.gather(self.items, top.indices)
+        return {F.ITEMS_OUTPUT: ids, F.TITLES_OUTPUT: ids, F.SCORES_OUTPUT: top.values}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int32),
                                   tf.TensorSpec([], tf.bool)])
     def recommend(self, user_id, k, exclude_rated):
         return self._top(user_id, k, tf.zeros_like(self.items, dtype=tf.bool))
 
 
-def _save_model(root, users, items, scores, filtered=True):
+def _save_model(root, users, items, scores, filtered=True, by_history=False):
     module = _ScoreTableModel(users, items, scores)
     signatures = {}
+    if by_history:
+        signatures[F.RECOMMEND_BY_HISTORY] = tf.function(
+            lambda user_id, history_item_ids, history_weights, use_stored_history, k, exclude_item_ids,
+            allow_item_ids: module.recommend_by_history(user_id, history_item_ids, k),
+            input_signature=signatures_lib.BY_HISTORY_INPUTS).get_concrete_function()
     if filtered:
         signatures[F.RECOMMEND_FILTERED] = tf.function(
             lambda user_id, k, exclude_rated, exclude_item_ids, allow_item_ids: module.recommend_filtered(
@@ -134,6 +151,8 @@ def planted(tmp_path_factory):
         "random": _save_model(root / "random", users, items, rng.random((NUM_USERS, NUM_ITEMS))),
         "half_taste": _save_model(root / "half_taste", users, items, half),
         "taste_recommend_only": _save_model(root / "taste_recommend_only", users, items, taste, filtered=False),
+        "taste_by_history": _save_model(root / "taste_by_history", users, items, taste, filtered=False,
+                                        by_history=True),
     }
     return {"examples": examples, "models": models, "root": root}
 
@@ -190,6 +209,41 @@ def test_the_gate_excludes_only_training_items_and_matches_the_reference_protoco
     fallback = ranking_eval.saved_model_top_k(G.load_model(planted["models"]["taste_recommend_only"]), eval_users,
                              ranking_eval.relevant_by_user(train), 10)
     assert fallback == ranked
+
+
+def test_lists_asked_by_history_in_batches_are_the_reference_lists(planted, monkeypatch):
+    """recommend_by_history is asked for many users per call, rows padded with "": the lists are those of the
+    reference protocol, and far fewer calls are made than users."""
+    users, items, train, evaluation, counts, taste = _planted()
+    interactions = ranking_eval.Interactions.from_pairs(train)
+    index = {i: n for n, i in enumerate(items)}
+    eval_users = sorted({u for u, _ in evaluation})
+    reference = ranking_eval.top_k(interactions, lambda rows: taste[rows][:, [index[i] for i in interactions.items]],
+                                   eval_users, 10)
+    model = G.load_model(planted["models"]["taste_by_history"])
+    monkeypatch.setattr(ranking_eval, "MAX_USERS_PER_CALL", 16)
+    # Histories of different lengths share calls: drop some users' items so padding is needed.
+    history = {u: items_[: 3 + n % 7] for n, (u, items_) in enumerate(sorted(interactions.history().items()))}
+    ranked = ranking_eval.saved_model_top_k(model, eval_users, history, 10)
+    reference = ranking_eval.top_k(
+        ranking_eval.Interactions.from_pairs([(u, i) for u, its in history.items() for i in its], interactions.items),
+        lambda rows: taste[rows][:, [index[i] for i in interactions.items]], eval_users, 10)
+    assert ranked == reference
+    assert int(model.calls.numpy()) == -(-len(eval_users) // 16)
+
+
+def test_splits_are_read_as_codes_and_the_history_matrix_matches_the_pairs(planted):
+    users, items, train, evaluation, counts, taste = _planted()
+    user_ids, item_ids = G.Ids(), G.Ids()
+    split = G.read_split(planted["examples"], F.TRAIN_SPLIT, user_ids, item_ids, batch=7)
+    assert split.users.dtype == np.int32 and len(split.users) == len(train)
+    assert [(user_ids.names[u], item_ids.names[i]) for u, i in zip(split.users, split.items)] == train
+    built = ranking_eval.Interactions.from_codes(split.users, split.items, user_ids.names, item_ids.names)
+    expected = ranking_eval.Interactions.from_pairs(train)
+    assert built.users == expected.users and built.items == expected.items
+    assert (built.matrix != expected.matrix).nnz == 0
+    assert sorted(built.history()["u007"]) == sorted(i for u, i in train if u == "u007")
+    assert G.read_split(planted["examples"], F.VALIDATION_SPLIT, user_ids, item_ids, allow_empty=True).users.size == 0
 
 
 @pytest.mark.parametrize("model", ["popularity", "random"])
