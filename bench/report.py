@@ -547,6 +547,58 @@ def big_catalogue_section(files: Dict[str, Dict], summary: List[List]) -> List[s
     return lines
 
 
+COST_CURVE_PREFIX = "pipeline_scale_catalogue_"  # make bench-scale's results
+COST_CURVE_RSS_TARGET_MB = 12 * 1024
+
+
+def cost_curve_section(files: Dict[str, Dict], summary: List[List]) -> List[str]:
+    """make bench-scale: the whole pipeline at 100K, 1M and 10M interactions over one catalogue, per component."""
+    runs = sorted((run for name, d in files.items() if name.startswith(COST_CURVE_PREFIX) for run in d.get("runs", [])),
+                  key=lambda run: run["interactions"])
+    if not runs:
+        return []
+    beam = next(" ".join(d.get("beam_args", [])) for n, d in files.items() if n.startswith(COST_CURVE_PREFIX))
+    lines = ["### Cost curve: 100K → 10M interactions (`make bench-scale`)", "",
+             f"The movie generator over one {runs[-1]['items']:,}-item catalogue, users growing with the data "
+             f"(interactions / 50), `--model {runs[-1].get('model', 'auto')}`, user-time split (10 % eval, 10 % "
+             f"validation); each size a fresh `recsys run` (LocalDagRunner, Beam `{beam}` at the larger sizes, what "
+             "`recsys run` picks by input size). Wall seconds and peak resident memory of the whole process tree "
+             "(the runner and its Beam workers) while each component ran; the reference for each ratio is the "
+             "previous size in the same table.", ""]
+    components = list(dict.fromkeys(c for run in runs for c in run["components"]))
+    header = ["component"] + [f"{run['interactions']:,}: s / peak MB" for run in runs]
+    rows = []
+    for c in components:
+        if max(run["components"].get(c, {}).get("wall_s") or 0 for run in runs) < 0.5:
+            continue
+        rows.append([c] + [f"{run['components'][c]['wall_s']} / {run['components'][c].get('peak_rss_mb')}"
+                           if c in run["components"] else "–" for run in runs])
+    rows.append(["**pipeline**"] + [f"{run['pipeline_wall_s']} / {run['peak_rss_mb']}" for run in runs])
+    lines += _table(header, rows)
+    lines.append("")
+    ratio_rows = []
+    for small, large in zip(runs, runs[1:]):
+        factor = large["interactions"] / small["interactions"]
+        ratio_rows.append([f"{small['interactions']:,} → {large['interactions']:,} ({factor:.0f}x data)",
+                           f"{large['pipeline_wall_s'] / small['pipeline_wall_s']:.2f}",
+                           f"{large['peak_rss_mb'] / small['peak_rss_mb']:.2f}"])
+    lines += _table(["step", "time ratio", "peak memory ratio"], ratio_rows)
+    lines.append("")
+    largest = runs[-1]
+    summary.append([f"pipeline at {largest['interactions']:,} interactions, peak RSS (process tree)",
+                    f"{largest['peak_rss_mb'] / 1024:.1f} GB", f"budget {COST_CURVE_RSS_TARGET_MB / 1024:.0f} GB",
+                    f"{largest['peak_rss_mb'] / COST_CURVE_RSS_TARGET_MB:.3f}", "< 12 GB",
+                    _met(largest["peak_rss_mb"] < COST_CURVE_RSS_TARGET_MB)])
+    if len(runs) >= 2:
+        small = runs[-2]
+        factor = largest["interactions"] / small["interactions"]
+        ratio = largest["pipeline_wall_s"] / small["pipeline_wall_s"]
+        summary.append([f"pipeline time {small['interactions']:,} → {largest['interactions']:,} interactions",
+                        f"{largest['pipeline_wall_s']} s", f"{small['interactions']:,}: {small['pipeline_wall_s']} s",
+                        f"{ratio:.2f}", f"<= {factor:.0f} (linear)", _met(ratio <= factor)])
+    return lines
+
+
 def other_section(files: Dict[str, Dict], summary: List[List], rel: str) -> List[str]:
     lines = []
     for name, data in files.items():
@@ -565,7 +617,8 @@ def build(results_dir: str, out: str, started_at: Optional[float] = None) -> str
     facts = next((d["machine"] for d in files.values() if d.get("machine")), None) or common.machine()
     if "training_throughput.json" in files:
         body += training_section(files["training_throughput.json"], plots, summary, rel)
-    pipeline_files = {n: d for n, d in files.items() if n.startswith("pipeline_scale")}
+    pipeline_files = {n: d for n, d in files.items()
+                      if n.startswith("pipeline_scale") and not n.startswith(COST_CURVE_PREFIX)}
     if pipeline_files:
         body += pipeline_section(pipeline_files, started_at or recorded, plots, summary, rel)
     if "serving_latency.json" in files:
@@ -578,6 +631,7 @@ def build(results_dir: str, out: str, started_at: Optional[float] = None) -> str
         if name.startswith("recommend_scaling"):
             body += by_history_section(name, data, summary)
     body += big_catalogue_section(files, summary)
+    body += cost_curve_section(files, summary)
     body += other_section(files, summary, rel)
 
     wall = None

@@ -137,6 +137,13 @@ def top_k(train: Interactions, scorer: Scorer, users: Sequence[str], k: int,
     ranked: Dict[str, List[str]] = {}
     items = np.asarray(train.items, dtype=object)
     matrix = train.matrix
+    order = getattr(scorer, "global_order", None)
+    if order is not None:  # one ranking for everyone: each list is its head without the user's items
+        for user, row in zip(users, known.tolist()):
+            seen = matrix.indices[matrix.indptr[row]:matrix.indptr[row + 1]] if row >= 0 else ()
+            head = order[:k + len(seen)]
+            ranked[user] = list(items[head[~np.isin(head, seen)][:k]])
+        return ranked
     for start in range(0, len(users), batch):
         rows = known[start:start + batch]
         seen = [matrix.indices[matrix.indptr[r]:matrix.indptr[r + 1]] if r >= 0 else () for r in rows]
@@ -167,8 +174,14 @@ def _history(train: Interactions, rows: np.ndarray) -> sparse.csr_matrix:
 
 
 def most_popular(train: Interactions) -> Scorer:
+    """Every user's scores are the items' training counts; `top_k` walks its `global_order` instead (most
+    counted first, ties by catalogue order) rather than sorting a users x catalogue matrix."""
     counts = train.item_counts().astype(np.float64)
-    return lambda rows: np.tile(counts, (len(rows), 1))
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        return np.tile(counts, (len(rows), 1))
+    score.global_order = np.argsort(-counts, kind="stable")
+    return score
 
 
 def ease_weights(matrix: sparse.spmatrix, lam: float = EASE_DEFAULT_LAMBDA) -> np.ndarray:

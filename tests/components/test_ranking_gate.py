@@ -319,3 +319,19 @@ def test_the_report_shows_the_model_beside_most_popular_and_the_baseline(planted
     page, png = report.write(str(tmp_path / "reports" / "run-1"), "run 1", {}, failures, blessed, ranking)
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert "most_popular recall@10" in open(page, encoding="utf-8").read()
+
+
+def test_most_popular_lists_walk_one_ranking_and_equal_the_scored_lists():
+    """top_k's shortcut for most popular (one global order, each user's items skipped) gives the lists the
+    users x catalogue scoring gives, ties broken by catalogue order."""
+    _, _, train, evaluation, _, _ = _planted()
+    interactions = ranking_eval.Interactions.from_pairs(train)
+    counts = interactions.item_counts().astype(np.float64)
+    tie_break = counts - 1e-6 * np.arange(len(counts))
+    users = sorted({u for u, _ in evaluation}) + ["someone new"]
+    fast = ranking_eval.top_k(interactions, ranking_eval.most_popular(interactions), users, 10)
+    scored = ranking_eval.top_k(interactions, lambda rows: np.tile(tie_break, (len(rows), 1)), users, 10)
+    assert fast == scored
+    assert all(len(items) == 10 for items in fast.values())
+    history = interactions.history()
+    assert all(not set(fast[u]) & set(history[u]) for u in users if u in history)
