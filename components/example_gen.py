@@ -40,7 +40,8 @@ from components import contract as contract_lib
 from components import features as F
 from components.contract import DataContract, Feature
 
-_Attributes = Dict[str, tf.train.Feature]  # one item's (or user's) encoded features by example key
+_Attributes = Dict[str, tf.train.Feature]
+SPREAD_BUCKETS = 1024  # keys the records are spread over: the parallelism a distributed runner can use  # one item's (or user's) encoded features by example key
 
 
 class InputError(ValueError):
@@ -195,26 +196,30 @@ def _side_table(pipeline: beam.Pipeline, name: str, path: str, id_column: str, f
             | f"Key{name}" >> beam.Map(_keyed, id_column, features, path))
 
 
-@beam.ptransform_fn
-@beam.typehints.with_input_types(beam.Pipeline)
-@beam.typehints.with_output_types(tf.train.Example)
-def _JoinedRatingsToExample(  # pylint: disable=invalid-name
-    pipeline: beam.Pipeline, exec_properties: Dict[str, Any], split_pattern: str
-) -> beam.pvalue.PCollection:
+def _read_interactions(pipeline: beam.Pipeline, exec_properties: Dict[str, Any], split_pattern: str):
+    """(rows, contract, interactions path): the interaction records as dicts, spread over the workers."""
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     contract = contract_of(exec_properties)
     check_files(input_base, contract)
     interactions_path = posixpath.join(input_base, split_pattern)
     paths = sorted(tf.io.gfile.glob(interactions_path)) or [interactions_path]
+    # Whole records per file (a quoted field may hold a newline), then spread over the workers under a bounded
+    # number of keys (a random key per record would make the DirectRunner hold a dict entry per record).
+    rows = (pipeline
+            | "InteractionFiles" >> beam.Create(paths)
+            | "ReadInteractions" >> beam.FlatMap(_read_file)
+            | "Spread" >> beam.Reshuffle(num_buckets=SPREAD_BUCKETS))
+    return rows, contract, interactions_path
+
+
+def _join(pipeline: beam.Pipeline, rows, contract: DataContract, exec_properties: Dict[str, Any],
+          interactions_path: str):
+    """The rows as tf.Examples with their items' and users' attributes and activity buckets (side inputs)."""
+    input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     items = _side_table(pipeline, "Items", contract.items_file and posixpath.join(input_base, contract.items_file),
                         contract.columns.item, contract.used(contract.item_features))
     users = _side_table(pipeline, "Users", contract.users_file and posixpath.join(input_base, contract.users_file),
                         contract.columns.user, contract.used(contract.user_features))
-    # Whole records per file (a quoted field may hold a newline), then spread over the workers.
-    rows = (pipeline
-            | "InteractionFiles" >> beam.Create(paths)
-            | "ReadInteractions" >> beam.FlatMap(_read_file)
-            | "Spread" >> beam.Reshuffle())
     user_column, item_column = contract.columns.user, contract.columns.item
     user_counts = (rows | "Users" >> beam.Map(lambda r: _text(r.get(user_column)))
                    | "CountUsers" >> beam.combiners.Count.PerElement())
@@ -223,6 +228,24 @@ def _JoinedRatingsToExample(  # pylint: disable=invalid-name
     return rows | "Join" >> beam.Map(
         _to_example, beam.pvalue.AsDict(items), beam.pvalue.AsDict(users), beam.pvalue.AsDict(user_counts),
         beam.pvalue.AsDict(item_counts), contract, interactions_path)
+
+
+@beam.ptransform_fn
+@beam.typehints.with_input_types(beam.Pipeline)
+@beam.typehints.with_output_types(tf.train.Example)
+def _JoinedRatingsToExample(  # pylint: disable=invalid-name
+    pipeline: beam.Pipeline, exec_properties: Dict[str, Any], split_pattern: str
+) -> beam.pvalue.PCollection:
+    rows, contract, interactions_path = _read_interactions(pipeline, exec_properties, split_pattern)
+    return _join(pipeline, rows, contract, exec_properties, interactions_path)
+
+
+def _row_user_time(row: Mapping, contract: DataContract, path: str) -> Tuple[str, int]:
+    """(user id, timestamp seconds) of an interaction record, as _to_example writes them."""
+    columns = contract.columns
+    user_id = _text(row.get(columns.user))
+    where = f"{path}: interaction ({user_id!r}, {_text(row.get(columns.item))!r})"
+    return user_id, timestamp_seconds(row.get(columns.timestamp), where)
 
 
 SPLIT_HASH, SPLIT_TIME, SPLIT_USER_TIME, SPLIT_LAST_ONE = "hash", "time", "user-time", "leave-last-one-out"
@@ -299,8 +322,8 @@ def _first_at_or_after(timestamps: List[int], newest: int, end: int) -> int:
 _NEVER = 2 ** 63 - 1  # a cut-off no timestamp reaches
 
 
-def _user_cutoffs(keyed: Tuple[bytes, Iterable[int]], eval_fraction: float, validation_fraction: float,
-                  last_one: bool) -> Tuple[bytes, Tuple[int, int]]:
+def _user_cutoffs(keyed: Tuple[str, Iterable[int]], eval_fraction: float, validation_fraction: float,
+                  last_one: bool) -> Tuple[str, Tuple[int, int]]:
     """(user, (first validation timestamp, first eval timestamp)) from one user's timestamps: the newest fraction
     (or the newest one) is eval, the next newest validation; ties stay together, and the train part is never
     emptied by them. Only (user, timestamp) pairs are grouped: the examples themselves stream past."""
@@ -364,26 +387,30 @@ class Executor(BaseExampleGenExecutor):
         names = example_gen_utils.generate_output_split_names(input_config, output_config)
         if sorted(names) != sorted(F.SPLIT_NAMES):
             raise ValueError(f"output splits must be {', '.join(F.SPLIT_NAMES)} (got {', '.join(names)})")
-        examples = pipeline | "InputToRecord" >> _JoinedRatingsToExample(  # pylint: disable=no-value-for-parameter
-            exec_properties, input_config.splits[0].pattern)
+        # The split's cut-offs come from the records' (user, timestamp) alone, so the examples stream from the
+        # join to the writer: a cut-off computed from the examples would make the runner hold all of them.
+        rows, contract, interactions_path = _read_interactions(pipeline, exec_properties,
+                                                               input_config.splits[0].pattern)
+        examples = _join(pipeline, rows, contract, exec_properties, interactions_path)
         if kind == SPLIT_HASH:
             buckets = {split.name: split.hash_buckets for split in output_config.split_config.splits}
             bounds = list(itertools.accumulate(buckets[name] for name in F.SPLIT_NAMES))
             tagged = examples | "ByHash" >> beam.Map(lambda e: (_hash_partition(e, bounds), e))
-        elif kind in (SPLIT_USER_TIME, SPLIT_LAST_ONE):
-            cutoffs = (examples
-                       | "UserTimestamps" >> beam.Map(lambda e: (_user(e), _timestamp(e)))
-                       | "GroupByUser" >> beam.GroupByKey()
-                       | "UserCutoffs" >> beam.Map(_user_cutoffs, eval_fraction, validation_fraction,
-                                                   kind == SPLIT_LAST_ONE))
-            tagged = examples | "ByUserCutoffs" >> beam.Map(
-                lambda e, by_user: _by_cutoffs(e, by_user[_user(e)]), beam.pvalue.AsDict(cutoffs))
         else:
-            cutoffs = (examples
-                       | "Timestamps" >> beam.Map(_timestamp)
-                       | "Quantiles" >> beam.ApproximateQuantiles.Globally(101)
-                       | "Cutoffs" >> beam.Map(_global_cutoffs, eval_fraction, validation_fraction))
-            tagged = examples | "ByCutoffs" >> beam.Map(_by_cutoffs, beam.pvalue.AsSingleton(cutoffs))
+            user_times = rows | "UserTimestamps" >> beam.Map(_row_user_time, contract, interactions_path)
+            if kind in (SPLIT_USER_TIME, SPLIT_LAST_ONE):
+                cutoffs = (user_times
+                           | "GroupByUser" >> beam.GroupByKey()
+                           | "UserCutoffs" >> beam.Map(_user_cutoffs, eval_fraction, validation_fraction,
+                                                       kind == SPLIT_LAST_ONE))
+                tagged = examples | "ByUserCutoffs" >> beam.Map(
+                    lambda e, by_user: _by_cutoffs(e, by_user[_user(e).decode("utf-8")]), beam.pvalue.AsDict(cutoffs))
+            else:
+                cutoffs = (user_times
+                           | "Timestamps" >> beam.Values()
+                           | "Quantiles" >> beam.ApproximateQuantiles.Globally(101)
+                           | "Cutoffs" >> beam.Map(_global_cutoffs, eval_fraction, validation_fraction))
+                tagged = examples | "ByCutoffs" >> beam.Map(_by_cutoffs, beam.pvalue.AsSingleton(cutoffs))
         parts = tagged | "Partition" >> beam.Partition(lambda pair, _: pair[0], len(F.SPLIT_NAMES))
         return {name: part | f"{name.capitalize()}Examples" >> beam.Values()
                 for name, part in zip(F.SPLIT_NAMES, parts)}
