@@ -557,7 +557,8 @@ def cost_curve_section(files: Dict[str, Dict], summary: List[List]) -> List[str]
                   key=lambda run: run["interactions"])
     if not runs:
         return []
-    beam = next(" ".join(d.get("beam_args", [])) for n, d in files.items() if n.startswith(COST_CURVE_PREFIX))
+    beam = next(" ".join(d.get("beam_args", [])) for n, d in files.items()
+                if n.startswith(COST_CURVE_PREFIX) and d.get("runs") and d["runs"][-1] is runs[-1])
     lines = ["### Cost curve: 100K → 10M interactions (`make bench-scale`)", "",
              f"The movie generator over one {runs[-1]['items']:,}-item catalogue, users growing with the data "
              f"(interactions / 50), `--model {runs[-1].get('model', 'auto')}`, user-time split (10 % eval, 10 % "
@@ -583,7 +584,9 @@ def cost_curve_section(files: Dict[str, Dict], summary: List[List]) -> List[str]
                            f"{large['pipeline_wall_s'] / small['pipeline_wall_s']:.2f}",
                            f"{large['peak_rss_mb'] / small['peak_rss_mb']:.2f}"])
     lines += _table(["step", "time ratio", "peak memory ratio"], ratio_rows)
-    lines.append("")
+    lines += ["", "Peak memory is the DirectRunner's: its runner process keeps each shuffle's input (ExampleGen's "
+              "spread records and per-user timestamps, Transform's analyzer inputs) in its own memory, so it grows with "
+              "the data; on Dataflow, Flink or Spark the shuffles leave the machine (README, Sizing).", ""]
     largest = runs[-1]
     summary.append([f"pipeline at {largest['interactions']:,} interactions, peak RSS (process tree)",
                     f"{largest['peak_rss_mb'] / 1024:.1f} GB", f"budget {COST_CURVE_RSS_TARGET_MB / 1024:.0f} GB",
