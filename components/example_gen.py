@@ -40,8 +40,8 @@ from components import contract as contract_lib
 from components import features as F
 from components.contract import DataContract, Feature
 
-_Attributes = Dict[str, tf.train.Feature]
-SPREAD_BUCKETS = 1024  # keys the records are spread over: the parallelism a distributed runner can use  # one item's (or user's) encoded features by example key
+_Attributes = Dict[str, tf.train.Feature]  # one item's (or user's) encoded features by example key
+SPREAD_BUCKETS = 1024  # keys the records are spread over: the parallelism a distributed runner can use
 
 
 class InputError(ValueError):

@@ -218,8 +218,6 @@ def test_lists_asked_by_history_in_batches_are_the_reference_lists(planted, monk
     interactions = ranking_eval.Interactions.from_pairs(train)
     index = {i: n for n, i in enumerate(items)}
     eval_users = sorted({u for u, _ in evaluation})
-    reference = ranking_eval.top_k(interactions, lambda rows: taste[rows][:, [index[i] for i in interactions.items]],
-                                   eval_users, 10)
     model = G.load_model(planted["models"]["taste_by_history"])
     monkeypatch.setattr(ranking_eval, "MAX_USERS_PER_CALL", 16)
     # Histories of different lengths share calls: drop some users' items so padding is needed.
