@@ -14,6 +14,8 @@ them, Google publishes a TF Serving image built with them). Brute force therefor
 from __future__ import annotations
 
 import math
+import uuid
+
 import numpy as np
 
 # TensorFlow is imported inside the functions: the CLI reads CHOICES while building its parser, before it has
@@ -79,7 +81,9 @@ def build(vectors: np.ndarray, leaves: int = 0, leaves_to_search: int = 0, reord
         num_leaves=num_leaves, num_leaves_to_search=searched, training_iterations=12,
         training_sample_size=min(len(vectors), 250_000))
     builder = builder.score_ah(2, anisotropic_quantization_threshold=0.2).reorder(reorder or DEFAULT_REORDER)
-    state = builder.build(shared_name=f"recsys_scann_{id(vectors)}").serialize_to_module()
+    # A fresh resource name per index: a name reused in one process (an id() of a freed array) hands back the
+    # searcher built before it, over another catalogue.
+    state = builder.build(shared_name=f"recsys_scann_{uuid.uuid4().hex}").serialize_to_module()
     index = tf.Module(name="ann_index")
     index.state = state
     index.reorder = tf.Variable(reorder or DEFAULT_REORDER, trainable=False, name="ann_reorder")

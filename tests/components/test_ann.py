@@ -50,6 +50,18 @@ def test_excluded_items_never_come_back_and_k_is_filled_from_further_down():
     assert _recall([found[1]], [exact[1, :10]]) >= 0.9
 
 
+def test_each_build_is_its_own_index_even_over_the_same_array():
+    """Two indexes built in one process from the same buffer (rewritten in between, as a freed array's memory is
+    reused) answer each over its own vectors: a second build never hands back the first one's searcher."""
+    items, _ = _clustered(num_items=4_000)
+    first = ann.build(items)
+    items[:], queries = _clustered(num_items=4_000, seed=1)
+    second = ann.build(items)
+    exact = np.argsort(-(queries @ items.T), axis=1)[:, :10]
+    assert _recall(ann.search(second, tf.constant(queries), tf.constant(10))[0].numpy(), exact) >= 0.9
+    assert _recall(ann.search(first, tf.constant(queries), tf.constant(10))[0].numpy(), exact) < 0.5
+
+
 def test_a_saved_model_holding_the_index_loads_where_the_ops_are_registered(tmp_path):
     items, queries = _clustered(num_items=3_000)
     module = tf.Module()
