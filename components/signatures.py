@@ -163,12 +163,15 @@ def answer_from_history(model, users: tf.Tensor, history_item_ids: tf.Tensor, in
     keys, _ = tf.unique(tf.strings.join([tf.strings.as_string(where[:, 0]), tf.gather_nd(history_item_ids, where)],
                                         separator="\x00"))
     unknown_rows = tf.strings.to_number(tf.strings.split(keys, "\x00").to_tensor(shape=[None, 2])[:, 0], tf.int32)
-    # A request's items are newer than the stored history: they weigh the model's fresh_weight (chosen on
-    # validation) against its 1; scaling a whole history alike changes no ranking.
-    fresh = tf.cast(getattr(model, "fresh_weight", 1.0), tf.float32)
-    given = history_lib.from_indices(index, weights * fresh, n)
     stored = history_lib.stored(users, model.seen_row_splits, model.seen_items, n)
     stored = tf.sparse.retain(stored, tf.fill(tf.shape(stored.values), use_stored_history))
+    # A request's items are newer than the stored history: beside it they weigh the model's fresh_weight (chosen
+    # on validation) against its 1. A row without a stored history (a session, the gate's explicit histories)
+    # keeps the request's weights: iALS's fold-in is not blind to scaling a whole history (its confidence is
+    # alpha x weight), so a fresh weight there would score every session with an alpha the search never chose.
+    fresh = tf.cast(getattr(model, "fresh_weight", 1.0), tf.float32)
+    fresh = tf.where(history_lib.lengths(stored) > 0, fresh, 1.0)
+    given = history_lib.from_indices(index, weights * fresh[:, None], n)
     history = history_lib.union(given, stored)
     scores, fallback = scores_of(history)
     scores = tf.where(allowed[None, :], history_lib.exclude(scores, history), float("-inf"))

@@ -6,9 +6,9 @@ history is a property of the data (interests drift in real logs; a log in random
 signal), so the weight is measured, not assumed: with the default split on timestamped data, validation
 holds each user's interactions after their training ones. Half of a user's validation items play the
 fresh interactions (weighted w, the training history 1), the other half are relevant; the w of a grid
-with the best Recall@10 wins, and 1 unless it beats 1 by a margin. The exported model multiplies every
-request item's weight by it (stored items weigh 1): scaling a whole history alike changes no ranking, so
-sessions and the ranking gate's explicit histories are unaffected.
+with the best Recall@10 wins, and 1 unless it beats 1 by a margin. The exported model multiplies a request
+item's weight by it only beside a stored history (stored items weigh 1); sessions and the ranking gate's
+explicit histories keep their own weights (components/signatures.py).
 """
 
 from __future__ import annotations

@@ -39,8 +39,10 @@ from components.training_config import TrainingConfig
 
 # Search starts (alpha: an observed interaction's confidence, 1 for an unobserved cell; the regularisation as a
 # multiple of alpha) and the factor between neighbouring trials. The best value depends on the data's size and
-# density, so the search walks away from the start while validation improves (up to MAX_STEPS each way).
-ALPHA_START, REGULARIZATION_PER_ALPHA_START, STEP, MAX_STEPS = 20.0, 10.0, 4.0, 3
+# density, so the search walks away from the start while validation improves (up to MAX_STEPS each way). A
+# step of 2 (16x each way): on the 100,000-item synthetic eval Recall@10 moved 0.187 -> 0.208 between
+# neighbouring trials a factor 2 apart (alpha 10 with regularisation 400 and 200), so a step of 4 skipped the best.
+ALPHA_START, REGULARIZATION_PER_ALPHA_START, STEP, MAX_STEPS = 20.0, 10.0, 2.0, 4
 # Above this many training interactions the search fits a sample of the users' rows (every item kept).
 SEARCH_MAX_INTERACTIONS = 2_000_000
 

@@ -96,6 +96,27 @@ def test_a_known_user_is_the_same_as_their_history_sent_anonymously(run, request
     assert not stored[F.FALLBACK_OUTPUT].any() and not anonymous[F.UNKNOWN_ITEMS_OUTPUT].any()
 
 
+def test_a_fresh_weight_acts_beside_a_stored_history_and_leaves_sessions_alone(ials_run):
+    """iALS's fold-in is not blind to scaling a whole history (confidence alpha x weight): the fresh weight
+    multiplies a request's items only beside the stored history, so a session (and the ranking gate's explicit
+    histories) is scored with the alpha the search chose, whatever weight validation picked for fresh items."""
+    model, splits = ials_run
+    seen = _known(splits)
+    users = sorted(seen)[:20]
+    sessions = [sorted(seen[u]) for u in users]
+    recent = [ids(row)[:3] for row in by_history(model, [[] for _ in users], users=users, stored=True)[F.ITEMS_OUTPUT]]
+    before = by_history(model, sessions), by_history(model, recent, users=users, stored=True)
+    model.fresh_weight.assign(8.0)
+    try:
+        after = by_history(model, sessions), by_history(model, recent, users=users, stored=True)
+    finally:
+        model.fresh_weight.assign(1.0)
+    np.testing.assert_array_equal(after[0][F.ITEMS_OUTPUT], before[0][F.ITEMS_OUTPUT])
+    np.testing.assert_allclose(after[0][F.SCORES_OUTPUT], before[0][F.SCORES_OUTPUT], rtol=1e-5)
+    # Beside the stored history the weight still pulls the list toward the fresh items.
+    assert (after[1][F.ITEMS_OUTPUT] != before[1][F.ITEMS_OUTPUT]).any(axis=1).sum() >= len(users) // 2
+
+
 def test_recent_items_change_a_known_users_list_and_are_excluded(ease_run):
     model, splits = ease_run
     seen = _known(splits)
