@@ -388,3 +388,45 @@ def test_empty_files_missing_columns_and_other_encodings_fail_fast(tmp_path, con
 def test_count_buckets():
     assert [F.count_bucket(n, (10, 50)) for n in (1, 9, 10, 49, 50, 500)] == [
         "<10", "<10", "10-49", "10-49", ">=50", ">=50"]
+
+
+def test_the_executor_writes_every_split_as_gzipped_tf_examples_with_tfx_artifact_properties(tmp_path):
+    """Do is TFX's, less the global shuffle before the writer: the splits, files and artifact properties
+    downstream components read are the ones TFX's ExampleGen writes."""
+    import glob
+    import json
+
+    import tensorflow as tf
+    from tfx.components.util import examples_utils
+    from tfx.proto import example_gen_pb2
+    from tfx.types import standard_artifacts
+
+    from components.example_gen import Executor
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _write(data, interactions=_history(users=40, per_user=10))
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    exec_properties = {
+        **_exec_properties(data, contract_lib.infer(str(data)), "user-time", 0.1, 0.1),
+        "input_config": json_format.MessageToJson(example_gen_pb2.Input(
+            splits=[example_gen_pb2.Input.Split(name="single_split", pattern=F.INTERACTIONS_FILE)])),
+        "output_config": json_format.MessageToJson(example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
+            splits=[example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=1) for name in F.SPLIT_NAMES]))),
+        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
+        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+    }
+    Executor().Do({}, {"examples": [examples]}, exec_properties)
+
+    assert sorted(json.loads(examples.split_names)) == sorted(F.SPLIT_NAMES)
+    assert examples_utils.get_payload_format(examples) == example_gen_pb2.FORMAT_TF_EXAMPLE
+    assert examples_utils.get_file_format(examples) == "tfrecords_gzip"
+    counts = {}
+    for name in F.SPLIT_NAMES:
+        files = glob.glob(str(tmp_path / "examples" / f"Split-{name}" / "data_tfrecord-*.gz"))
+        records = [tf.train.Example.FromString(r.numpy())
+                   for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+        assert all(_values(r, F.USER_ID) for r in records)
+        counts[name] = len(records)
+    assert sum(counts.values()) == 400 and counts[F.EVAL_SPLIT] == counts[F.VALIDATION_SPLIT] == 40, counts
