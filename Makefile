@@ -44,7 +44,7 @@ help:
 	@echo "make bench-quality  every model beside most popular, ItemKNN, EASE, iALS on a fresh sample (~10 min)"
 	@echo "make bench       benchmarks into bench/results (pipeline 100K+1M, training input path, serving, scaling, ANN at 1M items) and bench/report.md (~13 min)"
 	@echo "make bench-big   ials and two_tower through the pipeline on a 100,000-item synthetic (~20 min)"
-	@echo "make bench-scale the pipeline at 100K, 1M, 10M interactions (100,000 items, iALS): time and peak RSS per component (~80 min)"
+	@echo "make bench-scale the pipeline at 100K, 1M, 10M interactions (100,000 items, iALS): time and peak RSS per component (~50 min)"
 
 venv: $(STAMP)
 
