@@ -176,7 +176,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         splits_config=tfx.proto.SplitsConfig(analyze=[F.TRAIN_SPLIT], transform=list(F.SPLIT_NAMES)),
         # StatisticsGen already describes the raw splits; Transform's own post-transform statistics wait for
         # the transformed examples to be written, which makes the DirectRunner hold all of them in memory
-        # (10M interactions: a 13.5 GB peak), and nothing reads them.
+        # (10M interactions: a 13.2 GB peak), and nothing reads them.
         disable_statistics=True,
     )
     transform.add_upstream_node(data_gate)  # bad data stops the run before any training
