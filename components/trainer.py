@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -114,29 +115,71 @@ def _other_split_files(train_files: List[str], split: str) -> List[str]:
     return [p for p in patterns if tf.io.gfile.glob(p)]
 
 
-def _fit_rating_model(model_module, dims: ModelDims, config: TrainingConfig, train, validation, steps_per_epoch,
-                      validation_steps, log_dir: str) -> tf.keras.Model:
-    model = model_module.build(dims, config)
+def _compile_rating_model(model: tf.keras.Model, config: TrainingConfig) -> tf.keras.Model:
     model.compile(
         optimizer=tf.keras.optimizers.Adam(config.learning_rate),
         loss=tf.keras.losses.MeanSquaredError(),
         metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse"), tf.keras.metrics.MeanAbsoluteError(name="mae")],
     )
-    model.fit(
+    return model
+
+
+def _fit_rating_model(model_module, dims: ModelDims, config: TrainingConfig, rows, train, validation,
+                      steps_per_epoch, validation_steps, log_dir: str) -> Tuple[tf.keras.Model, int, float]:
+    """One fit with early stopping on validation RMSE: (model at its best epoch, epochs to reach it, its RMSE)."""
+    model = _compile_rating_model(model_module.build(dims, config, rows), config)
+    stopping = tf.keras.callbacks.EarlyStopping(
+        monitor="val_rmse", patience=config.early_stopping_patience, restore_best_weights=True)
+    history = model.fit(
         train,
         validation_data=validation,
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
         validation_steps=validation_steps,
         verbose=2,
-        callbacks=[
-            tf.keras.callbacks.EarlyStopping(
-                monitor="val_rmse", patience=config.early_stopping_patience, restore_best_weights=True
-            ),
-            tf.keras.callbacks.TensorBoard(log_dir=log_dir),
-        ],
-    )
-    return model
+        callbacks=[stopping, tf.keras.callbacks.TensorBoard(log_dir=log_dir)],
+    ).history
+    scores = history.get("val_rmse") or [float("nan")]
+    best = int(np.nanargmin(scores)) if not np.all(np.isnan(scores)) else len(scores) - 1
+    return model, best + 1, float(scores[best])
+
+
+def _train_rating_model(model_name: str, dims: ModelDims, config: TrainingConfig, items: catalog.Catalog,
+                        validation_pairs: np.ndarray, training_data, evaluation_data, train_files: List[str],
+                        validation_files: List[str], steps_per_epoch, validation_steps, log_dir: str) -> tf.keras.Model:
+    """Fits each form `rating_history` allows and keeps the one with the lower validation RMSE; then, with
+    `rating_refit`, fits a fresh model of that form for the epochs early stopping chose, on train + validation
+    (the history rows too), so the exported model has learned from every split but eval."""
+    module = models.get(model_name)
+    train_rows = (items.rated_row_splits, items.rated_items)
+    fitted = []
+    for form in models.rating_history_forms(model_name, config.rating_history):
+        form_config = dataclasses.replace(config, rating_history=form)
+        tf.keras.utils.set_random_seed(config.seed)
+        model, epochs, rmse = _fit_rating_model(module, dims, form_config, train_rows, training_data(train_files),
+                                                evaluation_data(validation_files), steps_per_epoch, validation_steps,
+                                                log_dir)
+        fitted.append((rmse, form, epochs, model))
+    rmse, form, epochs, model = min(fitted, key=lambda entry: (np.nan_to_num(entry[0], nan=np.inf)))
+    if len(fitted) > 1:
+        print(f"kept {model_name} with rating_history {form}: validation RMSE " +
+              ", ".join(f"{f} {r:.4f}" for r, f, _, _ in fitted), flush=True)
+    if not config.rating_refit or not len(validation_pairs) or not validation_files:
+        return model
+    num_users = len(items.rated_row_splits) - 1
+    refit_rows = catalog.ragged_rows(np.concatenate([items.train_pairs, validation_pairs]), num_users)
+    refit_config = dataclasses.replace(config, rating_history=form)
+    tf.keras.utils.set_random_seed(config.seed)
+    refit = _compile_rating_model(module.build(dims, refit_config, refit_rows), refit_config)
+    steps = None
+    if steps_per_epoch:  # a fixed step budget: the same share of the larger data per epoch
+        steps = max(1, int(round(steps_per_epoch * (len(items.rated_items) + len(validation_pairs))
+                                 / max(1, len(items.rated_items)))))
+    print(f"refit {model_name} (rating_history {form}) on train + validation for {epochs} epoch(s), the number "
+          f"early stopping chose (validation RMSE {rmse:.4f})", flush=True)
+    refit.fit(training_data(train_files + validation_files), epochs=epochs, steps_per_epoch=steps, verbose=2,
+              callbacks=[tf.keras.callbacks.TensorBoard(log_dir=log_dir)])
+    return refit
 
 
 def _fit_ranking_models(names, dims: ModelDims, config: TrainingConfig, items: catalog.Catalog, train, holdout,
@@ -210,20 +253,23 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         return input_fn(files, fn_args.data_accessor, tft_output, layout, config.batch_size, shuffle, config.seed,
                         config.in_memory_input_max_mb)
 
-    train = dataset(fn_args.train_files, True)
-    steps_per_epoch = None
-    if fn_args.train_steps:
-        steps_per_epoch = max(1, fn_args.train_steps // config.epochs)
-        train = train.repeat()
+    steps_per_epoch = max(1, fn_args.train_steps // config.epochs) if fn_args.train_steps else None
+
+    def training_data(files):  # a fixed step budget (train_steps) repeats the data; else one pass per epoch
+        data = dataset(files, True)
+        return data.repeat() if steps_per_epoch else data
 
     dims = ModelDims(num_users, num_items, layout.item_width, global_mean, layout.user_width,
                      weighted=contract.has_weight and not contract.has_rating)
     if models.is_ranking(model_name):
         holdout = topk.Holdout(validation_pairs, items.rated_row_splits, items.rated_items, seed=config.seed)
-        model = _fit_ranking_models(names, dims, config, items, train, holdout, steps_per_epoch, fn_args.model_run_dir)
+        model = _fit_ranking_models(names, dims, config, items, training_data(fn_args.train_files), holdout,
+                                    steps_per_epoch, fn_args.model_run_dir)
     else:
-        model = _fit_rating_model(models.get(model_name), dims, config, train, dataset(fn_args.eval_files, False),
-                                  steps_per_epoch, fn_args.eval_steps, fn_args.model_run_dir)
+        model = _train_rating_model(model_name, dims, config, items, validation_pairs, training_data,
+                                    lambda files: dataset(files, False), list(fn_args.train_files),
+                                    list(fn_args.eval_files), steps_per_epoch, fn_args.eval_steps,
+                                    fn_args.model_run_dir)
     _forget_oov_rows(model)
     if hasattr(model, "store_history"):
         # History is an input: the served model scores each known user from everything the pipeline saw of

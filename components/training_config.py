@@ -10,6 +10,9 @@ import dataclasses
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 CUSTOM_CONFIG_KEY = "training"
+# TrainingConfig.rating_history: SVD++'s implicit term in mf and hybrid (components/models/chosen_items.py).
+RATING_HISTORY_ON, RATING_HISTORY_OFF, RATING_HISTORY_AUTO = "on", "off", "auto"
+RATING_HISTORY_CHOICES = (RATING_HISTORY_AUTO, RATING_HISTORY_ON, RATING_HISTORY_OFF)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +32,15 @@ class TrainingConfig:
     # Rating models' Adam rate: at 0.005 mf's validation RMSE on noisy ratings turns up after epoch 5; 0.003
     # reaches the same best within the default epochs and stays flat.
     learning_rate: float = 0.003
+    # mf and hybrid: "on" adds SVD++'s implicit term (the user is also the items they chose to rate), "off" is
+    # the seeds' model exactly (dot product + user bias + item bias + global mean); "auto" lets the validation
+    # split decide (the Tuner searches both forms; without it the Trainer fits both and keeps the better).
+    # Training samples at most rating_history_sample items of a user's history per example.
+    rating_history: str = RATING_HISTORY_AUTO
+    rating_history_sample: int = 200
+    # Rating models: once early stopping (and the Tuner) chose the epochs and settings on validation, fit a
+    # fresh model with them on train + validation; the gate still judges on eval, which no fit saw.
+    rating_refit: bool = True
     batch_size: int = 1024
     epochs: int = 10
     early_stopping_patience: int = 2
@@ -68,9 +80,12 @@ class TrainingConfig:
     # A training split up to this size (TFRecord bytes) is read once and kept in memory; larger ones stream.
     in_memory_input_max_mb: float = 64.0
 
-    # Tuner (`recsys run --tune`): trials of the search and the epoch cap of each trial.
+    # Tuner (rating models by default, `--tune` for the full search): trials of the search, the epoch cap of each
+    # trial, and the budget: no trial starts once this many seconds of search have passed (0: no budget;
+    # `--tune` lifts it).
     tuner_trials: int = 8
     tuner_epochs: int = 10
+    tuner_budget_s: float = 60.0
 
     def with_hyperparameters(self, values: Mapping[str, Any]) -> "TrainingConfig":
         """A copy with the tuned fields overridden (the Tuner's best values, or its whole config dict)."""

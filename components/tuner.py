@@ -1,15 +1,19 @@
 """Tuner's entry point (`recsys run --tune`): a small KerasTuner search for a rating model on the validation split.
 
-It searches the three settings that decide whether a rating model over- or under-fits a new dataset
-(embedding size, per-occurrence L2, learning rate), trains each trial with the Trainer's own input path
-and model registry, and scores it by validation RMSE with early stopping. TFX writes the best values as
-the `best_hyperparameters` artifact; the Trainer reads them as `fn_args.hyperparameters` and applies
-them with `TrainingConfig.with_hyperparameters`.
+It searches the settings that decide whether a rating model over- or under-fits a new dataset
+(embedding size, per-occurrence L2, learning rate) and, for mf and hybrid with `rating_history` auto,
+whether the model carries SVD++'s implicit term; trains each trial with the Trainer's own input path
+and model registry, and scores it by validation RMSE with early stopping. The first trials are the
+configured defaults (each form), so the search is judged against them; with `tuner_budget_s` no trial
+starts once the budget is spent (the default search a rating model gets; `--tune` lifts the budget).
+TFX writes the best values as the `best_hyperparameters` artifact; the Trainer reads them as
+`fn_args.hyperparameters` and applies them with `TrainingConfig.with_hyperparameters`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict
+import time
+from typing import Any, Dict, List
 
 import keras_tuner
 import tensorflow as tf
@@ -20,7 +24,7 @@ from components import catalog, models
 from components import contract as contract_lib
 from components.models.base import ModelDims
 from components.trainer import input_fn
-from components.training_config import TrainingConfig
+from components.training_config import RATING_HISTORY_AUTO, TrainingConfig
 
 OBJECTIVE = "val_rmse"
 PROJECT_NAME = "recsys_tuning"
@@ -33,7 +37,12 @@ LEARNING_RATE_RANGE = (1e-3, 1e-2)  # slower rates do not converge within tuner_
 def search_space(hp: keras_tuner.HyperParameters, config: TrainingConfig) -> Dict[str, Any]:
     """Registers the tuned TrainingConfig fields in `hp` (defaults: `config`'s values) and returns their values."""
     dims = sorted(set(EMBEDDING_DIMS) | {config.embedding_dim})
-    return {
+    forms = {}
+    if config.rating_history == RATING_HISTORY_AUTO:
+        choices = models.rating_history_forms(config.model, config.rating_history)
+        if len(choices) > 1:
+            forms["rating_history"] = hp.Choice("rating_history", list(choices), default=choices[0])
+    return {**forms,
         "embedding_dim": hp.Choice("embedding_dim", dims, default=config.embedding_dim),
         "rating_l2": hp.Float("rating_l2", *L2_RANGE, sampling="log",
                               default=min(max(config.rating_l2, L2_RANGE[0]), L2_RANGE[1])),
@@ -44,12 +53,31 @@ def search_space(hp: keras_tuner.HyperParameters, config: TrainingConfig) -> Dic
 
 
 class DefaultsFirstOracle(keras_tuner.oracles.RandomSearchOracle):
-    """Random search whose first trial is the configured defaults, so the search is judged against them."""
+    """Random search whose first trials are the configured defaults (once per model form), then random ones while
+    the time budget lasts (`budget_s` seconds from the first trial; 0: only max_trials bounds the search)."""
+
+    def __init__(self, *args, budget_s: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.budget_s, self.started = float(budget_s), None
+
+    def _starts(self) -> List[Dict[str, Any]]:
+        defaults = dict(self.hyperparameters.values)
+        forms = [defaults]
+        for hp in self.hyperparameters.space:
+            if hp.name == "rating_history":
+                forms += [{**defaults, hp.name: value} for value in hp.values if value != defaults.get(hp.name)]
+        return [values for values in forms if values]
 
     def populate_space(self, trial_id):
-        defaults = dict(self.hyperparameters.values)
-        if defaults and not self._duplicate(defaults):
-            return {"status": keras_tuner.engine.trial.TrialStatus.RUNNING, "values": defaults}
+        status = keras_tuner.engine.trial.TrialStatus
+        if self.started is None:
+            self.started = time.monotonic()
+        elif self.budget_s and time.monotonic() - self.started >= self.budget_s:
+            print(f"tuner: budget of {self.budget_s:.0f} s spent after {len(self.trials)} trial(s)", flush=True)
+            return {"status": status.STOPPED, "values": None}
+        for values in self._starts():
+            if not self._duplicate(values):
+                return {"status": status.RUNNING, "values": values}
         return super().populate_space(trial_id)
 
 
@@ -72,14 +100,16 @@ class KerasTrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
 class RatingHyperModel(keras_tuner.HyperModel):
     """Builds the configured rating model with a trial's values, compiled as the Trainer compiles it."""
 
-    def __init__(self, config: TrainingConfig, dims: ModelDims):
+    def __init__(self, config: TrainingConfig, dims: ModelDims, rows):
         super().__init__(name=config.model)
-        self.config, self.dims = config, dims
+        self.config, self.dims, self.rows = config, dims, rows  # rows: the training split's history per user
 
     def build(self, hp: keras_tuner.HyperParameters) -> tf.keras.Model:
         config = self.config.with_hyperparameters(search_space(hp, self.config))
+        forms = models.rating_history_forms(config.model, config.rating_history)
+        config = config.with_hyperparameters({"rating_history": forms[0]})  # an undecided `auto`: the first form
         tf.keras.utils.set_random_seed(config.seed)
-        model = models.get(config.model).build(self.dims, config)
+        model = models.get(config.model).build(self.dims, config, self.rows)
         model.compile(
             optimizer=tf.keras.optimizers.Adam(config.learning_rate),
             loss=tf.keras.losses.MeanSquaredError(),
@@ -98,7 +128,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     layout = catalog.content_layout(contract_lib.from_custom_config(fn_args.custom_config), tft_output)
     num_users, num_items = catalog.vocabulary_sizes(tft_output)
-    global_mean, _ = catalog.build(fn_args.train_files, fn_args.data_accessor, tft_output, layout)
+    global_mean, items = catalog.build(fn_args.train_files, fn_args.data_accessor, tft_output, layout)
     dims = ModelDims(num_users, num_items, layout.item_width, global_mean, layout.user_width)
 
     def dataset(files, shuffle):
@@ -111,8 +141,9 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         steps_per_epoch = max(1, fn_args.train_steps // config.tuner_epochs)
         train = train.repeat()
     oracle = DefaultsFirstOracle(objective=keras_tuner.Objective(OBJECTIVE, direction="min"),
-                                 max_trials=config.tuner_trials, seed=config.seed)
-    tuner = KerasTrialTuner(oracle=oracle, hypermodel=RatingHyperModel(config, dims),
+                                 max_trials=config.tuner_trials, seed=config.seed, budget_s=config.tuner_budget_s)
+    rows = (items.rated_row_splits, items.rated_items)
+    tuner = KerasTrialTuner(oracle=oracle, hypermodel=RatingHyperModel(config, dims, rows),
                             directory=fn_args.working_dir, project_name=PROJECT_NAME, overwrite=True)
     return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={
         "x": train,

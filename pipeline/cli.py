@@ -20,7 +20,7 @@ import sys  # noqa: E402
 from typing import List, Optional  # noqa: E402
 
 from components import features as F  # noqa: E402
-from components.training_config import TrainingConfig  # noqa: E402
+from components.training_config import RATING_HISTORY_CHOICES, TrainingConfig  # noqa: E402
 from pipeline import config as C  # noqa: E402
 from pipeline import client_commands, pipeline_commands, schema_commands, serving_commands  # noqa: E402
 from pipeline.cli_common import EXIT_ERROR, EXIT_NOT_BLESSED, CliError  # noqa: E402,F401 (re-exported)
@@ -115,9 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-dim", type=int, default=TrainingConfig.embedding_dim)
     p.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
     _add_ann_arg(p)
-    p.add_argument("--tune", action="store_true",
-                   help="tune a rating model's embedding size, L2 and learning rate on the validation split first "
-                        f"(TFX Tuner, {TrainingConfig.tuner_trials} trials; the Trainer uses the best values)")
+    p.add_argument("--rating-history", choices=RATING_HISTORY_CHOICES, default=TrainingConfig.rating_history,
+                   help="mf, hybrid: SVD++'s implicit term (the user is also the items they chose to rate); off is "
+                        "the seeds' model exactly; auto (default) keeps the form with the lower validation RMSE")
+    p.add_argument("--tune", action=argparse.BooleanOptionalAction, default=None,
+                   help="tune a rating model's embedding size, L2, learning rate and (mf, hybrid) SVD++'s implicit "
+                        "term on the validation split first (TFX Tuner; the Trainer uses the best values). By "
+                        f"default a rating model gets a search of at most {TrainingConfig.tuner_trials} trials "
+                        f"started within {TrainingConfig.tuner_budget_s:.0f} s; --tune lifts the time budget, "
+                        "--no-tune skips the search")
     _add_split_arg(p)
     p.add_argument("--min-id-frequency", type=int, default=C.PipelineConfig.min_id_frequency,
                    help="users/items with fewer training ratings share the OOV bucket (default %(default)s)")
@@ -157,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default=os.path.join(C.DEFAULT_OUTPUT_DIR, "benchmark"))
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--epochs", type=int, default=TrainingConfig.epochs)
+    p.add_argument("--rating-variants", action="store_true",
+                   help="also run mf and hybrid in each form (the seeds' form, SVD++'s implicit term), with and "
+                        "without the refit on train + validation, without the Tuner, beside their defaults")
 
     p = sub.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines v2 / Vertex AI Pipelines")
     p.add_argument("--orchestrator", choices=[C.KUBEFLOW], default=C.KUBEFLOW)

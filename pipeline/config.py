@@ -249,9 +249,11 @@ class PipelineConfig:
     # per-run knobs (data root, training config, train steps, push destination) become runtime parameters.
     orchestrator: str = LOCAL
     train_steps: int = 0  # 0: whole epochs, as TrainingConfig.epochs says
-    # `recsys run --tune`: a Tuner searches the rating model's embedding size, L2 and learning rate on the
-    # validation split before the Trainer, which trains with the best values (recorded in ML Metadata).
-    tune: bool = False
+    # A Tuner searches the rating model's embedding size, L2, learning rate (and mf's/hybrid's implicit term) on
+    # the validation split before the Trainer, which trains with the best values (recorded in ML Metadata).
+    # None: a rating model gets the budgeted search (TrainingConfig.tuner_budget_s), a ranking model none;
+    # True: `--tune`; False: `--no-tune`.
+    tune: Optional[bool] = None
     mysql: Optional[MySQLMetadata] = None  # None: SQLite at metadata_path (ignored on Kubeflow)
 
     def __post_init__(self):

@@ -190,10 +190,11 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         custom_config=params["training-config"],
     )
     tuning = []
-    if config.tune:  # off by default: a search costs several trainings
-        if models.is_ranking(config.training.model):
-            raise ValueError(f"--tune tunes the rating models ({', '.join(models.RATING_MODELS)}); "
-                             f"--model {config.training.model} is a ranking model")
+    if config.tune and models.is_ranking(config.training.model):
+        raise ValueError(f"--tune tunes the rating models ({', '.join(models.RATING_MODELS)}); "
+                         f"--model {config.training.model} is a ranking model")
+    if config.tune or (config.tune is None and not models.is_ranking(config.training.model)):
+        # A rating model gets a budgeted search by default (TrainingConfig.tuner_budget_s); `--no-tune` skips it.
         tuning = [tfx.components.Tuner(tuner_fn=TUNER_FN, **training_inputs)]
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,

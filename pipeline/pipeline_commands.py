@@ -150,7 +150,10 @@ def cmd_run(args) -> int:
     training = dataclasses.replace(
         TrainingConfig(), model=args.model, epochs=args.epochs, batch_size=args.batch_size,
         embedding_dim=args.embedding_dim, learning_rate=args.learning_rate, ann=args.ann,
+        rating_history=args.rating_history,
     )
+    if args.tune:  # the full search: every trial, no time budget
+        training = dataclasses.replace(training, tuner_budget_s=0.0)
     config = _with_data(args, C.PipelineConfig(data_root=data_root, split=args.split))
     _check_feedback(args, config.contract)
     interactions_bytes = os.path.getsize(os.path.join(data_root, config.contract.interactions_file))
@@ -230,7 +233,8 @@ def cmd_benchmark(args) -> int:
     print(f"benchmark split: {_split_text(args.split, resolved)}", flush=True)
     result = quality.run(os.path.abspath(args.data_root), os.path.abspath(args.output_dir), names,
                          test_file=args.test_file, k=args.k, split=resolved.split,
-                         training=dataclasses.replace(TrainingConfig(), epochs=args.epochs))
+                         training=dataclasses.replace(TrainingConfig(), epochs=args.epochs),
+                         rating_variants=args.rating_variants)
     paths = quality.write(result, args.output_dir)
     print(quality.to_markdown(result))
     print(f"wrote {', '.join(paths)}")

@@ -4,8 +4,10 @@ Each model is trained by `local_runner.run` on its own PipelineConfig (same data
 evaluated through the SavedModel its Trainer exported: Recall@k, NDCG@k and catalogue coverage of its
 top-k lists over the whole catalogue, and RMSE/MAE where it predicts ratings. Beside the models, the
 references of components/ranking_eval (most popular, ItemKNN, EASE; iALS from the `implicit` library when
-it is importable) and two rating references (global mean, damped user+item biases) are computed in the
-same run. The protocol is components/ranking_eval's: every held-out interaction is relevant; each user is
+it is importable) and three rating references (global mean, damped user+item biases, an SVD-style biased MF:
+pipeline/svd_reference.py) are computed in the same run. With `rating_variants`, each rating model that can
+carry SVD++'s implicit term is also run in each form (the seeds' form, the implicit term) with and without
+the refit on train + validation, without the Tuner, beside its default (tuned, form and refit as configured). The protocol is components/ranking_eval's: every held-out interaction is relevant; each user is
 scored from a history and only that history is excluded. The history is the user's train + validation
 interactions when the held-out data is the pipeline's eval split, and every split the pipeline saw (train +
 validation + eval) with --test-file (the held-out data is outside the pipeline, so the model scores from the
@@ -35,13 +37,14 @@ from components import ranking_eval as R
 from components.atomic_io import atomic_write
 from components.contract import DataContract, load_or_infer, read_rows
 from components.example_gen import SPLIT_HASH
-from components.training_config import TrainingConfig
-from pipeline import local_runner
+from components.training_config import RATING_HISTORY_OFF, RATING_HISTORY_ON, TrainingConfig
+from pipeline import local_runner, svd_reference
 from pipeline.config import EvaluationConfig, PipelineConfig
 
 Interaction = Tuple[str, str, Optional[float]]  # user, item, rating (None when the data has none)
 BIAS_DAMPING = 10.0
 TRAINER = "Trainer"  # the Trainer's component id: its wall time is a model's training time
+TUNER = "Tuner"  # the Tuner's component id (a rating model's default search runs before the Trainer)
 # ItemKNN and EASE hold item x item matrices: beyond this catalogue size the references are skipped.
 REFERENCE_MAX_ITEMS = 20_000
 # How a model's lists were produced: what each user was scored from (and what was kept out of the list).
@@ -122,23 +125,26 @@ def _errors(predicted: Sequence[float], held_out: Sequence[Interaction]) -> Tupl
 
 # --- references ----------------------------------------------------------------------------------------
 
-def rating_references(train: Sequence[Interaction], held_out: Sequence[Interaction]) -> List[Row]:
-    """Global mean and damped user+item biases: what a rating model must beat on RMSE."""
-    train, held_out = _rated(train), _rated(held_out)
+def bias_references(train: Sequence[Interaction], held_out: Sequence[Interaction],
+                    validation: Sequence[Interaction] = ()) -> List[Row]:
+    """Global mean and damped user+item biases, fitted on train + validation (as the rating models once refitted):
+    what every rating model must beat on RMSE."""
+    train, held_out, validation = _rated(train), _rated(held_out), _rated(validation)
     if not train or not held_out:
         return []
+    fitted_on = train + validation
     started = time.monotonic()
-    mean = float(np.mean([r for _, _, r in train]))
+    mean = float(np.mean([r for _, _, r in fitted_on]))
     global_mean = Row("global mean", REFERENCE)
     global_mean.rmse, global_mean.mae = _errors([mean] * len(held_out), held_out)
     global_mean.train_s = global_mean.wall_s = time.monotonic() - started
     item_sum, item_n = defaultdict(float), Counter()
-    for _, item, r in train:
+    for _, item, r in fitted_on:
         item_sum[item] += r - mean
         item_n[item] += 1
     item_bias = {i: item_sum[i] / (BIAS_DAMPING + item_n[i]) for i in item_n}
     user_sum, user_n = defaultdict(float), Counter()
-    for user, item, r in train:
+    for user, item, r in fitted_on:
         user_sum[user] += r - mean - item_bias[item]
         user_n[user] += 1
     user_bias = {u: user_sum[u] / (BIAS_DAMPING + user_n[u]) for u in user_n}
@@ -147,6 +153,24 @@ def rating_references(train: Sequence[Interaction], held_out: Sequence[Interacti
                                       held_out)
     biases.train_s = biases.wall_s = time.monotonic() - started
     return [global_mean, biases]
+
+
+def rating_references(train: Sequence[Interaction], held_out: Sequence[Interaction],
+                      validation: Sequence[Interaction] = ()) -> List[Row]:
+    """bias_references and an SVD-style biased MF, whose L2 is chosen on validation first (pipeline/svd_reference.py)
+    and which is then refitted on train + validation."""
+    rows = bias_references(train, held_out, validation)
+    if not rows:
+        return rows
+    train, held_out, validation = _rated(train), _rated(held_out), _rated(validation)
+    started = time.monotonic()
+    predicted, lam = svd_reference.fit_predict(train, validation, held_out)
+    svd = Row("SVD-style (biased MF, ALS)", REFERENCE,
+              note=f"{svd_reference.FACTORS} factors, L2 {lam} per rating chosen on validation, refitted on "
+                   f"train + validation")
+    svd.rmse, svd.mae = _errors(predicted, held_out)
+    svd.train_s = svd.wall_s = time.monotonic() - started
+    return rows + [svd]
 
 
 def ranking_references(train: R.Interactions, relevant: Dict[str, Set[str]], k: int) -> List[Row]:
@@ -227,14 +251,46 @@ def registered_models() -> List[str]:
 
 # --- the run --------------------------------------------------------------------------------------------
 
-def _pipeline_config(data_root: str, output_dir: str, name: str, split: str, training: TrainingConfig):
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One pipeline run of the benchmark: the model, its row's label, and what differs from the defaults."""
+    model: str
+    label: str
+    changes: Tuple[Tuple[str, object], ...] = ()  # TrainingConfig fields
+    tune: Optional[bool] = None  # PipelineConfig.tune (None: the default, a budgeted search for rating models)
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() else "_" for c in self.label).strip("_")
+
+
+FORM_LABELS = {RATING_HISTORY_OFF: "seeds' form", RATING_HISTORY_ON: "implicit term"}
+
+
+def runs(names: Sequence[str], rating_variants: bool = False) -> List[Run]:
+    """Each model as configured; with `rating_variants`, a rating model's forms x (refit, no refit) too."""
+    from components import models as model_registry
+
+    out = []
+    for name in names:
+        out.append(Run(name, name))
+        if rating_variants and predicts_ratings(name) and model_registry.uses_rating_history(name):
+            for form in (RATING_HISTORY_OFF, RATING_HISTORY_ON):
+                for refit in (False, True):
+                    label = f"{name} ({FORM_LABELS[form]}, {'refit' if refit else 'no refit'})"
+                    out.append(Run(name, label, (("rating_history", form), ("rating_refit", refit)), tune=False))
+    return out
+
+
+def _pipeline_config(data_root: str, output_dir: str, run: Run, split: str, training: TrainingConfig):
     evaluation = EvaluationConfig(rmse_upper_bound=100.0)  # measure every model; the gates do not matter here
-    return PipelineConfig(data_root=data_root, output_dir=os.path.join(output_dir, name), split=split,
-                          training=dataclasses.replace(training, model=name), evaluation=evaluation)
+    return PipelineConfig(data_root=data_root, output_dir=os.path.join(output_dir, run.slug), split=split,
+                          training=dataclasses.replace(training, model=run.model, **dict(run.changes)),
+                          evaluation=evaluation, tune=run.tune)
 
 
 def run(data_root: str, output_dir: str, models: Sequence[str], test_file: Optional[str] = None, k: int = 10,
-        training: TrainingConfig = TrainingConfig(), split: str = SPLIT_HASH) -> Dict:
+        training: TrainingConfig = TrainingConfig(), split: str = SPLIT_HASH, rating_variants: bool = False) -> Dict:
     """Train each model through the pipeline, evaluate it and the references on the same split, and measure
     the ranking models' history section (pipeline/history_benchmark.py)."""
     from components import models as model_registry
@@ -258,9 +314,10 @@ def run(data_root: str, output_dir: str, models: Sequence[str], test_file: Optio
     splits = None
     records: Dict[str, list] = {}
     bench = None
-    for name in models:
-        config = _pipeline_config(data_root, output_dir, name, split, training)
-        print(f"== {name}: training through the pipeline", flush=True)
+    for planned in runs(models, rating_variants):
+        name = planned.model
+        config = _pipeline_config(data_root, output_dir, planned, split, training)
+        print(f"== {planned.label}: training through the pipeline", flush=True)
         started = time.monotonic()
         windows = local_runner.run(config, quiet=True) or {}
         wall = time.monotonic() - started
@@ -276,12 +333,15 @@ def run(data_root: str, output_dir: str, models: Sequence[str], test_file: Optio
         ann.register_ops()  # a model with a ScaNN index needs its ops
         model = tf.saved_model.load(trained_model_dir(config.pipeline_root))
         ranked = model_lists(model, sorted(relevant), history, k)
-        row = _ranking_row(Row(name, MODEL, train_s=trainer[1] - trainer[0] if trainer else None, wall_s=wall,
-                               note=via(scope)), ranked, relevant, len(catalogue), k)
+        tuner = windows.get(TUNER)
+        note = via(scope) + (f"; Tuner {tuner[1] - tuner[0]:.1f} s before the Trainer" if tuner else "")
+        row = _ranking_row(Row(planned.label, MODEL, train_s=trainer[1] - trainer[0] if trainer else None,
+                               wall_s=wall, note=note), ranked, relevant, len(catalogue), k)
         if predicts_ratings(name):
             row.rmse, row.mae = model_errors(model, held_out)
         rows.append(row)
-        print(f"   {name}: Recall@{k} {row.recall:.4f}, NDCG@{k} {row.ndcg:.4f}", flush=True)
+        print(f"   {planned.label}: Recall@{k} {row.recall:.4f}, NDCG@{k} {row.ndcg:.4f}" +
+              (f", RMSE {row.rmse:.4f}" if row.rmse is not None else ""), flush=True)
         if model_registry.is_ranking(name):
             if bench is None:
                 bench = history_benchmark.HistoryBenchmark(data_root, splits, k, len(catalogue), split)
@@ -292,7 +352,8 @@ def run(data_root: str, output_dir: str, models: Sequence[str], test_file: Optio
     interactions = R.Interactions.from_pairs([(u, i) for u, i, _ in known], catalogue)
     rows.extend(ranking_references(interactions, relevant, k))
     train = [(u, i, r) for u, i, r, _ in records[F.TRAIN_SPLIT]] if splits is not None else []
-    rows.extend(rating_references(train, held_out))  # as the rating models: fitted on the train split
+    validation = [(u, i, r) for u, i, r, _ in records[F.VALIDATION_SPLIT]] if splits is not None else []
+    rows.extend(rating_references(train, held_out, validation))  # as the rating models: train, then + validation
     result = {"data_root": data_root, "test_file": test_file, "k": k, "split": split,
               "held_out": "test file" if test_file else f"pipeline {F.EVAL_SPLIT} split ({split})",
               "scored_from": scope, "held_out_interactions": len(held_out), "users": len(relevant),
@@ -321,8 +382,8 @@ def to_markdown(result: Dict) -> str:
         f"validation), evaluated through the SavedModel their Trainer exported ({F.RECOMMEND_BY_HISTORY}, "
         f"use_stored_history false, that history in the request); train s = the Trainer component's wall time, "
         f"run s = the whole pipeline run. References: fitted on the same {scope} interactions; train s = fitting, "
-        f"run s = fitting + ranking; the rating references (RMSE) are fitted on the train split, as the rating "
-        f"models.", "",
+        f"run s = fitting + ranking; the rating references (RMSE) are fitted on train + validation, as the rating "
+        f"models once refitted (a row marked no refit: train only).", "",
         f"| | kind | Recall@{k} | NDCG@{k} | coverage@{k} | RMSE | MAE | train s | run s | note |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]

@@ -32,6 +32,7 @@ def pipeline_run(tiny_data, tmp_path_factory):
         output_dir=str(tmp_path_factory.mktemp("pipeline_output")),
         training=TrainingConfig(model="mf", epochs=8, batch_size=256, learning_rate=0.01),
         evaluation=EvaluationConfig(rmse_upper_bound=0.9),
+        tune=False,  # a served model for the serving tests; the default search is test_pipeline_e2e's (hybrid)
     )
     local_runner.run(config)
     return config

@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import Tuple
 
 from components.models import content, ease, hybrid, ials, mf, mlp, two_tower
+from components.training_config import RATING_HISTORY_AUTO, RATING_HISTORY_OFF, RATING_HISTORY_ON
 
 RATING_MODELS = {"mf": mf, "mlp": mlp, "content": content, "hybrid": hybrid}
 RANKING_MODELS = {"ease": ease, "ials": ials, "two_tower": two_tower}
@@ -43,3 +44,20 @@ def candidates(name: str, num_items: int, ease_max_items: int) -> Tuple[str, ...
         get(name)
         return (name,)
     return ("ease",) if num_items <= ease_max_items else ("ials", "two_tower")
+
+
+def uses_rating_history(name: str) -> bool:
+    """Whether rating model `name` can carry SVD++'s implicit term (TrainingConfig.rating_history)."""
+    return bool(getattr(get(name), "USES_RATING_HISTORY", False))
+
+
+def rating_history_forms(name: str, rating_history: str) -> Tuple[str, ...]:
+    """The forms of rating model `name` to fit and compare on validation: both for `auto` where the term applies."""
+    if not uses_rating_history(name):
+        return (RATING_HISTORY_OFF,)
+    if rating_history == RATING_HISTORY_AUTO:
+        return (RATING_HISTORY_ON, RATING_HISTORY_OFF)
+    if rating_history not in (RATING_HISTORY_ON, RATING_HISTORY_OFF):
+        raise ValueError(f"unknown rating_history {rating_history!r}; choose one of: "
+                         f"{RATING_HISTORY_AUTO}, {RATING_HISTORY_ON}, {RATING_HISTORY_OFF}")
+    return (rating_history,)

@@ -54,5 +54,6 @@ class ContentMLP(tf.keras.Model):
         return self.item_vectors(items)
 
 
-def build(dims: ModelDims, config: TrainingConfig) -> tf.keras.Model:
+def build(dims: ModelDims, config: TrainingConfig, rows=None) -> tf.keras.Model:
+    """`rows` (a history) is unused: this model has no implicit term."""
     return ContentMLP(dims, config)

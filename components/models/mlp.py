@@ -39,5 +39,6 @@ class CollaborativeMLP(tf.keras.Model):
         return tf.gather(self.item_embedding.embeddings, items[F.ITEM_INDEX])
 
 
-def build(dims: ModelDims, config: TrainingConfig) -> tf.keras.Model:
+def build(dims: ModelDims, config: TrainingConfig, rows=None) -> tf.keras.Model:
+    """`rows` (a history) is unused: this model has no implicit term."""
     return CollaborativeMLP(dims, config)

@@ -60,12 +60,12 @@ def _inputs(u, i, content):
 @pytest.fixture(scope="module")
 def bias_baseline_rmse(ratings):
     """The benchmark's damped user+item bias reference on the same 80/20 split."""
-    from pipeline.quality import rating_references
+    from pipeline.quality import bias_references
 
     u, i, y, *_ = ratings
     train = np.arange(len(y)) % 5 != 0
     as_rows = lambda mask: list(zip(u[mask].tolist(), i[mask].tolist(), y[mask].tolist()))  # noqa: E731
-    (biases,) = [row for row in rating_references(as_rows(train), as_rows(~train)) if "bias" in row.name]
+    (biases,) = [row for row in bias_references(as_rows(train), as_rows(~train)) if "bias" in row.name]
     return biases.rmse
 
 
@@ -219,10 +219,10 @@ def test_mf_defaults_do_not_overfit_noisy_ratings(tmp_path):
     history = model.fit(_inputs(u[~validation], i[~validation], content), y[~validation],
                         validation_data=(_inputs(u[validation], i[validation], content), y[validation]),
                         epochs=defaults.epochs, batch_size=defaults.batch_size, verbose=0).history["val_rmse"]
-    from pipeline.quality import rating_references
+    from pipeline.quality import bias_references
 
     as_rows = lambda mask: list(zip(u[mask].tolist(), i[mask].tolist(), y[mask].tolist()))  # noqa: E731
-    (biases,) = [r for r in rating_references(as_rows(~validation), as_rows(validation)) if "bias" in r.name]
+    (biases,) = [r for r in bias_references(as_rows(~validation), as_rows(validation)) if "bias" in r.name]
     print("val RMSE per epoch:", " ".join(f"{v:.4f}" for v in history), "biases:", f"{biases.rmse:.4f}")
     best = int(np.argmin(history))
     assert min(history) < 0.99 * biases.rmse

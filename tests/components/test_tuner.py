@@ -1,9 +1,11 @@
-"""The Tuner behind `recsys run --tune`: off by default, wired to the Trainer when on, and a real search."""
+"""The Tuner: a budgeted search for rating models by default, `--tune` without the budget, `--no-tune` none; wired to
+the Trainer, and a real search."""
 
 import dataclasses
 import json
 
 import keras_tuner
+import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import json_format
@@ -41,11 +43,53 @@ def test_with_hyperparameters_overrides_the_tuned_fields_only():
         base.with_hyperparameters({"units": 3})
 
 
-def test_pipeline_has_no_tuner_by_default(tmp_path):
-    pipeline = create_pipeline(_config(tmp_path, training=TrainingConfig(model="mf")))
-    assert not [c for c in pipeline.components if isinstance(c, tfx.components.Tuner)]
+@pytest.mark.parametrize("model, tune, tuned", [("mf", None, True), ("hybrid", None, True), ("mf", False, False),
+                                                 ("auto", None, False), ("ease", False, False)])
+def test_a_rating_model_is_tuned_by_default_a_ranking_model_not_and_no_tune_skips_it(tmp_path, model, tune, tuned):
+    pipeline = create_pipeline(_config(tmp_path, training=TrainingConfig(model=model), tune=tune))
+    tuners = [c for c in pipeline.components if isinstance(c, tfx.components.Tuner)]
     trainer = next(c for c in pipeline.components if isinstance(c, tfx.components.Trainer))
-    assert "hyperparameters" not in trainer.inputs
+    assert len(tuners) == int(tuned)
+    assert ("hyperparameters" in trainer.inputs) == tuned
+
+
+def _search(tmp_path, budget_s, trials, model="mf"):
+    """A real search over tiny in-memory ratings with the Tuner's own oracle, tuner and hypermodel."""
+    from components import catalog as catalog_lib
+    from components.models.base import ModelDims
+    from components.tuner import DefaultsFirstOracle, KerasTrialTuner, OBJECTIVE, RatingHyperModel
+
+    rng = np.random.default_rng(0)
+    u, i = rng.integers(0, 30, 3000), rng.integers(0, 40, 3000)
+    y = (3 + np.sign(np.sin(u) * np.cos(i)) + rng.normal(0, 0.3, 3000)).astype(np.float32)
+    config = TrainingConfig(model=model, tuner_trials=trials, tuner_budget_s=budget_s, embedding_dim=4,
+                            hidden_units=(8,))
+    rows = catalog_lib.ragged_rows(np.stack([u, i], 1), 31)
+    dims = ModelDims(31, 41, 1, float(y.mean()))
+    data = tf.data.Dataset.from_tensor_slices(({F.USER_INDEX: u, F.ITEM_INDEX: i,
+                                                F.ITEM_CONTENT: np.zeros((3000, 1), np.float32)}, y)).batch(512)
+    oracle = DefaultsFirstOracle(objective=keras_tuner.Objective(OBJECTIVE, direction="min"), max_trials=trials,
+                                 seed=config.seed, budget_s=budget_s)
+    tuner = KerasTrialTuner(oracle=oracle, hypermodel=RatingHyperModel(config, dims, rows),
+                            directory=str(tmp_path), project_name="t", overwrite=True)
+    tuner.search(x=data, validation_data=data, epochs=1, verbose=0)
+    return config, [t.hyperparameters.values for t in oracle.trials.values()]
+
+
+def test_the_search_starts_from_the_defaults_in_each_form_then_draws(tmp_path):
+    config, trials = _search(tmp_path, budget_s=0, trials=3)
+    assert len(trials) == 3
+    defaults = search_space(keras_tuner.HyperParameters(), config)
+    assert trials[0] == {**defaults, "rating_history": "on"} and trials[1] == {**defaults, "rating_history": "off"}
+    assert trials[2] not in trials[:2]
+    _, trials = _search(tmp_path / "mlp", budget_s=0, trials=2, model="mlp")  # no implicit term: no form to choose
+    assert "rating_history" not in trials[0]
+
+
+def test_no_trial_starts_once_the_budget_is_spent(tmp_path, capsys):
+    _, trials = _search(tmp_path, budget_s=0.01, trials=5)
+    assert len(trials) == 1  # the first trial alone outlasts 10 ms
+    assert "tuner: budget of 0 s spent after 1 trial(s)" in capsys.readouterr().out
 
 
 def test_tune_puts_a_tuner_between_transform_and_trainer(tmp_path):
@@ -79,7 +123,7 @@ def test_tuner_runs_its_trials_on_tiny_transformed_data_and_writes_the_best_valu
     from tfx.dsl.compiler import compiler
     from tfx.proto.orchestration import pipeline_pb2
 
-    training = TrainingConfig(model="mf", tuner_trials=2, tuner_epochs=2, batch_size=256)
+    training = TrainingConfig(model="mf", tuner_trials=3, tuner_epochs=2, batch_size=256, tuner_budget_s=0)
     # The contract inferred from the sample's files (not written beside the shared sample: schema inferred here).
     config = _config(tmp_path, data_root=tiny_data, training=training, tune=True,
                      contract=contract_lib.infer(tiny_data))
@@ -91,18 +135,21 @@ def test_tuner_runs_its_trials_on_tiny_transformed_data_and_writes_the_best_valu
 
     (results,) = tf.io.gfile.glob(f"{config.pipeline_root}/Tuner/tuner_results/*/tuner_results.json")
     trials = json.loads(tf.io.gfile.GFile(results).read())
-    assert len(trials) == 2
+    assert len(trials) == 3
     assert all(0.3 < t["score"] < 2.0 for t in trials)  # validation RMSE of a model that trained
-    values = [{k: t[k] for k in ("embedding_dim", "rating_l2", "learning_rate")} for t in trials]
+    keys = ("embedding_dim", "rating_l2", "learning_rate", "rating_history")
+    values = [{k: t[k] for k in keys} for t in trials]
     defaults = search_space(keras_tuner.HyperParameters(), training)  # the config's values, inside the ranges
-    assert defaults in values and values[0] != values[1]  # the defaults, then one random point
+    # The defaults in each form (with and without the implicit term), then one random point.
+    assert {**defaults, "rating_history": "on"} in values and {**defaults, "rating_history": "off"} in values
+    assert len({tuple(sorted(v.items())) for v in values}) == 3
     (best,) = tf.io.gfile.glob(f"{config.pipeline_root}/Tuner/best_hyperparameters/*/best_hyperparameters.txt")
     best_values = json.loads(tf.io.gfile.GFile(best).read())["values"]
     winner = min(trials, key=lambda t: t["score"])
     assert {k: best_values[k] for k in defaults} == {k: winner[k] for k in defaults}
     tuned = training.with_hyperparameters(json.loads(tf.io.gfile.GFile(best).read()))
-    assert {"embedding_dim": tuned.embedding_dim, "rating_l2": tuned.rating_l2, "learning_rate": tuned.learning_rate} == {
-        k: best_values[k] for k in defaults}
+    assert {"embedding_dim": tuned.embedding_dim, "rating_l2": tuned.rating_l2, "learning_rate": tuned.learning_rate,
+            "rating_history": tuned.rating_history} == {k: best_values[k] for k in defaults}
 
 
 def test_recsys_run_tune_with_a_ranking_model_is_one_line(tmp_path, capsys):

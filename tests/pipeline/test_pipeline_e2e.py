@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -242,14 +243,21 @@ def _example(user, item, genres=(), year=None):
 
 @pytest.mark.parametrize("name", ["mlp", "content", "hybrid"])
 def test_every_model_trains_in_the_pipeline_and_serves_new_items(tiny_data, tmp_path, name):
-    """Blessed and pushed; content-aware models use the catalogue, or the request's attributes for new items."""
+    """Blessed and pushed; content-aware models use the catalogue, or the request's attributes for new items.
+    hybrid runs as a user gets it by default (the budgeted Tuner, then the form validation prefers, refitted)."""
     from components.training_config import TrainingConfig
     from pipeline.config import PipelineConfig
 
     config = PipelineConfig(data_root=tiny_data, output_dir=str(tmp_path),
-                            training=TrainingConfig(model=name, epochs=3, batch_size=256, learning_rate=0.01))
+                            training=TrainingConfig(model=name, epochs=3, batch_size=256, learning_rate=0.01,
+                                                    tuner_epochs=3), tune=None if name == "hybrid" else False)
     local_runner.run(config, quiet=True)
     assert run_summary.latest(config).blessed
+    tuned = tf.io.gfile.glob(f"{config.pipeline_root}/Tuner/best_hyperparameters/*/best_hyperparameters.txt")
+    assert len(tuned) == int(name == "hybrid")
+    if tuned:  # the search chose the form too, and the Trainer built it
+        form = json.loads(tf.io.gfile.GFile(tuned[0]).read())["values"]["rating_history"]
+        assert form in ("on", "off")
     (version,) = _versions(config.serving_dir)
     model = tf.saved_model.load(os.path.join(config.serving_dir, version))
     known = model.signatures[F.PREDICT](user_id=tf.constant(["u00001"]), item_id=tf.constant(["i00001"]))

@@ -28,8 +28,9 @@ def _tiny_split(root, fraction=0.2):
 def test_rating_references_learn_biases():
     train = [("u1", "i1", 5.0), ("u1", "i2", 1.0), ("u2", "i1", 5.0), ("u3", "i1", 4.0), ("u3", "i3", 2.0)]
     held_out = [("u2", "i3", 2.0), ("u9", "i1", None)]  # an unrated interaction counts for ranking only
-    mean, biases = quality.rating_references(train, held_out)
-    assert (mean.name, biases.name) == ("global mean", "user+item biases")
+    mean, biases, svd = quality.rating_references(train, held_out)
+    assert (mean.name, biases.name) == ("global mean", "user+item biases") and svd.name.startswith("SVD-style")
+    assert svd.rmse is not None and svd.mae is not None
     assert mean.rmse == pytest.approx(abs(3.4 - 2.0)) and mean.mae == pytest.approx(1.4)
     assert biases.rmse < mean.rmse  # i3 is rated below the mean
     assert quality.rating_references([("u1", "i1", None)], held_out) == []  # no ratings: no rating rows
@@ -132,6 +133,22 @@ def test_history_section_protocol_on_a_stand_in_model(tmp_path):
     assert len(bare.notes) == 3 and bare.measure("stand-in", model) == {"name": "stand-in"}
 
 
+def test_rating_variants_run_each_form_with_and_without_refit_untuned():
+    planned = quality.runs(["mf", "mlp", "ease"], rating_variants=True)
+    assert [r.label for r in planned] == [
+        "mf", "mf (seeds' form, no refit)", "mf (seeds' form, refit)", "mf (implicit term, no refit)",
+        "mf (implicit term, refit)", "mlp", "ease"]  # mlp has no implicit term: no variants; ease ranks
+    seeds = planned[1]
+    config = quality._pipeline_config("/data", "/out", seeds, "hash", quality.TrainingConfig(epochs=3))
+    assert (config.training.model, config.training.rating_history, config.training.rating_refit,
+            config.training.epochs, config.tune) == ("mf", "off", False, 3, False)
+    assert config.output_dir == "/out/mf__seeds__form__no_refit"
+    default = quality._pipeline_config("/data", "/out", planned[0], "hash", quality.TrainingConfig())
+    assert default.tune is None and default.training.rating_history == "auto" and default.training.rating_refit
+    assert len({r.slug for r in planned}) == len(planned)
+    assert [r.label for r in quality.runs(["mf"])] == ["mf"]
+
+
 @pytest.fixture(scope="module")
 def benchmark_run(tiny_data, tmp_path_factory):
     """One `recsys benchmark` on the tiny sample with a rating model and a ranking model (EASE: the history
@@ -189,3 +206,24 @@ def test_benchmark_history_section_on_the_tiny_sample(benchmark_run):
     markdown = (out / quality.MARKDOWN_FILE).read_text()
     assert "## History as the model's input" in markdown and "| ease | 3 |" in markdown
     assert "(b) unseen sessions" in markdown and "history section" in printed
+
+
+def test_the_svd_style_reference_beats_the_bias_reference_and_picks_its_l2_on_validation(tmp_path):
+    from data import synthetic
+    from pipeline import svd_reference
+
+    synthetic.generate(str(tmp_path), synthetic.SampleSpec(num_users=300, num_items=300, num_ratings=20_000, seed=4))
+    with open(tmp_path / F.INTERACTIONS_FILE, newline="") as f:
+        rows = [(r[F.USER_ID], r[F.ITEM_ID], float(r[F.RATING])) for r in csv.DictReader(f)]
+    fold = np.arange(len(rows)) % 10
+    train = [r for r, k in zip(rows, fold) if k >= 2]
+    validation = [r for r, k in zip(rows, fold) if k == 1]
+    held_out = [r for r, k in zip(rows, fold) if k == 0]
+    mean, biases, svd = quality.rating_references(train, held_out, validation)
+    print(f"RMSE: global mean {mean.rmse:.4f}, biases {biases.rmse:.4f}, {svd.name} {svd.rmse:.4f} ({svd.note})")
+    assert svd.rmse < 0.97 * biases.rmse < mean.rmse
+    chosen = float(svd.note.split("L2 ")[1].split()[0])
+    assert chosen in svd_reference.LAMBDAS
+    # Unknown ids fall back to the mean (+ the known side's bias): finite, inside the rating scale's reach.
+    predicted, _ = svd_reference.fit_predict(train, validation, [("nobody", "i00001", 3.0), ("nobody", "nothing", 3.0)])
+    assert np.all(np.isfinite(predicted)) and abs(predicted[1] - np.mean([r for *_, r in train + validation])) < 1e-9
