@@ -42,6 +42,7 @@ help:
 	@echo "make image       build the pipeline image from the Dockerfile (needs a Docker engine)"
 	@echo "make clean       remove pipeline outputs and the generated sample (keeps .venv)"
 	@echo "make bench-quality  every model beside most popular, ItemKNN, EASE, iALS on a fresh sample (~10 min)"
+	@echo "make bench-rating mf and hybrid in each form (seeds', SVD++ implicit term) with/without refit, tuned defaults, beside global mean, biases, SVD-style (~15 min)"
 	@echo "make bench       benchmarks into bench/results (pipeline 100K+1M, training input path, serving, scaling, ANN at 1M items) and bench/report.md (~13 min)"
 	@echo "make bench-big   ials and two_tower through the pipeline on a 100,000-item synthetic (~20 min)"
 	@echo "make bench-scale the pipeline at 100K, 1M, 10M interactions (100,000 items, iALS): time and peak RSS per component (~50 min)"
@@ -141,3 +142,12 @@ bench-quality: venv
 	$(RECSYS) benchmark --data-root $(BENCH_WORK)/quality/sample --output-dir $(BENCH_WORK)/quality/out
 	for ext in json md png; do cp $(BENCH_WORK)/quality/out/benchmark.$$ext bench/results/quality_sample.$$ext; done
 	$(PY) bench/report.py --results-dir bench/results --out bench/report.md
+
+# The rating models (issue 20): each form with and without the refit, untuned, beside their tuned defaults and the
+# rating references (global mean, damped biases, SVD-style ALS), all on one split of a fresh sample.
+.PHONY: bench-rating
+bench-rating: venv
+	rm -rf $(BENCH_WORK)/rating && $(RECSYS) sample --out $(BENCH_WORK)/rating/sample
+	$(RECSYS) benchmark --data-root $(BENCH_WORK)/rating/sample --output-dir $(BENCH_WORK)/rating/out \
+		--models mf,hybrid --rating-variants
+	for ext in json md png; do cp $(BENCH_WORK)/rating/out/benchmark.$$ext bench/results/rating_sample.$$ext; done

@@ -85,9 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("sample", help="generate a deterministic synthetic sample dataset")
-    p.add_argument("--kind", choices=["movies", "shop"], default="movies",
+    p.add_argument("--kind", choices=["movies", "shop", "timeline"], default="movies",
                    help="movies: explicit ratings, genres, year (the default); shop: implicit feedback, category, "
-                        "brand, price, free-text description, users.csv")
+                        "brand, price, free-text description, users.csv; timeline: movies as daily spans "
+                        "(span-N/interactions.csv, items.csv, _SUCCESS) with new items and users every day and "
+                        "slowly drifting taste")
+    p.add_argument("--days", type=int, default=None, help="timeline: how many daily spans (default 14)")
     p.add_argument("--out", default=C.DEFAULT_DATA_ROOT)
     p.add_argument("--num-ratings", "--num-interactions", dest="num_ratings", type=int, default=None,
                    help="default: 100,000 (movies), 60,000 (shop)")
@@ -115,15 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-dim", type=int, default=TrainingConfig.embedding_dim)
     p.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
     _add_ann_arg(p)
-    p.add_argument("--rating-history", choices=RATING_HISTORY_CHOICES, default=TrainingConfig.rating_history,
-                   help="mf, hybrid: SVD++'s implicit term (the user is also the items they chose to rate); off is "
-                        "the seeds' model exactly; auto (default) keeps the form with the lower validation RMSE")
-    p.add_argument("--tune", action=argparse.BooleanOptionalAction, default=None,
-                   help="tune a rating model's embedding size, L2, learning rate and (mf, hybrid) SVD++'s implicit "
-                        "term on the validation split first (TFX Tuner; the Trainer uses the best values). By "
-                        f"default a rating model gets a search of at most {TrainingConfig.tuner_trials} trials "
-                        f"started within {TrainingConfig.tuner_budget_s:.0f} s; --tune lifts the time budget, "
-                        "--no-tune skips the search")
+    _add_fit_args(p)
     _add_split_arg(p)
     p.add_argument("--min-id-frequency", type=int, default=C.PipelineConfig.min_id_frequency,
                    help="users/items with fewer training ratings share the OOV bucket (default %(default)s)")
@@ -183,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default=F.DEFAULT_MODEL_NAME)
     p.add_argument("--train-steps", type=int, default=0, help="default of train-args num_steps (0: whole epochs)")
     _add_ann_arg(p)
+    _add_fit_args(p)
     _add_beam_args(p, "DirectRunner (default: in memory, one process, inside each component's pod), DataflowRunner "
                       "(needs --project, --region, a gs:// temp location), FlinkRunner (--flink_master or "
                       "--job_endpoint), SparkRunner (--spark_master_url or --job_endpoint)")
@@ -324,6 +320,22 @@ COMMANDS = {
     "recommend": client_commands.cmd_recommend,
     "similar": client_commands.cmd_similar,
 }
+
+
+def _add_fit_args(p) -> None:
+    """How a model is fitted, shared by `run` and `compile`: the implicit term, the refit, the Tuner."""
+    p.add_argument("--rating-history", choices=RATING_HISTORY_CHOICES, default=TrainingConfig.rating_history,
+                   help="mf, hybrid: SVD++'s implicit term (the user is also the items they chose to rate); off is "
+                        "the seeds' model exactly; auto (default) keeps the form with the lower validation RMSE")
+    p.add_argument("--tune", action=argparse.BooleanOptionalAction, default=None,
+                   help="tune a rating model's embedding size, L2, learning rate and (mf, hybrid) SVD++'s implicit "
+                        "term on the validation split first (TFX Tuner; the Trainer uses the best values). By "
+                        f"default a rating model gets a search of at most {TrainingConfig.tuner_trials} trials "
+                        f"started within {TrainingConfig.tuner_budget_s:.0f} s; --tune lifts the time budget, "
+                        "--no-tune skips the search")
+    p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=True,
+                   help="once validation has chosen epochs and settings (and EASE's or iALS's lambda), refit on "
+                        "train + validation before export (default); --no-refit exports the model fitted on train")
 
 
 def _add_ann_arg(p) -> None:

@@ -52,6 +52,10 @@ def cmd_sample(args) -> int:
         _print_heldout(args.out, counts)
         _drop_stale_contract(args.out)
         return 0
+    if args.kind == "timeline":
+        return _timeline_sample(args)
+    if args.days is not None:
+        raise CliError(f"--days is for --kind timeline (a {args.kind} sample is one file of interactions)")
     from data import synthetic
 
     if args.num_ratings is not None:
@@ -60,6 +64,28 @@ def cmd_sample(args) -> int:
     print(f"wrote {counts['interactions']} ratings of {counts['users']} users on {counts['items']} items to {args.out}")
     _print_heldout(args.out, counts)
     _drop_stale_contract(args.out)
+    return 0
+
+
+def _timeline_sample(args) -> int:
+    from components import features as F
+    from data import timeline
+
+    if args.num_ratings is not None:
+        raise CliError("--num-ratings does not apply to --kind timeline: a day's interactions follow from its active "
+                       "users (--num-users: users on day 1)")
+    spec = timeline.TimelineSpec(seed=args.seed)
+    flags = {"days": ("--days", args.days), "initial_users": ("--num-users", args.num_users),
+             "initial_items": ("--num-items", args.num_items)}
+    for flag, value in flags.values():
+        if value is not None and value < 1:
+            raise CliError(f"{flag} must be at least 1, not {value}")
+    spec = dataclasses.replace(spec, **{field: value for field, (_, value) in flags.items() if value is not None})
+    counts = timeline.generate(args.out, spec)
+    print(f"wrote {counts['interactions']} ratings in {counts['days']} daily spans "
+          f"({timeline.SPAN_DIR.replace('{SPAN}', '1')} .. {timeline.SPAN_DIR.replace('{SPAN}', str(counts['days']))}, "
+          f"each with its day's {F.INTERACTIONS_FILE}, the catalogue so far in {F.ITEMS_FILE} and a "
+          f"{timeline.SUCCESS_MARKER} marker) of {counts['users']} users on {counts['items']} items to {args.out}")
     return 0
 
 
@@ -127,6 +153,18 @@ def _beam(args, direct_defaults, output_dir: str = "", data_root: str = ""):
         raise CliError(str(e)) from None
 
 
+def fit_choices(args, training: TrainingConfig) -> TrainingConfig:
+    """--rating-history, --refit and --tune (the full search: every trial, no time budget) into the config."""
+    from components import models
+
+    if args.tune and models.is_ranking(training.model):
+        raise CliError(f"--tune tunes the rating models ({', '.join(models.RATING_MODELS)}); "
+                       f"--model {training.model} is a ranking model")
+    training = dataclasses.replace(training, rating_history=args.rating_history, rating_refit=args.refit,
+                                   ease_refit=args.refit, ials_refit=args.refit)
+    return dataclasses.replace(training, tuner_budget_s=0.0) if args.tune else training
+
+
 def cmd_run(args) -> int:
     from components import models
     from components.data_gate import DataValidationError
@@ -140,20 +178,14 @@ def cmd_run(args) -> int:
                        f"workers reach: compile for the cluster with `recsys compile --beam-runner {runner}`")
     check_models([args.model])
     check_ann(args.model, args.ann)
-    if args.tune:
-        if models.is_ranking(args.model):
-            raise CliError(f"--tune tunes the rating models ({', '.join(models.RATING_MODELS)}); "
-                           f"--model {args.model} is a ranking model")
     if not os.path.isdir(args.data_root):
         raise CliError(f"data root {args.data_root!r} is not a directory (run `recsys sample` for the bundled sample)")
     data_root = os.path.abspath(args.data_root)
     training = dataclasses.replace(
         TrainingConfig(), model=args.model, epochs=args.epochs, batch_size=args.batch_size,
         embedding_dim=args.embedding_dim, learning_rate=args.learning_rate, ann=args.ann,
-        rating_history=args.rating_history,
     )
-    if args.tune:  # the full search: every trial, no time budget
-        training = dataclasses.replace(training, tuner_budget_s=0.0)
+    training = fit_choices(args, training)
     config = _with_data(args, C.PipelineConfig(data_root=data_root, split=args.split))
     _check_feedback(args, config.contract)
     interactions_bytes = os.path.getsize(os.path.join(data_root, config.contract.interactions_file))
@@ -259,7 +291,8 @@ def cmd_compile(args) -> int:
         config,
         output_dir=args.output_dir,
         model_name=args.model_name,
-        training=dataclasses.replace(TrainingConfig(), model=args.model, ann=args.ann),
+        training=fit_choices(args, dataclasses.replace(TrainingConfig(), model=args.model, ann=args.ann)),
+        tune=args.tune,
         train_steps=args.train_steps,
         beam_runner=runner,
         beam_args=beam_args,

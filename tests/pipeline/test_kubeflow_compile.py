@@ -61,3 +61,29 @@ def test_bigquery_input_compiles_with_bigquery_example_gen(tmp_path, capsys):
     assert cli.main(["compile", "--image", IMAGE, "--output", str(out), "--data-root", "gs://bucket/data",
                      "--output-dir", "gs://bucket/run", "--bigquery-query", query]) == cli.EXIT_ERROR
     assert "--bigquery-query needs --contract" in capsys.readouterr().err
+
+
+def test_a_rating_model_compiles_with_its_budgeted_tuner_and_the_fit_flags_reach_the_trainer(tmp_path, capsys):
+    contract = tmp_path / "contract.json"
+    contract.write_text(contract_lib.DataContract(columns=contract_lib.Columns(rating=F.RATING, timestamp=F.TIMESTAMP),
+                                                  rating_range=(0.5, 5.0)).to_json())
+    common = ["compile", "--image", IMAGE, "--data-root", "gs://bucket/data", "--output-dir", "gs://bucket/run",
+              "--contract", str(contract), "--schema", "gs://bucket/data/schema.pbtxt", "--model", "mf"]
+
+    def compiled(name, *flags):
+        out = tmp_path / name
+        assert cli.main([*common, "--output", str(out), *flags]) == 0, capsys.readouterr().err
+        job = json.loads(out.read_text())
+        training = json.loads(job["runtimeConfig"]["parameters"]["training-config"]["stringValue"])["training"]
+        return set(job["pipelineSpec"]["root"]["dag"]["tasks"]), training
+
+    tasks, training = compiled("default.json")
+    assert "Tuner" in tasks and {"Evaluator", "Trainer"} <= tasks
+    assert (training["rating_history"], training["rating_refit"], training["tuner_budget_s"]) == ("auto", True, 60.0)
+    tasks, training = compiled("seeds.json", "--no-tune", "--rating-history", "off", "--no-refit")
+    assert "Tuner" not in tasks
+    assert (training["rating_history"], training["rating_refit"], training["ease_refit"]) == ("off", False, False)
+    tasks, training = compiled("full.json", "--tune")
+    assert "Tuner" in tasks and training["tuner_budget_s"] == 0.0  # --tune: every trial, no time budget
+    assert cli.main([*common, "--output", str(tmp_path / "x.json"), "--tune", "--model", "ease"]) == cli.EXIT_ERROR
+    assert "--model ease is a ranking model" in capsys.readouterr().err
