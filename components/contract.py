@@ -460,9 +460,10 @@ def contract_path(data_root: str) -> str:
 
 
 def load_or_infer(data_root: str, mapping: Optional[Mapping[str, str]] = None,
-                  path: str = "") -> Tuple[DataContract, bool]:
+                  path: str = "", files_root: str = "") -> Tuple[DataContract, bool]:
     """(contract, inferred now): the reviewed copy at `path` (default data_root/contract.json) when there is
-    one, else the contract inferred from the files, written there for review."""
+    one, else the contract inferred from the files (under `files_root`, default data_root: one span's
+    directory when the data root holds spans), written there for review."""
     path = path or contract_path(data_root)
     import tensorflow as tf
 
@@ -478,7 +479,7 @@ def load_or_infer(data_root: str, mapping: Optional[Mapping[str, str]] = None,
         reason = e.message.strip().splitlines()[0].split("error details: ")[-1]
         raise ContractError(f"cannot read the data contract {path} ({reason}): give the reviewed copy with "
                             f"--contract FILE (or --schema-dir DIR)") from None
-    contract = infer(data_root, mapping)
+    contract = infer(files_root or data_root, mapping)
     from components.atomic_io import atomic_write
 
     atomic_write(path, contract.to_json().encode("utf-8"))

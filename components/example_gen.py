@@ -42,6 +42,7 @@ from tfx.types import artifact_utils, standard_component_specs
 
 from components import contract as contract_lib
 from components import features as F
+from components import spans
 from components.contract import DataContract, Feature
 
 _Attributes = Dict[str, tf.train.Feature]  # one item's (or user's) encoded features by example key
@@ -123,11 +124,14 @@ def _read_file(path: str) -> Iterable[Dict[str, object]]:
         raise InputError(f"{path}: not UTF-8 text") from None
 
 
-def check_files(data_root: str, contract: DataContract) -> None:
+def check_files(data_root: str, contract: DataContract, interactions_pattern: str = "") -> None:
     """Fails fast, before any Beam work, when a file is missing, its columns are not the contract's, or an
-    item (user) has two rows: one line naming the file and the id."""
-    def check(name: str, id_column: str, columns: List[str], duplicates: bool) -> None:
-        path = posixpath.join(data_root, name)
+    item (user) has two rows: one line naming the file and the id. `interactions_pattern`: where the interactions
+    are under data_root when not at contract.interactions_file (one span: span-N/interactions.csv, whose items
+    and users are the span's own files when it has them)."""
+    pattern = interactions_pattern or contract.interactions_file
+
+    def check(path: str, id_column: str, columns: List[str], duplicates: bool) -> None:
         if not tf.io.gfile.exists(path):
             raise InputError(f"{path}: file not found")
         try:
@@ -145,14 +149,15 @@ def check_files(data_root: str, contract: DataContract) -> None:
                 seen.add(key)
 
     columns = contract.columns
-    for pattern_path in tf.io.gfile.glob(posixpath.join(data_root, contract.interactions_file)) or [
-            posixpath.join(data_root, contract.interactions_file)]:
+    for pattern_path in tf.io.gfile.glob(posixpath.join(data_root, pattern)) or [posixpath.join(data_root, pattern)]:
         roles = [getattr(columns, r) for r in contract_lib.ROLES if getattr(columns, r)]
-        check(posixpath.relpath(pattern_path, data_root), roles[0], roles[1:], duplicates=False)
+        check(pattern_path, roles[0], roles[1:], duplicates=False)
     if contract.items_file:
-        check(contract.items_file, columns.item, [f.column for f in contract.item_features], duplicates=True)
+        check(spans.side_file(data_root, pattern, contract.items_file), columns.item,
+              [f.column for f in contract.item_features], duplicates=True)
     if contract.users_file:
-        check(contract.users_file, columns.user, [f.column for f in contract.user_features], duplicates=True)
+        check(spans.side_file(data_root, pattern, contract.users_file), columns.user,
+              [f.column for f in contract.user_features], duplicates=True)
 
 
 def _keyed(row: Mapping, id_column: str, features: Tuple[Feature, ...], path: str) -> Tuple[str, _Attributes]:
@@ -204,7 +209,7 @@ def _read_interactions(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
     """(rows, contract, interactions path): the interaction records as dicts, spread over the workers."""
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     contract = contract_of(exec_properties)
-    check_files(input_base, contract)
+    check_files(input_base, contract, split_pattern)
     interactions_path = posixpath.join(input_base, split_pattern)
     paths = sorted(tf.io.gfile.glob(interactions_path)) or [interactions_path]
     role_columns = tuple(c for c in (getattr(contract.columns, r) for r in contract_lib.ROLES) if c)
@@ -237,12 +242,14 @@ def _Spread(rows, columns: Tuple[str, ...]):  # pylint: disable=invalid-name
 
 
 def _join(pipeline: beam.Pipeline, rows, contract: DataContract, exec_properties: Dict[str, Any],
-          interactions_path: str):
+          interactions_path: str, split_pattern: str):
     """The rows as tf.Examples with their items' and users' attributes and activity buckets (side inputs)."""
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-    items = _side_table(pipeline, "Items", contract.items_file and posixpath.join(input_base, contract.items_file),
+    items = _side_table(pipeline, "Items",
+                        contract.items_file and spans.side_file(input_base, split_pattern, contract.items_file),
                         contract.columns.item, contract.used(contract.item_features))
-    users = _side_table(pipeline, "Users", contract.users_file and posixpath.join(input_base, contract.users_file),
+    users = _side_table(pipeline, "Users",
+                        contract.users_file and spans.side_file(input_base, split_pattern, contract.users_file),
                         contract.columns.user, contract.used(contract.user_features))
     user_column, item_column = contract.columns.user, contract.columns.item
     user_counts = (rows | "Users" >> beam.Map(lambda r: _text(r.get(user_column)))
@@ -261,7 +268,7 @@ def _JoinedRatingsToExample(  # pylint: disable=invalid-name
     pipeline: beam.Pipeline, exec_properties: Dict[str, Any], split_pattern: str
 ) -> beam.pvalue.PCollection:
     rows, contract, interactions_path = _read_interactions(pipeline, exec_properties, split_pattern)
-    return _join(pipeline, rows, contract, exec_properties, interactions_path)
+    return _join(pipeline, rows, contract, exec_properties, interactions_path, split_pattern)
 
 
 def _row_user_time(row: Mapping, contract: DataContract, path: str) -> Tuple[str, int]:
@@ -444,9 +451,10 @@ class Executor(BaseExampleGenExecutor):
             raise ValueError(f"output splits must be {', '.join(F.SPLIT_NAMES)} (got {', '.join(names)})")
         # The split's cut-offs come from the records' (user, timestamp) alone, so the examples stream from the
         # join to the writer: a cut-off computed from the examples would make the runner hold all of them.
-        rows, contract, interactions_path = _read_interactions(pipeline, exec_properties,
-                                                               input_config.splits[0].pattern)
-        examples = _join(pipeline, rows, contract, exec_properties, interactions_path)
+        # TFX's driver has already put the span's number into a `{SPAN}` pattern (components/spans.py).
+        split_pattern = input_config.splits[0].pattern
+        rows, contract, interactions_path = _read_interactions(pipeline, exec_properties, split_pattern)
+        examples = _join(pipeline, rows, contract, exec_properties, interactions_path, split_pattern)
         if kind == SPLIT_HASH:
             buckets = {split.name: split.hash_buckets for split in output_config.split_config.splits}
             bounds = list(itertools.accumulate(buckets[name] for name in F.SPLIT_NAMES))

@@ -22,15 +22,9 @@ from typing import Dict
 import numpy as np
 
 from components import features as F
+from components.spans import SPAN_DIR, SUCCESS_MARKER, span_dir  # noqa: F401 (re-exported for callers)
 from data import synthetic
 from data.atomic_csv import atomic_csv
-
-SPAN_DIR = "span-{SPAN}"  # TFX's span placeholder: DATA_ROOT/span-{SPAN}/interactions.csv
-SUCCESS_MARKER = "_SUCCESS"  # written last in a span directory: the span is complete
-
-
-def span_dir(root: str, span: int) -> str:
-    return os.path.join(root, SPAN_DIR.replace("{SPAN}", str(span)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
     _add_ann_arg(p)
     _add_fit_args(p)
+    p.add_argument("--span", metavar="latest|N", default=None,
+                   help="the data root holds dated spans (span-N/interactions.*, optional per-span items.*/users.*, "
+                        "a _SUCCESS marker written last): train on the newest one or on span N; a span without its "
+                        "marker, empty, or the same as another span is a one-line refusal")
     _add_split_arg(p)
     p.add_argument("--min-id-frequency", type=int, default=C.PipelineConfig.min_id_frequency,
                    help="users/items with fewer training ratings share the OOV bucket (default %(default)s)")

@@ -236,6 +236,10 @@ class PipelineConfig:
     train_hash_buckets: int = 8
     validation_hash_buckets: int = 1
     eval_hash_buckets: int = 1
+    # 0: the interactions are under data_root itself. N: data_root holds dated spans and this run reads span N
+    # (DATA_ROOT/span-N/interactions.*, and the span's own items.*/users.* when it has them), through ExampleGen's
+    # `{SPAN}` pattern and a RangeConfig naming N (components/spans.py); ML Metadata records the span.
+    span: int = 0
     # Users and items with fewer training ratings than this get no embedding of their own (OOV).
     min_id_frequency: int = 1
     training: TrainingConfig = TrainingConfig()
@@ -255,6 +259,13 @@ class PipelineConfig:
     # True: `--tune`; False: `--no-tune`.
     tune: Optional[bool] = None
     mysql: Optional[MySQLMetadata] = None  # None: SQLite at metadata_path (ignored on Kubeflow)
+
+    @property
+    def files_root(self) -> str:
+        """Where this run's files are: the data root, or its span's directory."""
+        from components import spans
+
+        return spans.span_dir(self.data_root, self.span) if self.span else self.data_root
 
     def __post_init__(self):
         resolved = resolve_split(self.split, self.contract, bigquery=bool(self.bigquery_query))
@@ -308,7 +319,7 @@ def with_data_contract(config: PipelineConfig, mapping: Optional[Mapping[str, st
     """
     import tensorflow as tf
 
-    contract, inferred = load_or_infer(config.data_root, mapping, contract_path)
+    contract, inferred = load_or_infer(config.data_root, mapping, contract_path, files_root=config.files_root)
     schema = schema_path or posixpath.join(config.data_root, SCHEMA_FILE)
     try:  # a schema named explicitly is the curated one, even where this machine cannot look (gs:// at compile time)
         exists = bool(schema_path) or tf.io.gfile.exists(schema)

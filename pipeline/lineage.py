@@ -78,9 +78,7 @@ def versions(config: PipelineConfig) -> List[VersionLineage]:
             for transform in _neighbours(store, transformed.id, _OUTPUT):
                 raw = _artifacts_of(store, transform, _INPUT).get(_A.Examples.TYPE_NAME)
                 if raw is not None:
-                    # An unset span is span 0 (a single snapshot of the data).
-                    span = next((props["span"].int_value for props in (raw.properties, raw.custom_properties)
-                                 if "span" in props), 0)
+                    span = _span(raw)
                     fingerprint = raw.custom_properties["input_fingerprint"].string_value or None
         evaluation = None
         for execution_id in _neighbours(store, model.id, _INPUT):
@@ -109,6 +107,13 @@ class EvaluatedRun:
     model_uri: str
     blessed: bool  # the final verdict: the ranking gate's blessing (TFMA's when no gate ran)
     ranking_blessing_uri: Optional[str] = None  # the ranking gate's blessing: its metrics JSON is there
+    data_span: Optional[int] = None  # the span of the examples the run was judged on (ExampleGen's, in ML Metadata)
+
+
+def _span(artifact: metadata_store_pb2.Artifact) -> int:
+    """ExampleGen's span property (an unset span is span 0: a single snapshot of the data)."""
+    return next((props["span"].int_value for props in (artifact.properties, artifact.custom_properties)
+                 if "span" in props), 0)
 
 
 def _model_input(store, execution_id: int) -> Optional[metadata_store_pb2.Artifact]:
@@ -128,7 +133,7 @@ def evaluated_runs(config: PipelineConfig) -> List[EvaluatedRun]:
     store = _store(config)
     runs = []
     for context in sorted(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.id):
-        evaluation, tfma_blessing, gate_blessing, model = None, None, None, None
+        evaluation, tfma_blessing, gate_blessing, model, span = None, None, None, None, None
         for execution in store.get_executions_by_context(context.id):
             outputs = _artifacts_of(store, execution.id, _OUTPUT)
             blessing = outputs.get(_A.ModelBlessing.TYPE_NAME)
@@ -139,6 +144,8 @@ def evaluated_runs(config: PipelineConfig) -> List[EvaluatedRun]:
             else:
                 continue
             model = _model_input(store, execution.id) or model
+            examples = _artifacts_of(store, execution.id, _INPUT).get(_A.Examples.TYPE_NAME)
+            span = _span(examples) if examples is not None else span
         if evaluation is None and gate_blessing is None:
             continue
         runs.append(EvaluatedRun(
@@ -147,5 +154,6 @@ def evaluated_runs(config: PipelineConfig) -> List[EvaluatedRun]:
             model_uri=model.uri if model else "",
             blessed=_is_blessed(gate_blessing if gate_blessing is not None else tfma_blessing),
             ranking_blessing_uri=gate_blessing.uri if gate_blessing is not None else None,
+            data_span=span,
         ))
     return runs

@@ -13,6 +13,7 @@ from tfx.v1.extensions.google_cloud_big_query import BigQueryExampleGen
 from components import contract as contract_lib
 from components import features as F
 from components import models
+from components import spans
 from components.data_gate import DataGate
 from components.schema_curation import CuratedSchemaExport
 from components.example_gen import RatingsExampleGen
@@ -105,10 +106,15 @@ def _parameters(config: PipelineConfig) -> Dict[str, Any]:
 def _file_example_gen(config: PipelineConfig, params: Dict[str, Any], output_config) -> RatingsExampleGen:
     """Interactions (CSV or Parquet) under the data root, joined with the item and user files the contract names."""
     contract = config.contract
+    pattern, range_config = contract.interactions_file, None
+    if config.span:  # TFX's driver fills `{SPAN}` with the span the RangeConfig names and records it on the artifact
+        pattern = spans.pattern(contract.interactions_file)
+        range_config = tfx.proto.RangeConfig(static_range=tfx.proto.StaticRange(
+            start_span_number=config.span, end_span_number=config.span))
     return RatingsExampleGen(
         input_base=params["data-root"],
-        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split",
-                                                                   pattern=contract.interactions_file)]),
+        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split", pattern=pattern)]),
+        range_config=range_config,
         output_config=output_config,
         custom_config=example_gen_config(contract, config.split, config.eval_fraction, config.validation_fraction),
     )

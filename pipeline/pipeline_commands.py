@@ -6,6 +6,7 @@ import dataclasses
 import os
 import sys
 
+from components import spans
 from components.training_config import TrainingConfig
 from pipeline import config as C
 from pipeline.cli_common import EXIT_NOT_BLESSED, CliError, check_ann, check_models
@@ -114,8 +115,8 @@ def _with_data(args, config: "C.PipelineConfig") -> "C.PipelineConfig":
         config, inferred = C.with_data_contract(config, mapping, contract_file, schema_file)
         if "://" not in config.data_root:  # remote data is checked by ExampleGen where it runs
             # The reviewed contract against the files (columns, kinds) before any component runs; then duplicates.
-            contract_lib.check_data(config.data_root, config.contract, shown)
-            check_files(config.data_root, config.contract)
+            contract_lib.check_data(config.files_root, config.contract, shown)
+            check_files(config.files_root, config.contract)
     except contract_lib.ContractMismatch as e:
         advice = schema_commands.mismatch_advice(args, args.data_root, shown,
                                                  config.schema_path or config.schema_export_path)
@@ -165,6 +166,20 @@ def fit_choices(args, training: TrainingConfig) -> TrainingConfig:
     return dataclasses.replace(training, tuner_budget_s=0.0) if args.tune else training
 
 
+def _span(args, data_root: str) -> int:
+    """The span this run reads (0: the data root holds the files itself), chosen and checked complete."""
+    if args.span is None:
+        if spans.is_span_root(data_root) and not any(
+                name.startswith("interactions.") for name in os.listdir(data_root)):
+            raise CliError(f"{data_root} holds dated spans ({spans.SPAN_DIR}/): pass --span {spans.LATEST} or "
+                           f"--span N")
+        return 0
+    try:
+        return spans.choose(data_root, args.span)
+    except spans.SpanError as e:
+        raise CliError(str(e)) from None
+
+
 def cmd_run(args) -> int:
     from components import models
     from components.data_gate import DataValidationError
@@ -186,9 +201,16 @@ def cmd_run(args) -> int:
         embedding_dim=args.embedding_dim, learning_rate=args.learning_rate, ann=args.ann,
     )
     training = fit_choices(args, training)
-    config = _with_data(args, C.PipelineConfig(data_root=data_root, split=args.split))
+    span = _span(args, data_root)
+    config = _with_data(args, C.PipelineConfig(data_root=data_root, split=args.split, span=span))
+    if span:
+        try:
+            spans.check_content(data_root, span, config.contract.interactions_file)
+        except spans.SpanError as e:
+            raise CliError(str(e)) from None
+        print(f"span {span}: {spans.span_dir(data_root, span)}", flush=True)
     _check_feedback(args, config.contract)
-    interactions_bytes = os.path.getsize(os.path.join(data_root, config.contract.interactions_file))
+    interactions_bytes = os.path.getsize(os.path.join(config.files_root, config.contract.interactions_file))
     _, beam_args = _beam(args, C.default_beam_args(interactions_bytes, os.cpu_count() or 1))
     config = dataclasses.replace(
         config,
@@ -322,7 +344,8 @@ def cmd_runs(args) -> int:
     metrics = run_summary.metrics_by_slice(run.evaluation_uri) if run.evaluation_uri else {}
     ranking = read_report(run.ranking_blessing_uri) if run.ranking_blessing_uri else None
     failures = run_summary.run_failures(run.evaluation_uri, ranking)
-    print(f"run {run.run_id}: model {run.model_uri}")
+    print(f"run {run.run_id}: model {run.model_uri}" +
+          (f" (data: span {run.data_span})" if run.data_span is not None else ""))
     print(report.as_text(metrics, failures, run.blessed, ranking))
     safe_id = "".join(c if c.isalnum() or c in "-_." else "-" for c in run.run_id)
     paths = report.write(os.path.join(os.path.abspath(args.output_dir), "reports", f"run-{safe_id}"),

@@ -123,3 +123,18 @@ def test_local_beam_default_uses_every_core_only_for_large_inputs():
     assert default_beam_args(MULTI_PROCESSING_MIN_BYTES, cpus=2) == (
         "--direct_running_mode=multi_processing", "--direct_num_workers=2")
     assert default_beam_args(MULTI_PROCESSING_MIN_BYTES, cpus=1) == IN_MEMORY_BEAM_ARGS
+
+
+def test_a_span_is_read_through_examplegens_span_pattern_and_a_static_range(tmp_path):
+    from google.protobuf import json_format
+    from tfx.proto import example_gen_pb2, range_config_pb2
+
+    example_gen = _components(PipelineConfig(contract=CONTRACT, output_dir=str(tmp_path), span=3))["RatingsExampleGen"]
+    props = example_gen.exec_properties
+    (split,) = json_format.Parse(props["input_config"], example_gen_pb2.Input()).splits
+    assert split.pattern == "span-{SPAN}/" + F.INTERACTIONS_FILE
+    static = json_format.Parse(props["range_config"], range_config_pb2.RangeConfig()).static_range
+    assert (static.start_span_number, static.end_span_number) == (3, 3)
+    plain = _components(PipelineConfig(contract=CONTRACT, output_dir=str(tmp_path)))["RatingsExampleGen"]
+    assert json_format.Parse(plain.exec_properties["input_config"], example_gen_pb2.Input()).splits[0].pattern == \
+        F.INTERACTIONS_FILE and not plain.exec_properties.get("range_config")
