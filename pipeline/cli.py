@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the data root holds dated spans (span-N/interactions.*, optional per-span items.*/users.*, "
                         "a _SUCCESS marker written last): train on the newest one or on span N; a span without its "
                         "marker, empty, or the same as another span is a one-line refusal")
+    p.add_argument("--force", action="store_true",
+                   help="with --span: train even when ML Metadata says this span was already trained and blessed, "
+                        "or a newer one was")
     _add_split_arg(p)
     p.add_argument("--min-id-frequency", type=int, default=C.PipelineConfig.min_id_frequency,
                    help="users/items with fewer training ratings share the OOV bucket (default %(default)s)")

@@ -180,6 +180,25 @@ def _span(args, data_root: str) -> int:
         raise CliError(str(e)) from None
 
 
+def _blessed_span_check(config: "C.PipelineConfig", span: int) -> str:
+    """What ML Metadata says of `span` in this output dir: '' (train it), a line saying it was already trained and
+    blessed (nothing to do), or a CliError for a span older than one already blessed (nothing trained)."""
+    if config.mysql is None and not os.path.exists(config.metadata_path):
+        return ""
+    from pipeline import lineage
+
+    blessed = [run for run in lineage.evaluated_runs(config) if run.blessed and run.data_span]
+    same = [run for run in blessed if run.data_span == span]
+    if same:
+        return (f"span {span} was already trained and blessed (run {same[-1].run_id}): nothing to do "
+                f"(--force trains it again)")
+    newest = max((run.data_span for run in blessed), default=0)
+    if newest > span:
+        raise CliError(f"span {span} is older than span {newest}, already trained and blessed: nothing trained, the "
+                       f"served model stays (--force trains on it anyway)")
+    return ""
+
+
 def cmd_run(args) -> int:
     from components import models
     from components.data_gate import DataValidationError
@@ -233,6 +252,11 @@ def cmd_run(args) -> int:
     )
     from pipeline import local_runner, run_summary
 
+    if span and not args.force:
+        done = _blessed_span_check(config, span)
+        if done:
+            print(done, flush=True)
+            return 0
     print(f"running pipeline {config.pipeline_name!r} on {args.data_root} (model {args.model}, split "
           f"{_split_text(args.split, config)}, Beam "
           f"{' '.join(a.lstrip('-') for a in beam_args)}); outputs in {args.output_dir}", flush=True)
