@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the data root holds dated spans (span-N/interactions.*, optional per-span items.*/users.*, "
                         "a _SUCCESS marker written last): train on the newest one or on span N; a span without its "
                         "marker, empty, or the same as another span is a one-line refusal")
+    p.add_argument("--window", type=int, default=1, metavar="W",
+                   help="with --span: train on the last W spans ending at it (the earlier ones as accepted by earlier "
+                        "runs' data gates; ML Metadata holds them); the gates judge the newest span alone (default 1)")
     p.add_argument("--force", action="store_true",
                    help="with --span: train even when ML Metadata says this span was already trained and blessed, "
                         "or a newer one was")
@@ -269,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("promote", help="point a label (canary, stable) at a pushed version")
     p.add_argument("version", type=int)
     p.add_argument("--label", required=True, choices=["canary", "stable"])
+    p.add_argument("--window", type=int, default=1, metavar="W",
+                   help="with --span: train on the last W spans ending at it (the earlier ones as accepted by earlier "
+                        "runs' data gates; ML Metadata holds them); the gates judge the newest span alone (default 1)")
     p.add_argument("--force", action="store_true", help="promote a version the Evaluator did not bless (recorded)")
     add_change_args(p)
 

@@ -240,6 +240,10 @@ class PipelineConfig:
     # (DATA_ROOT/span-N/interactions.*, and the span's own items.*/users.* when it has them), through ExampleGen's
     # `{SPAN}` pattern and a RangeConfig naming N (components/spans.py); ML Metadata records the span.
     span: int = 0
+    # With a span: train on the last `window` spans ending at it (those a completed run's Transform accepted, and
+    # this one), through a resolver over ML Metadata (components/resolvers.py SpanWindowStrategy; local runner).
+    # The data gate, the Evaluator and the ranking gate judge the newest span alone.
+    window: int = 1
     # Users and items with fewer training ratings than this get no embedding of their own (OOV).
     min_id_frequency: int = 1
     training: TrainingConfig = TrainingConfig()

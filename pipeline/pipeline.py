@@ -19,7 +19,7 @@ from components.schema_curation import CuratedSchemaExport
 from components.example_gen import RatingsExampleGen
 from components.example_gen import custom_config as example_gen_config
 from components.ranking_gate import RankingGate
-from components.resolvers import LatestArtifactIfAnyStrategy
+from components.resolvers import LatestArtifactIfAnyStrategy, SpanWindowStrategy
 from components.transform import MIN_ID_FREQUENCY
 from pipeline import metadata
 from pipeline.config import KUBEFLOW, LOCAL, ORCHESTRATORS, EvaluationConfig, PipelineConfig
@@ -27,6 +27,7 @@ from pipeline.config import KUBEFLOW, LOCAL, ORCHESTRATORS, EvaluationConfig, Pi
 PREPROCESSING_FN = "components.transform.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
 TUNER_FN = "components.tuner.tuner_fn"
+SPAN_WINDOW_ID = "span_window"
 RMSE = "root_mean_squared_error"
 RANKING_GATE_ID = "RankingGate"
 DATA_GATE_ID = "DataGate"
@@ -173,8 +174,19 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     data_gate = DataGate(anomalies=example_validator.outputs["anomalies"], statistics=statistics_gen.outputs["statistics"],
                          baseline_statistics=previous_statistics.outputs["statistics"],
                          schema=schema_gen.outputs["schema"], allow_drift=config.allow_drift).with_id(DATA_GATE_ID)
+    training_examples, windows = example_gen.outputs["examples"], []
+    if config.span and config.window > 1:
+        if config.orchestrator != LOCAL:
+            raise ValueError(f"a window of spans (--window {config.window}) runs on the local runner only: Kubeflow's "
+                             f"compiler accepts TFX's own resolver strategies alone")
+        window = tfx.dsl.Resolver(
+            strategy_class=SpanWindowStrategy, config={"num_spans": config.window},
+            examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples, producer_component_id=example_gen.id),
+        ).with_id(SPAN_WINDOW_ID)
+        window.add_upstream_node(example_gen)  # this run's span is in ML Metadata before the window is resolved
+        training_examples, windows = window.outputs["examples"], [window]
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
+        examples=training_examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={MIN_ID_FREQUENCY: config.min_id_frequency, contract_lib.CONFIG_KEY: contract.to_json()},
@@ -246,7 +258,8 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[
-            example_gen, previous_statistics, statistics_gen, schema_gen, *schema_export, example_validator, data_gate, transform, *tuning,
+            example_gen, previous_statistics, statistics_gen, schema_gen, *schema_export, example_validator, data_gate,
+            *windows, transform, *tuning,
             trainer, baseline_resolver, *rating_components, ranking_gate, pusher,
         ],
         enable_cache=config.enable_cache,

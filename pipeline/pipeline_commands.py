@@ -221,13 +221,17 @@ def cmd_run(args) -> int:
     )
     training = fit_choices(args, training)
     span = _span(args, data_root)
-    config = _with_data(args, C.PipelineConfig(data_root=data_root, split=args.split, span=span))
+    if args.window < 1 or (args.window > 1 and not span):
+        raise CliError(f"--window {args.window}: give a number of spans of at least 1, with --span")
+    config = _with_data(args, C.PipelineConfig(data_root=data_root, split=args.split, span=span, window=args.window))
     if span:
         try:
             spans.check_content(data_root, span, config.contract.interactions_file)
         except spans.SpanError as e:
             raise CliError(str(e)) from None
-        print(f"span {span}: {spans.span_dir(data_root, span)}", flush=True)
+        print(f"span {span}: {spans.span_dir(data_root, span)}" +
+              (f"; training on the last {args.window} spans accepted so far, ending at it" if args.window > 1 else ""),
+              flush=True)
     _check_feedback(args, config.contract)
     interactions_bytes = os.path.getsize(os.path.join(config.files_root, config.contract.interactions_file))
     _, beam_args = _beam(args, C.default_beam_args(interactions_bytes, os.cpu_count() or 1))
