@@ -3,8 +3,8 @@ the root's), each complete only once its `_SUCCESS` marker exists.
 
 TFX's ExampleGen reads a span through its own range configuration (the `{SPAN}` placeholder in the input pattern,
 a RangeConfig naming the span); this module decides which span that is before any component runs, and refuses,
-in one line each, a span that is missing, incomplete (no marker), empty, or a re-delivery of an earlier day (the
-same interactions bytes as another span).
+in one line each, a span that is missing, incomplete (no marker), empty, holding the same row twice, or a
+re-delivery of an earlier day (the same interactions bytes as another span).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 SPAN_PLACEHOLDER = "{SPAN}"  # TFX's placeholder (tfx.components.example_gen.utils.SPAN_SPEC)
 SPAN_DIR = f"span-{SPAN_PLACEHOLDER}"
@@ -53,13 +53,23 @@ def is_span_root(root: str) -> bool:
     return bool(list_spans(root))
 
 
-def _data_rows(path: str) -> int:
-    """Data rows of a CSV (lines after the header; 0 for a header alone), or 1 for another format that has bytes."""
+def _rows_and_duplicates(path: str) -> Tuple[int, int]:
+    """(data rows, rows that repeat an earlier row exactly) of a CSV; a non-empty file of another format counts as
+    one row and no duplicates (its reader checks it)."""
     if not path.endswith(".csv"):
-        return int(_gfile().stat(path).length > 0)
+        return int(_gfile().stat(path).length > 0), 0
+    seen, rows, duplicates = set(), 0, 0
     with _gfile().GFile(path, "rb") as f:
-        lines = sum(1 for line in f if line.strip())
-    return max(0, lines - 1)
+        next(f, None)  # the header
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            rows += 1
+            digest = hashlib.blake2b(line, digest_size=16).digest()
+            duplicates += digest in seen
+            seen.add(digest)
+    return rows, duplicates
 
 
 def _digest(path: str) -> str:
@@ -101,8 +111,12 @@ def check_content(root: str, span: int, interactions_file: str) -> None:
     path = _interactions(root, span, interactions_file)
     if path is None:
         raise SpanError(f"{span_dir(root, span)}: no {interactions_file}: nothing trained, the served model stays")
-    if _data_rows(path) == 0:
+    rows, duplicates = _rows_and_duplicates(path)
+    if rows == 0:
         raise SpanError(f"{path}: no interactions (an empty span): nothing trained, the served model stays")
+    if duplicates:
+        raise SpanError(f"{path}: {duplicates} of {rows} rows repeat an earlier row exactly (a delivery written twice?): "
+                        f"nothing trained, the served model stays")
     size, digest = _gfile().stat(path).length, None
     for other in list_spans(root):
         other_path = _interactions(root, other, interactions_file) if other != span else None

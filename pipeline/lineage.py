@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -108,12 +108,27 @@ class EvaluatedRun:
     blessed: bool  # the final verdict: the ranking gate's blessing (TFMA's when no gate ran)
     ranking_blessing_uri: Optional[str] = None  # the ranking gate's blessing: its metrics JSON is there
     data_span: Optional[int] = None  # the span of the examples the run was judged on (ExampleGen's, in ML Metadata)
+    training_spans: Tuple[int, ...] = ()  # the spans its Transform and Trainer read (a window: several)
 
 
 def _span(artifact: metadata_store_pb2.Artifact) -> int:
     """ExampleGen's span property (an unset span is span 0: a single snapshot of the data)."""
     return next((props["span"].int_value for props in (artifact.properties, artifact.custom_properties)
                  if "span" in props), 0)
+
+
+def _training_spans(store, model: metadata_store_pb2.Artifact) -> Tuple[int, ...]:
+    """The spans of the raw examples behind a model: Trainer <- transformed examples <- Transform <- examples."""
+    found = set()
+    for trainer in _neighbours(store, model.id, _OUTPUT):
+        for event in store.get_events_by_execution_ids([trainer]):
+            if event.type != _INPUT or not event.path.steps or event.path.steps[0].key != "examples":
+                continue
+            for transform in _neighbours(store, event.artifact_id, _OUTPUT):
+                raw = [e.artifact_id for e in store.get_events_by_execution_ids([transform])
+                       if e.type == _INPUT and e.path.steps and e.path.steps[0].key == "examples"]
+                found.update(_span(a) for a in store.get_artifacts_by_id(raw))
+    return tuple(sorted(found))
 
 
 def _model_input(store, execution_id: int) -> Optional[metadata_store_pb2.Artifact]:
@@ -155,5 +170,6 @@ def evaluated_runs(config: PipelineConfig) -> List[EvaluatedRun]:
             blessed=_is_blessed(gate_blessing if gate_blessing is not None else tfma_blessing),
             ranking_blessing_uri=gate_blessing.uri if gate_blessing is not None else None,
             data_span=span,
+            training_spans=_training_spans(store, model) if model is not None else (),
         ))
     return runs

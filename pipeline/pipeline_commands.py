@@ -372,12 +372,16 @@ def cmd_runs(args) -> int:
     metrics = run_summary.metrics_by_slice(run.evaluation_uri) if run.evaluation_uri else {}
     ranking = read_report(run.ranking_blessing_uri) if run.ranking_blessing_uri else None
     failures = run_summary.run_failures(run.evaluation_uri, ranking)
-    print(f"run {run.run_id}: model {run.model_uri}" +
-          (f" (data: span {run.data_span})" if run.data_span is not None else ""))
+    data = ""
+    if run.data_span is not None:
+        trained = run.training_spans
+        data = f" (data: span {run.data_span}" + (
+            f"; trained on spans {', '.join(map(str, trained))}" if len(trained) > 1 else "") + ")"
+    print(f"run {run.run_id}: model {run.model_uri}{data}")
     print(report.as_text(metrics, failures, run.blessed, ranking))
     safe_id = "".join(c if c.isalnum() or c in "-_." else "-" for c in run.run_id)
     paths = report.write(os.path.join(os.path.abspath(args.output_dir), "reports", f"run-{safe_id}"),
-                         f"Evaluation of run {run.run_id}", metrics, failures, run.blessed, ranking)
+                         f"Evaluation of run {run.run_id}{data}", metrics, failures, run.blessed, ranking)
     print("report: " + ", ".join(paths))
     return 0
 

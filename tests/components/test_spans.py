@@ -36,6 +36,8 @@ def test_latest_is_the_newest_span_and_a_number_names_one(tmp_path):
     (lambda root: _span(root, 2, marker=False), r"span-2: not complete \(no _SUCCESS marker"),
     (lambda root: _span(root, 2, rows=""), r"span-2/interactions.csv: no interactions \(an empty span\)"),
     (lambda root: _span(root, 2, rows="u1,i1,4.0,1\n"), r"span-2/interactions.csv: the same interactions as span 1"),
+    (lambda root: _span(root, 2, rows="u1,i2,4.0,2\nu2,i2,3.0,2\nu1,i2,4.0,2\n"),
+     r"span-2/interactions.csv: 1 of 3 rows repeat an earlier row exactly"),
 ])
 def test_an_incomplete_empty_or_redelivered_span_is_one_line(tmp_path, make, message):
     _span(tmp_path, 1)

@@ -65,3 +65,9 @@ def test_spans_are_read_recorded_refused_and_windowed(tmp_path, capsys):
     assert cli.main(["run", *common, "--span", "latest", "--window", "3"]) == 0
     assert "training on the last 3 spans accepted so far" in capsys.readouterr().out
     assert _transform_input_spans(out) == [2, 3]
+    assert cli.main(["runs", "show", "--output-dir", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "(data: span 3; trained on spans 2, 3)" in shown
+    (reported,) = [line for line in shown.splitlines() if line.startswith("report: ")]
+    (html,) = [path for path in reported[len("report: "):].split(", ") if path.endswith(".html")]
+    assert "trained on spans 2, 3" in open(html).read()  # the HTML report says the same
