@@ -1,4 +1,5 @@
-"""Tuner's entry point (`recsys run --tune`): a small KerasTuner search for a rating model on the validation split.
+"""Tuner's entry point: a KerasTuner search for a rating model on the validation split (by default within a time
+budget; `recsys run --tune` runs every trial; `--no-tune` skips it).
 
 It searches the settings that decide whether a rating model over- or under-fits a new dataset
 (embedding size, per-occurrence L2, learning rate) and, for mf and hybrid with `rating_history` auto,

@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_arg(p, "the pipeline's split for every model: ")
     p.add_argument("--output-dir", default=os.path.join(C.DEFAULT_OUTPUT_DIR, "benchmark"))
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--epochs", type=int, default=TrainingConfig.epochs)
+    p.add_argument("--epochs", type=int, default=TrainingConfig.epochs,
+                   help="the Trainer's epochs, and the cap of each Tuner trial's (default %(default)s)")
     p.add_argument("--rating-variants", action="store_true",
                    help="also run mf and hybrid in each form (the seeds' form, SVD++'s implicit term), with and "
                         "without the refit on train + validation, without the Tuner, beside their defaults")

@@ -315,7 +315,8 @@ def cmd_benchmark(args) -> int:
     print(f"benchmark split: {_split_text(args.split, resolved)}", flush=True)
     result = quality.run(os.path.abspath(args.data_root), os.path.abspath(args.output_dir), names,
                          test_file=args.test_file, k=args.k, split=resolved.split,
-                         training=dataclasses.replace(TrainingConfig(), epochs=args.epochs),
+                         training=dataclasses.replace(TrainingConfig(), epochs=args.epochs,
+                                                      tuner_epochs=min(args.epochs, TrainingConfig.tuner_epochs)),
                          rating_variants=args.rating_variants)
     paths = quality.write(result, args.output_dir)
     print(quality.to_markdown(result))
