@@ -115,7 +115,8 @@ def _other_split_files(train_files: List[str], split: str) -> List[str]:
     return [p for p in patterns if tf.io.gfile.glob(p)]
 
 
-def _compile_rating_model(model: tf.keras.Model, config: TrainingConfig) -> tf.keras.Model:
+def compile_rating_model(model: tf.keras.Model, config: TrainingConfig) -> tf.keras.Model:
+    """Adam at the config's rate, MSE, RMSE and MAE: how the Trainer and every Tuner trial compile a rating model."""
     model.compile(
         optimizer=tf.keras.optimizers.Adam(config.learning_rate),
         loss=tf.keras.losses.MeanSquaredError(),
@@ -127,7 +128,7 @@ def _compile_rating_model(model: tf.keras.Model, config: TrainingConfig) -> tf.k
 def _fit_rating_model(model_module, dims: ModelDims, config: TrainingConfig, rows, train, validation,
                       steps_per_epoch, validation_steps, log_dir: str) -> Tuple[tf.keras.Model, int, float]:
     """One fit with early stopping on validation RMSE: (model at its best epoch, epochs to reach it, its RMSE)."""
-    model = _compile_rating_model(model_module.build(dims, config, rows), config)
+    model = compile_rating_model(model_module.build(dims, config, rows), config)
     stopping = tf.keras.callbacks.EarlyStopping(
         monitor="val_rmse", patience=config.early_stopping_patience, restore_best_weights=True)
     history = model.fit(
@@ -170,7 +171,7 @@ def _train_rating_model(model_name: str, dims: ModelDims, config: TrainingConfig
     refit_rows = catalog.ragged_rows(np.concatenate([items.train_pairs, validation_pairs]), num_users)
     refit_config = dataclasses.replace(config, rating_history=form)
     tf.keras.utils.set_random_seed(config.seed)
-    refit = _compile_rating_model(module.build(dims, refit_config, refit_rows), refit_config)
+    refit = compile_rating_model(module.build(dims, refit_config, refit_rows), refit_config)
     steps = None
     if steps_per_epoch:  # a fixed step budget: the same share of the larger data per epoch
         steps = max(1, int(round(steps_per_epoch * (len(items.rated_items) + len(validation_pairs))

@@ -24,7 +24,7 @@ from tfx import v1 as tfx
 from components import catalog, models
 from components import contract as contract_lib
 from components.models.base import ModelDims
-from components.trainer import input_fn
+from components.trainer import compile_rating_model, input_fn
 from components.training_config import RATING_HISTORY_AUTO, TrainingConfig
 
 OBJECTIVE = "val_rmse"
@@ -110,13 +110,7 @@ class RatingHyperModel(keras_tuner.HyperModel):
         forms = models.rating_history_forms(config.model, config.rating_history)
         config = config.with_hyperparameters({"rating_history": forms[0]})  # an undecided `auto`: the first form
         tf.keras.utils.set_random_seed(config.seed)
-        model = models.get(config.model).build(self.dims, config, self.rows)
-        model.compile(
-            optimizer=tf.keras.optimizers.Adam(config.learning_rate),
-            loss=tf.keras.losses.MeanSquaredError(),
-            metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")],
-        )
-        return model
+        return compile_rating_model(models.get(config.model).build(self.dims, config, self.rows), config)
 
 
 # TFX calls this by name (Tuner's `tuner_fn`).
