@@ -62,8 +62,10 @@ def leaves_for(num_items: int, requested: int = 0) -> int:
     return requested or max(1, int(round(math.sqrt(num_items))))
 
 
-def build(vectors: np.ndarray, leaves: int = 0, leaves_to_search: int = 0, reorder: int = 0) -> "tf.Module":
-    """A ScaNN index over `vectors` [items, dim] (dot product), as a module to attach to the model.
+def build(vectors: np.ndarray, leaves: int = 0, leaves_to_search: int = 0, reorder: int = 0,
+          item_indices: np.ndarray = None) -> "tf.Module":
+    """A ScaNN index over `vectors` [items, dim] (dot product), as a module to attach to the model; `item_indices`
+    are the catalogue indices of the rows (default 0..items-1: the index holds only the items it may answer).
 
     Defaults: sqrt(items) leaves, a tenth of them searched (at least 8), and the best DEFAULT_REORDER quantised
     candidates re-scored exactly."""
@@ -86,6 +88,10 @@ def build(vectors: np.ndarray, leaves: int = 0, leaves_to_search: int = 0, reord
     state = builder.build(shared_name=f"recsys_scann_{uuid.uuid4().hex}").serialize_to_module()
     index = tf.Module(name="ann_index")
     index.state = state
+    rows = np.arange(len(vectors)) if item_indices is None else np.asarray(item_indices)
+    if len(rows) != len(vectors):
+        raise ValueError(f"{len(vectors)} vectors but {len(rows)} item indices")
+    index.item_indices = tf.Variable(rows.astype(np.int64), trainable=False, name="ann_item_indices")
     index.reorder = tf.Variable(reorder or DEFAULT_REORDER, trainable=False, name="ann_reorder")
     index.num_items = tf.Variable(len(vectors), dtype=tf.int64, trainable=False, name="ann_num_items")
     index.num_leaves = tf.Variable(num_leaves, trainable=False, name="ann_num_leaves")
@@ -100,7 +106,7 @@ MAX_LEAVES_FACTOR = 8
 
 
 def search(index: tf.Module, queries: tf.Tensor, k: tf.Tensor, wanted: tf.Tensor = None):
-    """([B, k] int64 item indices, [B, k] scores) of the approximately best k items per query row; `wanted` (default
+    """([B, k] int64 catalogue indices, [B, k] scores) of the approximately best k items per query row; `wanted` (default
     k) is how many of them the caller needs after its own exclusions, which sets how many leaves are searched."""
     import tensorflow as tf
 
@@ -112,7 +118,9 @@ def search(index: tf.Module, queries: tf.Tensor, k: tf.Tensor, wanted: tf.Tensor
     leaves = tf.minimum(index.num_leaves, index.leaves_to_search * tf.maximum(factor, 1))
     result = scann_ops.searcher_from_module(index.state).search_batched(
         queries, final_num_neighbors=k, pre_reorder_num_neighbors=tf.maximum(k, index.reorder), leaves_to_search=leaves)
-    return tf.cast(result.indices, tf.int64), result.distances
+    rows = tf.cast(result.indices, tf.int64)  # the index's rows, as catalogue indices (-1: no neighbour)
+    found = tf.where(rows >= 0, tf.gather(index.item_indices, tf.maximum(rows, 0)), tf.constant(-1, tf.int64))
+    return found, result.distances
 
 
 def top_k_excluding(index: tf.Module, queries: tf.Tensor, k: tf.Tensor, excluded: tf.RaggedTensor):

@@ -7,7 +7,7 @@ item, and content models can describe an item from its id alone.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -64,8 +64,13 @@ class Catalog:
     # deployed model never re-recommends an item the user already has. Defaults to the training rows.
     seen_row_splits: np.ndarray = None
     seen_items: np.ndarray = None
+    # [N] bool: which items may be recommended (components/availability.py); default every one. A retired item
+    # stays in the vocabulary (histories that hold it still score), it is only never recommended.
+    active: np.ndarray = None
 
     def __post_init__(self):
+        if self.active is None:
+            object.__setattr__(self, "active", np.ones(len(self.item_ids), bool))
         if self.seen_row_splits is None:
             object.__setattr__(self, "seen_row_splits", self.rated_row_splits)
             object.__setattr__(self, "seen_items", self.rated_items)
@@ -152,6 +157,14 @@ def with_seen(items: Catalog, other_pairs: np.ndarray) -> Catalog:
     num_users = len(items.rated_row_splits) - 1
     seen_splits, seen = ragged_rows(np.concatenate([items.train_pairs, other_pairs.reshape(-1, 2)]), num_users)
     return dataclasses.replace(items, seen_row_splits=seen_splits, seen_items=seen)
+
+
+def with_active(items: Catalog, active_ids: Optional[Set[str]]) -> Catalog:
+    """The catalogue with only `active_ids` recommendable (None: every item)."""
+    if active_ids is None:
+        return dataclasses.replace(items, active=np.ones(len(items.item_ids), bool))
+    wanted = {i.encode("utf-8") if isinstance(i, str) else i for i in active_ids}
+    return dataclasses.replace(items, active=np.array([i in wanted for i in items.item_ids], bool))
 
 
 def build(file_pattern: List[str], data_accessor: tfx.components.DataAccessor, tft_output: tft.TFTransformOutput,

@@ -39,6 +39,8 @@ _ROLE_KEYS = {"user": F.USER_ID, "item": F.ITEM_ID, "rating": F.RATING, "timesta
 _RESERVED = {F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP, F.WEIGHT, F.USER_ACTIVITY, F.ITEM_POPULARITY}
 # Columns shown as an item's title in `recommend` answers, by preference.
 _TITLE_COLUMNS = ("title", "name", "product_name", "item_name")
+# Items-file columns saying whether an item may still be recommended (components/availability.py reads them).
+_ACTIVE_COLUMNS = ("active", "is_active", "available")
 
 
 def _gfile():
@@ -85,6 +87,9 @@ class DataContract:
     item_features: Tuple[Feature, ...] = ()
     user_features: Tuple[Feature, ...] = ()
     title: str = ""  # the item feature shown as an item's title ('' = none)
+    # The items file's column saying whether an item may still be recommended (true/false; a feature of kind
+    # `ignore`: a flag, not an attribute to learn from). '' = none: every item the items file lists may be.
+    active: str = ""
     rating_range: Optional[Tuple[float, float]] = None  # from the data; None without a rating column
 
     @property
@@ -133,6 +138,10 @@ class DataContract:
             values[key] = tuple(_feature(f) for f in values.get(key, ()))
         if values.get("rating_range") is not None:
             values["rating_range"] = tuple(float(v) for v in values["rating_range"])
+        active = values.get("active") or ""
+        if active and active not in {f.column for f in values.get("item_features", ())}:
+            raise ContractError(f"active: {active!r} is not a column of the items file (declare it among item_features, "
+                                f"kind {IGNORE})")
         return cls(**values)
 
     @classmethod
@@ -260,6 +269,15 @@ def is_missing(value) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
+def cell_text(value) -> str:
+    """A cell as a string ('' when missing); Parquet integers (and integral floats) become their decimal digits."""
+    if is_missing(value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value.strip() if isinstance(value, str) else str(value)
+
+
 def as_float(value) -> Optional[float]:
     if is_missing(value):
         return None
@@ -371,9 +389,12 @@ def infer(data_root: str, mapping: Optional[Mapping[str, str]] = None) -> DataCo
                                      taken, "user_") if users_file else ())
     title = next((f.name for column in _TITLE_COLUMNS for f in item_features
                   if f.column.lower() == column and f.kind != IGNORE), "")
+    active = next((f.column for column in _ACTIVE_COLUMNS for f in item_features if f.column.lower() == column), "")
+    item_features = tuple(dataclasses.replace(f, kind=IGNORE) if active and f.column == active else f
+                          for f in item_features)
     return DataContract(
         columns=columns, interactions_file=interactions, items_file=items_file, users_file=users_file,
-        item_features=item_features, user_features=user_features, title=title,
+        item_features=item_features, user_features=user_features, title=title, active=active,
         rating_range=_rating_range(path, columns.rating) if columns.rating else None)
 
 
@@ -494,7 +515,8 @@ def describe(contract: DataContract) -> str:
     roles = ", ".join(f"{role}={getattr(contract.columns, role)}" for role in ROLES if getattr(contract.columns, role))
     lines = [f"interactions: {roles}" + ("" if contract.has_rating else " (implicit feedback: no rating)")]
     if contract.items_file:
-        lines.append(f"item features: {listing(contract.item_features)}")
+        lines.append(f"item features: {listing(contract.item_features)}" +
+                     (f"; column {contract.active} says which items may be recommended" if contract.active else ""))
     if contract.users_file:
         lines.append(f"user features: {listing(contract.user_features)}")
     return "\n".join(lines)

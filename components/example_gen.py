@@ -65,13 +65,7 @@ def _floats(values: Iterable[float]) -> tf.train.Feature:
     return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
 
 
-def _text(value) -> str:
-    """A cell as a string ('' when missing); Parquet integers become their decimal digits."""
-    if contract_lib.is_missing(value):
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return value.strip() if isinstance(value, str) else str(value)
+_text = contract_lib.cell_text
 
 
 def encode(feature: Feature, value, where: str) -> tf.train.Feature:
@@ -209,6 +203,11 @@ def _read_interactions(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
     """(rows, contract, interactions path): the interaction records as dicts, spread over the workers."""
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     contract = contract_of(exec_properties)
+    if spans.is_span_pattern(split_pattern):  # on Kubeflow the driver picks the span: never read a half-written one
+        try:
+            spans.require_complete(posixpath.join(input_base, posixpath.dirname(split_pattern)))
+        except spans.SpanError as e:
+            raise InputError(str(e)) from None
     check_files(input_base, contract, split_pattern)
     interactions_path = posixpath.join(input_base, split_pattern)
     paths = sorted(tf.io.gfile.glob(interactions_path)) or [interactions_path]

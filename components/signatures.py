@@ -53,6 +53,8 @@ def _attach_catalog(model: tf.keras.Model, items: catalog_lib.Catalog) -> None:
     model.catalog_titles = tf.Variable(list(items.titles), dtype=tf.string, trainable=False, name="catalog_titles")
     model.catalog_item_content = tf.Variable(items.item_content, trainable=False, name="catalog_item_content")
     model.catalog_user_content = tf.Variable(items.user_content, trainable=False, name="catalog_user_content")
+    # Which items may be recommended (components/availability.py): every answer's top-k leaves the others out.
+    model.catalog_active = tf.Variable(items.active, dtype=tf.bool, trainable=False, name="catalog_active")
     model.rated_row_splits = tf.Variable(items.rated_row_splits, trainable=False, name="rated_row_splits")
     model.rated_items = tf.Variable(items.rated_items, trainable=False, name="rated_items")
     if hasattr(model, "score_history"):  # a history model stores every split itself: one copy, not two
@@ -84,9 +86,12 @@ def _catalogue_mask(model: tf.keras.Model, index: tf.Tensor) -> tf.Tensor:
 
 
 def _top_k(model: tf.keras.Model, scores: tf.Tensor, k: tf.Tensor, limit: tf.Tensor = None) -> Dict[str, tf.Tensor]:
-    """Top-k of [B, N] scores as ids, titles and scores; k is clipped to the catalogue (or `limit`), and a
-    slot left without a candidate (every remaining item excluded) has an empty id and a -inf score."""
-    limit = tf.shape(model.catalog_item_ids)[0] if limit is None else limit
+    """Top-k of [B, N] scores as ids, titles and scores, retired items left out; k is clipped to the items that may be
+    recommended (or `limit`), and a slot left without a candidate (every remaining item excluded) has an empty id
+    and a -inf score."""
+    active = tf.reduce_sum(tf.cast(model.catalog_active, tf.int32))
+    limit = active if limit is None else tf.minimum(limit, active)
+    scores = tf.where(model.catalog_active[None, :], scores, float("-inf"))  # retired items: never recommended
     top = tf.math.top_k(scores, k=tf.clip_by_value(k, 0, limit))
     valid = tf.math.is_finite(top.values)
     return {

@@ -99,11 +99,20 @@ def choose(root: str, requested: str) -> int:
             raise SpanError(f"--span {requested!r}: give {LATEST} or a span number") from None
         if span not in spans:
             raise SpanError(f"--span {span}: no {span_dir(root, span)} (spans here: {spans[0]}..{spans[-1]})")
-    directory = span_dir(root, span)
+    require_complete(span_dir(root, span))
+    return span
+
+
+def require_complete(directory: str) -> None:
     if not _gfile().exists(posixpath.join(directory, SUCCESS_MARKER)):
         raise SpanError(f"{directory}: not complete (no {SUCCESS_MARKER} marker; whoever delivers a span writes it "
                         f"last): nothing trained, the served model stays")
-    return span
+
+
+def is_span_pattern(split_pattern: str) -> bool:
+    """Whether ExampleGen's (span-filled) input pattern reads one span's directory."""
+    directory = posixpath.dirname(split_pattern)
+    return bool(directory) and bool(_SPAN_NAME.match(posixpath.basename(directory)))
 
 
 def check_content(root: str, span: int, interactions_file: str) -> None:
@@ -131,9 +140,8 @@ def check_content(root: str, span: int, interactions_file: str) -> None:
 def side_file(input_base: str, split_pattern: str, file_name: str) -> str:
     """A side table (items, users) for the interactions at `split_pattern`: the span directory's own copy when it
     has one (a catalogue that changes by day), else the data root's."""
-    directory = posixpath.dirname(split_pattern)
-    if directory and _SPAN_NAME.match(posixpath.basename(directory)):
-        own = posixpath.join(input_base, directory, file_name)
+    if is_span_pattern(split_pattern):
+        own = posixpath.join(input_base, posixpath.dirname(split_pattern), file_name)
         if _gfile().exists(own):
             return own
     return posixpath.join(input_base, file_name)

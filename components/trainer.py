@@ -12,7 +12,7 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from components import ann, catalog, models, signatures, warmup
+from components import ann, availability, catalog, models, signatures, warmup
 from components import contract as contract_lib
 from components import features as F
 from components.models import topk
@@ -211,19 +211,35 @@ def _attach_index(model: tf.keras.Model, items: catalog.Catalog, config: Trainin
     from components.models import two_tower
 
     started = time.time()
-    vectors = model.retrieval_vectors(two_tower.candidates(items)).numpy()
-    model.ann_index = ann.build(vectors, config.ann_leaves, config.ann_leaves_to_search, config.ann_reorder)
+    rows = np.flatnonzero(items.active)  # the index holds only the items that may be recommended
+    vectors = model.retrieval_vectors(two_tower.candidates(items)).numpy()[rows]
+    model.ann_index = ann.build(vectors, config.ann_leaves, config.ann_leaves_to_search, config.ann_reorder,
+                                item_indices=rows)
     users = np.unique(items.train_pairs[:, 0])[:500]
     if len(users):
         users = tf.constant(users, tf.int64)
         history = model.stored_history(users)
         queries = model.query_vectors(history, users, tf.gather(tf.constant(items.user_content), users))
-        exact = tf.math.top_k(tf.matmul(queries, vectors, transpose_b=True), k=min(10, len(vectors))).indices
+        exact = tf.gather(rows, tf.math.top_k(tf.matmul(queries, vectors, transpose_b=True),
+                                              k=min(10, len(vectors))).indices)
         found, _ = ann.search(model.ann_index, queries, tf.constant(10))
         agree = tf.sets.size(tf.sets.intersection(tf.cast(exact, tf.int64), found))
         recall = float(tf.reduce_mean(tf.cast(agree, tf.float32)) / min(10, len(vectors)))
         print(f"ann: ScaNN index over {len(vectors)} items in {time.time() - started:.1f} s; Recall@10 against brute "
               f"force {recall:.3f} ({len(users)} users)", flush=True)
+
+
+def _with_availability(items: catalog.Catalog, source: availability.CatalogueSource) -> catalog.Catalog:
+    """The catalogue with the items the newest items file no longer offers (or marks inactive) never recommended."""
+    active = availability.active_items(source)
+    items = catalog.with_active(items, active)
+    if active is not None:
+        retired = int((~items.active).sum())
+        print(f"catalogue: {len(items.item_ids) - retired} of {len(items.item_ids)} items may be recommended"
+              + (f" ({retired} retired: not in {source.path()}"
+                 + (f" or {source.active_column} false" if source.active_column else "") + ")" if retired else ""),
+              flush=True)
+    return items
 
 
 # TFX calls this by name (Trainer's `run_fn`).
@@ -242,6 +258,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     eval_pairs = catalog.read_pairs(eval_files, fn_args.data_accessor, tft_output) if eval_files else validation_pairs[:0]
     # Serving excludes (and history models score from) everything the pipeline saw; fitting reads train only.
     items = catalog.with_seen(items, np.concatenate([validation_pairs, eval_pairs]))
+    items = _with_availability(items, availability.CatalogueSource.from_custom_config(fn_args.custom_config))
     names = models.candidates(config.model, num_items - F.OOV_BUCKETS, config.ease_max_items)
     model_name = names[0]
     logging.info("training %s (%s): %d users, %d items, content widths %d (items) %d (users), mean label %.3f",

@@ -2,10 +2,11 @@
 timeline`).
 
 DATA_ROOT/span-{N}/ holds day N's interactions.csv (user_id,item_id,rating,timestamp: that day's events only),
-the catalogue as of that day (items.csv: every item released so far) and a `_SUCCESS` marker written last, so
-a reader never takes a half-written span. Over the days:
+the catalogue as of that day (items.csv: every item released so far, with `active` false for those the shop has
+delisted) and a `_SUCCESS` marker written last, so a reader never takes a half-written span. Over the days:
 - new items are released every day; an item's pull decays with its age (popularity^a * freshness), so
   yesterday's releases are what many people pick today and old hits age out of the head;
+- a few items are delisted every day: still listed (active=false), never picked again;
 - new users arrive every day; returning users come back on some days (lognormal activity), and their
   taste drifts slowly (a small random walk of their latent factor, renormalised to its length);
 - each active user picks a few distinct items they have not had before, by the same Gumbel-top-k choice
@@ -27,6 +28,10 @@ from data import synthetic
 from data.atomic_csv import atomic_csv
 
 
+ACTIVE = "active"  # the items file's flag: false once the shop stops offering the item (components/availability.py)
+ITEM_COLUMNS = (*synthetic.ITEM_COLUMNS, ACTIVE)
+
+
 @dataclasses.dataclass(frozen=True)
 class TimelineSpec:
     days: int = 14
@@ -39,6 +44,7 @@ class TimelineSpec:
     freshness_days: float = 4.0  # an item's pull halves every this many days after release...
     freshness_floor: float = 0.15  # ...down to this share of its base popularity
     taste_drift: float = 0.05  # per day: sd of the random walk of a user's taste, relative to its length
+    delisted_per_day: int = 3  # from day 2: items the shop stops offering (listed with active=false, never picked again)
     latent_dim: int = 8
     taste: float = 3.0
     noise_sd: float = 0.45
@@ -64,6 +70,7 @@ def generate(out_dir: str, spec: TimelineSpec = TimelineSpec()) -> Dict[str, int
     propensity *= spec.daily_active_share / propensity.mean()
     user_bias = rng.normal(0, 0.3, total_users)
     seen = [set() for _ in range(total_users)]
+    delisted = np.zeros(total_items, bool)
     scale, rating_scale = spec.taste / np.sqrt(spec.latent_dim), 1.0 / np.sqrt(spec.latent_dim)
     counts = {"days": spec.days, "interactions": 0, "items": total_items, "users": 0}
     os.makedirs(out_dir, exist_ok=True)
@@ -73,7 +80,13 @@ def generate(out_dir: str, spec: TimelineSpec = TimelineSpec()) -> Dict[str, int
         length = np.linalg.norm(user_factors, axis=1, keepdims=True)
         user_factors = user_factors + day_rng.normal(0, spec.taste_drift, user_factors.shape) * length
         user_factors *= length / np.maximum(np.linalg.norm(user_factors, axis=1, keepdims=True), 1e-9)
-        live = np.flatnonzero(released <= day)
+        offered = np.flatnonzero((released <= day) & ~delisted)
+        if day > 1 and spec.delisted_per_day:  # its own stream: the day's other draws do not depend on it
+            older = offered[released[offered] < day]
+            gone = np.random.default_rng([spec.seed, day, 1]).choice(
+                older, size=min(spec.delisted_per_day, len(older)), replace=False)
+            delisted[gone] = True
+        live = np.flatnonzero((released <= day) & ~delisted)
         age = day - released[live]
         freshness = np.maximum(0.5 ** (age / spec.freshness_days), spec.freshness_floor)
         log_weight = base_log_pop[live] + np.log(freshness)
@@ -104,11 +117,11 @@ def generate(out_dir: str, spec: TimelineSpec = TimelineSpec()) -> Dict[str, int
         marker = os.path.join(directory, SUCCESS_MARKER)
         if os.path.exists(marker):
             os.remove(marker)  # rewriting a span: incomplete until its files are in place again
-        with atomic_csv(os.path.join(directory, F.ITEMS_FILE), synthetic.ITEM_COLUMNS) as w:
-            for i in live:
+        with atomic_csv(os.path.join(directory, F.ITEMS_FILE), ITEM_COLUMNS) as w:
+            for i in np.flatnonzero(released <= day):
                 w.writerow((synthetic.item_key(i), f"Title {i + 1}",
                             synthetic.GENRE_SEPARATOR.join(synthetic.GENRES[g] for g in item_genres[i]),
-                            int(years[i])))
+                            int(years[i]), "false" if delisted[i] else "true"))
         with atomic_csv(os.path.join(directory, F.INTERACTIONS_FILE), synthetic.INTERACTION_COLUMNS) as w:
             w.writerows(rows)
         with open(marker, "w"):

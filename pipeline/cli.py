@@ -119,13 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
     _add_ann_arg(p)
     _add_fit_args(p)
-    p.add_argument("--span", metavar="latest|N", default=None,
-                   help="the data root holds dated spans (span-N/interactions.*, optional per-span items.*/users.*, "
-                        "a _SUCCESS marker written last): train on the newest one or on span N; a span without its "
-                        "marker, empty, or the same as another span is a one-line refusal")
-    p.add_argument("--window", type=int, default=1, metavar="W",
-                   help="with --span: train on the last W spans ending at it (the earlier ones as accepted by earlier "
-                        "runs' data gates; ML Metadata holds them); the gates judge the newest span alone (default 1)")
+    _add_span_args(p)
     p.add_argument("--force", action="store_true",
                    help="with --span: train even when ML Metadata says this span was already trained and blessed, "
                         "or a newer one was")
@@ -190,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-steps", type=int, default=0, help="default of train-args num_steps (0: whole epochs)")
     _add_ann_arg(p)
     _add_fit_args(p)
+    _add_span_args(p, compile_time=True)
     _add_beam_args(p, "DirectRunner (default: in memory, one process, inside each component's pod), DataflowRunner "
                       "(needs --project, --region, a gs:// temp location), FlinkRunner (--flink_master or "
                       "--job_endpoint), SparkRunner (--spark_master_url or --job_endpoint)")
@@ -350,6 +345,19 @@ def _add_fit_args(p) -> None:
     p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=True,
                    help="once validation has chosen epochs and settings (and EASE's or iALS's lambda), refit on "
                         "train + validation before export (default); --no-refit exports the model fitted on train")
+
+
+def _add_span_args(p, compile_time: bool = False) -> None:
+    when = ("; on Kubeflow, `latest` is the newest span when each run starts (ExampleGen's driver), so a recurring "
+            "run trains each day's span" if compile_time else "")
+    p.add_argument("--span", metavar="latest|N", default=None,
+                   help="the data root holds dated spans (span-N/interactions.*, optional per-span items.*/users.*, "
+                        "a _SUCCESS marker written last): train on the newest one or on span N; a span without its "
+                        "marker, empty, or the same as another span is a one-line refusal" + when)
+    p.add_argument("--window", type=int, default=1, metavar="W",
+                   help="with --span: train on the last W spans ending at it (the earlier ones as accepted by earlier "
+                        "runs' data gates; ML Metadata holds them); the gates judge the newest span alone (default 1)"
+                        + ("; local runner only" if compile_time else ""))
 
 
 def _add_ann_arg(p) -> None:

@@ -244,6 +244,9 @@ class PipelineConfig:
     # this one), through a resolver over ML Metadata (components/resolvers.py SpanWindowStrategy; local runner).
     # The data gate, the Evaluator and the ranking gate judge the newest span alone.
     window: int = 1
+    # Kubeflow (`recsys compile --span latest`): each run reads the newest span present when it starts (ExampleGen's
+    # driver, no RangeConfig); `span` then only names the span the contract was checked against at compile time.
+    latest_span_at_run_time: bool = False
     # Users and items with fewer training ratings than this get no embedding of their own (OOV).
     min_id_frequency: int = 1
     training: TrainingConfig = TrainingConfig()

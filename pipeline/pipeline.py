@@ -10,6 +10,7 @@ from google.protobuf import json_format
 from tfx import v1 as tfx
 from tfx.v1.extensions.google_cloud_big_query import BigQueryExampleGen
 
+from components import availability
 from components import contract as contract_lib
 from components import features as F
 from components import models
@@ -83,12 +84,30 @@ def _run_values(config: PipelineConfig) -> Dict[str, Any]:
     the interactions come from a BigQuery query)."""
     return {
         **({} if config.bigquery_query else {"data-root": config.data_root}),
-        "training-config": {**config.training.to_custom_config(), contract_lib.CONFIG_KEY: config.contract.to_json()},
+        "training-config": {**config.training.to_custom_config(), contract_lib.CONFIG_KEY: config.contract.to_json(),
+                            **_catalogue_source(config).to_custom_config()},
         "train-args": tfx.proto.TrainArgs(splits=[F.TRAIN_SPLIT], num_steps=config.train_steps),
         "push-destination": tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)
         ),
     }
+
+
+def _interactions_pattern(config: PipelineConfig) -> str:
+    """ExampleGen's input pattern under the data root: the interactions file, or the span directory's (`{SPAN}`)."""
+    if config.span or config.latest_span_at_run_time:
+        return spans.pattern(config.contract.interactions_file)
+    return config.contract.interactions_file
+
+
+def _catalogue_source(config: PipelineConfig) -> availability.CatalogueSource:
+    """Where the Trainer finds the items of record (the trained span's items file, else the data root's)."""
+    if config.bigquery_query:
+        return availability.CatalogueSource()
+    pattern = _interactions_pattern(config)
+    if config.span and not config.latest_span_at_run_time:  # else the Trainer takes the newest span, as ExampleGen did
+        pattern = pattern.replace(spans.SPAN_PLACEHOLDER, str(config.span))
+    return availability.CatalogueSource.of(config.data_root, pattern, config.contract)
 
 
 def runtime_parameter_defaults(config: PipelineConfig) -> Dict[str, str]:
@@ -107,9 +126,10 @@ def _parameters(config: PipelineConfig) -> Dict[str, Any]:
 def _file_example_gen(config: PipelineConfig, params: Dict[str, Any], output_config) -> RatingsExampleGen:
     """Interactions (CSV or Parquet) under the data root, joined with the item and user files the contract names."""
     contract = config.contract
-    pattern, range_config = contract.interactions_file, None
-    if config.span:  # TFX's driver fills `{SPAN}` with the span the RangeConfig names and records it on the artifact
-        pattern = spans.pattern(contract.interactions_file)
+    pattern, range_config = _interactions_pattern(config), None
+    # TFX's driver fills `{SPAN}` with the span the RangeConfig names (without one: the newest) and records it on the
+    # artifact.
+    if config.span and not config.latest_span_at_run_time:
         range_config = tfx.proto.RangeConfig(static_range=tfx.proto.StaticRange(
             start_span_number=config.span, end_span_number=config.span))
     return RatingsExampleGen(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from typing import Tuple
 
 from components import spans
 from components.training_config import TrainingConfig
@@ -324,6 +325,29 @@ def cmd_benchmark(args) -> int:
     return 0
 
 
+def _compile_span(args) -> Tuple[int, bool]:
+    """(span, newest at run time) for `recsys compile --span`: a span number is read as given; `latest` is whichever
+    span is newest when each run starts (ExampleGen's driver), checked here against the newest one present (a
+    local data root) or not at all (remote: ExampleGen refuses an incomplete span where it runs)."""
+    if args.window != 1:
+        raise CliError(f"--window {args.window}: a window of spans runs on the local runner only (Kubeflow's V2 compiler "
+                       f"accepts TFX's LatestArtifact and LatestBlessedModel resolvers alone); compile --span latest "
+                       f"for a daily run on each new span")
+    if args.span is None:
+        return (0 if args.bigquery_query or "://" in args.data_root else _span(args, args.data_root)), False
+    if args.bigquery_query:
+        raise CliError("--span reads dated span directories under --data-root; BigQuery input selects its rows in the "
+                       "query")
+    if "://" in args.data_root:
+        if args.span == spans.LATEST:
+            return 0, True
+        try:
+            return int(args.span), False
+        except ValueError:
+            raise CliError(f"--span {args.span!r}: give {spans.LATEST} or a span number") from None
+    return _span(args, args.data_root), args.span == spans.LATEST
+
+
 def cmd_compile(args) -> int:
     check_models([args.model])
     check_ann(args.model, args.ann, installed_here=False)  # the image has it (requirements.lock)
@@ -335,8 +359,10 @@ def cmd_compile(args) -> int:
     if args.bigquery_query and args.split not in (C.SPLIT_AUTO, C.SPLIT_HASH):
         raise CliError(f"--split {args.split} needs the file ExampleGen; BigQuery input (--bigquery-query) is split by "
                        f"hash only")
+    span, at_run_time = _compile_span(args)
     config = _with_data(args, C.PipelineConfig(data_root=args.data_root, split=args.split,
-                                               bigquery_query=args.bigquery_query or ""))
+                                               bigquery_query=args.bigquery_query or "", span=span,
+                                               latest_span_at_run_time=at_run_time))
     _check_feedback(args, config.contract)
     config = dataclasses.replace(
         config,
@@ -351,8 +377,9 @@ def cmd_compile(args) -> int:
     from pipeline import kubeflow_runner
 
     path = kubeflow_runner.compile_pipeline(config, image=args.image, output_path=args.output)
+    reads = ("; each run reads the newest span" if at_run_time else f"; span {span}" if span else "")
     print(f"wrote Kubeflow Pipelines v2 spec to {path} (image {args.image}, split {_split_text(args.split, config)}, "
-          f"Beam {' '.join(a.lstrip('-') for a in config.beam_pipeline_args)})")
+          f"Beam {' '.join(a.lstrip('-') for a in config.beam_pipeline_args)}{reads})")
     return 0
 
 

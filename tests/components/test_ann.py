@@ -50,6 +50,19 @@ def test_excluded_items_never_come_back_and_k_is_filled_from_further_down():
     assert _recall([found[1]], [exact[1, :10]]) >= 0.9
 
 
+def test_an_index_over_part_of_the_catalogue_answers_catalogue_indices_and_never_the_rest():
+    """Retired items are left out of the index: it answers in catalogue indices, and never a retired one."""
+    items, queries = _clustered(num_items=5_000)
+    active = np.flatnonzero(np.arange(len(items)) % 3 != 0)  # every third item retired
+    index = ann.build(items[active], item_indices=active)
+    found, scores = ann.search(index, tf.constant(queries), tf.constant(10))
+    found = found.numpy()
+    assert not set(found.ravel()) - set(active)
+    exact = active[np.argsort(-(queries @ items[active].T), axis=1)[:, :10]]
+    assert _recall(found, exact) >= 0.9
+    np.testing.assert_allclose(scores.numpy(), np.take_along_axis(queries @ items.T, found, 1), rtol=1e-4, atol=1e-3)
+
+
 def test_each_build_is_its_own_index_even_over_the_same_array():
     """Two indexes built in one process from the same buffer (rewritten in between, as a freed array's memory is
     reused) answer each over its own vectors: a second build never hands back the first one's searcher."""

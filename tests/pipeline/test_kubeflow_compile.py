@@ -87,3 +87,38 @@ def test_a_rating_model_compiles_with_its_budgeted_tuner_and_the_fit_flags_reach
     assert "Tuner" in tasks and training["tuner_budget_s"] == 0.0  # --tune: every trial, no time budget
     assert cli.main([*common, "--output", str(tmp_path / "x.json"), "--tune", "--model", "ease"]) == cli.EXIT_ERROR
     assert "--model ease is a ranking model" in capsys.readouterr().err
+
+
+def test_a_span_root_compiles_for_the_newest_span_at_each_run_or_one_span_and_a_window_is_refused(tmp_path, capsys):
+    """Kubeflow (issue 19): `--span latest` leaves the span to ExampleGen's driver when each run starts (no
+    RangeConfig), and the Trainer's catalogue of record follows it; `--span N` names one; a window cannot compile."""
+    from data import timeline
+
+    root = tmp_path / "timeline"
+    timeline.generate(str(root), timeline.TimelineSpec(days=2, initial_items=40, new_items_per_day=5,
+                                                       initial_users=30, new_users_per_day=5, picks_per_visit=3.0))
+    common = ["compile", "--image", IMAGE, "--data-root", str(root), "--output-dir", "gs://bucket/run"]
+
+    def example_gen_and_catalogue(name, *flags):
+        out = tmp_path / name
+        assert cli.main([*common, "--output", str(out), *flags]) == 0, capsys.readouterr().err
+        printed = capsys.readouterr().out
+        job = json.loads(out.read_text())
+        task = json.dumps(job["pipelineSpec"]["components"]["RatingsExampleGen"]) + json.dumps(
+            job["pipelineSpec"]["root"]["dag"]["tasks"]["RatingsExampleGen"])
+        catalogue = json.loads(job["runtimeConfig"]["parameters"]["training-config"]["stringValue"])["catalogue"]
+        return printed, task, catalogue
+
+    printed, task, catalogue = example_gen_and_catalogue("latest.json", "--span", "latest")
+    assert "each run reads the newest span" in printed
+    assert "span-{SPAN}/interactions.csv" in task and "staticRange" not in task and "static_range" not in task
+    assert catalogue["pattern"] == "span-{SPAN}/interactions.csv" and catalogue["items_file"] == F.ITEMS_FILE
+    printed, task, catalogue = example_gen_and_catalogue("one.json", "--span", "1")
+    assert "; span 1)" in printed and "span-{SPAN}/interactions.csv" in task
+    assert "startSpanNumber" in task.replace("start_span_number", "startSpanNumber")
+    assert catalogue["pattern"] == "span-1/interactions.csv"
+    assert cli.main([*common, "--output", str(tmp_path / "w.json"), "--span", "latest", "--window", "3"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--window 3: a window of spans runs on the local runner only" in err[0]
+    assert cli.main([*common, "--output", str(tmp_path / "x.json")]) == cli.EXIT_ERROR
+    assert "--span latest" in capsys.readouterr().err  # a span root needs --span, as `recsys run` does

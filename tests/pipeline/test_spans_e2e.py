@@ -1,9 +1,16 @@
 """`recsys run --span` on the timeline sample (issue 19): TFX reads the span through its range configuration with
 the span's own catalogue, ML Metadata records it, `recsys runs show` names it; a span already blessed is not run
-again, an older one and an incomplete one are refused; `--window` trains on the last spans accepted so far."""
+again, an older one and an incomplete one are refused; `--window` trains on the last spans accepted so far; items
+first seen in the new span are recommended after its run, an item its catalogue dropped never is."""
+
+import collections
+import csv
+import glob
 
 import pytest
+import tensorflow as tf
 
+from components import features as F
 from components import spans
 from data import timeline
 from pipeline import cli
@@ -43,6 +50,7 @@ def test_spans_are_read_recorded_refused_and_windowed(tmp_path, capsys):
     assert code == 0, printed.err  # blessed and pushed
     assert f"span 2: {spans.span_dir(str(root), 2)}" in printed.out
     assert (root / "contract.json").exists()  # inferred from span 2's files, kept at the root for review
+    assert '"active": "active"' in (root / "contract.json").read_text()  # the timeline's flag, read as one
     assert cli.main(["runs", "show", "--output-dir", str(out)]) == 0
     assert "(data: span 2)" in capsys.readouterr().out  # ExampleGen's span, from ML Metadata
     assert _transform_input_spans(out) == [2]
@@ -61,6 +69,18 @@ def test_spans_are_read_recorded_refused_and_windowed(tmp_path, capsys):
     assert len(err) == 1 and "span-3: not complete (no _SUCCESS marker" in err[0]
     marker.write_text("")  # delivered
 
+    # Span 3's catalogue marks inactive the best item span 2's model offers a stranger (delisted today): the window's
+    # vocabulary still holds it, the next model must never recommend it.
+    (first,) = glob.glob(str(out / "serving" / "*" / "*"))
+    picks = _picks(root, 2)
+    retired = _stranger(tf.saved_model.load(first))[0].decode()
+    items_file = root / "span-3" / F.ITEMS_FILE
+    catalogue = items_file.read_text().splitlines(keepends=True)
+    items_file.write_text("".join(line.replace(",true", ",false") if line.startswith(retired + ",") else line
+                                  for line in catalogue))
+    released_on_3 = {line.split(",")[0] for line in catalogue[1:]} - {
+        line.split(",")[0] for line in (root / "span-2" / F.ITEMS_FILE).read_text().splitlines()[1:]}
+
     # A window of 3 ending at span 3: span 1 was never accepted by a run here, so the window is spans 2 and 3.
     assert cli.main(["run", *common, "--span", "latest", "--window", "3"]) == 0
     assert "training on the last 3 spans accepted so far" in capsys.readouterr().out
@@ -71,3 +91,38 @@ def test_spans_are_read_recorded_refused_and_windowed(tmp_path, capsys):
     (reported,) = [line for line in shown.splitlines() if line.startswith("report: ")]
     (html,) = [path for path in reported[len("report: "):].split(", ") if path.endswith(".html")]
     assert "trained on spans 2, 3" in open(html).read()  # the HTML report says the same
+
+    (pushed,) = set(glob.glob(str(out / "serving" / "*" / "*"))) - {first}
+    model = tf.saved_model.load(pushed)
+    users = sorted({u for u in _users(root, 2) | _users(root, 3)})[:1000]
+    listed = model.signatures[F.RECOMMEND](user_id=tf.constant(users), k=tf.constant(20),
+                                           exclude_rated=tf.constant(True))[F.ITEMS_OUTPUT].numpy()
+    recommended = {i.decode() for row in listed for i in row if i}
+    assert retired not in recommended
+    assert recommended & released_on_3, "items first seen in span 3 are recommended once span 3 is trained on"
+    # Every other way to ask leaves it out too: popularity for a stranger, "more like this", the filtered lists.
+    stranger = _stranger(model)
+    assert retired.encode() not in stranger and stranger[0]
+    similar = model.signatures[F.SIMILAR_ITEMS](item_id=tf.constant(sorted(picks)[:50]),
+                                                k=tf.constant(20))[F.ITEMS_OUTPUT].numpy()
+    assert retired.encode() not in similar
+    allowed = model.signatures[F.RECOMMEND_FILTERED](
+        user_id=tf.constant(users[:5]), k=tf.constant(5), exclude_rated=tf.constant(False),
+        exclude_item_ids=tf.constant([], tf.string), allow_item_ids=tf.constant([retired]))[F.ITEMS_OUTPUT].numpy()
+    assert not allowed.any()  # allowed by the request, retired by the catalogue: no candidate at all
+
+
+def _stranger(model):
+    """An unknown user's top 20: the most popular items the model may recommend."""
+    return model.signatures[F.RECOMMEND](user_id=tf.constant(["nobody"]), k=tf.constant(20),
+                                         exclude_rated=tf.constant(False))[F.ITEMS_OUTPUT].numpy()[0]
+
+
+def _picks(root, span):
+    with open(root / f"span-{span}" / F.INTERACTIONS_FILE, newline="") as f:
+        return collections.Counter(row[F.ITEM_ID] for row in csv.DictReader(f))
+
+
+def _users(root, span):
+    with open(root / f"span-{span}" / F.INTERACTIONS_FILE, newline="") as f:
+        return {row[F.USER_ID] for row in csv.DictReader(f)}
