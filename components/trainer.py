@@ -12,7 +12,7 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from components import ann, availability, catalog, models, signatures, warmup
+from components import ann, availability, catalog, models, signatures, warm_start, warmup
 from components import contract as contract_lib
 from components import features as F
 from components.models import topk
@@ -184,13 +184,28 @@ def _train_rating_model(model_name: str, dims: ModelDims, config: TrainingConfig
 
 
 def _fit_ranking_models(names, dims: ModelDims, config: TrainingConfig, items: catalog.Catalog, train, holdout,
-                        steps_per_epoch, log_dir: str) -> tf.keras.Model:
-    """Each candidate fitted; the one with the best validation Recall@10 (each model's `validation_recall`, measured
-    before any refit on validation) is kept."""
+                        steps_per_epoch, log_dir: str, base: warm_start.BaseModel = None) -> tf.keras.Model:
+    """Each candidate fitted (warm from `base` where it is of the same family); the one with the best validation
+    Recall@10 (each model's `validation_recall`, measured before any refit on validation) is kept."""
     fitted = []
     for name in names:
-        model = models.get(name).train(dims, config, items, train, holdout, steps_per_epoch,
-                                       [tf.keras.callbacks.TensorBoard(log_dir=log_dir)])
+        warm = warm_start.warm_config(config, name, base)
+        extra = {}
+        if name == "ials":
+            initial = warm_start.initial_item_factors(base, items.item_ids, config.ials_factors, config.seed)
+            if initial is not None:
+                extra["initial_item_factors"] = initial
+        if warm != config or extra:
+            changed = {f: getattr(warm, f) for f in ("ease_lambda_scale", "ials_alpha", "ials_regularization",
+                                                     "fresh_weight") if getattr(warm, f) != getattr(config, f)}
+            print(f"warm start: {name} from {base.path}: " + ", ".join(f"{k} {v:g}" for k, v in changed.items()) +
+                  (f", item factors of the known items ({config.ials_warm_iterations} sweeps)" if extra else ""),
+                  flush=True)
+        elif base is not None:
+            print(f"warm start: not for {name} (the latest blessed model is {base.family or 'unnamed'}); from scratch",
+                  flush=True)
+        model = models.get(name).train(dims, warm, items, train, holdout, steps_per_epoch,
+                                       [tf.keras.callbacks.TensorBoard(log_dir=log_dir)], **extra)
         fitted.append((float(getattr(model, "validation_recall", 0.0)), name, model))
     if len(fitted) > 1:
         best = max(fitted, key=lambda entry: entry[0])
@@ -259,7 +274,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     # Serving excludes (and history models score from) everything the pipeline saw; fitting reads train only.
     items = catalog.with_seen(items, np.concatenate([validation_pairs, eval_pairs]))
     items = _with_availability(items, availability.CatalogueSource.from_custom_config(fn_args.custom_config))
+    base = warm_start.load(fn_args.base_model)  # the latest blessed model; None on a first run or with --cold
     names = models.candidates(config.model, num_items - F.OOV_BUCKETS, config.ease_max_items)
+    if models.is_ranking(names[0]):
+        names = warm_start.candidates(names, base)
     model_name = names[0]
     logging.info("training %s (%s): %d users, %d items, content widths %d (items) %d (users), mean label %.3f",
                  model_name, config.model, num_users - F.OOV_BUCKETS, num_items - F.OOV_BUCKETS, layout.item_width,
@@ -282,13 +300,14 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if models.is_ranking(model_name):
         holdout = topk.Holdout(validation_pairs, items.rated_row_splits, items.rated_items, seed=config.seed)
         model = _fit_ranking_models(names, dims, config, items, training_data(fn_args.train_files), holdout,
-                                    steps_per_epoch, fn_args.model_run_dir)
+                                    steps_per_epoch, fn_args.model_run_dir, base)
     else:
         model = _train_rating_model(model_name, dims, config, items, validation_pairs, training_data,
                                     lambda files: dataset(files, False), list(fn_args.train_files),
                                     list(fn_args.eval_files), steps_per_epoch, fn_args.eval_steps,
                                     fn_args.model_run_dir)
     _forget_oov_rows(model)
+    model.model_family = tf.Variable(model.name, dtype=tf.string, trainable=False, name=warm_start.FAMILY)
     if hasattr(model, "store_history"):
         # History is an input: the served model scores each known user from everything the pipeline saw of
         # them (train, validation and eval); the weights were learned on train (+ validation) alone, and the

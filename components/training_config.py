@@ -51,6 +51,9 @@ class TrainingConfig:
     ranking_learning_rate: float = 0.05
     retrieval_temperature: float = 0.2
     ease_lambda: float = 0.0
+    # lambda as a multiple of the mean interactions per item (what the search's grid is in): a warm start keeps the
+    # one chosen before, so it follows the window's size (components/warm_start.py). 0: ease_lambda, or the search.
+    ease_lambda_scale: float = 0.0
     ease_max_items: int = 10_000
     ease_refit: bool = True  # once lambda is chosen, refit on train + validation
     # Two-tower's user tower: the mean of the user's history item embeddings (+ projected attributes); with
@@ -67,6 +70,7 @@ class TrainingConfig:
     # factors: on the 100,000-item synthetic, tuned, 64 reached eval Recall@10 0.199, 128 0.208, 256 0.208.
     ials_factors: int = 128
     ials_iterations: int = 15
+    ials_warm_iterations: int = 5  # sweeps from the latest blessed model's item factors (warm start)
     ials_alpha: float = 0.0
     ials_regularization: float = 0.0
     ials_refit: bool = True

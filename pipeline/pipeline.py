@@ -234,11 +234,6 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     if config.tune or (config.tune is None and not models.is_ranking(config.training.model)):
         # A rating model gets a budgeted search by default (TrainingConfig.tuner_budget_s); `--no-tune` skips it.
         tuning = [tfx.components.Tuner(tuner_fn=TUNER_FN, **training_inputs)]
-    trainer = tfx.components.Trainer(
-        run_fn=RUN_FN,
-        hyperparameters=tuning[0].outputs["best_hyperparameters"] if tuning else None,
-        **training_inputs,
-    )
     baseline_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -246,6 +241,13 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
                                        producer_component_id=RANKING_GATE_ID, output_key="blessing"),
     ).with_id("latest_blessed_model_resolver")
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        hyperparameters=tuning[0].outputs["best_hyperparameters"] if tuning else None,
+        # Warm start from the latest blessed model (components/warm_start.py); `--cold` trains from scratch.
+        base_model=baseline_resolver.outputs["model"] if config.warm_start else None,
+        **training_inputs,
+    )
     rating_components, rating_blessing = [], None
     if not models.is_ranking(config.training.model):  # a ranking model's predict is a score, not a rating
         evaluator = tfx.components.Evaluator(
@@ -280,7 +282,7 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         components=[
             example_gen, previous_statistics, statistics_gen, schema_gen, *schema_export, example_validator, data_gate,
             *windows, transform, *tuning,
-            trainer, baseline_resolver, *rating_components, ranking_gate, pusher,
+            baseline_resolver, trainer, *rating_components, ranking_gate, pusher,
         ],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata.connection_config(config),

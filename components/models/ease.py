@@ -43,7 +43,7 @@ class Ease(tf.keras.Model):
     PREDICTS_RATINGS = False  # predict / serving_default answer a ranking score
 
     def __init__(self, weights: np.ndarray, row_splits: np.ndarray, history: np.ndarray, lam: float,
-                 fresh_weight: float = 1.0):
+                 fresh_weight: float = 1.0, lambda_scale: float = 0.0):
         super().__init__(name="ease")
         # A request's fresh interactions weigh this much against the stored history (components/models/freshness.py).
         self.fresh_weight = tf.Variable(float(fresh_weight), trainable=False, name="fresh_weight")
@@ -55,6 +55,8 @@ class Ease(tf.keras.Model):
         self.history_row_splits = tf.Variable(row_splits, trainable=False, name="history_row_splits")
         self.history_items = tf.Variable(history, trainable=False, name="history_items")
         self.lam = lam
+        # lambda per mean interactions per item: what the next run's warm start keeps (components/warm_start.py).
+        self.ease_lambda_scale = tf.Variable(float(lambda_scale), trainable=False, name="ease_lambda_scale")
 
     @property
     def num_catalogue_items(self) -> tf.Tensor:
@@ -114,6 +116,8 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
     mean_count = max(1.0, len(pairs) / max(1, num_items))
     if config.ease_lambda > 0:
         grid = [config.ease_lambda]
+    elif config.ease_lambda_scale > 0:  # the latest blessed model's choice (warm start), at this window's size
+        grid = [mean_count * config.ease_lambda_scale]
     elif num_items > GRID_SEARCH_MAX_ITEMS or not len(holdout):
         grid = [mean_count * LAMBDA_GRID[len(LAMBDA_GRID) // 2]]
     else:
@@ -132,7 +136,7 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
         lambda history, users: np.asarray(_to_scipy(history) @ weights), items.rated_row_splits, items.rated_items,
         holdout.pairs, num_items, seed=config.seed)
     if not config.ease_refit or not len(holdout.pairs):
-        model = Ease(weights, items.rated_row_splits, items.rated_items, lam, fresh)
+        model = Ease(weights, items.rated_row_splits, items.rated_items, lam, fresh, lam / mean_count)
         model.validation_recall = recall
         return model
     # lambda chosen, the validation interactions are data like any other: refit on train + validation, and
@@ -143,7 +147,7 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
                                 (np.repeat(np.arange(dims.num_users), np.diff(row_splits)), history)),
                                shape=(dims.num_users, num_items))
     print(f"ease: refit on train + validation ({len(history)} interactions), lambda {lam:.1f}", flush=True)
-    model = Ease(ease_weights(matrix, lam), row_splits, history, lam, fresh)
+    model = Ease(ease_weights(matrix, lam), row_splits, history, lam, fresh, lam / mean_count)
     model.validation_recall = recall  # before the refit, which saw validation
     return model
 

@@ -60,6 +60,7 @@ class Ials(tf.keras.Model):
         self.base_system = tf.Variable(gram.astype(np.float32), trainable=False, name="base_system")
         self.alpha = tf.Variable(float(alpha), trainable=False, name="alpha")
         self.regularization = float(regularization)
+        self.ials_regularization = tf.Variable(float(regularization), trainable=False, name="ials_regularization")
         self.fresh_weight = tf.Variable(float(fresh_weight), trainable=False, name="fresh_weight")
         counts = np.bincount(history, minlength=factors.shape[0]).astype(np.float32)
         self.popularity = tf.Variable(counts / max(1.0, counts.max()), trainable=False, name="item_popularity")
@@ -128,14 +129,17 @@ class Ials(tf.keras.Model):
 
 
 def _fit(matrix: sparse.csr_matrix, factors: int, regularization: float, alpha: float, iterations: int,
-         seed: int) -> np.ndarray:
-    """Item factors [items, factors] of implicit's ALS on a binary user x item matrix."""
+         seed: int, initial: np.ndarray = None) -> np.ndarray:
+    """Item factors [items, factors] of implicit's ALS on a binary user x item matrix, from `initial` item factors
+    when given (a warm start: the first sweep solves the users from them)."""
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits  # a dependency of implicit
 
     with threadpool_limits(1, "blas"):  # implicit parallelises itself; a BLAS pool on top slows it down
         model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
                                         iterations=iterations, random_state=seed)
+        if initial is not None:
+            model.item_factors = np.ascontiguousarray(initial, np.float32)
         model.fit(matrix, show_progress=False)
     return np.asarray(model.item_factors, np.float32)
 
@@ -200,8 +204,10 @@ def search(matrix: sparse.csr_matrix, config: TrainingConfig, score: Callable[[n
 
 
 def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, train_data, holdout: Holdout,
-          steps_per_epoch=None, callbacks=()) -> Ials:
-    """Alpha and the regularisation on validation, then item factors refitted on train + validation."""
+          steps_per_epoch=None, callbacks=(), initial_item_factors: np.ndarray = None) -> Ials:
+    """Alpha and the regularisation on validation, then item factors refitted on train + validation. With
+    `initial_item_factors` (a warm start), every fit starts from them and sweeps ials_warm_iterations times."""
+    iterations = config.ials_warm_iterations if initial_item_factors is not None else config.ials_iterations
     num_items = len(items.item_ids)
     pairs = items.train_pairs
     matrix = _binary(pairs, dims.num_users, num_items)
@@ -219,7 +225,7 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
         alpha = config.ials_alpha or ALPHA_START
         regularization = config.ials_regularization or alpha * REGULARIZATION_PER_ALPHA_START
         best = 0.0
-    factors = _fit(matrix, config.ials_factors, regularization, alpha, config.ials_iterations, config.seed)
+    factors = _fit(matrix, config.ials_factors, regularization, alpha, iterations, config.seed, initial_item_factors)
     model = Ials(factors, regularization, alpha, items.rated_row_splits, items.rated_items)
     model.validation_recall = best  # what `auto` compares candidates by (0 without a validation split)
     # Before the refit, which fits validation too: fresh interactions' weight measured on validation.
@@ -234,7 +240,7 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
     print(f"ials: refit on train + validation ({len(history)} interactions), alpha {alpha:g}, "
           f"regularization {regularization:g}, {config.ials_factors} factors", flush=True)
     refit = Ials(_fit(_binary(both, dims.num_users, num_items), config.ials_factors, regularization, alpha,
-                      config.ials_iterations, config.seed), regularization, alpha, row_splits, history, fresh)
+                      iterations, config.seed, initial_item_factors), regularization, alpha, row_splits, history, fresh)
     refit.validation_recall = model.validation_recall
     logging.info("ials: alpha %g, regularization %g, validation Recall@10 %.4f", alpha, regularization,
                  model.validation_recall)

@@ -83,7 +83,11 @@ def test_spans_are_read_recorded_refused_and_windowed(tmp_path, capsys):
 
     # A window of 3 ending at span 3: span 1 was never accepted by a run here, so the window is spans 2 and 3.
     assert cli.main(["run", *common, "--span", "latest", "--window", "3"]) == 0
-    assert "training on the last 3 spans accepted so far" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "training on the last 3 spans accepted so far" in printed
+    # Warm from span 2's blessed EASE: its lambda kept, one closed form instead of the search's four.
+    assert "warm start: ease from " in printed and "ease_lambda_scale" in printed, printed
+    assert len([line for line in printed.splitlines() if line.startswith("ease: lambda")]) == 1
     assert _transform_input_spans(out) == [2, 3]
     assert cli.main(["runs", "show", "--output-dir", str(out)]) == 0
     shown = capsys.readouterr().out
