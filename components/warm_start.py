@@ -12,14 +12,14 @@ A daily run on a rolling window sees mostly the same items as yesterday's. Start
 hybrid, two_tower, ...) train from scratch: row-mapped warm start of their tables is not built yet.
 
 The base model is read through its checkpoint (`variables/`), by the attribute names the models give their
-variables (`WARM_KEYS`): no Python object of yesterday's code is needed.
+variables (the names below): no Python object of yesterday's code is needed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import posixpath
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -87,7 +87,7 @@ def warm_config(config: TrainingConfig, family: str, base: Optional[BaseModel]) 
 
 
 def mapped_rows(new_ids: Sequence[bytes], old_ids: Sequence[bytes], old_rows: np.ndarray,
-                fresh_rows: np.ndarray) -> (np.ndarray, int):
+                fresh_rows: np.ndarray) -> Tuple[np.ndarray, int]:
     """(rows, how many were known): the old row of every id known before, `fresh_rows`' row for a new one."""
     where = {item: n for n, item in enumerate(old_ids)}
     rows = np.array(fresh_rows, dtype=old_rows.dtype, copy=True)
