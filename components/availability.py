@@ -73,9 +73,9 @@ def is_active(value: object, where: str) -> bool:
                             f"{', '.join(v for v in ACTIVE_VALUES if v)} / {', '.join(INACTIVE_VALUES)})")
 
 
-def active_items(source: CatalogueSource) -> Optional[Set[str]]:
-    """The ids that may be recommended, or None when every item may (no items file)."""
-    path = source.path()
+def active_items(source: CatalogueSource, path: str) -> Optional[Set[str]]:
+    """The ids that may be recommended per the items file at `path` (source.path(), resolved once by the caller), or
+    None when every item may (no items file)."""
     if not path:
         return None
     found = set()

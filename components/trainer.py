@@ -190,11 +190,7 @@ def _fit_ranking_models(names, dims: ModelDims, config: TrainingConfig, items: c
     fitted = []
     for name in names:
         warm = warm_start.warm_config(config, name, base)
-        extra = {}
-        if name == "ials":
-            initial = warm_start.initial_item_factors(base, items.item_ids, config.ials_factors, config.seed)
-            if initial is not None:
-                extra["initial_item_factors"] = initial
+        extra = warm_start.train_arguments(name, base, items.item_ids, config)
         if warm != config or extra:
             changed = {f: getattr(warm, f) for f in ("ease_lambda_scale", "ials_alpha", "ials_regularization",
                                                      "fresh_weight") if getattr(warm, f) != getattr(config, f)}
@@ -246,12 +242,13 @@ def _attach_index(model: tf.keras.Model, items: catalog.Catalog, config: Trainin
 
 def _with_availability(items: catalog.Catalog, source: availability.CatalogueSource) -> catalog.Catalog:
     """The catalogue with the items the newest items file no longer offers (or marks inactive) never recommended."""
-    active = availability.active_items(source)
+    path = source.path()  # once: on Kubeflow it lists the spans to find the newest
+    active = availability.active_items(source, path)
     items = catalog.with_active(items, active)
     if active is not None:
         retired = int((~items.active).sum())
         print(f"catalogue: {len(items.item_ids) - retired} of {len(items.item_ids)} items may be recommended"
-              + (f" ({retired} retired: not in {source.path()}"
+              + (f" ({retired} retired: not in {path}"
                  + (f" or {source.active_column} false" if source.active_column else "") + ")" if retired else ""),
               flush=True)
     return items

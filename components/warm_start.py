@@ -32,7 +32,8 @@ _SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 EASE_LAMBDA_SCALE = "ease_lambda_scale"
 ALPHA, REGULARIZATION, ITEM_FACTORS, FRESH_WEIGHT = "alpha", "ials_regularization", "item_factors", "fresh_weight"
 ITEM_IDS = "catalog_item_ids"
-WARM_FAMILIES = ("ease", "ials")
+EASE, IALS = "ease", "ials"  # the models' registered names (components/models/__init__.py)
+WARM_FAMILIES = (EASE, IALS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +77,9 @@ def warm_config(config: TrainingConfig, family: str, base: Optional[BaseModel]) 
     changes = {}
     if not config.fresh_weight and base.get(FRESH_WEIGHT) is not None:
         changes["fresh_weight"] = float(base.get(FRESH_WEIGHT))
-    if family == "ease" and not config.ease_lambda and not config.ease_lambda_scale and base.get(EASE_LAMBDA_SCALE):
+    if family == EASE and not config.ease_lambda and not config.ease_lambda_scale and base.get(EASE_LAMBDA_SCALE):
         changes["ease_lambda_scale"] = float(base.get(EASE_LAMBDA_SCALE))
-    if family == "ials":
+    if family == IALS:
         if not config.ials_alpha and base.get(ALPHA) is not None:
             changes["ials_alpha"] = float(base.get(ALPHA))
         if not config.ials_regularization and base.get(REGULARIZATION) is not None:
@@ -101,7 +102,7 @@ def mapped_rows(new_ids: Sequence[bytes], old_ids: Sequence[bytes], old_rows: np
 def initial_item_factors(base: Optional[BaseModel], item_ids: Sequence[bytes], factors: int,
                          seed: int) -> Optional[np.ndarray]:
     """iALS's starting item factors from the base model ([items, factors]), or None (cold)."""
-    if base is None or base.family != "ials" or base.get(ITEM_FACTORS) is None or base.get(ITEM_IDS) is None:
+    if base is None or base.family != IALS or base.get(ITEM_FACTORS) is None or base.get(ITEM_IDS) is None:
         return None
     old = np.asarray(base.get(ITEM_FACTORS), np.float32)
     if old.shape[1] != factors:
@@ -109,3 +110,12 @@ def initial_item_factors(base: Optional[BaseModel], item_ids: Sequence[bytes], f
     fresh = np.random.default_rng(seed).random((len(item_ids), factors), dtype=np.float32) * 0.01  # implicit's init
     rows, _ = mapped_rows(list(item_ids), list(base.get(ITEM_IDS)), old, fresh)
     return rows
+
+
+def train_arguments(name: str, base: Optional[BaseModel], item_ids: Sequence[bytes],
+                    config: TrainingConfig) -> Dict[str, Any]:
+    """What model `name`'s train() takes beyond the config to start warm: iALS's initial item factors, or nothing."""
+    if name != IALS:
+        return {}
+    initial = initial_item_factors(base, item_ids, config.ials_factors, config.seed)
+    return {} if initial is None else {"initial_item_factors": initial}

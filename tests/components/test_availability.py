@@ -30,12 +30,13 @@ def test_active_items_are_those_listed_and_not_marked_inactive(tmp_path):
     _write(tmp_path / F.ITEMS_FILE, "item_id,active\ni1,true\ni2,FALSE\ni3,\ni4,0\ni5,yes\n")
     source = availability.CatalogueSource(root=str(tmp_path), pattern=F.INTERACTIONS_FILE, items_file=F.ITEMS_FILE,
                                           item_column=F.ITEM_ID, active_column="active")
-    assert availability.active_items(source) == {"i1", "i3", "i5"}  # an empty cell: nothing says it is retired
-    assert availability.active_items(availability.CatalogueSource()) is None  # no items file: every item may be
+    # An empty cell: nothing says the item is retired.
+    assert availability.active_items(source, source.path()) == {"i1", "i3", "i5"}
+    assert availability.active_items(availability.CatalogueSource(), "") is None  # no items file: every item may be
     _write(tmp_path / F.ITEMS_FILE, "item_id,active\ni1,true\ni2,maybe\n")
     with pytest.raises(availability.AvailabilityError,
                        match=r"items.csv: record 2 \(item_id 'i2'\), column active: 'maybe' is neither true nor false"):
-        availability.active_items(source)
+        availability.active_items(source, source.path())
 
 
 def test_the_items_of_record_are_the_spans_own_else_the_roots_and_on_kubeflow_the_newest_spans(tmp_path):
@@ -48,7 +49,8 @@ def test_the_items_of_record_are_the_spans_own_else_the_roots_and_on_kubeflow_th
         (tmp_path / f"span-{n}" / spans.SUCCESS_MARKER).write_text("")
 
     def active(pattern):
-        return availability.active_items(availability.CatalogueSource.of(str(tmp_path), pattern, contract))
+        source = availability.CatalogueSource.of(str(tmp_path), pattern, contract)
+        return availability.active_items(source, source.path())
 
     assert active("span-1/interactions.csv") == {"one"}
     assert active("span-2/interactions.csv") == {"root"}  # no catalogue of its own: the root's

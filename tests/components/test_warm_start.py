@@ -45,10 +45,10 @@ def test_ials_starts_from_the_known_items_factors_and_needs_a_third_of_the_sweep
     base = _exported(tmp_path, cold, split["items"].item_ids)
     warm_config = warm_start.warm_config(config, "ials", base)
     assert (warm_config.ials_alpha, warm_config.ials_regularization) == (float(cold.alpha.numpy()), cold.regularization)
-    initial = warm_start.initial_item_factors(base, split["items"].item_ids, 16, seed=1)
+    extra = warm_start.train_arguments("ials", base, split["items"].item_ids, config)
+    assert set(extra) == {"initial_item_factors"} and not warm_start.train_arguments("ease", base, [], config)
     capsys.readouterr()
-    warm = ials.train(split["dims"], warm_config, split["items"], None, split["validation"],
-                      initial_item_factors=initial)
+    warm = ials.train(split["dims"], warm_config, split["items"], None, split["validation"], **extra)
     assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("ials: alpha")]  # no search
     # Five sweeps from yesterday's factors against fifteen from random ones: the same test recall (within 2 %); five
     # sweeps from random factors fall short (measured: 0.5366 warm, 0.5322 cold, 0.5197 five cold sweeps).
