@@ -125,16 +125,29 @@ def compile_rating_model(model: tf.keras.Model, config: TrainingConfig) -> tf.ke
     return model
 
 
+def _start_warm(model: tf.keras.Model, data: tf.data.Dataset, start_from) -> None:
+    """Builds `model` on one batch of `data` and starts it from the base model (`start_from`), saying what it kept."""
+    if start_from is None:
+        return
+    for features, _ in data.take(1):
+        model(features)
+    carried = start_from(model)
+    print(f"{model.name}: warm start ({carried})" if carried else f"{model.name}: nothing to start from; cold",
+          flush=True)
+
+
 def _fit_rating_model(model_module, dims: ModelDims, config: TrainingConfig, rows, train, validation,
-                      steps_per_epoch, validation_steps, log_dir: str) -> Tuple[tf.keras.Model, int, float]:
+                      steps_per_epoch, validation_steps, log_dir: str,
+                      start_from=None) -> Tuple[tf.keras.Model, int, float]:
     """One fit with early stopping on validation RMSE: (model at its best epoch, epochs to reach it, its RMSE)."""
     model = compile_rating_model(model_module.build(dims, config, rows), config)
+    _start_warm(model, train, start_from)
     stopping = tf.keras.callbacks.EarlyStopping(
         monitor="val_rmse", patience=config.early_stopping_patience, restore_best_weights=True)
     history = model.fit(
         train,
         validation_data=validation,
-        epochs=config.epochs,
+        epochs=min(config.epochs, config.warm_epochs) if start_from is not None else config.epochs,
         steps_per_epoch=steps_per_epoch,
         validation_steps=validation_steps,
         verbose=2,
@@ -147,10 +160,12 @@ def _fit_rating_model(model_module, dims: ModelDims, config: TrainingConfig, row
 
 def _train_rating_model(model_name: str, dims: ModelDims, config: TrainingConfig, items: catalog.Catalog,
                         validation_pairs: np.ndarray, training_data, evaluation_data, train_files: List[str],
-                        validation_files: List[str], steps_per_epoch, validation_steps, log_dir: str) -> tf.keras.Model:
+                        validation_files: List[str], steps_per_epoch, validation_steps, log_dir: str,
+                        start_from=None) -> tf.keras.Model:
     """Fits each form `rating_history` allows and keeps the one with the lower validation RMSE; then, with
     `rating_refit`, fits a fresh model of that form for the epochs early stopping chose, on train + validation
-    (the history rows too), so the exported model has learned from every split but eval."""
+    (the history rows too), so the exported model has learned from every split but eval. `start_from` (warm start)
+    sets each model's weights before its fit."""
     module = models.get(model_name)
     train_rows = (items.rated_row_splits, items.rated_items)
     fitted = []
@@ -159,7 +174,7 @@ def _train_rating_model(model_name: str, dims: ModelDims, config: TrainingConfig
         tf.keras.utils.set_random_seed(config.seed)
         model, epochs, rmse = _fit_rating_model(module, dims, form_config, train_rows, training_data(train_files),
                                                 evaluation_data(validation_files), steps_per_epoch, validation_steps,
-                                                log_dir)
+                                                log_dir, start_from)
         fitted.append((rmse, form, epochs, model))
     rmse, form, epochs, model = min(fitted, key=lambda entry: (np.nan_to_num(entry[0], nan=np.inf)))
     if len(fitted) > 1:
@@ -178,25 +193,29 @@ def _train_rating_model(model_name: str, dims: ModelDims, config: TrainingConfig
                                  / max(1, len(items.rated_items)))))
     print(f"refit {model_name} (rating_history {form}) on train + validation for {epochs} epoch(s), the number "
           f"early stopping chose (validation RMSE {rmse:.4f})", flush=True)
-    refit.fit(training_data(train_files + validation_files), epochs=epochs, steps_per_epoch=steps, verbose=2,
+    data = training_data(train_files + validation_files)
+    _start_warm(refit, data, start_from)
+    refit.fit(data, epochs=epochs, steps_per_epoch=steps, verbose=2,
               callbacks=[tf.keras.callbacks.TensorBoard(log_dir=log_dir)])
     return refit
 
 
 def _fit_ranking_models(names, dims: ModelDims, config: TrainingConfig, items: catalog.Catalog, train, holdout,
-                        steps_per_epoch, log_dir: str, base: warm_start.BaseModel = None) -> tf.keras.Model:
+                        steps_per_epoch, log_dir: str, base: warm_start.BaseModel = None,
+                        user_ids=()) -> tf.keras.Model:
     """Each candidate fitted (warm from `base` where it is of the same family); the one with the best validation
     Recall@10 (each model's `validation_recall`, measured before any refit on validation) is kept."""
     fitted = []
     for name in names:
         warm = warm_start.warm_config(config, name, base)
-        extra = warm_start.train_arguments(name, base, items.item_ids, config)
+        extra = warm_start.train_arguments(name, base, user_ids, items.item_ids, config)
         if warm != config or extra:
             changed = {f: getattr(warm, f) for f in ("ease_lambda_scale", "ials_alpha", "ials_regularization",
                                                      "fresh_weight") if getattr(warm, f) != getattr(config, f)}
             print(f"warm start: {name} from {base.path}: " + ", ".join(f"{k} {v:g}" for k, v in changed.items()) +
-                  (f", item factors of the known items ({config.ials_warm_iterations} sweeps)" if extra else ""),
-                  flush=True)
+                  (f", item factors of the known items ({config.ials_warm_iterations} sweeps)"
+                   if "initial_item_factors" in extra else "") +
+                  (", the weights of the known ids" if "start_from" in extra else ""), flush=True)
         elif base is not None:
             print(f"warm start: not for {name} (the latest blessed model is {base.family or 'unnamed'}); from scratch",
                   flush=True)
@@ -294,15 +313,20 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     dims = ModelDims(num_users, num_items, layout.item_width, global_mean, layout.user_width,
                      weighted=contract.has_weight and not contract.has_rating)
+    user_ids = tft_output.vocabulary_by_name(F.USER_VOCAB)
     if models.is_ranking(model_name):
         holdout = topk.Holdout(validation_pairs, items.rated_row_splits, items.rated_items, seed=config.seed)
         model = _fit_ranking_models(names, dims, config, items, training_data(fn_args.train_files), holdout,
-                                    steps_per_epoch, fn_args.model_run_dir, base)
+                                    steps_per_epoch, fn_args.model_run_dir, base, user_ids)
     else:
+        start_from = None
+        if base is not None and base.family == model_name:
+            print(f"warm start: {model_name} from {base.path}", flush=True)
+            start_from = lambda model: warm_start.warm_weights(model, base, user_ids, items.item_ids)  # noqa: E731
         model = _train_rating_model(model_name, dims, config, items, validation_pairs, training_data,
                                     lambda files: dataset(files, False), list(fn_args.train_files),
                                     list(fn_args.eval_files), steps_per_epoch, fn_args.eval_steps,
-                                    fn_args.model_run_dir)
+                                    fn_args.model_run_dir, start_from)
     _forget_oov_rows(model)
     model.model_family = tf.Variable(model.name, dtype=tf.string, trainable=False, name=warm_start.FAMILY)
     if hasattr(model, "store_history"):
@@ -316,5 +340,5 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     model.save(fn_args.serving_model_dir, save_format="tf", signatures=serving,
                options=ann.save_options() if getattr(model, "ann_index", None) is not None else None)
     signatures.set_method_names(fn_args.serving_model_dir)
-    warmup.write(fn_args.serving_model_dir, tft_output.vocabulary_by_name(F.USER_VOCAB)[0], items.item_ids[0],
+    warmup.write(fn_args.serving_model_dir, user_ids[0], items.item_ids[0],
                  signatures=serving)

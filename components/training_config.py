@@ -44,6 +44,7 @@ class TrainingConfig:
     batch_size: int = 1024
     epochs: int = 10
     early_stopping_patience: int = 2
+    warm_epochs: int = 3  # at most this many epochs from the latest blessed model's weights (warm start)
     seed: int = 7
     # Ranking models (two_tower, ease). Two-tower: Adagrad at this rate, in-batch softmax logits divided by
     # the temperature. EASE: lambda (0: chosen on the validation split from a data-scaled grid) and the

@@ -7,23 +7,30 @@ A daily run on a rolling window sees mostly the same items as yesterday's. Start
   through the item ids (an item known before keeps its learned row, a new item starts as iALS starts every row),
   so fewer sweeps are needed (TrainingConfig.ials_warm_iterations);
 - both keep the fresh-interaction weight chosen on validation.
+- models trained by gradient descent (two_tower, mf, hybrid, mlp, content) start from yesterday's weights: each
+  id table (base.id_table) row by row through the user and item ids, so a known id keeps its learned row and a
+  new id starts from the table's initialiser; every other trainable weight of the same path and shape as is.
+  They fit for at most TrainingConfig.warm_epochs (early stopping on validation still applies), and two_tower
+  keeps its fresh-interaction weight.
 `auto` keeps the base model's family when it is still a candidate (the choice was made on validation before);
-`recsys run --cold` trains from scratch and searches again. Embedding models trained by gradient descent (mf,
-hybrid, two_tower, ...) train from scratch: row-mapped warm start of their tables is not built yet.
+`recsys run --cold` trains from scratch and searches again.
 
-The base model is read through its checkpoint (`variables/`), by the attribute names the models give their
-variables (the names below): no Python object of yesterday's code is needed.
+The base model is read through its checkpoint (`variables/`): by the attribute names the models give their
+variables (the names below), and by attribute path for a Keras model's weights (the checkpoint's object graph);
+no Python object of yesterday's code is needed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import posixpath
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
+from components import features as F
 from components.training_config import TrainingConfig
 
 FAMILY = "model_family"  # the exported model's variable naming its model (ease, ials, ...)
@@ -33,7 +40,14 @@ EASE_LAMBDA_SCALE = "ease_lambda_scale"
 ALPHA, REGULARIZATION, ITEM_FACTORS, FRESH_WEIGHT = "alpha", "ials_regularization", "item_factors", "fresh_weight"
 ITEM_IDS = "catalog_item_ids"
 EASE, IALS = "ease", "ials"  # the models' registered names (components/models/__init__.py)
-WARM_FAMILIES = (EASE, IALS)
+TWO_TOWER = "two_tower"
+WARM_FAMILIES = (EASE, IALS, TWO_TOWER)  # ranking models whose base family `auto` keeps
+_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+# Object-graph edges that list a Keras object's weights a second time (by position): paths through them are not
+# attribute paths and are skipped.
+_LISTINGS = frozenset({"keras_api", "variables", "trainable_variables", "non_trainable_variables", "weights",
+                       "trainable_weights", "non_trainable_weights"})
+_MAX_DEPTH = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +56,7 @@ class BaseModel:
 
     path: str
     values: Dict[str, Any]
+    user_ids: Tuple[bytes, ...] = ()  # the base model's user vocabulary (its assets), in index order
 
     @property
     def family(self) -> str:
@@ -59,7 +74,12 @@ def load(path: Optional[str]) -> Optional[BaseModel]:
     reader = tf.train.load_checkpoint(posixpath.join(path, "variables", "variables"))
     names = {key[:-len(_SUFFIX)] for key in reader.get_variable_to_shape_map() if key.endswith(_SUFFIX)}
     wanted = (FAMILY, EASE_LAMBDA_SCALE, ALPHA, REGULARIZATION, ITEM_FACTORS, FRESH_WEIGHT, ITEM_IDS)
-    return BaseModel(path, {name: reader.get_tensor(name + _SUFFIX) for name in wanted if name in names})
+    vocabulary = posixpath.join(path, "assets", F.USER_VOCAB)
+    user_ids = ()
+    if tf.io.gfile.exists(vocabulary):
+        with tf.io.gfile.GFile(vocabulary, "rb") as f:
+            user_ids = tuple(line.rstrip(b"\n") for line in f)
+    return BaseModel(path, {name: reader.get_tensor(name + _SUFFIX) for name in wanted if name in names}, user_ids)
 
 
 def candidates(names: Sequence[str], base: Optional[BaseModel]) -> Sequence[str]:
@@ -112,10 +132,91 @@ def initial_item_factors(base: Optional[BaseModel], item_ids: Sequence[bytes], f
     return rows
 
 
-def train_arguments(name: str, base: Optional[BaseModel], item_ids: Sequence[bytes],
+def train_arguments(name: str, base: Optional[BaseModel], user_ids: Sequence[bytes], item_ids: Sequence[bytes],
                     config: TrainingConfig) -> Dict[str, Any]:
-    """What model `name`'s train() takes beyond the config to start warm: iALS's initial item factors, or nothing."""
+    """What ranking model `name`'s train() takes beyond the config to start warm: iALS's initial item factors,
+    two_tower's `start_from` (warm_weights on the built model), or nothing."""
+    if base is None or base.family != name:
+        return {}
+    if name == TWO_TOWER:
+        return {"start_from": lambda model: warm_weights(model, base, user_ids, item_ids)}
     if name != IALS:
         return {}
     initial = initial_item_factors(base, item_ids, config.ials_factors, config.seed)
     return {} if initial is None else {"initial_item_factors": initial}
+
+
+def _attribute_paths(root, children) -> Iterator[Tuple[str, Any]]:
+    """(path, node) for every node reachable from `root` by attribute names ("user_embedding/embeddings"), breadth
+    first; `children(node)` -> {name: child}."""
+    queue = [("", root)]
+    while queue:
+        path, node = queue.pop(0)
+        yield path, node
+        if path.count("/") >= _MAX_DEPTH:
+            continue
+        for name, child in children(node).items():
+            if name not in _LISTINGS:
+                queue.append((f"{path}/{name}" if path else name, child))
+
+
+def _checkpoint_keys(reader) -> Dict[str, str]:
+    """{attribute path: checkpoint key} of every variable the base model's checkpoint holds."""
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor(_GRAPH_KEY))
+    keys = {}
+    for path, node in _attribute_paths(0, lambda n: {c.local_name: c.node_id for c in graph.nodes[n].children}):
+        for attribute in graph.nodes[node].attributes:
+            if attribute.name == "VARIABLE_VALUE":
+                keys.setdefault(path, attribute.checkpoint_key)
+    return keys
+
+
+def _model_variables(model: tf.Module) -> Dict[str, tf.Variable]:
+    """{attribute path: variable} of `model`'s trainable variables (built layers only)."""
+    view = tf.train.TrackableView(model)
+    trainable = {v.ref() for v in model.trainable_variables}
+    found, taken = {}, set()
+    for path, node in _attribute_paths(model, view.children):
+        if isinstance(node, tf.Variable) and node.ref() in trainable and node.ref() not in taken:
+            found[path] = node
+            taken.add(node.ref())
+    return found
+
+
+def warm_weights(model: tf.Module, base: Optional[BaseModel], user_ids: Sequence[bytes],
+                 item_ids: Sequence[bytes]) -> Optional[str]:
+    """Starts `model` (built) from `base` of the same family: id tables row by row through the ids (a new id keeps
+    the row it was initialised with; the OOV rows too), other trainable weights of the same path and shape as
+    they are. Returns what was carried over, in a line, or None when nothing was."""
+    if base is None or base.family != getattr(model, "name", None):
+        return None
+    reader = tf.train.load_checkpoint(posixpath.join(base.path, "variables", "variables"))
+    keys = _checkpoint_keys(reader)
+    tables = {layer.embeddings.ref(): layer.ids for layer in model.submodules
+              if getattr(layer, "ids", None) and getattr(layer, "built", False)}
+    ids = {F.USER_ID: (list(user_ids), list(base.user_ids)),
+           F.ITEM_ID: (list(item_ids), [bytes(i) for i in base.get(ITEM_IDS, [])])}
+    known, weights = {}, 0
+    for path, variable in _model_variables(model).items():
+        if path not in keys:
+            continue
+        old = reader.get_tensor(keys[path])
+        current = variable.numpy()
+        feature = tables.get(variable.ref())
+        if feature is None:
+            if old.shape == current.shape:
+                variable.assign(old)
+                weights += 1
+            continue
+        new_ids, old_ids = ids[feature]
+        if not old_ids or old.shape[1:] != current.shape[1:] or old.shape[0] != len(old_ids) + F.OOV_BUCKETS \
+                or current.shape[0] != len(new_ids) + F.OOV_BUCKETS:
+            continue
+        rows, count = mapped_rows(new_ids, old_ids, old[:len(old_ids)], current[:len(new_ids)])
+        variable.assign(np.concatenate([rows, current[len(new_ids):]]))
+        known[feature] = (count, len(new_ids))
+    if not known and not weights:
+        return None
+    return ", ".join([f"{count} of {total} {feature}s known" for feature, (count, total) in sorted(known.items())]
+                     + [f"{weights} other weight(s)"])

@@ -268,12 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("promote", help="point a label (canary, stable) at a pushed version")
     p.add_argument("version", type=int)
     p.add_argument("--label", required=True, choices=["canary", "stable"])
-    p.add_argument("--cold", action="store_true",
-                   help="train from scratch, searching every hyperparameter again (default: start from the latest "
-                        "blessed model: EASE and iALS keep its tuned values, iALS its item factors)")
-    p.add_argument("--window", type=int, default=1, metavar="W",
-                   help="with --span: train on the last W spans ending at it (the earlier ones as accepted by earlier "
-                        "runs' data gates; ML Metadata holds them); the gates judge the newest span alone (default 1)")
     p.add_argument("--force", action="store_true", help="promote a version the Evaluator did not bless (recorded)")
     add_change_args(p)
 
@@ -359,7 +353,8 @@ def _add_span_args(p, compile_time: bool = False) -> None:
                         "marker, empty, or the same as another span is a one-line refusal" + when)
     p.add_argument("--cold", action="store_true",
                    help="train from scratch, searching every hyperparameter again (default: start from the latest "
-                        "blessed model: EASE and iALS keep its tuned values, iALS its item factors)")
+                        "blessed model: EASE and iALS keep its tuned values, iALS its item factors, the embedding "
+                        "models its weights, row by row by id)")
     p.add_argument("--window", type=int, default=1, metavar="W",
                    help="with --span: train on the last W spans ending at it (the earlier ones as accepted by earlier "
                         "runs' data gates; ML Metadata holds them); the gates judge the newest span alone (default 1)"

@@ -248,7 +248,8 @@ class PipelineConfig:
     # driver, no RangeConfig); `span` then only names the span the contract was checked against at compile time.
     latest_span_at_run_time: bool = False
     # The Trainer starts from the latest blessed model (TFX's base_model through the baseline's resolver; EASE and
-    # iALS keep its tuned values, iALS its item factors: components/warm_start.py). False: `--cold`, from scratch.
+    # iALS keep its tuned values, iALS its item factors, the embedding models its weights by id:
+    # components/warm_start.py). False: `--cold`, from scratch.
     warm_start: bool = True
     # Users and items with fewer training ratings than this get no embedding of their own (OOV).
     min_id_frequency: int = 1

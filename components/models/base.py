@@ -50,14 +50,20 @@ class RowL2Embedding(tf.keras.layers.Embedding):
         return {**super().get_config(), "l2": self.l2}
 
 
-def embedding(rows: int, config: TrainingConfig, dim: int = 0) -> RowL2Embedding:
-    """An id table regularised per looked-up row by `config.rating_l2` (see RowL2Embedding)."""
-    layer = RowL2Embedding(
+def id_table(layer: tf.keras.layers.Embedding, ids: str) -> tf.keras.layers.Embedding:
+    """Marks `layer` as a table with one row per id of feature `ids` (F.USER_ID or F.ITEM_ID), in vocabulary
+    order: warm start (components/warm_start.py) maps its rows to the next run's vocabulary by id."""
+    layer.build((None,))  # score_all_items reads the table before any call
+    layer.ids = ids
+    return layer
+
+
+def embedding(rows: int, config: TrainingConfig, dim: int = 0, *, ids: str) -> RowL2Embedding:
+    """An id table of feature `ids`, regularised per looked-up row by `config.rating_l2` (see RowL2Embedding)."""
+    return id_table(RowL2Embedding(
         rows, dim or config.embedding_dim, l2=config.rating_l2,
         embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.05, seed=config.seed),
-    )
-    layer.build((None,))  # score_all_items reads the table before any call
-    return layer
+    ), ids)
 
 
 def dense_stack(config: TrainingConfig):

@@ -19,6 +19,7 @@ from typing import Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from components import features as F
 from components.models import history as history_lib
 from components.models.base import embedding
 from components.training_config import (RATING_HISTORY_AUTO, RATING_HISTORY_CHOICES, RATING_HISTORY_OFF,
@@ -33,7 +34,7 @@ class ChosenItems(tf.keras.layers.Layer):
     def __init__(self, num_items: int, config: TrainingConfig, rows: Rows, **kwargs):
         super().__init__(name="chosen_items", **kwargs)
         row_splits, items = rows
-        self.item_embedding = embedding(num_items, config)  # y_j; the penalty is added here, per example
+        self.item_embedding = embedding(num_items, config, ids=F.ITEM_ID)  # y_j; the penalty is added here, per example
         self.l2 = float(config.rating_l2)
         self.sample = max(1, int(config.rating_history_sample))
         self.row_splits = tf.Variable(np.asarray(row_splits, np.int64), trainable=False, name="row_splits")

@@ -19,7 +19,7 @@ class ContentMLP(tf.keras.Model):
 
     def __init__(self, dims: ModelDims, config: TrainingConfig):
         super().__init__(name="content")
-        self.user_embedding = embedding(dims.num_users, config)
+        self.user_embedding = embedding(dims.num_users, config, ids=F.USER_ID)
         self.user_attributes = tf.keras.layers.Dense(config.embedding_dim, use_bias=False, name="user_attributes")
         self.item_tower = tf.keras.layers.Dense(
             config.embedding_dim, activation="relu", kernel_regularizer=tf.keras.regularizers.l2(config.dense_l2))

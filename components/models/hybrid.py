@@ -22,8 +22,10 @@ class NeuMF(tf.keras.Model):
 
     def __init__(self, dims: ModelDims, config: TrainingConfig, rows: Optional[chosen_items.Rows] = None):
         super().__init__(name="hybrid")
-        self.gmf_user, self.gmf_item = embedding(dims.num_users, config), embedding(dims.num_items, config)
-        self.mlp_user, self.mlp_item = embedding(dims.num_users, config), embedding(dims.num_items, config)
+        self.gmf_user = embedding(dims.num_users, config, ids=F.USER_ID)
+        self.gmf_item = embedding(dims.num_items, config, ids=F.ITEM_ID)
+        self.mlp_user = embedding(dims.num_users, config, ids=F.USER_ID)
+        self.mlp_item = embedding(dims.num_items, config, ids=F.ITEM_ID)
         self.hidden = dense_stack(config)
         self.dropout = tf.keras.layers.Dropout(config.dropout, seed=config.seed)
         self.out = tf.keras.layers.Dense(1)

@@ -21,10 +21,10 @@ USES_RATING_HISTORY = True  # `rating_history` applies (the Trainer and the Tune
 class MatrixFactorization(tf.keras.Model):
     def __init__(self, dims: ModelDims, config: TrainingConfig, rows: Optional[chosen_items.Rows] = None):
         super().__init__(name="mf")
-        self.user_embedding = embedding(dims.num_users, config)
-        self.item_embedding = embedding(dims.num_items, config)
-        self.user_bias = embedding(dims.num_users, config, dim=1)
-        self.item_bias = embedding(dims.num_items, config, dim=1)
+        self.user_embedding = embedding(dims.num_users, config, ids=F.USER_ID)
+        self.item_embedding = embedding(dims.num_items, config, ids=F.ITEM_ID)
+        self.user_bias = embedding(dims.num_users, config, dim=1, ids=F.USER_ID)
+        self.item_bias = embedding(dims.num_items, config, dim=1, ids=F.ITEM_ID)
         self.global_mean = tf.Variable(dims.global_mean, dtype=tf.float32, name="global_mean")
         self.chosen = chosen_items.layer(dims.num_items, config, rows)  # None: the seeds' form
 

@@ -16,8 +16,8 @@ class CollaborativeMLP(tf.keras.Model):
 
     def __init__(self, dims: ModelDims, config: TrainingConfig):
         super().__init__(name="mlp")
-        self.user_embedding = embedding(dims.num_users, config)
-        self.item_embedding = embedding(dims.num_items, config)
+        self.user_embedding = embedding(dims.num_users, config, ids=F.USER_ID)
+        self.item_embedding = embedding(dims.num_items, config, ids=F.ITEM_ID)
         self.head = RatingHead(config, dims.global_mean)
 
     def _rate(self, user_vectors, item_vectors, training=False):

@@ -29,16 +29,14 @@ from components import catalog as catalog_lib
 from components import features as F
 from components.models import freshness
 from components.models import history as history_lib
-from components.models.base import ModelDims, content_features, user_features
+from components.models.base import ModelDims, content_features, id_table, user_features
 from components.models.topk import VALIDATION_METRIC, Holdout, ValidationRecall
 from components.training_config import TrainingConfig
 
 
-def _table(rows: int, dim: int, seed: int, name: str) -> tf.keras.layers.Embedding:
-    layer = tf.keras.layers.Embedding(
-        rows, dim, embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.05, seed=seed), name=name)
-    layer.build((None,))
-    return layer
+def _table(rows: int, dim: int, seed: int, name: str, ids: str) -> tf.keras.layers.Embedding:
+    return id_table(tf.keras.layers.Embedding(
+        rows, dim, embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.05, seed=seed), name=name), ids)
 
 
 class _TrainingRows:
@@ -59,11 +57,11 @@ class TwoTower(tfrs.Model):
         super().__init__(name="two_tower")
         dim = config.embedding_dim
         self.num_catalogue = dims.num_items - F.OOV_BUCKETS
-        self.history_embedding = _table(dims.num_items, dim, config.seed + 3, "history_embedding")
-        self.user_embedding = _table(dims.num_users, dim, config.seed, "user_embedding") if config.two_tower_user_id \
+        self.history_embedding = _table(dims.num_items, dim, config.seed + 3, "history_embedding", F.ITEM_ID)
+        self.user_embedding = _table(dims.num_users, dim, config.seed, "user_embedding", F.USER_ID) if config.two_tower_user_id \
             else None
-        self.item_embedding = _table(dims.num_items, dim, config.seed + 1, "item_embedding")
-        self.item_bias = _table(dims.num_items, 1, config.seed + 2, "item_bias")
+        self.item_embedding = _table(dims.num_items, dim, config.seed + 1, "item_embedding", F.ITEM_ID)
+        self.item_bias = _table(dims.num_items, 1, config.seed + 2, "item_bias", F.ITEM_ID)
         self.content = tf.keras.layers.Dense(dim, use_bias=False, name="item_content")
         self.user_attributes = tf.keras.layers.Dense(dim, use_bias=False, name="user_attributes")
         self.l2 = config.l2
@@ -181,14 +179,20 @@ def candidates(items: catalog_lib.Catalog) -> dict:
 
 
 def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, train_data: tf.data.Dataset,
-          holdout: Holdout, steps_per_epoch=None, callbacks=()) -> TwoTower:
-    """Fits on every training interaction; early-stops on the validation split's Recall@10."""
+          holdout: Holdout, steps_per_epoch=None, callbacks=(), start_from=None) -> TwoTower:
+    """Fits on every training interaction; early-stops on the validation split's Recall@10. `start_from(model)`
+    (components/warm_start.py) sets the built model's weights before fitting and says what it carried over."""
     counts = np.bincount(items.rated_items, minlength=dims.num_items).astype(np.float64) + 1.0
     model = TwoTower(dims, config, counts / counts.sum(), items.rated_row_splits, items.rated_items)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(config.ranking_learning_rate))
     catalogue = candidates(items)
 
     user_content = tf.constant(items.user_content)
+    if start_from is not None:
+        model.user_vectors(tf.constant([0], tf.int64), user_content[:1])  # builds every layer
+        model.item_vectors(catalogue)
+        carried = start_from(model)
+        print(f"two_tower: warm start ({carried})" if carried else "two_tower: nothing to start from; cold", flush=True)
 
     def score(users):
         users = tf.constant(users, tf.int64)
@@ -200,7 +204,8 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
                     tf.keras.callbacks.EarlyStopping(monitor=VALIDATION_METRIC, mode="max",
                                                      patience=config.early_stopping_patience,
                                                      restore_best_weights=True)]
-    fit = model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps_per_epoch, verbose=2,
+    epochs = min(config.epochs, config.warm_epochs) if start_from is not None else config.epochs
+    fit = model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=2,
                     callbacks=monitors + list(callbacks))
     # What `auto` compares candidates by: the best epoch's (EarlyStopping restored its weights).
     model.validation_recall = max(fit.history.get(VALIDATION_METRIC, [0.0]))

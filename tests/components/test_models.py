@@ -147,7 +147,7 @@ def _penalty_and_gradient(layer, ids):
 
 
 def test_embedding_penalty_covers_only_the_rows_a_batch_looks_up_once_per_occurrence():
-    layer = embedding(50, TrainingConfig(rating_l2=0.1, embedding_dim=4))
+    layer = embedding(50, TrainingConfig(rating_l2=0.1, embedding_dim=4), ids=F.ITEM_ID)
     assert layer.embeddings_regularizer is None  # no whole-table penalty left
     table = layer.embeddings.numpy()
     penalty, gradient = _penalty_and_gradient(layer, [3, 3, 3, 3])
@@ -166,7 +166,7 @@ def test_embedding_penalty_covers_only_the_rows_a_batch_looks_up_once_per_occurr
 
 def test_embedding_penalty_does_not_grow_with_the_table():
     config = TrainingConfig(rating_l2=0.05, embedding_dim=8)
-    small, large = embedding(10, config), embedding(100_000, config)
+    small, large = embedding(10, config, ids=F.ITEM_ID), embedding(100_000, config, ids=F.ITEM_ID)
     rows = np.random.default_rng(0).normal(size=(10, 8)).astype(np.float32)
     small.embeddings.assign(rows)
     large.embeddings.assign(np.concatenate([rows, np.ones((100_000 - 10, 8), np.float32)]))

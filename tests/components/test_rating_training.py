@@ -8,11 +8,12 @@ import pytest
 import tensorflow as tf
 
 from components import catalog as catalog_lib
-from components import trainer
+from components import trainer, warm_start
 from components.models.base import ModelDims
 from components.training_config import TrainingConfig
 from data import synthetic
 from tests.components.test_models import _inputs, _load
+from tests.components.test_warm_start import _saved_keras
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +81,40 @@ def test_without_refit_or_auto_one_form_is_fitted_and_returned(split, tmp_path, 
     config = TrainingConfig(model="mlp", epochs=2, hidden_units=(8,), rating_refit=False)  # no implicit term there
     _, out = _train(split, config, tmp_path, capsys)
     assert "kept mlp" not in out
+
+
+def test_warm_start_from_yesterdays_model_fits_fewer_epochs_to_the_same_error(split, tmp_path, capsys):
+    """Issue 19: yesterday's mf saw 80 % of today's training ratings. Today's fit started from it (every id table row
+    by id, the global mean) runs at most warm_epochs (3) and reaches the cold fit's validation RMSE within 2 % (the
+    issue's bound); as many epochs from random weights do not. Measured: yesterday's 0.6387; cold 0.6128 in 12
+    epochs, warm 0.6188 in 3, cold 3 epochs 0.6875."""
+    dims, items, validation_pairs, data, content = split
+    u, i, y = data["train"]
+    older = np.random.default_rng(4).random(len(y)) < 0.8
+    data = {**data, "yesterday": (u[older], i[older], y[older])}
+    training_data, evaluation_data = _datasets(data, content)
+    config = TrainingConfig(model="mf", epochs=12, rating_history="off", rating_refit=False, learning_rate=0.01)
+
+    def fit(files, start_from=None, **changes):
+        tf.keras.utils.set_random_seed(config.seed)
+        model = trainer._train_rating_model("mf", dims, dataclasses.replace(config, **changes), items,
+                                            validation_pairs, training_data, evaluation_data, files, ["validation"],
+                                            None, None, str(tmp_path), start_from)
+        epochs = len(model.history.epoch)
+        vu, vi, vy = data["validation"]
+        rmse = float(np.sqrt(np.mean((model.predict(_inputs(vu, vi, content), verbose=0) - vy) ** 2)))
+        return model, rmse, epochs
+
+    yesterday, yesterday_rmse, _ = fit(["yesterday"])
+    user_ids = [b"u%d" % n for n in range(dims.num_users - 1)]
+    base = _saved_keras(tmp_path, yesterday, items.item_ids, user_ids, _inputs(u[:2], i[:2], content))
+    cold, cold_rmse, cold_epochs = fit(["train"])
+    capsys.readouterr()
+    warm, warm_rmse, warm_epochs = fit(["train"], lambda m: warm_start.warm_weights(m, base, user_ids, items.item_ids))
+    assert f"mf: warm start ({len(items.item_ids)} of {len(items.item_ids)} item_ids known" in capsys.readouterr().out
+    _, short_rmse, _ = fit(["train"], epochs=warm_epochs)
+    print(f"mf validation RMSE: yesterday's {yesterday_rmse:.4f}; cold {cold_rmse:.4f} in {cold_epochs} epochs, warm "
+          f"{warm_rmse:.4f} in {warm_epochs}, cold {warm_epochs} epochs {short_rmse:.4f}")
+    assert warm_epochs <= config.warm_epochs < cold_epochs, (warm_epochs, cold_epochs)
+    assert warm_rmse <= 1.02 * cold_rmse, (warm_rmse, cold_rmse)
+    assert warm_rmse < short_rmse - 0.01, (warm_rmse, short_rmse)

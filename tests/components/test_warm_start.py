@@ -2,12 +2,18 @@
 keeps alpha and the regularisation and starts from the known items' factors, reaching the cold model's recall in
 a third of the sweeps; new ids start fresh; another family, or no base model, trains from scratch."""
 
+import dataclasses
+import time
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from components import catalog as catalog_lib
+from components import features as F
 from components import warm_start
-from components.models import ease, ials
+from components.models import ease, ials, mf, two_tower
+from components.models.base import ModelDims
 from components.training_config import TrainingConfig
 from tests.components.test_ranking_models import _model_recall, split  # noqa: F401 (a fixture)
 
@@ -45,8 +51,8 @@ def test_ials_starts_from_the_known_items_factors_and_needs_a_third_of_the_sweep
     base = _exported(tmp_path, cold, split["items"].item_ids)
     warm_config = warm_start.warm_config(config, "ials", base)
     assert (warm_config.ials_alpha, warm_config.ials_regularization) == (float(cold.alpha.numpy()), cold.regularization)
-    extra = warm_start.train_arguments("ials", base, split["items"].item_ids, config)
-    assert set(extra) == {"initial_item_factors"} and not warm_start.train_arguments("ease", base, [], config)
+    extra = warm_start.train_arguments("ials", base, [], split["items"].item_ids, config)
+    assert set(extra) == {"initial_item_factors"} and not warm_start.train_arguments("ease", base, [], [], config)
     capsys.readouterr()
     warm = ials.train(split["dims"], warm_config, split["items"], None, split["validation"], **extra)
     assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("ials: alpha")]  # no search
@@ -76,3 +82,98 @@ def test_known_ids_keep_their_rows_and_new_ids_start_fresh():
     assert known == 2
     np.testing.assert_array_equal(rows, [[4, 5], [-1, -1], [0, 1], [-1, -1]])
     assert warm_start.load("") is None
+
+
+def _saved_keras(tmp_path, model, item_ids, user_ids, inputs):
+    """`model` saved as the Trainer exports it (its family, the catalogue's ids, the user vocabulary in assets)."""
+    model(inputs)  # Keras saves a model it has seen called
+    model.model_family = tf.Variable(model.name, dtype=tf.string, trainable=False, name=warm_start.FAMILY)
+    model.catalog_item_ids = tf.Variable(list(item_ids), dtype=tf.string, trainable=False)
+    path = str(tmp_path / f"{model.name}_base")
+    model.save(path, save_format="tf")
+    tf.io.gfile.makedirs(f"{path}/assets")
+    with open(f"{path}/assets/{F.USER_VOCAB}", "wb") as f:
+        f.write(b"".join(user + b"\n" for user in user_ids))
+    return warm_start.load(path)
+
+
+def _two_tower(split, pairs, start_from=None, epochs=12):
+    """two_tower fitted on `pairs` (some of the split's training pairs): (model, epochs run, seconds)."""
+    items = split["items"]
+    row_splits, rated = catalog_lib.ragged_rows(pairs, split["dims"].num_users)
+    items = catalog_lib.Catalog(items.item_ids, items.titles, items.item_content, row_splits, rated)
+    data = tf.data.Dataset.from_tensor_slices((
+        {F.USER_INDEX: pairs[:, 0], F.ITEM_INDEX: pairs[:, 1], F.ITEM_CONTENT: items.item_content[pairs[:, 1]]},
+        np.ones(len(pairs), np.float32))).shuffle(len(pairs), seed=1).batch(256)
+    config = TrainingConfig(model="two_tower", embedding_dim=16, batch_size=256, epochs=epochs, seed=3)
+    tf.keras.utils.set_random_seed(config.seed)
+    started = time.perf_counter()
+    model = two_tower.train(split["dims"], config, items, data, split["validation"], start_from=start_from)
+    return model, len(model.history.epoch), time.perf_counter() - started
+
+
+def test_two_tower_warm_from_yesterday_matches_cold_in_fewer_epochs(split, tmp_path, capsys):  # noqa: F811
+    """Yesterday's model saw 80 % of today's training pairs. Started from it, today's fit (at most warm_epochs, 3)
+    reaches the cold fit's test recall within 2 % in fewer epochs. Measured: yesterday's 0.4762, cold 0.5020 in 5
+    epochs, warm 0.4933 in 3; on data this small two_tower converges from random weights in 3 epochs too (0.5020),
+    so here the start saves nothing over the cap: a larger replay (issue 19, part 7) measures what it saves."""
+    item_ids = list(split["items"].item_ids)
+    user_ids = [f"u{n}".encode() for n in range(split["dims"].num_users - F.OOV_BUCKETS)]
+    today = split["train"]
+    yesterday = today[np.random.default_rng(5).random(len(today)) < 0.8]
+    base_model, _, _ = _two_tower(split, yesterday)
+    base = _saved_keras(tmp_path, base_model, item_ids, user_ids, next(iter(split["dataset"]))[0])
+    assert base.family == "two_tower" and base.user_ids == tuple(user_ids)
+    extra = warm_start.train_arguments("two_tower", base, user_ids, item_ids, TrainingConfig(model="two_tower"))
+    cold, cold_epochs, cold_seconds = _two_tower(split, today)
+    warm, warm_epochs, warm_seconds = _two_tower(split, today, extra["start_from"])
+    assert "two_tower: warm start (" in capsys.readouterr().out
+    short, short_epochs, _ = _two_tower(split, today, epochs=warm_epochs)
+    recall = {name: _model_recall(split, model) for name, model in
+              (("yesterday", base_model), ("cold", cold), ("warm", warm), ("short", short))}
+    print(f"two_tower test Recall@10: yesterday's {recall['yesterday']:.4f}; cold {recall['cold']:.4f} in "
+          f"{cold_epochs} epochs ({cold_seconds:.1f} s), warm {recall['warm']:.4f} in {warm_epochs} epochs "
+          f"({warm_seconds:.1f} s), cold {short_epochs} epochs {recall['short']:.4f}")
+    assert recall["warm"] >= 0.98 * recall["cold"], recall
+    assert warm_epochs <= TrainingConfig.warm_epochs < cold_epochs, (warm_epochs, cold_epochs)
+    assert recall["warm"] > recall["yesterday"], recall  # today's new pairs were learned, not just kept
+
+
+def test_rows_follow_the_ids_into_a_new_vocabulary(split, tmp_path):  # noqa: F811
+    """Tomorrow's vocabulary orders ids differently, drops some and adds others: each known id's rows (in every id
+    table: embeddings and biases, users and items) are yesterday's; a new id keeps its initial row; the OOV rows are
+    not carried; weights of another shape are left alone."""
+    dims = split["dims"]
+    old_users = [f"u{n}".encode() for n in range(dims.num_users - F.OOV_BUCKETS)]
+    old_items = list(split["items"].item_ids)
+    config = TrainingConfig(model="mf", embedding_dim=4, seed=1)
+    old = mf.build(dims, config)
+    old.global_mean.assign(4.25)
+    base = _saved_keras(tmp_path, old, old_items, old_users, {F.USER_INDEX: tf.constant([0]),
+                                                              F.ITEM_INDEX: tf.constant([0])})
+    new_users = [b"new-user"] + old_users[::-1][:-1]  # reversed, the last old user gone, one new user first
+    new_items = old_items[1:] + [b"new-item"]
+    new_dims = ModelDims(len(new_users) + F.OOV_BUCKETS, len(new_items) + F.OOV_BUCKETS, dims.item_content_dim, 3.5)
+    new = mf.build(new_dims, dataclasses.replace(config, seed=2))
+    new({F.USER_INDEX: tf.constant([0]), F.ITEM_INDEX: tf.constant([0])})
+    before = new.user_embedding.embeddings.numpy().copy()
+    carried = warm_start.warm_weights(new, base, new_users, new_items)
+    assert carried.startswith(f"{len(new_items) - 1} of {len(new_items)} item_ids known, "
+                              f"{len(new_users) - 1} of {len(new_users)} user_ids known"), carried
+    for table in ("user_embedding", "user_bias"):
+        old_rows, new_rows = (getattr(m, table).embeddings.numpy() for m in (old, new))
+        np.testing.assert_array_equal(new_rows[1], old_rows[old_users.index(new_users[1])])
+        np.testing.assert_array_equal(new_rows[len(new_users)], getattr(new, table).embeddings.numpy()[-1])
+    np.testing.assert_array_equal(new.user_embedding.embeddings.numpy()[0], before[0])  # the new user: as initialised
+    np.testing.assert_array_equal(new.user_embedding.embeddings.numpy()[-1], before[-1])  # OOV: not carried
+    for table in ("item_embedding", "item_bias"):
+        old_rows, new_rows = (getattr(m, table).embeddings.numpy() for m in (old, new))
+        np.testing.assert_array_equal(new_rows[:len(new_items) - 1], old_rows[1:len(old_items)])
+    assert float(new.global_mean.numpy()) == 4.25  # another trainable weight of the same path and shape
+    wider = mf.build(new_dims, dataclasses.replace(config, embedding_dim=8))
+    initial = wider.user_embedding.embeddings.numpy().copy()
+    assert "user_ids known" in warm_start.warm_weights(wider, base, new_users, new_items)  # the biases still fit
+    np.testing.assert_array_equal(wider.user_embedding.embeddings.numpy(), initial)  # another width: left alone
+    assert warm_start.warm_weights(new, None, new_users, new_items) is None
+    other_family = dataclasses.replace(base, values={**base.values, warm_start.FAMILY: b"ials"})
+    assert warm_start.warm_weights(new, other_family, new_users, new_items) is None
