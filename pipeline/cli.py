@@ -252,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="idle/header timeout: seconds a REST connection may take to send a request's headers "
                         "(from connecting or from its last answer) or the next body bytes; then it is closed "
                         "(default %(default)s)")
+    p.add_argument("--fresh-history", metavar="SOURCE",
+                   help="interactions newer than the served model: a data root of spans (the newest complete "
+                        "span's interactions.csv) or a CSV file with user_id,item_id[,timestamp]; recommend and "
+                        "recommend_filtered (with exclude_rated) then score each user from these too and leave them "
+                        "out, without a retrain or a model reload")
+    p.add_argument("--fresh-history-refresh-seconds", type=float, default=ServerOptions.fresh_history_refresh_s,
+                   help="re-read --fresh-history this often when it changed (atomically; a failed read keeps the "
+                        "previous histories; their age is in the metrics) (default %(default)s)")
 
     def add_serving_args(p):
         p.add_argument("--output-dir", default=C.DEFAULT_OUTPUT_DIR, help="the pipeline's output dir")

@@ -113,7 +113,8 @@ def serve_options(args) -> ServerOptions:
         max_rows=args.max_rows, row_limits=tuple(sorted(row_limits.items())),
         max_request_bytes=args.max_request_bytes, request_memory_mb=args.request_memory_mb,
         rest_max_connections=args.rest_max_connections,
-        rest_max_connections_per_client=args.rest_max_connections_per_client, rest_timeout=args.rest_timeout)
+        rest_max_connections_per_client=args.rest_max_connections_per_client, rest_timeout=args.rest_timeout,
+        fresh_history=args.fresh_history, fresh_history_refresh_s=args.fresh_history_refresh_seconds)
 
 
 def cmd_serve(args) -> int:

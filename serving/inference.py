@@ -45,6 +45,7 @@ from tensorflow_serving.apis import (
 
 from components import features as F
 from serving import batching, limits
+from serving.fresh_history import FreshHistories
 from serving.model_store import ConfigError, LabelError, LoadedVersion, Models, VersionNotFound, under_roots
 from serving.options import ServerOptions
 
@@ -64,6 +65,8 @@ class RequestError(Exception):
 
 # recommend_by_history's [rows, L] inputs: L (items per row) is bounded by limits.MAX_HISTORY_ITEMS.
 HISTORY_INPUTS = frozenset({F.HISTORY_ITEMS_INPUT, F.HISTORY_WEIGHTS_INPUT})
+# Answered through recommend_by_history when the server holds fresh histories (serving/fresh_history.py).
+FRESH_SIGNATURES = frozenset({F.RECOMMEND, F.RECOMMEND_FILTERED})
 
 
 def _convert_inputs(inputs, function, signature: str, row_limit: int) -> Dict[str, np.ndarray]:
@@ -184,10 +187,13 @@ class Inference:
     """PredictionService and ModelService methods over proto requests; raises RequestError."""
 
     def __init__(self, models: Models, batcher: Optional[batching.Batcher] = None,
-                 options: ServerOptions = ServerOptions(), model_roots: Sequence[str] = ()):
-        """`model_roots`: where a reloaded config's base paths may point (see reload)."""
+                 options: ServerOptions = ServerOptions(), model_roots: Sequence[str] = (),
+                 fresh: Optional[FreshHistories] = None):
+        """`model_roots`: where a reloaded config's base paths may point (see reload). `fresh`: users' interactions
+        newer than the model (serving/fresh_history.py), scored from and left out by recommend(_filtered)."""
         self.models, self.batcher, self.options = models, batcher, options
         self.model_roots = tuple(model_roots)
+        self.fresh = fresh
 
     # --- PredictionService -------------------------------------------------------------------------
 
@@ -202,13 +208,36 @@ class Inference:
         if unknown:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"output tensor alias not found in signature: {', '.join(unknown)}")
-        outputs = self._call(function, inputs)
+        fresh = self._with_fresh_history(loaded, signature, inputs)
+        outputs = self._call(*fresh) if fresh else self._call(function, inputs)
         response = predict_pb2.PredictResponse()
         _fill_spec(response.model_spec, request.model_spec.name, loaded.version, signature)
         for name, value in outputs.items():
-            if not request.output_filter or name in request.output_filter:
+            if name in function.structured_outputs and (not request.output_filter or name in request.output_filter):
                 _fill_tensor_proto(response.outputs[name], np.asarray(value))
         return response
+
+    def _with_fresh_history(self, loaded: LoadedVersion, signature: str, inputs: Dict[str, np.ndarray]):
+        """(recommend_by_history, its inputs) answering a recommend(_filtered) request that leaves out what the users
+        have seen, when one of them has fresh interactions; else None (the request runs as sent)."""
+        if self.fresh is None or signature not in FRESH_SIGNATURES or not bool(inputs[F.EXCLUDE_RATED_INPUT]):
+            return None
+        by_history = loaded.functions.get(F.RECOMMEND_BY_HISTORY)
+        users = inputs[F.USER_ID].reshape(-1)
+        rows = self.fresh.rows(users.tolist())
+        if by_history is None or not any(rows):
+            return None
+        width = max(len(row) for row in rows)
+        none = np.zeros(0, dtype="S1")
+        return by_history, {
+            F.USER_ID: users,
+            F.HISTORY_ITEMS_INPUT: np.array([list(row) + [b""] * (width - len(row)) for row in rows], dtype=object),
+            F.HISTORY_WEIGHTS_INPUT: np.zeros((0, 0), np.float32),  # all 1: the model weighs them fresh_weight
+            F.USE_STORED_HISTORY_INPUT: np.array(True),
+            F.K_INPUT: inputs[F.K_INPUT],
+            F.EXCLUDE_ITEMS_INPUT: inputs.get(F.EXCLUDE_ITEMS_INPUT, none),
+            F.ALLOW_ITEMS_INPUT: inputs.get(F.ALLOW_ITEMS_INPUT, none),
+        }
 
     def _call(self, function, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         deadline = batching.DEADLINE.get()

@@ -78,6 +78,10 @@ class ServerOptions:
     tls: Optional[TlsOptions] = None
     metrics_path: Optional[str] = DEFAULT_METRICS_PATH  # served on the REST port; None turns it off
     drain_seconds: float = 10.0  # on SIGTERM, in-flight requests get this long to finish
+    # Users' interactions newer than the model (a span root or a CSV file; serving/fresh_history.py), re-read every
+    # fresh_history_refresh_s when changed; None: recommend scores from the model's stored histories alone.
+    fresh_history: Optional[str] = None
+    fresh_history_refresh_s: float = 60.0
 
     @property
     def request_limit(self) -> int:

@@ -25,6 +25,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving import budget as B
 from serving import connections
 from serving.batching import DEADLINE, Batcher
+from serving.fresh_history import FreshHistories
 from serving.inference import Inference, answer
 from serving.metrics import RequestMetrics
 from serving.model_store import Models, normalized_path, single_model_config
@@ -111,10 +112,11 @@ class ModelServer:
 
     def __init__(self, grpc_server: grpc.Server, port: int, rest: Optional[RestServer], models: Models,
                  batcher: Optional[Batcher], health_servicer: health.HealthServicer, metrics: RequestMetrics,
-                 admin: Optional[Tuple[grpc.Server, int]] = None):
+                 admin: Optional[Tuple[grpc.Server, int]] = None, fresh: Optional[FreshHistories] = None):
         self.grpc_server, self.port, self.rest, self.models = grpc_server, port, rest, models
         self.batcher, self.health, self.metrics = batcher, health_servicer, metrics
         self.admin_server, self.admin_port = admin or (None, None)
+        self.fresh = fresh  # the fresh histories (--fresh-history), refreshed on their own thread
 
     @property
     def rest_port(self) -> Optional[int]:
@@ -131,6 +133,8 @@ class ModelServer:
         stopped.wait()
         if self.batcher:
             self.batcher.stop()
+        if self.fresh:
+            self.fresh.stop()
         self.models.stop()
         return stopped
 
@@ -155,14 +159,17 @@ def build_server(
     overrides = {"port": port, "host": host, "poll_interval": poll_interval, "max_workers": max_workers}
     options = dataclasses.replace(options or ServerOptions(), **{k: v for k, v in overrides.items() if v is not None})
     config = config or single_model_config(model_name, base_path)
+    metrics = RequestMetrics()
+    fresh = None
+    if options.fresh_history:
+        fresh = FreshHistories(options.fresh_history, options.fresh_history_refresh_s, registry=metrics.registry)
     models = Models(options.poll_interval)
     batcher = Batcher(options.batching, models.serves) if options.batching else None
     # A reload may point models only below these: given by flag, else the initial models' parent dirs.
     roots = options.model_roots or tuple(sorted({posixpath.dirname(normalized_path(m.base_path).rstrip("/"))
                                                  for m in config.model_config_list.config}))
-    inference = Inference(models, batcher, options, roots)
+    inference = Inference(models, batcher, options, roots, fresh)
     models.warmup = inference.warm_up
-    metrics = RequestMetrics()
     health_servicer = health.HealthServicer()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)  # the process answers; models may still load
     credentials = None
@@ -212,6 +219,8 @@ def build_server(
                 raise OSError(f"cannot listen on {options.host}:{options.rest_port} for REST: {e.strerror} (choose "
                               f"another --rest-port, or 0 for no REST)") from None
         models.apply(config)
+        if fresh:
+            fresh.start()  # an unreadable source is refused here, before the server answers anything
     except BaseException:
         for unstarted in (server, admin[0] if admin else None):
             if unstarted is not None:
@@ -221,13 +230,15 @@ def build_server(
         models.stop()
         if batcher:
             batcher.stop()
+        if fresh:
+            fresh.stop()
         raise
     server.start()
     if admin:
         admin[0].start()
     if rest:
         rest.start()
-    return ModelServer(server, bound, rest, models, batcher, health_servicer, metrics, admin), bound, models
+    return ModelServer(server, bound, rest, models, batcher, health_servicer, metrics, admin, fresh), bound, models
 
 
 def serve(model_name: str, base_path: str, options: ServerOptions = ServerOptions(),
@@ -244,11 +255,13 @@ def serve(model_name: str, base_path: str, options: ServerOptions = ServerOption
     for name, store in models.stores.items():
         versions = ", ".join(map(str, store.versions())) or "(none yet: waiting for a push)"
         log.info("serving %s version %s (from %s)", name, versions, store.base_path)
-    log.info("gRPC on %s port %d%s%s%s%s", options.host, bound, " (TLS)" if options.tls else "",
+    log.info("gRPC on %s port %d%s%s%s%s%s", options.host, bound, " (TLS)" if options.tls else "",
              f", REST on port {server.rest_port}" if server.rest else "",
              f", model management on {ADMIN_HOST}:{server.admin_port}" if server.admin_server else
              ", model management off (no --admin-port)",
-             ", batching on" if options.batching else "")
+             ", batching on" if options.batching else "",
+             f", fresh histories from {options.fresh_history} (every {options.fresh_history_refresh_s:g} s)"
+             if options.fresh_history else "")
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

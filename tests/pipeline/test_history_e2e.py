@@ -8,6 +8,7 @@ with a flag, and the limits are enforced inside the SavedModel.
 
 import os
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -39,8 +40,13 @@ def _run(tiny_data, out, model, **training):
 
 
 @pytest.fixture(scope="module")
-def ease_run(tiny_data, tmp_path_factory):
-    return _run(tiny_data, str(tmp_path_factory.mktemp("history_ease")), "ease")
+def ease_out(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("history_ease"))
+
+
+@pytest.fixture(scope="module")
+def ease_run(tiny_data, ease_out):
+    return _run(tiny_data, ease_out, "ease")
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +134,52 @@ def test_recent_items_change_a_known_users_list_and_are_excluded(ease_run):
     assert not set(ids(after[F.ITEMS_OUTPUT][0])) & (seen[user] | set(recent))
     assert after[F.HISTORY_LENGTH_OUTPUT][0] == len(seen[user]) + 3
     assert ids(after[F.ITEMS_OUTPUT][0]) != ids(before[F.ITEMS_OUTPUT][0])
+
+
+def test_serve_scores_from_fresh_interactions_refreshed_without_a_reload(ease_run, ease_out, tmp_path):
+    """`recsys serve --fresh-history FILE` (issue 19, part 4): once the file says a user interacted with their top 3,
+    recommend over gRPC answers what recommend_by_history answers for those 3 beside the stored history (they are
+    left out, the rest rescored), with no reload of the model; exclude_rated=False is the model's plain answer."""
+    from pipeline.config import PipelineConfig
+    from serving.client import RecsysClient
+    from serving.options import DEFAULT_METRICS_PATH
+    from tests.serving.conftest import start_embedded
+    from tests.serving.test_fresh_history import _write
+
+    model, splits = ease_run
+    seen = _known(splits)
+    user, other = sorted(seen)[:2]
+    fresh = tmp_path / "fresh.csv"
+    _write(fresh, [(other, sorted(seen[user])[0], 1)])
+    server, target = start_embedded(PipelineConfig(output_dir=ease_out).serving_dir, fresh_history=str(fresh),
+                                    fresh_history_refresh_s=0.1)
+    try:
+        client = RecsysClient(target.grpc)
+        version = server.models.store(F.DEFAULT_MODEL_NAME).loaded()[0]
+        before = [r.item_id for r in client.recommend(user)]
+        plain = model.signatures[F.RECOMMEND](**{F.USER_ID: tf.constant([user]), F.K_INPUT: tf.constant(K),
+                                                 F.EXCLUDE_RATED_INPUT: tf.constant(True)})
+        assert before == ids(plain[F.ITEMS_OUTPUT].numpy()[0])  # no fresh rows for this user yet
+        recent = before[:3]
+        _write(fresh, [(other, sorted(seen[user])[0], 1)] + [(user, item, 2 + n) for n, item in enumerate(recent)])
+        deadline = time.time() + 20
+        while [r.item_id for r in client.recommend(user)] == before and time.time() < deadline:
+            time.sleep(0.05)
+        after = [r.item_id for r in client.recommend(user)]
+        expected = by_history(model, [recent], users=[user], stored=True)
+        assert after == ids(expected[F.ITEMS_OUTPUT][0]) and not set(after) & set(recent)
+        filtered = [r.item_id for r in client.recommend(user, exclude=[after[0]])]  # recommend_filtered
+        expected = by_history(model, [recent], users=[user], stored=True, exclude=[after[0]])
+        assert filtered == ids(expected[F.ITEMS_OUTPUT][0]) and after[0] not in filtered
+        everything = [r.item_id for r in client.recommend(user, exclude_rated=False)]
+        unfiltered = model.signatures[F.RECOMMEND](**{F.USER_ID: tf.constant([user]), F.K_INPUT: tf.constant(K),
+                                                      F.EXCLUDE_RATED_INPUT: tf.constant(False)})
+        assert everything == ids(unfiltered[F.ITEMS_OUTPUT].numpy()[0])
+        assert server.models.store(F.DEFAULT_MODEL_NAME).loaded()[0] is version  # the same loaded model throughout
+        metrics = urllib.request.urlopen(target.rest + DEFAULT_METRICS_PATH, timeout=10).read().decode()
+        assert ":recsys:fresh_history:users 2.0" in metrics and ":recsys:fresh_history:age_seconds" in metrics
+    finally:
+        server.stop()
 
 
 def test_unknown_ids_duplicates_weights_and_lists(ease_run):
