@@ -1,4 +1,5 @@
-"""Stops the run when the data broke the schema or drifted from the previous run's, so bad data never reaches Transform.
+"""Stops the run when the data broke the schema, drifted from the previous run's, or skewed from what serving was
+asked (the request log: components/serving_skew.py), so bad data never reaches Transform.
 
 ExampleValidator only records anomalies, and it never sees the previous run's statistics; this
 component turns its anomalies, and the schema's drift comparators applied between the previous
@@ -20,6 +21,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
 from components import features as F
+from components import serving_skew
 
 DRIFT_PREFIX = "drift vs the previous run"
 # Reason types the schema's comparators produce; every other reason is ExampleValidator's business.
@@ -185,6 +187,8 @@ def DataGate(
     baseline_statistics: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleStatistics] = None,
     schema: tfx.dsl.components.InputArtifact[standard_artifacts.Schema] = None,
     allow_drift: tfx.dsl.components.Parameter[bool] = False,
+    serving_log: tfx.dsl.components.Parameter[str] = "",
+    allow_skew: tfx.dsl.components.Parameter[bool] = False,
 ) -> None:
     parsed_schema = _read_schema(schema) if schema is not None else None
     by_split = {}
@@ -203,6 +207,13 @@ def DataGate(
             print("data drift (allowed, not failing the run): " + "; ".join(drift))
         else:
             problems.extend(drift)
+    if serving_log and statistics is not None and schema is not None:
+        training = _split_statistics(statistics, F.TRAIN_SPLIT)
+        skew = serving_skew.check(serving_log, training, parsed_schema) if training is not None else []
+        if skew and allow_skew:
+            print("training/serving skew (allowed, not failing the run): " + "; ".join(skew))
+        else:
+            problems.extend(skew)
     if problems:
         raise DataValidationError("data validation failed: " + "; ".join(problems))
     # What the next run's drift check compares with: only statistics this gate let through (a rejected span

@@ -21,11 +21,28 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from components import features as F
 from components.atomic_io import atomic_write
 
 TRAINING = "TRAINING"
 SERVING = "SERVING"
 DEFAULT_DRIFT_THRESHOLD = 0.2
+# Training/serving skew (components/serving_skew.py) is watched on the ids requests name: an L-infinity distance
+# of 0.1 is one id holding a tenth more of the traffic than of the training data (or the reverse).
+SKEW_FEATURES = (F.USER_ID, F.ITEM_ID)
+DEFAULT_SKEW_THRESHOLD = 0.1
+
+
+def _comparator(feature: schema_pb2.Feature, threshold: float) -> Optional[schema_pb2.FeatureComparator]:
+    """L-infinity for strings, Jensen-Shannon divergence for numbers; None for a type without a distribution."""
+    comparator = schema_pb2.FeatureComparator()
+    if feature.type == schema_pb2.BYTES:
+        comparator.infinity_norm.threshold = threshold
+    elif feature.type in (schema_pb2.INT, schema_pb2.FLOAT):
+        comparator.jensen_shannon_divergence.threshold = threshold
+    else:  # STRUCT and unknown types have no distribution to compare
+        return None
+    return comparator
 
 
 def _set_drift_comparator(feature: schema_pb2.Feature, threshold: float) -> None:
@@ -35,14 +52,9 @@ def _set_drift_comparator(feature: schema_pb2.Feature, threshold: float) -> None
     L-infinity comparator on an int feature, even one marked categorical, measures 0 and never
     fires (checked with TFDV 1.16); Jensen-Shannon divergence compares their histograms instead.
     """
-    comparator = schema_pb2.FeatureComparator()
-    if feature.type == schema_pb2.BYTES:
-        comparator.infinity_norm.threshold = threshold
-    elif feature.type in (schema_pb2.INT, schema_pb2.FLOAT):
-        comparator.jensen_shannon_divergence.threshold = threshold
-    else:  # STRUCT and unknown types have no distribution to compare
-        return
-    feature.drift_comparator.CopyFrom(comparator)
+    comparator = _comparator(feature, threshold)
+    if comparator is not None:
+        feature.drift_comparator.CopyFrom(comparator)
 
 
 def curate(
@@ -52,13 +64,15 @@ def curate(
     drift_features: Sequence[str],
     drift_threshold: float = DEFAULT_DRIFT_THRESHOLD,
     value_ranges: Optional[Mapping[str, Sequence[float]]] = None,
+    skew_features: Sequence[str] = SKEW_FEATURES,
+    skew_threshold: float = DEFAULT_SKEW_THRESHOLD,
 ) -> schema_pb2.Schema:
-    """A copy of `schema` with TRAINING/SERVING environments, drift comparators and value ranges; idempotent.
+    """A copy of `schema` with TRAINING/SERVING environments, drift and skew comparators and value ranges; idempotent.
 
     `not_in_serving`: features absent from serving requests (labels, timestamp, weights, slices).
-    `drift_features`: features compared with the previous run's statistics. Names the schema lacks
-    are ignored: not every dataset has every feature. Domains are left as inferred, except that
-    `value_ranges` ({name: (min, max)}, e.g. the rating scale the data contract measured) become float
+    `drift_features`: features compared with the previous run's statistics; `skew_features`: with the statistics
+    of the served model's request log. Names the schema lacks are ignored: not every dataset has every feature.
+    Domains are left as inferred, except that `value_ranges` ({name: (min, max)}, e.g. the rating scale the data contract measured) become float
     domains, so a rating outside the data's own scale is an anomaly.
     """
     if not 0.0 < drift_threshold <= 1.0:
@@ -77,6 +91,11 @@ def curate(
         feature = features.get(name)
         if feature is not None:
             _set_drift_comparator(feature, drift_threshold)
+    for name in skew_features:  # compared with the request log's ids (`recsys run --serving-log`)
+        feature = features.get(name)
+        comparator = _comparator(feature, skew_threshold) if feature is not None else None
+        if comparator is not None:
+            feature.skew_comparator.CopyFrom(comparator)
     for name, (low, high) in (value_ranges or {}).items():
         feature = features.get(name)
         if feature is not None and feature.type == schema_pb2.FLOAT:
@@ -95,7 +114,8 @@ def schema_text(schema: schema_pb2.Schema, *, source: str = "") -> str:
     header = (
         f"# Data contract inferred by TFX SchemaGen from the statistics of the first pipeline run{origin}\n"
         f"# ({when}), then curated: features absent from serving requests are marked\n"
-        "# not_in_environment: \"SERVING\"; drift_comparator thresholds compare each run with the previous one.\n"
+        "# not_in_environment: \"SERVING\"; drift_comparator thresholds compare each run with the previous one,\n"
+        "# skew_comparator thresholds the training data with the ids serving was asked about (--serving-log).\n"
         "# Review this file and commit it (`recsys schema export` copies it and contract.json into the repository):\n"
         "# later runs validate every span against it (ImportSchemaGen) and the data gate stops a run whose data\n"
         "# breaks it.\n"
@@ -110,8 +130,9 @@ def reviewed_schema_text(schema: schema_pb2.Schema) -> str:
         "# The reviewed schema of the data described by contract.json beside it: inferred by TFX SchemaGen from\n"
         "# the statistics of a first pipeline run, curated by CuratedSchemaExport (features absent from serving\n"
         "# requests are marked not_in_environment: \"SERVING\"; drift_comparator thresholds compare each run with\n"
-        "# the previous one), then copied here by `recsys schema export`. Runs given this directory with\n"
-        "# --schema-dir validate every span against it (ImportSchemaGen); the data gate stops a run that breaks it.\n"
+        "# the previous one, skew_comparator thresholds the training data with the ids serving was asked about),\n"
+        "# then copied here by `recsys schema export`. Runs given this directory with --schema-dir validate\n"
+        "# every span against it (ImportSchemaGen); the data gate stops a run that breaks it.\n"
     )
     review = "# Review a change to it like a change to code.\n"
     return header + _EDIT_NOTE + review + text_format.MessageToString(schema)

@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rating models must pass the ranking gate too (default: their top-k is reported only)")
     p.add_argument("--allow-drift", action="store_true",
                    help="report drift against the previous run's statistics instead of stopping the run")
+    p.add_argument("--serving-log", metavar="DIR", default="",
+                   help="the served model's request log (recsys serve --log-requests DIR): the data gate applies "
+                        "the schema's skew comparators between the ids serving was asked about and this run's "
+                        "training data")
+    p.add_argument("--allow-skew", action="store_true",
+                   help="report training/serving skew instead of stopping the run")
     _add_beam_args(p, "only DirectRunner here (Beam on this machine; default: every core for inputs from 16 MiB); "
                       "the others run where a cluster reaches the data: `recsys compile --beam-runner`")
     env = os.environ.get
@@ -260,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh-history-refresh-seconds", type=float, default=ServerOptions.fresh_history_refresh_s,
                    help="re-read --fresh-history this often when it changed (atomically; a failed read keeps the "
                         "previous histories; their age is in the metrics) (default %(default)s)")
+    p.add_argument("--log-requests", metavar="DIR",
+                   help="write a sample of the Predict requests and their answers to DIR as TF Serving's request log "
+                        "(PredictionLog TFRecords); `recsys run --serving-log DIR` checks them for skew")
+    p.add_argument("--log-sample-rate", type=float, default=ServerOptions.log_sample_rate,
+                   help="the share of Predict requests --log-requests keeps, in (0, 1] (default %(default)s)")
 
     def add_serving_args(p):
         p.add_argument("--output-dir", default=C.DEFAULT_OUTPUT_DIR, help="the pipeline's output dir")

@@ -224,6 +224,10 @@ class PipelineConfig:
     schema_export_path: str = ""
     # Drift beyond the schema's comparators vs the previous run's statistics: reported, not fatal.
     allow_drift: bool = False
+    # The served model's request log (`recsys serve --log-requests DIR`): the data gate applies the schema's skew
+    # comparators between it and this run's training data (components/serving_skew.py); "" skips the check.
+    serving_log: str = ""
+    allow_skew: bool = False  # print skew instead of failing the run
     # Kubeflow / Vertex: read the interactions from BigQuery (TFX's BigQueryExampleGen) with this query instead of
     # files under data_root. It returns the contract's columns already joined, ids as STRING; hash split only.
     bigquery_query: str = ""

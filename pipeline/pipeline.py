@@ -193,7 +193,8 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     statistics_gen.add_upstream_node(previous_statistics)
     data_gate = DataGate(anomalies=example_validator.outputs["anomalies"], statistics=statistics_gen.outputs["statistics"],
                          baseline_statistics=previous_statistics.outputs["statistics"],
-                         schema=schema_gen.outputs["schema"], allow_drift=config.allow_drift).with_id(DATA_GATE_ID)
+                         schema=schema_gen.outputs["schema"], allow_drift=config.allow_drift,
+                         serving_log=config.serving_log, allow_skew=config.allow_skew).with_id(DATA_GATE_ID)
     training_examples, windows = example_gen.outputs["examples"], []
     if config.span and config.window > 1:
         if config.orchestrator != LOCAL:

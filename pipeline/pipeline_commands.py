@@ -234,6 +234,9 @@ def cmd_run(args) -> int:
               (f"; training on the last {args.window} spans accepted so far, ending at it" if args.window > 1 else ""),
               flush=True)
     _check_feedback(args, config.contract)
+    if args.serving_log and "://" not in args.serving_log and not os.path.isdir(args.serving_log):
+        raise CliError(f"--serving-log {args.serving_log}: no such directory (recsys serve --log-requests DIR "
+                       f"writes it)")
     interactions_bytes = os.path.getsize(os.path.join(config.files_root, config.contract.interactions_file))
     _, beam_args = _beam(args, C.default_beam_args(interactions_bytes, os.cpu_count() or 1))
     config = dataclasses.replace(
@@ -241,6 +244,9 @@ def cmd_run(args) -> int:
         output_dir=os.path.abspath(args.output_dir),
         model_name=args.model_name,
         allow_drift=args.allow_drift,
+        serving_log=os.path.abspath(args.serving_log) if args.serving_log and "://" not in args.serving_log
+        else args.serving_log,
+        allow_skew=args.allow_skew,
         min_id_frequency=args.min_id_frequency,
         warm_start=not args.cold,
         training=training,
@@ -281,12 +287,16 @@ def cmd_run(args) -> int:
 def _data_gate_advice(message: str, config: "C.PipelineConfig") -> str:
     """What to do about a stopped run: fix the delivery, or accept a legitimate change where it is decided."""
     from components.data_gate import DRIFT_PREFIX
+    from components.serving_skew import SKEW_PREFIX
 
     schema = config.schema_path or config.schema_export_path
     advice = (f"Fix the data, or if the change is intended, edit {schema} (the reviewed schema) and commit it")
     if DRIFT_PREFIX in message:
         advice += ("; to accept drift as the new baseline, run again with --allow-drift or raise the feature's "
                    "drift_comparator threshold there")
+    if SKEW_PREFIX in message:
+        advice += ("; if serving's traffic legitimately differs from the training data, run again with --allow-skew "
+                   "or raise the feature's skew_comparator threshold there")
     return advice
 
 

@@ -114,7 +114,8 @@ def serve_options(args) -> ServerOptions:
         max_request_bytes=args.max_request_bytes, request_memory_mb=args.request_memory_mb,
         rest_max_connections=args.rest_max_connections,
         rest_max_connections_per_client=args.rest_max_connections_per_client, rest_timeout=args.rest_timeout,
-        fresh_history=args.fresh_history, fresh_history_refresh_s=args.fresh_history_refresh_seconds)
+        fresh_history=args.fresh_history, fresh_history_refresh_s=args.fresh_history_refresh_seconds,
+        log_requests=args.log_requests, log_sample_rate=args.log_sample_rate)
 
 
 def cmd_serve(args) -> int:

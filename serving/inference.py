@@ -46,6 +46,7 @@ from tensorflow_serving.apis import (
 from components import features as F
 from serving import batching, limits
 from serving.fresh_history import FreshHistories
+from serving.request_log import RequestLog
 from serving.model_store import ConfigError, LabelError, LoadedVersion, Models, VersionNotFound, under_roots
 from serving.options import ServerOptions
 
@@ -188,12 +189,13 @@ class Inference:
 
     def __init__(self, models: Models, batcher: Optional[batching.Batcher] = None,
                  options: ServerOptions = ServerOptions(), model_roots: Sequence[str] = (),
-                 fresh: Optional[FreshHistories] = None):
+                 fresh: Optional[FreshHistories] = None, request_log: Optional[RequestLog] = None):
         """`model_roots`: where a reloaded config's base paths may point (see reload). `fresh`: users' interactions
-        newer than the model (serving/fresh_history.py), scored from and left out by recommend(_filtered)."""
+        newer than the model (serving/fresh_history.py), scored from and left out by recommend(_filtered).
+        `request_log`: where a sample of the answered Predict requests goes (serving/request_log.py)."""
         self.models, self.batcher, self.options = models, batcher, options
         self.model_roots = tuple(model_roots)
-        self.fresh = fresh
+        self.fresh, self.request_log = fresh, request_log
 
     # --- PredictionService -------------------------------------------------------------------------
 
@@ -215,6 +217,8 @@ class Inference:
         for name, value in outputs.items():
             if name in function.structured_outputs and (not request.output_filter or name in request.output_filter):
                 _fill_tensor_proto(response.outputs[name], np.asarray(value))
+        if self.request_log is not None:
+            self.request_log.log(request, response)
         return response
 
     def _with_fresh_history(self, loaded: LoadedVersion, signature: str, inputs: Dict[str, np.ndarray]):

@@ -82,6 +82,10 @@ class ServerOptions:
     # fresh_history_refresh_s when changed; None: recommend scores from the model's stored histories alone.
     fresh_history: Optional[str] = None
     fresh_history_refresh_s: float = 60.0
+    # A share of the Predict requests and answers written to this directory as TF Serving's request log
+    # (PredictionLog TFRecords: serving/request_log.py), which `recsys run --serving-log` checks for skew.
+    log_requests: Optional[str] = None
+    log_sample_rate: float = 0.1
 
     @property
     def request_limit(self) -> int:

@@ -26,6 +26,7 @@ from serving import budget as B
 from serving import connections
 from serving.batching import DEADLINE, Batcher
 from serving.fresh_history import FreshHistories
+from serving.request_log import RequestLog
 from serving.inference import Inference, answer
 from serving.metrics import RequestMetrics
 from serving.model_store import Models, normalized_path, single_model_config
@@ -112,11 +113,13 @@ class ModelServer:
 
     def __init__(self, grpc_server: grpc.Server, port: int, rest: Optional[RestServer], models: Models,
                  batcher: Optional[Batcher], health_servicer: health.HealthServicer, metrics: RequestMetrics,
-                 admin: Optional[Tuple[grpc.Server, int]] = None, fresh: Optional[FreshHistories] = None):
+                 admin: Optional[Tuple[grpc.Server, int]] = None, fresh: Optional[FreshHistories] = None,
+                 request_log: Optional[RequestLog] = None):
         self.grpc_server, self.port, self.rest, self.models = grpc_server, port, rest, models
         self.batcher, self.health, self.metrics = batcher, health_servicer, metrics
         self.admin_server, self.admin_port = admin or (None, None)
         self.fresh = fresh  # the fresh histories (--fresh-history), refreshed on their own thread
+        self.request_log = request_log  # --log-requests: written on its own thread, closed last
 
     @property
     def rest_port(self) -> Optional[int]:
@@ -135,6 +138,8 @@ class ModelServer:
             self.batcher.stop()
         if self.fresh:
             self.fresh.stop()
+        if self.request_log:
+            self.request_log.close()  # after the drain: every answered request's record is in a published file
         self.models.stop()
         return stopped
 
@@ -163,12 +168,15 @@ def build_server(
     fresh = None
     if options.fresh_history:
         fresh = FreshHistories(options.fresh_history, options.fresh_history_refresh_s, registry=metrics.registry)
+    request_log = None
+    if options.log_requests:
+        request_log = RequestLog(options.log_requests, options.log_sample_rate, registry=metrics.registry)
     models = Models(options.poll_interval)
     batcher = Batcher(options.batching, models.serves) if options.batching else None
     # A reload may point models only below these: given by flag, else the initial models' parent dirs.
     roots = options.model_roots or tuple(sorted({posixpath.dirname(normalized_path(m.base_path).rstrip("/"))
                                                  for m in config.model_config_list.config}))
-    inference = Inference(models, batcher, options, roots, fresh)
+    inference = Inference(models, batcher, options, roots, fresh, request_log)
     models.warmup = inference.warm_up
     health_servicer = health.HealthServicer()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)  # the process answers; models may still load
@@ -232,13 +240,16 @@ def build_server(
             batcher.stop()
         if fresh:
             fresh.stop()
+        if request_log:
+            request_log.close()
         raise
     server.start()
     if admin:
         admin[0].start()
     if rest:
         rest.start()
-    return ModelServer(server, bound, rest, models, batcher, health_servicer, metrics, admin, fresh), bound, models
+    return (ModelServer(server, bound, rest, models, batcher, health_servicer, metrics, admin, fresh, request_log),
+            bound, models)
 
 
 def serve(model_name: str, base_path: str, options: ServerOptions = ServerOptions(),
@@ -255,13 +266,15 @@ def serve(model_name: str, base_path: str, options: ServerOptions = ServerOption
     for name, store in models.stores.items():
         versions = ", ".join(map(str, store.versions())) or "(none yet: waiting for a push)"
         log.info("serving %s version %s (from %s)", name, versions, store.base_path)
-    log.info("gRPC on %s port %d%s%s%s%s%s", options.host, bound, " (TLS)" if options.tls else "",
+    log.info("gRPC on %s port %d%s%s%s%s%s%s", options.host, bound, " (TLS)" if options.tls else "",
              f", REST on port {server.rest_port}" if server.rest else "",
              f", model management on {ADMIN_HOST}:{server.admin_port}" if server.admin_server else
              ", model management off (no --admin-port)",
              ", batching on" if options.batching else "",
              f", fresh histories from {options.fresh_history} (every {options.fresh_history_refresh_s:g} s)"
-             if options.fresh_history else "")
+             if options.fresh_history else "",
+             f", {100 * options.log_sample_rate:g} % of Predict requests logged to {options.log_requests}"
+             if options.log_requests else "")
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

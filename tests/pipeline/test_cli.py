@@ -91,3 +91,12 @@ def test_a_sample_of_another_shape_drops_the_stale_contract(tmp_path, capsys):
                      "--num-items", "40"]) == 0
     assert "they described files of another shape" in capsys.readouterr().out
     assert not (out / contract_lib.CONTRACT_FILE).exists() and not (out / "schema.pbtxt").exists()
+
+
+def test_a_missing_serving_log_is_one_line(tiny_data, tmp_path, capsys):
+    code = cli.main(["run", "--data-root", tiny_data, "--output-dir", str(tmp_path / "out"), "--serving-log",
+                     str(tmp_path / "no-log")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == cli.EXIT_ERROR and len(err) == 1, err
+    assert f"--serving-log {tmp_path / 'no-log'}: no such directory (recsys serve --log-requests DIR" in err[0], err
+    assert not (tmp_path / "out").exists()
