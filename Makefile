@@ -46,6 +46,7 @@ help:
 	@echo "make bench       benchmarks into bench/results (pipeline 100K+1M, training input path, serving, scaling, ANN at 1M items) and bench/report.md (~13 min)"
 	@echo "make bench-big   ials and two_tower through the pipeline on a 100,000-item synthetic (~20 min)"
 	@echo "make bench-scale the pipeline at 100K, 1M, 10M interactions (100,000 items, iALS): time and peak RSS per component (~50 min)"
+	@echo "make bench-replay continuous training over 14 daily spans: warm and cold daily runs beside a frozen model and most popular"
 
 venv: $(STAMP)
 
@@ -133,6 +134,14 @@ bench-scale: venv
 	        --model ials --label catalogue --work-dir $(BENCH_WORK)/scale --results-dir bench/results || exit 1; \
 	done
 	$(PY) bench/report.py --results-dir bench/results --out bench/report.md
+
+# Continuous training (issue 19): 14 daily spans of the timeline sample, warm and cold daily runs on a 7-day window,
+# each day's served model scored on the next day beside a model frozen after day 1 and most popular, under a live
+# server's client loop; its own target (two pipeline runs a day); the results go to bench/results/replay.*.
+.PHONY: bench-replay
+bench-replay: venv
+	$(RECSYS) benchmark --replay --output-dir $(BENCH_WORK)/replay_out
+	cp $(BENCH_WORK)/replay_out/replay.json $(BENCH_WORK)/replay_out/replay.md bench/results/
 
 # Ranking and rating quality of every model beside most popular, ItemKNN, EASE and iALS on a fresh sample
 # (~10 min on 2 cores; its own target to keep `make bench` within 15 minutes); the report picks it up.

@@ -172,6 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rating-variants", action="store_true",
                    help="also run mf and hybrid in each form (the seeds' form, SVD++'s implicit term), with and "
                         "without the refit on train + validation, without the Tuner, beside their defaults")
+    p.add_argument("--replay", action="store_true",
+                   help="instead: continuous training replayed over a generated timeline of daily spans (warm and "
+                        "cold runs each day on the last --window spans, scored on the next day's interactions beside "
+                        "a model frozen after day 1 and most popular, under a live server's client loop); writes "
+                        "OUTPUT_DIR/replay.json and replay.md (working files under OUTPUT_DIR/replay/)")
+    p.add_argument("--days", type=int, default=14, help="with --replay: days of the timeline (default %(default)s)")
+    p.add_argument("--window", type=int, default=7, help="with --replay: spans each run trains on (default %(default)s)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="with --replay: the timeline's users and items times this (default 1: ~14,000 interactions "
+                        "a day)")
 
     p = sub.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines v2 / Vertex AI Pipelines")
     p.add_argument("--orchestrator", choices=[C.KUBEFLOW], default=C.KUBEFLOW)

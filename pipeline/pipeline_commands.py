@@ -308,9 +308,26 @@ def _split_text(requested: str, config: "C.PipelineConfig") -> str:
     return f"{config.split}, auto: {why}"
 
 
+def _replay(args) -> int:
+    from pipeline import replay_benchmark
+
+    if args.days < 2 or args.window < 1 or args.scale <= 0:
+        raise CliError(f"--replay needs --days of at least 2, a --window of at least 1 and a positive --scale (got "
+                       f"{args.days}, {args.window}, {args.scale:g})")
+    output_dir = os.path.abspath(args.output_dir)
+    result = replay_benchmark.run(os.path.join(output_dir, "replay"), args.days, args.window, args.scale)
+    paths = replay_benchmark.write(result, output_dir)
+    print(replay_benchmark.report(result))
+    print(f"wrote {', '.join(paths)}")
+    return 0
+
+
 def cmd_benchmark(args) -> int:
     from components import contract as contract_lib
     from pipeline import quality
+
+    if args.replay:
+        return _replay(args)
 
     names = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else quality.registered_models()
     check_models(names)

@@ -9,8 +9,8 @@ present; else file order). A user's newest `max_items` items are kept.
 The histories are re-read on a schedule, only when the file changed (its path, size or modification time), into
 a new table that replaces the old one in one reference assignment: a request sees the old table or the new one,
 never a half-read file, and the model is not reloaded. A refresh that fails (a file being rewritten, a missing
-column) is logged in one line and counted, once per version of the file; the previous table keeps serving. The age of the file the table came
-from, its size and the failures are Prometheus gauges beside the request metrics.
+column) is logged in one line and counted, once per version of the file; the previous table keeps serving. The
+age of the file the table came from, its size and the failures are Prometheus gauges beside the request metrics.
 
 serving/inference.py applies them: a `recommend` or `recommend_filtered` request that excludes what the user has
 seen is answered through the model's own `recommend_by_history` signature with each user's fresh items as the
