@@ -30,6 +30,9 @@ DEFAULT_DRIFT_THRESHOLD = 0.2
 # Training/serving skew (components/serving_skew.py) is watched on the ids requests name: an L-infinity distance
 # of 0.1 is one id holding a tenth more of the traffic than of the training data (or the reverse).
 SKEW_FEATURES = (F.USER_ID, F.ITEM_ID)
+# Ids are open sets: SchemaGen infers a string domain for them on small data, which would refuse every new user or
+# item of the next span; curation drops it.
+OPEN_DOMAINS = (F.USER_ID, F.ITEM_ID)
 DEFAULT_SKEW_THRESHOLD = 0.1
 
 
@@ -43,6 +46,15 @@ def _comparator(feature: schema_pb2.Feature, threshold: float) -> Optional[schem
     else:  # STRUCT and unknown types have no distribution to compare
         return None
     return comparator
+
+
+def _drop_string_domain(schema: schema_pb2.Schema, name: str, keep) -> None:
+    """Removes the top-level string domain `name` unless another feature (in `keep`) still refers to it."""
+    users = [f for f in keep if f.WhichOneof("domain_info") == "domain" and f.domain == name]
+    if len(users) <= 1:
+        remaining = [d for d in schema.string_domain if d.name != name]
+        del schema.string_domain[:]
+        schema.string_domain.extend(remaining)
 
 
 def _set_drift_comparator(feature: schema_pb2.Feature, threshold: float) -> None:
@@ -72,8 +84,9 @@ def curate(
     `not_in_serving`: features absent from serving requests (labels, timestamp, weights, slices).
     `drift_features`: features compared with the previous run's statistics; `skew_features`: with the statistics
     of the served model's request log. Names the schema lacks are ignored: not every dataset has every feature.
-    Domains are left as inferred, except that `value_ranges` ({name: (min, max)}, e.g. the rating scale the data contract measured) become float
-    domains, so a rating outside the data's own scale is an anomaly.
+    Domains are left as inferred, except that the ids' (OPEN_DOMAINS) are dropped and `value_ranges` ({name:
+    (min, max)}, e.g. the rating scale the data contract measured) become float domains, so a rating outside the
+    data's own scale is an anomaly.
     """
     if not 0.0 < drift_threshold <= 1.0:
         raise ValueError(f"drift_threshold must be in (0, 1], got {drift_threshold!r}")
@@ -91,6 +104,12 @@ def curate(
         feature = features.get(name)
         if feature is not None:
             _set_drift_comparator(feature, drift_threshold)
+    for name in OPEN_DOMAINS:  # every day brings new users and items: a domain inferred from one day refuses the next
+        feature = features.get(name)
+        if feature is not None and feature.WhichOneof("domain_info"):
+            if feature.WhichOneof("domain_info") == "domain":
+                _drop_string_domain(curated, feature.domain, keep=features.values())
+            feature.ClearField(feature.WhichOneof("domain_info"))
     for name in skew_features:  # compared with the request log's ids (`recsys run --serving-log`)
         feature = features.get(name)
         comparator = _comparator(feature, skew_threshold) if feature is not None else None

@@ -243,7 +243,23 @@ def run(work_dir: str, num_days: int = 14, window: int = 7, scale: float = 1.0,
         swaps = {"requests_ok": clients.ok, "requests_failed": clients.failed, "errors": dict(clients.errors)}
     # The issue's figure is over next days 8-14 (a full 7-day window); a shorter replay reports every day.
     compared = set(range(FIRST_COMPARED_DAY, num_days + 1)) or set(range(2, num_days + 1))
-    summary = {}
+    summary = summarize(rows, variants, compared)
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform()}
+    result = {"source": "recsys benchmark --replay", "machine": machine,
+              "spec": dataclasses.asdict(spec),
+              "window": window, "counts": counts, "compared_next_days": sorted(compared), "summary": summary,
+              "swaps": swaps, "days": rows}
+    return result
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def summarize(rows: List[Dict], variants: Sequence[str], compared: Set[int]) -> Dict:
+    """Means over the `compared` next days for each variant and for the references (the first variant's rows hold
+    them), days blessed, and the ratios the issue's targets are stated in."""
+    summary: Dict = {}
     for variant in variants:
         mine = [r for r in rows if r["variant"] == variant]
         summary[variant] = {key: _mean(mine, key, compared) for key in
@@ -256,24 +272,17 @@ def run(work_dir: str, num_days: int = 14, window: int = 7, scale: float = 1.0,
         summary[name] = {key: round(float(np.mean([v[key] for v in values if v[key] is not None])), 4)
                          if any(v[key] is not None for v in values) else None
                          for key in ("recall_at_10", "hit_rate_at_10", "day_old_share", "day_old_hit_rate")}
-    def ratio(a, b):
-        return round(a / b, 3) if a is not None and b else None
-
-    ratios = {f"{v}_over_frozen_recall": ratio(summary[v]["recall_at_10"], summary["frozen"]["recall_at_10"])
-              for v in variants}
-    ratios.update({f"{v}_over_most_popular_recall": ratio(summary[v]["recall_at_10"],
-                                                          summary["most_popular"]["recall_at_10"])
-                   for v in variants})
+    ratios = {}
+    for variant in variants:
+        ratios[f"{variant}_over_frozen_recall"] = _ratio(summary[variant]["recall_at_10"],
+                                                         summary["frozen"]["recall_at_10"])
+        ratios[f"{variant}_over_most_popular_recall"] = _ratio(summary[variant]["recall_at_10"],
+                                                               summary["most_popular"]["recall_at_10"])
     if {"warm", "cold"} <= set(variants):
-        ratios["warm_over_cold_recall"] = ratio(summary["warm"]["recall_at_10"], summary["cold"]["recall_at_10"])
-        ratios["warm_over_cold_trainer_s"] = ratio(summary["warm"]["trainer_s"], summary["cold"]["trainer_s"])
+        ratios["warm_over_cold_recall"] = _ratio(summary["warm"]["recall_at_10"], summary["cold"]["recall_at_10"])
+        ratios["warm_over_cold_trainer_s"] = _ratio(summary["warm"]["trainer_s"], summary["cold"]["trainer_s"])
     summary["ratios"] = ratios
-    machine = {"cpus": os.cpu_count(), "platform": platform.platform()}
-    result = {"source": "recsys benchmark --replay", "machine": machine,
-              "spec": dataclasses.asdict(spec),
-              "window": window, "counts": counts, "compared_next_days": sorted(compared), "summary": summary,
-              "swaps": swaps, "days": rows}
-    return result
+    return summary
 
 
 def write(result: Dict, out_dir: str) -> List[str]:

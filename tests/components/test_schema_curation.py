@@ -65,6 +65,25 @@ def test_curate_sets_environments_and_comparators_and_leaves_domains(inferred):
     assert {f.name for f in curated.feature} == {f.name for f in inferred.feature}  # no 'weight'/'brand' invented
 
 
+def test_ids_get_no_domain_and_a_skew_comparator():
+    """SchemaGen infers a string domain for ids when there are few: tomorrow's span, with new users and items,
+    would then be refused. Curation drops it (the other domains stay) and watches the ids for serving skew."""
+    frame = pd.DataFrame({"user_id": [f"u{i % 30}" for i in range(600)], "item_id": [f"i{i % 20}" for i in range(600)],
+                          "category": ["a", "b", "c"] * 200})
+    inferred = tfdv.infer_schema(tfdv.generate_statistics_from_dataframe(frame))
+    assert {d.name for d in inferred.string_domain} >= {"user_id", "item_id"}  # what SchemaGen makes of few ids
+    curated = C.curate(inferred, not_in_serving=[], drift_features=[])
+    assert [d.name for d in curated.string_domain] == ["category"]
+    for name in ("user_id", "item_id"):
+        feature = _feature(curated, name)
+        assert not feature.WhichOneof("domain_info")
+        assert feature.skew_comparator.infinity_norm.threshold == pytest.approx(C.DEFAULT_SKEW_THRESHOLD)
+    assert _feature(curated, "category").domain == "category"
+    tomorrow = tfdv.generate_statistics_from_dataframe(pd.DataFrame(
+        {"user_id": ["u99", "u1"], "item_id": ["i77", "i1"], "category": ["a", "b"]}))
+    assert not tfdv.validate_statistics(tomorrow, curated).anomaly_info  # new ids are not anomalies
+
+
 def test_curate_is_idempotent(inferred):
     once = C.curate(inferred, not_in_serving=NOT_IN_SERVING, drift_features=DRIFT)
     twice = C.curate(once, not_in_serving=NOT_IN_SERVING, drift_features=DRIFT)
