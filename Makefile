@@ -79,11 +79,12 @@ demo: venv
 
 run: pipeline demo
 
+# One test file per worker, a worker per core (pytest-xdist): files share their module fixtures (a pipeline run).
 test: venv
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra -n auto --dist loadfile --durations=15
 
 test-quick: venv
-	$(PY) -m pytest -ra -m "not slow"
+	$(PY) -m pytest -ra -n auto --dist loadfile -m "not slow"
 
 # Re-pin after editing requirements: installs the current lock, then writes what is installed.
 lock: venv
