@@ -180,8 +180,9 @@ def run_day(data: str, out: str, day: int, window: int, cold: bool, run_args: Se
                          str(min(window, day)), *(["--cold"] if cold else []), *run_args])
     finally:
         local_runner.run = original
+    components = {name: round(end - start, 1) for name, (start, end) in sorted(windows.items(), key=lambda kv: kv[1])}
     return {"exit_code": code, "run_s": round(time.monotonic() - started, 1),
-            "trainer_s": round(windows["Trainer"][1] - windows["Trainer"][0], 1) if "Trainer" in windows else None}
+            "trainer_s": components.get("Trainer"), "components_s": components}
 
 
 def _mean(rows: List[Dict], key: str, days: Set[int]) -> Optional[float]:
@@ -218,7 +219,7 @@ def run(work_dir: str, num_days: int = 14, window: int = 7, scale: float = 1.0,
                 version, model = _served(serving_dir)
                 following = days[day + 1]
                 users = sorted(following.interactions)
-                day_old = days[day].items - (days[day - 1].items if day > 1 else set())
+                day_old = days[day].items - days[day - 1].items if day > 1 else set()  # day 1: the first catalogue
                 metadata = PipelineConfig(output_dir=os.path.abspath(out)).metadata_path
                 row = {"variant": variant, "day": day, "next_day": day + 1, "served_version": version, **ran,
                        "metadata_mb": round(os.path.getsize(metadata) / 2**20, 2) if os.path.exists(metadata) else None}

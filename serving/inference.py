@@ -46,9 +46,9 @@ from tensorflow_serving.apis import (
 from components import features as F
 from serving import batching, limits
 from serving.fresh_history import FreshHistories
-from serving.request_log import RequestLog
 from serving.model_store import ConfigError, LabelError, LoadedVersion, Models, VersionNotFound, under_roots
 from serving.options import ServerOptions
+from serving.request_log import RequestLog
 
 log = logging.getLogger(__name__)
 

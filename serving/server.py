@@ -26,11 +26,11 @@ from serving import budget as B
 from serving import connections
 from serving.batching import DEADLINE, Batcher
 from serving.fresh_history import FreshHistories
-from serving.request_log import RequestLog
 from serving.inference import Inference, answer
 from serving.metrics import RequestMetrics
 from serving.model_store import Models, normalized_path, single_model_config
 from serving.options import ServerOptions
+from serving.request_log import RequestLog
 from serving.rest import RestServer
 
 log = logging.getLogger(__name__)
