@@ -246,7 +246,7 @@ def run(work_dir: str, num_days: int = 14, window: int = 7, scale: float = 1.0,
     compared = set(range(FIRST_COMPARED_DAY, num_days + 1)) or set(range(2, num_days + 1))
     summary = summarize(rows, variants, compared)
     machine = {"cpus": os.cpu_count(), "platform": platform.platform()}
-    result = {"source": "recsys benchmark --replay", "machine": machine,
+    result = {"source": "recsys benchmark --replay", "host": machine,
               "spec": dataclasses.asdict(spec),
               "window": window, "counts": counts, "compared_next_days": sorted(compared), "summary": summary,
               "swaps": swaps, "days": rows}
