@@ -126,14 +126,12 @@ def compile_rating_model(model: tf.keras.Model, config: TrainingConfig) -> tf.ke
 
 
 def _start_warm(model: tf.keras.Model, data: tf.data.Dataset, start_from) -> None:
-    """Builds `model` on one batch of `data` and starts it from the base model (`start_from`), saying what it kept."""
+    """Builds `model` on one batch of `data` and starts it from the base model (warm_start.weights_starter)."""
     if start_from is None:
         return
     for features, _ in data.take(1):
         model(features)
-    carried = start_from(model)
-    print(f"{model.name}: warm start ({carried})" if carried else f"{model.name}: nothing to start from; cold",
-          flush=True)
+    start_from(model)
 
 
 def _fit_rating_model(model_module, dims: ModelDims, config: TrainingConfig, rows, train, validation,
@@ -147,7 +145,7 @@ def _fit_rating_model(model_module, dims: ModelDims, config: TrainingConfig, row
     history = model.fit(
         train,
         validation_data=validation,
-        epochs=min(config.epochs, config.warm_epochs) if start_from is not None else config.epochs,
+        epochs=config.fit_epochs(warm=start_from is not None),
         steps_per_epoch=steps_per_epoch,
         validation_steps=validation_steps,
         verbose=2,
@@ -319,10 +317,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         model = _fit_ranking_models(names, dims, config, items, training_data(fn_args.train_files), holdout,
                                     steps_per_epoch, fn_args.model_run_dir, base, user_ids)
     else:
-        start_from = None
-        if base is not None and base.family == model_name:
+        start_from = warm_start.weights_starter(model_name, base, user_ids, items.item_ids)
+        if start_from is not None:
             print(f"warm start: {model_name} from {base.path}", flush=True)
-            start_from = lambda model: warm_start.warm_weights(model, base, user_ids, items.item_ids)  # noqa: E731
         model = _train_rating_model(model_name, dims, config, items, validation_pairs, training_data,
                                     lambda files: dataset(files, False), list(fn_args.train_files),
                                     list(fn_args.eval_files), steps_per_epoch, fn_args.eval_steps,

@@ -92,6 +92,10 @@ class TrainingConfig:
     tuner_epochs: int = 10
     tuner_budget_s: float = 60.0
 
+    def fit_epochs(self, warm: bool) -> int:
+        """Epochs a gradient-descent fit may run: at most warm_epochs from the latest blessed model's weights."""
+        return min(self.epochs, self.warm_epochs) if warm else self.epochs
+
     def with_hyperparameters(self, values: Mapping[str, Any]) -> "TrainingConfig":
         """A copy with the tuned fields overridden (the Tuner's best values, or its whole config dict)."""
         values = dict(values or {})

@@ -23,8 +23,9 @@ no Python object of yesterday's code is needed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import posixpath
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -139,7 +140,7 @@ def train_arguments(name: str, base: Optional[BaseModel], user_ids: Sequence[byt
     if base is None or base.family != name:
         return {}
     if name == TWO_TOWER:
-        return {"start_from": lambda model: warm_weights(model, base, user_ids, item_ids)}
+        return {"start_from": weights_starter(name, base, user_ids, item_ids)}
     if name != IALS:
         return {}
     initial = initial_item_factors(base, item_ids, config.ials_factors, config.seed)
@@ -184,6 +185,29 @@ def _model_variables(model: tf.Module) -> Dict[str, tf.Variable]:
     return found
 
 
+@functools.lru_cache(maxsize=2)
+def _checkpoint(path: str):
+    """(reader, {attribute path: checkpoint key}) of a base model, read once however many fits start from it (each
+    rating form and the refit)."""
+    reader = tf.train.load_checkpoint(posixpath.join(path, "variables", "variables"))
+    return reader, _checkpoint_keys(reader)
+
+
+def weights_starter(name: str, base: Optional[BaseModel], user_ids: Sequence[bytes],
+                    item_ids: Sequence[bytes]) -> Optional[Callable[[tf.Module], None]]:
+    """What a gradient-descent model's fit calls on its built model to start warm (warm_weights, saying what it
+    carried over), or None when `base` is not of family `name`."""
+    if base is None or base.family != name:
+        return None
+
+    def start(model: tf.Module) -> None:
+        carried = warm_weights(model, base, user_ids, item_ids)
+        print(f"{model.name}: warm start ({carried})" if carried else f"{model.name}: nothing to start from; cold",
+              flush=True)
+
+    return start
+
+
 def warm_weights(model: tf.Module, base: Optional[BaseModel], user_ids: Sequence[bytes],
                  item_ids: Sequence[bytes]) -> Optional[str]:
     """Starts `model` (built) from `base` of the same family: id tables row by row through the ids (a new id keeps
@@ -191,8 +215,7 @@ def warm_weights(model: tf.Module, base: Optional[BaseModel], user_ids: Sequence
     they are. Returns what was carried over, in a line, or None when nothing was."""
     if base is None or base.family != getattr(model, "name", None):
         return None
-    reader = tf.train.load_checkpoint(posixpath.join(base.path, "variables", "variables"))
-    keys = _checkpoint_keys(reader)
+    reader, keys = _checkpoint(base.path)
     tables = {layer.embeddings.ref(): layer.ids for layer in model.submodules
               if getattr(layer, "ids", None) and getattr(layer, "built", False)}
     ids = {F.USER_ID: (list(user_ids), list(base.user_ids)),

@@ -6,8 +6,9 @@ model spec and the sampling rate, `predict_log` with request and response): the 
 logging writes, so tools reading one read the other. The next pipeline run reads them as serving data
 (`recsys run --serving-log DIR`: components/serving_skew.py) and applies the schema's skew comparators.
 
-Logging never slows or fails a request: a record is handed to a bounded queue (a full queue drops it and counts
-the drop) and one thread writes. Files are written under a temporary name and renamed to
+Logging never slows or fails a request: the pair is handed to a queue bounded in records and in bytes (a full
+queue drops it and counts the drop) and one thread builds, serializes and writes the records. Files are written
+under a temporary name and renamed to
 `prediction_log-<start time>-<pid>-<n>.tfrecord` when they reach `max_file_bytes` or `rotate_seconds`, or at
 shutdown, so a reader only ever sees whole files.
 """
@@ -21,7 +22,7 @@ import queue
 import random
 import threading
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 import tensorflow as tf
 from prometheus_client import CollectorRegistry, Counter
@@ -41,7 +42,7 @@ class RequestLogError(ValueError):
 
 class RequestLog:
     def __init__(self, directory: str, sample_rate: float = DEFAULT_SAMPLE_RATE, max_file_bytes: int = 64 << 20,
-                 rotate_seconds: float = 60.0, queue_size: int = 10_000,
+                 rotate_seconds: float = 60.0, queue_size: int = 10_000, queue_bytes: int = 64 << 20,
                  registry: Optional[CollectorRegistry] = None, seed: Optional[int] = None):
         if not 0.0 < sample_rate <= 1.0:
             raise RequestLogError(f"--log-sample-rate {sample_rate:g}: must be in (0, 1]")
@@ -52,7 +53,11 @@ class RequestLog:
         self.directory, self.sample_rate = directory, sample_rate
         self.max_file_bytes, self.rotate_seconds = max_file_bytes, rotate_seconds
         self._random = random.Random(seed)
-        self._queue: "queue.Queue[Optional[bytes]]" = queue.Queue(maxsize=queue_size)
+        # Requests waiting for the writer, bounded in count and in bytes (a request may be as large as the server
+        # accepts): beyond either, a sampled request is dropped, not kept.
+        self._queue: "queue.Queue[Optional[Tuple[object, object, int]]]" = queue.Queue()
+        self._queue_size, self._queue_bytes = queue_size, queue_bytes
+        self._queued, self._queued_bytes, self._lock = 0, 0, threading.Lock()
         self._files = 0
         self._stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
         registry = registry or CollectorRegistry()
@@ -64,18 +69,25 @@ class RequestLog:
         self._thread.start()
 
     def log(self, request: predict_pb2.PredictRequest, response: predict_pb2.PredictResponse) -> None:
-        """Keeps the pair with probability `sample_rate`; never blocks."""
+        """Keeps the pair with probability `sample_rate`; never blocks. The writer thread builds and serializes the
+        record: the request's thread only sizes it (the protos are not changed after they are answered)."""
         if self._random.random() >= self.sample_rate:
             return
+        size = request.ByteSize() + response.ByteSize()
+        with self._lock:
+            if self._queued >= self._queue_size or self._queued_bytes + size > self._queue_bytes:
+                self._dropped.inc()
+                return
+            self._queued, self._queued_bytes = self._queued + 1, self._queued_bytes + size
+        self._queue.put((request, response, size))
+
+    def _record(self, request, response) -> bytes:
         record = prediction_log_pb2.PredictionLog()
         record.log_metadata.model_spec.CopyFrom(response.model_spec)
         record.log_metadata.sampling_config.sampling_rate = self.sample_rate
         record.predict_log.request.CopyFrom(request)
         record.predict_log.response.CopyFrom(response)
-        try:
-            self._queue.put_nowait(record.SerializeToString())
-        except queue.Full:
-            self._dropped.inc()
+        return record.SerializeToString()
 
     def _final_name(self) -> str:
         self._files += 1
@@ -85,9 +97,15 @@ class RequestLog:
         writer, path, size, opened = None, "", 0, 0.0
         while True:
             try:
-                record = self._queue.get(timeout=min(1.0, self.rotate_seconds))
+                entry = self._queue.get(timeout=min(1.0, self.rotate_seconds))
             except queue.Empty:
-                record = b""
+                entry = ()
+            record = entry
+            if entry:
+                request, response, entry_size = entry
+                with self._lock:
+                    self._queued, self._queued_bytes = self._queued - 1, self._queued_bytes - entry_size
+                record = self._record(request, response)
             if writer is not None and (record is None or size >= self.max_file_bytes
                                        or time.monotonic() - opened >= self.rotate_seconds):
                 writer.close()

@@ -181,7 +181,7 @@ def candidates(items: catalog_lib.Catalog) -> dict:
 def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, train_data: tf.data.Dataset,
           holdout: Holdout, steps_per_epoch=None, callbacks=(), start_from=None) -> TwoTower:
     """Fits on every training interaction; early-stops on the validation split's Recall@10. `start_from(model)`
-    (components/warm_start.py) sets the built model's weights before fitting and says what it carried over."""
+    (components/warm_start.weights_starter) sets the built model's weights before fitting."""
     counts = np.bincount(items.rated_items, minlength=dims.num_items).astype(np.float64) + 1.0
     model = TwoTower(dims, config, counts / counts.sum(), items.rated_row_splits, items.rated_items)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(config.ranking_learning_rate))
@@ -191,8 +191,7 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
     if start_from is not None:
         model.user_vectors(tf.constant([0], tf.int64), user_content[:1])  # builds every layer
         model.item_vectors(catalogue)
-        carried = start_from(model)
-        print(f"two_tower: warm start ({carried})" if carried else "two_tower: nothing to start from; cold", flush=True)
+        start_from(model)
 
     def score(users):
         users = tf.constant(users, tf.int64)
@@ -204,8 +203,7 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
                     tf.keras.callbacks.EarlyStopping(monitor=VALIDATION_METRIC, mode="max",
                                                      patience=config.early_stopping_patience,
                                                      restore_best_weights=True)]
-    epochs = min(config.epochs, config.warm_epochs) if start_from is not None else config.epochs
-    fit = model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=2,
+    fit = model.fit(train_data, epochs=config.fit_epochs(warm=start_from is not None), steps_per_epoch=steps_per_epoch, verbose=2,
                     callbacks=monitors + list(callbacks))
     # What `auto` compares candidates by: the best epoch's (EarlyStopping restored its weights).
     model.validation_recall = max(fit.history.get(VALIDATION_METRIC, [0.0]))

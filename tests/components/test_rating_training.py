@@ -110,7 +110,7 @@ def test_warm_start_from_yesterdays_model_fits_fewer_epochs_to_the_same_error(sp
     base = _saved_keras(tmp_path, yesterday, items.item_ids, user_ids, _inputs(u[:2], i[:2], content))
     cold, cold_rmse, cold_epochs = fit(["train"])
     capsys.readouterr()
-    warm, warm_rmse, warm_epochs = fit(["train"], lambda m: warm_start.warm_weights(m, base, user_ids, items.item_ids))
+    warm, warm_rmse, warm_epochs = fit(["train"], warm_start.weights_starter("mf", base, user_ids, items.item_ids))
     assert f"mf: warm start ({len(items.item_ids)} of {len(items.item_ids)} item_ids known" in capsys.readouterr().out
     _, short_rmse, _ = fit(["train"], epochs=warm_epochs)
     print(f"mf validation RMSE: yesterday's {yesterday_rmse:.4f}; cold {cold_rmse:.4f} in {cold_epochs} epochs, warm "

@@ -74,6 +74,15 @@ def test_a_sample_is_kept_and_a_full_queue_drops_instead_of_blocking(tmp_path):
     written = registry.get_sample_value(":recsys:request_log:records_total")
     dropped = registry.get_sample_value(":recsys:request_log:dropped_total")
     assert dropped > 0 and written + dropped == 2000 and len(_records(tmp_path / "full")) == written
+    size = _recommend("u1").ByteSize() + response.ByteSize()
+    registry = CollectorRegistry()
+    small = RequestLog(str(tmp_path / "small"), sample_rate=1.0, queue_bytes=size - 1, registry=registry)
+    for n in range(10):
+        small.log(_recommend(f"u{n}"), response)
+    small.close()
+    # Bounded in bytes too: a request larger than the byte bound is never queued, whatever the count bound.
+    assert registry.get_sample_value(":recsys:request_log:records_total") == 0
+    assert registry.get_sample_value(":recsys:request_log:dropped_total") == 10
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="--log-sample-rate"):
             RequestLog(str(tmp_path / "bad"), sample_rate=bad)
