@@ -45,7 +45,8 @@ def test_every_answered_request_is_logged_with_its_answer_and_read_as_serving_da
     records = _records(logs)
     assert len(records) == 30
     first = records[0]
-    assert first.log_metadata.model_spec.name == F.DEFAULT_MODEL_NAME and first.log_metadata.model_spec.version.value == 1
+    spec = first.log_metadata.model_spec
+    assert spec.name == F.DEFAULT_MODEL_NAME and spec.version.value == 1
     assert first.log_metadata.sampling_config.sampling_rate == 1.0
     assert {r.predict_log.request.model_spec.signature_name for r in records} == {F.RECOMMEND}
     assert [r.predict_log.response for r in records] == answers  # each request beside the answer it got
