@@ -11,7 +11,10 @@ the time, so attribute edits never move an interaction; hash buckets size the sp
 recommenders are judged in production (train on the past, evaluate on the future): `time`
 puts the newest interactions overall in eval and the next newest in validation (global cut-offs),
 `user-time` does the same within each user's history, `leave-last-one-out` puts each user's newest
-interaction in eval and the one before it in validation (the usual protocol for top-k metrics).
+interaction in eval and the one before it in validation (the usual protocol for top-k metrics). `user-hash`
+holds users out: a hash of the user and the span sends all of a user's interactions in the span to one split,
+so a held-out user's day is never partly fitted and is judged from their earlier spans, as the next day's
+serving is (the daily cycle's split over a window of spans; pipeline/config.py: resolve_split).
 Interactions that share a timestamp are never split apart, and users with fewer than three
 interactions stay in train. The pipeline's default, `auto` (pipeline/config.py: resolve_split), reaches this
 executor already resolved: `user-time` when the contract has a timestamp, else `hash`.
@@ -278,8 +281,10 @@ def _row_user_time(row: Mapping, contract: DataContract, path: str) -> Tuple[str
     return user_id, timestamp_seconds(row.get(columns.timestamp), where)
 
 
-SPLIT_HASH, SPLIT_TIME, SPLIT_USER_TIME, SPLIT_LAST_ONE = "hash", "time", "user-time", "leave-last-one-out"
-SPLITS = (SPLIT_HASH, SPLIT_TIME, SPLIT_USER_TIME, SPLIT_LAST_ONE)
+SPLIT_HASH, SPLIT_TIME, SPLIT_USER_TIME, SPLIT_LAST_ONE, SPLIT_USER_HASH = (
+    F.SPLIT_HASH, F.SPLIT_TIME, F.SPLIT_USER_TIME, F.SPLIT_LAST_ONE, F.SPLIT_USER_HASH)
+SPLITS = (SPLIT_HASH, SPLIT_TIME, SPLIT_USER_TIME, SPLIT_LAST_ONE, SPLIT_USER_HASH)
+HASH_SPLITS = (SPLIT_HASH, SPLIT_USER_HASH)  # sized by the output config's hash buckets
 # A user's history is split only from this length on (one interaction each for train, validation, eval).
 MIN_HISTORY_TO_SPLIT = 3
 _TRAIN, _VALIDATION, _EVAL = range(3)  # partition numbers, in F.SPLIT_NAMES order
@@ -386,6 +391,14 @@ def _hash_partition(example: tf.train.Example, bounds: List[int]) -> int:
     return next(i for i, bound in enumerate(bounds) if bucket < bound)
 
 
+def _user_partition(example: tf.train.Example, bounds: List[int], span: int) -> int:
+    """Partition of a user's whole span by a hash of the user and the span: a user held out today is trained on
+    (and is history) on other days."""
+    key = b"\x1f".join([_user(example), str(span).encode()])
+    bucket = int(hashlib.sha256(key).hexdigest(), 16) % bounds[-1]
+    return next(i for i, bound in enumerate(bounds) if bucket < bound)
+
+
 def _by_cutoffs(example: tf.train.Example, cutoffs: Tuple[int, int]) -> Tuple[int, tf.train.Example]:
     validation_from, eval_from = cutoffs
     ts = _timestamp(example)
@@ -454,10 +467,14 @@ class Executor(BaseExampleGenExecutor):
         split_pattern = input_config.splits[0].pattern
         rows, contract, interactions_path = _read_interactions(pipeline, exec_properties, split_pattern)
         examples = _join(pipeline, rows, contract, exec_properties, interactions_path, split_pattern)
-        if kind == SPLIT_HASH:
+        if kind in HASH_SPLITS:
             buckets = {split.name: split.hash_buckets for split in output_config.split_config.splits}
             bounds = list(itertools.accumulate(buckets[name] for name in F.SPLIT_NAMES))
-            tagged = examples | "ByHash" >> beam.Map(lambda e: (_hash_partition(e, bounds), e))
+            if kind == SPLIT_HASH:
+                tagged = examples | "ByHash" >> beam.Map(lambda e: (_hash_partition(e, bounds), e))
+            else:  # TFX's driver has resolved the span (0 when the input has none)
+                span = int(exec_properties.get(example_gen_utils.SPAN_PROPERTY_NAME) or 0)
+                tagged = examples | "ByUserHash" >> beam.Map(lambda e: (_user_partition(e, bounds, span), e))
         else:
             user_times = rows | "UserTimestamps" >> beam.Map(_row_user_time, contract, interactions_path)
             if kind in (SPLIT_USER_TIME, SPLIT_LAST_ONE):

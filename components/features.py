@@ -26,6 +26,10 @@ TRAIN_SPLIT = "train"
 VALIDATION_SPLIT = "validation"
 EVAL_SPLIT = "eval"
 SPLIT_NAMES = (TRAIN_SPLIT, VALIDATION_SPLIT, EVAL_SPLIT)
+# How ExampleGen makes them (`recsys run --split`; components/example_gen.py); `auto` is resolved by
+# pipeline/config.py: resolve_split.
+SPLIT_AUTO, SPLIT_HASH, SPLIT_TIME, SPLIT_USER_TIME, SPLIT_LAST_ONE, SPLIT_USER_HASH = (
+    "auto", "hash", "time", "user-time", "leave-last-one-out", "user-hash")
 
 INTERACTIONS_FILE = "interactions.csv"
 ITEMS_FILE = "items.csv"

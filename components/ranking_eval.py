@@ -42,6 +42,26 @@ def ranking_metrics(ranked: Mapping[str, Sequence[str]], relevant: Mapping[str, 
     return {"recall": float(np.mean(recalls)), "ndcg": float(np.mean(ndcgs)), "users": len(recalls)}
 
 
+def recall_per_user(ranked: Mapping[str, Sequence[str]], relevant: Mapping[str, Set[str]], users: Sequence[str],
+                    k: int) -> np.ndarray:
+    """Each of `users`' Recall@k (the terms ranking_metrics averages), in that order: two models' lists over the
+    same users pair up for a paired comparison."""
+    return np.array([len(set(list(ranked.get(u, ()))[:k]) & relevant[u]) / min(k, len(relevant[u])) for u in users],
+                    dtype=np.float64)
+
+
+def paired_upper_bound(candidate: np.ndarray, baseline: np.ndarray, confidence: float) -> float:
+    """One-sided upper confidence bound of the mean per-user difference candidate - baseline (normal approximation:
+    a mean over users). At confidence 0.5 it is the difference itself."""
+    from scipy import stats
+
+    difference = np.asarray(candidate, np.float64) - np.asarray(baseline, np.float64)
+    if len(difference) == 0:
+        return 0.0
+    spread = difference.std(ddof=1) / math.sqrt(len(difference)) if len(difference) > 1 else 0.0
+    return float(difference.mean() + stats.norm.ppf(confidence) * spread)
+
+
 def coverage(ranked: Mapping[str, Sequence[str]], num_items: int, k: int) -> float:
     """Share of the catalogue that appears in at least one top-k list."""
     shown = {item for items in ranked.values() for item in list(items)[:k]}

@@ -109,6 +109,12 @@ def require_complete(directory: str) -> None:
                         f"last): nothing trained, the served model stays")
 
 
+def complete_before(root: str, span: int, window: int) -> int:
+    """How many complete spans precede `span` inside a window of `window` spans ending at it."""
+    return sum(_gfile().exists(posixpath.join(span_dir(root, earlier), SUCCESS_MARKER))
+               for earlier in list_spans(root) if span - window < earlier < span)
+
+
 def is_span_pattern(split_pattern: str) -> bool:
     """Whether ExampleGen's (span-filled) input pattern reads one span's directory."""
     directory = posixpath.dirname(split_pattern)

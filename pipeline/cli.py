@@ -67,7 +67,9 @@ def _add_split_arg(p: argparse.ArgumentParser, what: str = "", note: str = "") -
                    help=f"{what}train/validation/eval split: auto (default: user-time when the interactions have a "
                         f"timestamp, else hash{note}), hash (8:1:1 by a hash of user, item and time), time (newest "
                         f"10%% overall to eval, the next 10%% to validation), user-time (the same within each user's "
-                        f"history), leave-last-one-out (each user's newest to eval, the one before to validation)")
+                        f"history), leave-last-one-out (each user's newest to eval, the one before to validation), "
+                        f"user-hash (recsys run over a --window of spans: 10%% of each span's users held out whole, "
+                        f"judged from their earlier spans; auto's choice once the window reaches an earlier span)")
 
 
 def _add_beam_args(p: argparse.ArgumentParser, runners: str) -> None:
@@ -139,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=C.EvaluationConfig.max_relative_recall_regression,
                    help="bless only models whose Recall@k is at most this much below the latest blessed one's, "
                         "relative (default %(default)s = 2 %%)")
+    p.add_argument("--regression-confidence", type=float, default=C.EvaluationConfig.regression_confidence,
+                   help="...refused only when the paired per-user comparison shows it at this confidence "
+                        "(default %(default)s; 0.5: the point comparison)")
     p.add_argument("--gate-rating-models-on-ranking", action="store_true",
                    help="rating models must pass the ranking gate too (default: their top-k is reported only)")
     p.add_argument("--allow-drift", action="store_true",

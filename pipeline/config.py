@@ -26,21 +26,29 @@ IN_MEMORY_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=
 MULTI_PROCESSING_MIN_BYTES = 16 * 2**20  # interactions.csv size from which every core is used
 
 # Splits (components/example_gen.py: SPLITS); `auto` is resolved as soon as the contract is known (resolve_split).
-SPLIT_AUTO, SPLIT_HASH, SPLIT_USER_TIME = "auto", "hash", "user-time"
-SPLIT_CHOICES = (SPLIT_AUTO, SPLIT_HASH, "time", SPLIT_USER_TIME, "leave-last-one-out")
+SPLIT_AUTO, SPLIT_HASH, SPLIT_USER_TIME, SPLIT_USER_HASH = F.SPLIT_AUTO, F.SPLIT_HASH, F.SPLIT_USER_TIME, F.SPLIT_USER_HASH
+SPLIT_CHOICES = (SPLIT_AUTO, SPLIT_HASH, F.SPLIT_TIME, SPLIT_USER_TIME, F.SPLIT_LAST_ONE, SPLIT_USER_HASH)
 
 
-def resolve_split(split: str, contract: Optional[DataContract], bigquery: bool = False) -> str:
+def resolve_split(split: str, contract: Optional[DataContract], bigquery: bool = False,
+                  window_history: bool = False) -> str:
     """The split `auto` stands for: `user-time` when the interactions carry a timestamp (each user's newest
     interactions are validation and eval, so tuning, early stopping and the gates measure what serving faces: the
     future), else `hash`; always `hash` for BigQuery input (split by hash only). Any other split is kept, and `auto`
-    stays `auto` while the contract is unknown."""
+    stays `auto` while the contract is unknown.
+
+    A run over a window of spans with earlier spans in it (`window_history`) holds users out instead (`user-hash`):
+    a model fitted on part of a user's day learns that the rest of it is absent, and judged on that rest it loses to
+    yesterday's model, which never saw the day, though it wins on the next day (bench/results/replay.md). A held-out
+    user's whole day is unseen and scored from their earlier spans: the next day's serving, on today's data."""
     if split != SPLIT_AUTO:
         return split
     if bigquery:
         return SPLIT_HASH
     if contract is None:
         return split
+    if window_history:
+        return SPLIT_USER_HASH
     return SPLIT_USER_TIME if contract.has_timestamp else SPLIT_HASH
 
 
@@ -196,6 +204,9 @@ class EvaluationConfig:
     min_lift_over_popular: float = 0.0
     # Allowed Recall@k drop below the latest blessed model's, relative (0.02 = 2 % lower at most).
     max_relative_recall_regression: float = 0.02
+    # ... refused only at this confidence: the upper bound of the paired per-user difference must be below the
+    # allowed drop (components/ranking_gate.py); 0.5 is the point comparison.
+    regression_confidence: float = 0.95
     gate_rating_models_on_ranking: bool = False
 
 
@@ -246,8 +257,12 @@ class PipelineConfig:
     span: int = 0
     # With a span: train on the last `window` spans ending at it (those a completed run's Transform accepted, and
     # this one), through a resolver over ML Metadata (components/resolvers.py SpanWindowStrategy; local runner).
-    # The data gate, the Evaluator and the ranking gate judge the newest span alone.
+    # The data gate, the Evaluator and the ranking gate judge the newest span alone; the ranking gate scores its
+    # eval users from the window's earlier spans too.
     window: int = 1
+    # Complete spans before `span` inside the window (the CLI counts them in the data root): with any, `auto` holds
+    # users out (user-hash, resolve_split).
+    earlier_spans: int = 0
     # Kubeflow (`recsys compile --span latest`): each run reads the newest span present when it starts (ExampleGen's
     # driver, no RangeConfig); `span` then only names the span the contract was checked against at compile time.
     latest_span_at_run_time: bool = False
@@ -283,7 +298,8 @@ class PipelineConfig:
         return spans.span_dir(self.data_root, self.span) if self.span else self.data_root
 
     def __post_init__(self):
-        resolved = resolve_split(self.split, self.contract, bigquery=bool(self.bigquery_query))
+        resolved = resolve_split(self.split, self.contract, bigquery=bool(self.bigquery_query),
+                                 window_history=bool(self.span and self.window > 1 and self.earlier_spans))
         if resolved != self.split:  # frozen: set once, here, from the fields the config was built with
             object.__setattr__(self, "split", resolved)
 

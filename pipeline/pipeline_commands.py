@@ -142,9 +142,15 @@ def _check_feedback(args, contract) -> None:
 
 
 def _check_split(split: str, contract) -> None:
-    if split not in (C.SPLIT_AUTO, C.SPLIT_HASH) and not contract.has_timestamp:
+    if split not in (C.SPLIT_AUTO, C.SPLIT_HASH, C.SPLIT_USER_HASH) and not contract.has_timestamp:
         raise CliError(f"--split {split} orders interactions by time, but {contract.interactions_file} has no "
                        f"timestamp column (name it with --timestamp-col, or use --split auto or hash)")
+
+
+def _no_span_window(split: str, command: str) -> None:
+    if split == C.SPLIT_USER_HASH:
+        raise CliError(f"--split {split} scores held-out users from the earlier spans of a window, which only "
+                       f"`recsys run --span N --window W` trains on; {command} takes another split")
 
 
 def _beam(args, direct_defaults, output_dir: str = "", data_root: str = ""):
@@ -224,7 +230,14 @@ def cmd_run(args) -> int:
     span = _span(args, data_root)
     if args.window < 1 or (args.window > 1 and not span):
         raise CliError(f"--window {args.window}: give a number of spans of at least 1, with --span")
-    config = _with_data(args, C.PipelineConfig(data_root=data_root, split=args.split, span=span, window=args.window))
+    if not 0.5 <= args.regression_confidence < 1.0:
+        raise CliError(f"--regression-confidence {args.regression_confidence:g}: give a confidence in [0.5, 1)")
+    earlier = spans.complete_before(data_root, span, args.window) if span else 0
+    if args.split == C.SPLIT_USER_HASH and not earlier:
+        raise CliError(f"--split {args.split} scores held-out users from their earlier spans: give --span with a "
+                       f"--window that reaches back to a complete span")
+    config = _with_data(args, C.PipelineConfig(data_root=data_root, split=args.split, span=span, window=args.window,
+                                               earlier_spans=earlier))
     if span:
         try:
             spans.check_content(data_root, span, config.contract.interactions_file)
@@ -255,6 +268,7 @@ def cmd_run(args) -> int:
                                       max_relative_rmse_regression=args.max_rmse_regression,
                                       ranking_k=args.ranking_k, min_lift_over_popular=args.min_lift_over_popular,
                                       max_relative_recall_regression=args.max_recall_regression,
+                                      regression_confidence=args.regression_confidence,
                                       gate_rating_models_on_ranking=args.gate_rating_models_on_ranking),
         mysql=(C.MySQLMetadata(host=args.mlmd_mysql_host, port=args.mlmd_mysql_port,
                                database=args.mlmd_mysql_database, user=args.mlmd_mysql_user,
@@ -304,6 +318,8 @@ def _split_text(requested: str, config: "C.PipelineConfig") -> str:
     if requested != C.SPLIT_AUTO:
         return config.split
     why = ("BigQuery input" if config.bigquery_query else
+           f"held-out users judged from {config.earlier_spans} earlier span(s) of the window"
+           if config.split == C.SPLIT_USER_HASH else
            "the interactions have timestamps" if config.contract.has_timestamp else "no timestamp column")
     return f"{config.split}, auto: {why}"
 
@@ -340,6 +356,7 @@ def cmd_benchmark(args) -> int:
     except contract_lib.ContractError as e:
         raise CliError(str(e)) from None
     _check_split(args.split, contract)
+    _no_span_window(args.split, "recsys benchmark")
     resolved = C.PipelineConfig(contract=contract, split=args.split)  # auto: by the contract's timestamp
     print(f"benchmark split: {_split_text(args.split, resolved)}", flush=True)
     result = quality.run(os.path.abspath(args.data_root), os.path.abspath(args.output_dir), names,
@@ -387,6 +404,7 @@ def cmd_compile(args) -> int:
     if args.bigquery_query and args.split not in (C.SPLIT_AUTO, C.SPLIT_HASH):
         raise CliError(f"--split {args.split} needs the file ExampleGen; BigQuery input (--bigquery-query) is split by "
                        f"hash only")
+    _no_span_window(args.split, "recsys compile")
     span, at_run_time = _compile_span(args)
     config = _with_data(args, C.PipelineConfig(data_root=args.data_root, split=args.split,
                                                bigquery_query=args.bigquery_query or "", span=span,

@@ -10,8 +10,9 @@ lists are scored against what they picked that day: Recall@10 and HitRate@10, be
 - most popular over the window (each user's window items left out), on the same users and day;
 and the share of the lists' slots holding items released on day d (day-old items) with the share of those slots
 that were picked (their hit rate), for the model and for most popular.
-A `recsys serve` of the first variant's serving directory runs throughout, under a client loop asking for
-recommendations, so every daily push is swapped in under load: its failed requests are counted. Per day: the
+A `recsys serve` of the first variant's serving directory runs throughout in its own process, under a client
+process asking for recommendations at a steady pace, so every daily push is swapped in under traffic: its failed
+requests are counted. Per day: the
 run's and the Trainer's wall time, the ML Metadata file's size. Results: DIR/replay.json and DIR/replay.md.
 """
 
@@ -25,7 +26,9 @@ import os
 import platform
 import random
 import shutil
-import threading
+import socket
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from typing import Dict, List, Optional, Sequence, Set
@@ -39,7 +42,7 @@ from components import ranking_eval
 from components.atomic_io import atomic_write
 from components.guards import MAX_RECOMMEND_USERS
 from data import timeline
-from pipeline.config import PipelineConfig
+from pipeline.config import REPO_ROOT, PipelineConfig
 
 K = 10
 FIRST_COMPARED_DAY = 8  # the issue's figure: next days 8-14, once a 7-day window is full
@@ -112,53 +115,85 @@ def score(lists: Dict[str, List[str]], relevant: Dict[str, Set[str]], day_old: S
             if fresh else None}
 
 
+REQUESTS_PER_SECOND = 20.0  # the client loop's pace: swaps under steady traffic, not a load test
+
+
+def _client_loop(target: str, users: Sequence[str], rate: float, stop, results) -> None:
+    """The client process: `recommend` at `rate` a second until `stop`, then (ok, failed, errors) into `results`."""
+    from serving.client import RecsysClient
+
+    client, rng = RecsysClient(target, timeout=5.0), random.Random(0)
+    ok = failed = 0
+    errors: Counter = Counter()
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            client.recommend(rng.choice(users), k=K)
+            ok += 1
+        except Exception as e:  # noqa: BLE001 (every failure counts)
+            if ok:  # before the first push there is nothing to serve: not a failure of a swap
+                failed += 1
+                errors[type(e).__name__ + ": " + str(e)[:120]] += 1
+        stop.wait(max(0.0, 1.0 / rate - (time.monotonic() - started)))
+    results.send((ok, failed, dict(errors)))
+
+
 class ClientLoop:
-    """Asks a running server for recommendations in a loop; counts answers and failures after the first answer."""
+    """A process asking the server for recommendations at a steady pace; counts answers, and failures after the
+    first answer. Out of the benchmark's process, as a real client is: the pipeline's time is not shared with it."""
 
-    def __init__(self, target: str, users: Sequence[str]):
-        from serving.client import RecsysClient
+    def __init__(self, target: str, users: Sequence[str], rate: float = REQUESTS_PER_SECOND):
+        import multiprocessing
 
-        self.client, self.users = RecsysClient(target, timeout=5.0), list(users)
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._results, sender = context.Pipe(duplex=False)
+        self._process = context.Process(target=_client_loop, args=(target, list(users), rate, self._stop, sender),
+                                        daemon=True)
         self.ok = self.failed = 0
-        self.errors: Counter = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        rng = random.Random(0)
-        while not self._stop.is_set():
-            try:
-                self.client.recommend(rng.choice(self.users), k=K)
-                self.ok += 1
-            except Exception as e:  # noqa: BLE001 (every failure counts)
-                if self.ok:  # before the first push there is nothing to serve: not a failure of a swap
-                    self.failed += 1
-                    self.errors[type(e).__name__ + ": " + str(e)[:120]] += 1
-                else:
-                    time.sleep(0.2)
-            time.sleep(0.005)
+        self.errors: Dict[str, int] = {}
 
     def __enter__(self):
-        self._thread.start()
+        self._process.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._results.poll(30):
+            self.ok, self.failed, self.errors = self._results.recv()
+        self._process.join(timeout=10)
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
 def running_server(serving_dir: str):
-    from serving.options import ServerOptions
-    from serving.server import build_server
+    """`recsys serve` of `serving_dir` in its own process (as in production), polling for new versions every 0.5 s;
+    yields its gRPC target once it accepts connections."""
+    import grpc
 
     os.makedirs(serving_dir, exist_ok=True)
-    server, port, _ = build_server(F.DEFAULT_MODEL_NAME, serving_dir,
-                                   options=ServerOptions(port=0, rest_port=None, poll_interval=0.5))
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "serve", "--model-dir", serving_dir, "--port", str(port),
+         "--rest-port", "0", "--poll-interval", "0.5"], cwd=REPO_ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = f"127.0.0.1:{port}"
     try:
-        yield f"127.0.0.1:{port}"
+        with grpc.insecure_channel(target) as channel:
+            grpc.channel_ready_future(channel).result(timeout=120)
+        yield target
     finally:
-        server.stop(grace=5)
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def run_day(data: str, out: str, day: int, window: int, cold: bool, run_args: Sequence[str]) -> Dict:
@@ -241,7 +276,9 @@ def run(work_dir: str, num_days: int = 14, window: int = 7, scale: float = 1.0,
                       f"(most popular {row['most_popular']['recall_at_10']}, frozen "
                       f"{(row['frozen'] or {}).get('recall_at_10')}), day-old share {row.get('day_old_share')}",
                       flush=True)
-        swaps = {"requests_ok": clients.ok, "requests_failed": clients.failed, "errors": dict(clients.errors)}
+    # The client process reports its counts when it stops (leaving the block).
+    swaps = {"requests_ok": clients.ok, "requests_failed": clients.failed, "errors": dict(clients.errors),
+             "requests_per_second": REQUESTS_PER_SECOND}
     # The issue's figure is over next days 8-14 (a full 7-day window); a shorter replay reports every day.
     compared = set(range(FIRST_COMPARED_DAY, num_days + 1)) or set(range(2, num_days + 1))
     summary = summarize(rows, variants, compared)

@@ -200,7 +200,7 @@ def test_a_non_number_in_a_numeric_item_column_names_the_item(tmp_path):
         _examples(tmp_path, lambda examples: None, contract)
 
 
-def _check_splits(root, kind, check, eval_fraction=0.25, validation_fraction=0.25):
+def _check_splits(root, kind, check, eval_fraction=0.25, validation_fraction=0.25, span=None):
     """Runs the executor's split on Beam and hands `check` {split name: [(user, timestamp), ...]}."""
     from tfx.proto import example_gen_pb2
 
@@ -215,6 +215,8 @@ def _check_splits(root, kind, check, eval_fraction=0.25, validation_fraction=0.2
             splits=[example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets[name])
                     for name in F.SPLIT_NAMES]))),
     }
+    if span is not None:
+        exec_properties["span"] = span  # what TFX's driver sets for a `{SPAN}` pattern
 
     def matcher(rows):
         grouped = {name: [] for name in F.SPLIT_NAMES}
@@ -335,6 +337,51 @@ def test_hash_split_depends_on_who_what_and_when_only():
     assert 0.7 < plain.count(0) / len(plain) < 0.9 and plain.count(1) > 15 and plain.count(2) > 15
     later = [example_gen._hash_partition(example(u, i, ts + 1), bounds) for u, i, ts in pairs]
     assert later != plain  # the time is part of the key: a repeat interaction is split on its own
+
+
+def test_the_user_hash_split_holds_out_whole_users_and_varies_them_by_span(tmp_path):
+    """A held-out user's whole span is in one split (nothing of it fitted); another span holds out other users."""
+    _write(tmp_path, interactions=_history(users=80, per_user=5))
+
+    def check(span):
+        def inner(splits):  # runs inside Beam (a copy): it can only assert
+            by_user = {}
+            for name, pairs in splits.items():
+                for user, _ in pairs:
+                    by_user.setdefault(user, set()).add(name)
+            assert all(len(names) == 1 for names in by_user.values()), by_user
+            held = {name: {u for u, names in by_user.items() if name in names} for name in F.SPLIT_NAMES}
+            assert sum(len(users) for users in held.values()) == 80
+            # buckets 2:1:1 of 80 users
+            assert 25 < len(held[F.TRAIN_SPLIT]) < 55 and 8 < len(held[F.EVAL_SPLIT]) < 32, held
+            assert all(len(splits[name]) == 5 * len(held[name]) for name in F.SPLIT_NAMES)
+        return inner
+
+    _check_splits(tmp_path, "user-hash", check(3), span=3)
+    import tensorflow as tf
+
+    def held_out(span):
+        out = set()
+        for u in range(80):
+            e = tf.train.Example()
+            e.features.feature[F.USER_ID].bytes_list.value.append(f"u{u}".encode())
+            if example_gen._user_partition(e, [8, 9, 10], span) == 2:
+                out.add(u)
+        return out
+
+    assert held_out(3) and held_out(4) and held_out(3) != held_out(4)
+
+
+def test_a_span_window_with_an_earlier_span_holds_users_out_by_default():
+    from pipeline import config as C
+
+    contract = _contract(user="user_id", item="item_id", timestamp="timestamp")
+    assert C.resolve_split("auto", contract) == "user-time"
+    assert C.resolve_split("auto", contract, window_history=True) == "user-hash"
+    assert C.resolve_split("user-time", contract, window_history=True) == "user-time"
+    assert C.PipelineConfig(contract=contract, span=3, window=7, earlier_spans=2).split == "user-hash"
+    assert C.PipelineConfig(contract=contract, span=1, window=7, earlier_spans=0).split == "user-time"
+    assert C.PipelineConfig(contract=contract, span=3, window=1, earlier_spans=2).split == "user-time"
 
 
 def _contract(**columns):

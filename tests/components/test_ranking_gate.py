@@ -144,12 +144,15 @@ def planted(tmp_path_factory):
     examples = _write_examples(root / "examples", {F.TRAIN_SPLIT: train, F.EVAL_SPLIT: evaluation})
     half = taste.copy()
     half[1::2] = counts[None, :]  # every other user ranked by popularity only
+    nearly = taste.copy()
+    nearly[::30] = counts[None, :]  # 4 users of 120 ranked by popularity only: a small, noisy regression
     rng = np.random.default_rng(1)
     models = {
         "taste": _save_model(root / "taste", users, items, taste),
         "popularity": _save_model(root / "popularity", users, items, np.tile(counts, (NUM_USERS, 1))),
         "random": _save_model(root / "random", users, items, rng.random((NUM_USERS, NUM_ITEMS))),
         "half_taste": _save_model(root / "half_taste", users, items, half),
+        "nearly_taste": _save_model(root / "nearly_taste", users, items, nearly),
         "taste_recommend_only": _save_model(root / "taste_recommend_only", users, items, taste, filtered=False),
         "taste_by_history": _save_model(root / "taste_by_history", users, items, taste, filtered=False,
                                         by_history=True),
@@ -157,10 +160,13 @@ def planted(tmp_path_factory):
     return {"examples": examples, "models": models, "root": root}
 
 
-def _gate(planted, tmp_path, model, baseline=None, rating_blessing=None, name="ease", **params):
+def _gate(planted, tmp_path, model, baseline=None, rating_blessing=None, name="ease", examples=None,
+          history_examples=None, **params):
     blessing = standard_artifacts.ModelBlessing()
     blessing.uri = str(tmp_path / "blessing")
-    inputs = {G.EXAMPLES_KEY: [planted["examples"]], G.MODEL_KEY: [planted["models"][model]]}
+    inputs = {G.EXAMPLES_KEY: [examples or planted["examples"]], G.MODEL_KEY: [planted["models"][model]]}
+    if history_examples:
+        inputs[G.HISTORY_EXAMPLES_KEY] = history_examples
     if baseline:
         inputs[G.BASELINE_MODEL_KEY] = [planted["models"][baseline]]
     if rating_blessing is not None:
@@ -268,6 +274,63 @@ def test_a_regression_against_the_latest_blessed_model_is_not_blessed(planted, t
     assert blessing.get_string_custom_property("baseline_model") == planted["models"]["taste"].uri
     # The same model against itself as the baseline: no regression, blessed.
     assert _gate(planted, tmp_path / "same", "taste", baseline="taste")[0]
+
+
+def test_a_regression_is_refused_only_when_the_paired_comparison_shows_it(planted, tmp_path):
+    """Four users of 120 lose their taste: the point comparison sees a drop beyond 2 % and refuses; paired over the
+    users at 95 % the drop is within the eval split's noise, so the model is blessed. Half the users losing it is
+    refused either way."""
+    blessed, report, _ = _gate(planted, tmp_path / "point", "nearly_taste", baseline="taste")
+    model, base = report["model"]["overall"]["recall"], report["baseline"]["overall"]["recall"]
+    assert model < 0.98 * base and not blessed, (model, base)
+    comparison = report["baseline_comparison"]
+    assert comparison["mean_difference"] == pytest.approx(model - base)
+    assert comparison["upper_bound"] == pytest.approx(model - base)  # confidence 0.5: the point difference
+    blessed, report, _ = _gate(planted, tmp_path / "paired", "nearly_taste", baseline="taste",
+                               **{G.CONFIDENCE_KEY: 0.95})
+    comparison = report["baseline_comparison"]
+    assert blessed, report["failures"]
+    assert comparison["mean_difference"] < -0.02 * base < comparison["upper_bound"], comparison
+    assert comparison["users"] == NUM_USERS and report["thresholds"][G.CONFIDENCE_KEY] == 0.95
+    blessed, report, _ = _gate(planted, tmp_path / "half", "half_taste", baseline="taste", **{G.CONFIDENCE_KEY: 0.95})
+    assert not blessed and "95% upper bound" in report["failures"][0], report["failures"]
+
+
+def test_the_paired_bound_widens_with_confidence_and_noise():
+    rng = np.random.default_rng(0)
+    base = rng.random(400)
+    candidate = base - 0.01 + rng.normal(0, 0.1, 400)
+    point = ranking_eval.paired_upper_bound(candidate, base, 0.5)
+    assert point == pytest.approx(float(np.mean(candidate - base)))
+    assert point < ranking_eval.paired_upper_bound(candidate, base, 0.95) < ranking_eval.paired_upper_bound(
+        candidate, base, 0.99)
+    # Four times the users: half the width.
+    more = np.tile(candidate, 4), np.tile(base, 4)
+    width = ranking_eval.paired_upper_bound(candidate, base, 0.95) - point
+    assert ranking_eval.paired_upper_bound(*more, 0.95) - point == pytest.approx(width / 2, rel=0.01)
+    with pytest.raises(ValueError, match="regression_confidence"):
+        G.RankingGate(examples=None, model=None, training_config="{}", regression_confidence=0.3)
+
+
+def test_the_windows_earlier_spans_are_the_held_out_users_history(planted, tmp_path):
+    """user-hash: a held-out user's whole day is in eval and their history is in earlier spans. Scored from that
+    history (their earlier items excluded), the lists match the one-span protocol; without it, the earlier items
+    crowd the lists."""
+    _, _, train, evaluation, _, _ = _planted()
+    held_out = {f"u{u:03d}" for u in range(1, NUM_USERS, 2)}
+    earlier = _write_examples(tmp_path / "span1", {F.TRAIN_SPLIT: [p for p in train if p[0] in held_out],
+                                                   F.EVAL_SPLIT: []})
+    newest = _write_examples(tmp_path / "span2", {F.TRAIN_SPLIT: [p for p in train if p[0] not in held_out],
+                                                  F.EVAL_SPLIT: [p for p in evaluation if p[0] in held_out]})
+    with_history = _gate(planted, tmp_path / "with", "taste", examples=newest, history_examples=[earlier, newest])[1]
+    alone = _gate(planted, tmp_path / "alone", "taste", examples=newest)[1]
+    one_span = _gate(planted, tmp_path / "one", "taste")[1]
+    assert with_history["history_spans"] == 1 and alone["history_spans"] == 0
+    recall = {name: r["model"]["overall"]["recall"] for name, r in
+              (("with", with_history), ("alone", alone), ("one", one_span))}
+    assert with_history["model"]["overall"]["users"] == len(held_out)
+    assert recall["with"] > recall["alone"] + 0.1, recall
+    assert abs(recall["with"] - recall["one"]) < 0.05, recall  # the same protocol, on half the users
 
 
 def _rating_blessing(tmp_path, blessed):

@@ -100,3 +100,15 @@ def test_a_missing_serving_log_is_one_line(tiny_data, tmp_path, capsys):
     assert code == cli.EXIT_ERROR and len(err) == 1, err
     assert f"--serving-log {tmp_path / 'no-log'}: no such directory (recsys serve --log-requests DIR" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--split", "user-hash"], "--split user-hash scores held-out users from their earlier spans: give --span"),
+    (["benchmark", "--split", "user-hash"], "recsys benchmark takes another split"),
+    (["run", "--regression-confidence", "0.2"], "--regression-confidence 0.2: give a confidence in [0.5, 1)"),
+])
+def test_a_split_or_confidence_the_command_cannot_use_is_one_line(tiny_data, tmp_path, capsys, argv, message):
+    code = cli.main([*argv, "--data-root", tiny_data, "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == cli.EXIT_ERROR and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -6,6 +6,8 @@ first seen in the new span are recommended after its run, an item its catalogue 
 import collections
 import csv
 import glob
+import json
+import os
 
 import pytest
 import tensorflow as tf
@@ -85,6 +87,13 @@ def test_spans_are_read_recorded_refused_and_windowed(tmp_path, capsys):
     assert cli.main(["run", *common, "--span", "latest", "--window", "3"]) == 0
     printed = capsys.readouterr().out
     assert "training on the last 3 spans accepted so far" in printed
+    # Two complete spans before 3 in the window: users are held out whole (user-hash), and the gate scores them from
+    # span 2, the window's earlier span.
+    assert "split user-hash, auto: held-out users judged from 2 earlier span(s) of the window" in printed, printed
+    newest_gate = max(glob.glob(str(out / "**" / "ranking_metrics.json"), recursive=True), key=os.path.getmtime)
+    with open(newest_gate) as f:
+        gate = json.load(f)
+    assert gate["history_spans"] == 1 and gate["baseline_comparison"]["confidence"] == 0.95, gate
     # Warm from span 2's blessed EASE: its lambda kept, one closed form instead of the search's four.
     assert "warm start: ease from " in printed and "ease_lambda_scale" in printed, printed
     assert len([line for line in printed.splitlines() if line.startswith("ease: lambda")]) == 1
