@@ -18,6 +18,32 @@ from tfx_bsl.public import tfxio
 from components import features as F
 from components.contract import CATEGORICAL, NUMERIC, DataContract
 
+# The Trainer's custom_config key saying its examples are ExampleGen's (a window of spans: Transform analyzes them but
+# does not write them again, which cost a 7-day window most of its run; the transform graph is applied as they are
+# read, read_transformed).
+RAW_EXAMPLES_KEY = "raw_examples"
+
+
+def raw_examples(custom_config) -> bool:
+    return bool((custom_config or {}).get(RAW_EXAMPLES_KEY, False))
+
+
+def read_transformed(file_pattern: List[str], data_accessor: tfx.components.DataAccessor,
+                     tft_output: tft.TFTransformOutput, options: tfxio.TensorFlowDatasetOptions,
+                     raw: bool = False) -> tf.data.Dataset:
+    """Batches of transformed features (with `options.label_key`: (features, label) pairs): Transform's materialized
+    examples as they are, or (`raw`) ExampleGen's through the transform graph."""
+    if not raw:
+        return data_accessor.tf_dataset_factory(file_pattern, options, tft_output.transformed_metadata.schema)
+    label_key = options.label_key
+    layer = tft_output.transform_features_layer()
+    dataset = data_accessor.tf_dataset_factory(file_pattern, options._replace(label_key=None),
+                                               tft_output.raw_metadata.schema)
+    dataset = dataset.map(layer, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not options.sloppy_ordering)
+    if label_key is None:
+        return dataset
+    return dataset.map(lambda features: ({k: v for k, v in features.items() if k != label_key}, features[label_key]))
+
 
 @dataclasses.dataclass(frozen=True)
 class ContentLayout:
@@ -138,12 +164,11 @@ def ragged_rows(pairs: np.ndarray, num_users: int) -> Tuple[np.ndarray, np.ndarr
 
 
 def read_pairs(file_pattern: List[str], data_accessor: tfx.components.DataAccessor,
-               tft_output: tft.TFTransformOutput) -> np.ndarray:
+               tft_output: tft.TFTransformOutput, raw: bool = False) -> np.ndarray:
     """[n, 2] (user index, item index) of transformed examples whose item is in the vocabulary."""
     num_items = tft_output.vocabulary_size_by_name(F.ITEM_VOCAB)
-    dataset = data_accessor.tf_dataset_factory(
-        file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=8192, num_epochs=1, shuffle=False),
-        tft_output.transformed_metadata.schema)
+    dataset = read_transformed(file_pattern, data_accessor, tft_output,
+                               tfxio.TensorFlowDatasetOptions(batch_size=8192, num_epochs=1, shuffle=False), raw)
     chunks = [np.zeros((0, 2), np.int64)]
     for batch in dataset:
         users, items = batch[F.USER_INDEX].numpy().reshape(-1), batch[F.ITEM_INDEX].numpy().reshape(-1)
@@ -168,7 +193,7 @@ def with_active(items: Catalog, active_ids: Optional[Set[str]]) -> Catalog:
 
 
 def build(file_pattern: List[str], data_accessor: tfx.components.DataAccessor, tft_output: tft.TFTransformOutput,
-          layout: ContentLayout) -> Tuple[float, Catalog]:
+          layout: ContentLayout, raw: bool = False) -> Tuple[float, Catalog]:
     """The training split's global mean label and the catalogue of the item vocabulary."""
     num_users, _ = vocabulary_sizes(tft_output)
     item_ids = tft_output.vocabulary_by_name(F.ITEM_VOCAB)
@@ -176,9 +201,8 @@ def build(file_pattern: List[str], data_accessor: tfx.components.DataAccessor, t
     titles = np.full(n, b"", dtype=object)
     item_content = np.zeros((n, layout.item_width), dtype=np.float32)
     user_content = np.zeros((num_users, layout.user_width), dtype=np.float32)
-    dataset = data_accessor.tf_dataset_factory(
-        file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=8192, num_epochs=1, shuffle=False),
-        tft_output.transformed_metadata.schema)
+    dataset = read_transformed(file_pattern, data_accessor, tft_output,
+                               tfxio.TensorFlowDatasetOptions(batch_size=8192, num_epochs=1, shuffle=False), raw)
     total, count = 0.0, 0
     rated_users, rated_items = [], []
     for batch in dataset:

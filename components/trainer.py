@@ -29,6 +29,7 @@ def input_fn(
     shuffle: bool,
     seed: int,
     in_memory_max_mb: float = TrainingConfig.in_memory_input_max_mb,
+    raw: bool = False,
 ) -> tf.data.Dataset:
     """(model inputs, rating) batches; one pass per epoch, reshuffled every epoch when `shuffle`.
 
@@ -43,8 +44,8 @@ def input_fn(
       deterministic from `seed`) and slices batches off it, so an epoch costs no per-example work;
     - a larger split streams: TFXIO with the sequential reader, model inputs built in parallel
       (out of order when training), prefetched.
+    `raw`: the files are ExampleGen's, transformed as they are read (catalog.read_transformed).
     """
-    schema = tft_output.transformed_metadata.schema
     common = dict(label_key=F.LABEL_XF, num_epochs=1, reader_num_threads=None)  # None: sequential interleave
 
     def to_model_inputs(features, label):
@@ -54,8 +55,9 @@ def input_fn(
     in_memory_max = in_memory_max_mb * 2**20
     chunks = []
     if files and sum(tf.io.gfile.stat(path).length for path in files) <= in_memory_max:
-        chunks = list(data_accessor.tf_dataset_factory(
-            file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=8192, shuffle=False, **common), schema,
+        chunks = list(catalog.read_transformed(
+            file_pattern, data_accessor, tft_output, tfxio.TensorFlowDatasetOptions(batch_size=8192, shuffle=False,
+                                                                                   **common), raw,
         ).map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE))
     if chunks:
         data = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *chunks)
@@ -85,11 +87,11 @@ def input_fn(
         return (tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
                 .flat_map(permuted).prefetch(tf.data.AUTOTUNE))
 
-    dataset = data_accessor.tf_dataset_factory(
-        file_pattern,
+    dataset = catalog.read_transformed(
+        file_pattern, data_accessor, tft_output,
         tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed,
                                        sloppy_ordering=shuffle, **common),
-        schema,
+        raw,
     ).map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
     options = tf.data.Options()
     options.deterministic = not shuffle  # training does not need the file order, only its shuffle
@@ -281,10 +283,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     contract = contract_lib.from_custom_config(fn_args.custom_config)
     layout = catalog.content_layout(contract, tft_output)
     num_users, num_items = catalog.vocabulary_sizes(tft_output)
-    global_mean, items = catalog.build(fn_args.train_files, fn_args.data_accessor, tft_output, layout)
-    validation_pairs = catalog.read_pairs(fn_args.eval_files, fn_args.data_accessor, tft_output)
+    raw = catalog.raw_examples(fn_args.custom_config)
+    global_mean, items = catalog.build(fn_args.train_files, fn_args.data_accessor, tft_output, layout, raw)
+    validation_pairs = catalog.read_pairs(fn_args.eval_files, fn_args.data_accessor, tft_output, raw)
     eval_files = _other_split_files(fn_args.train_files, F.EVAL_SPLIT)
-    eval_pairs = catalog.read_pairs(eval_files, fn_args.data_accessor, tft_output) if eval_files else validation_pairs[:0]
+    eval_pairs = (catalog.read_pairs(eval_files, fn_args.data_accessor, tft_output, raw) if eval_files
+                  else validation_pairs[:0])
     # Serving excludes (and history models score from) everything the pipeline saw; fitting reads train only.
     items = catalog.with_seen(items, np.concatenate([validation_pairs, eval_pairs]))
     items = _with_availability(items, availability.CatalogueSource.from_custom_config(fn_args.custom_config))
@@ -301,7 +305,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     def dataset(files, shuffle):
         return input_fn(files, fn_args.data_accessor, tft_output, layout, config.batch_size, shuffle, config.seed,
-                        config.in_memory_input_max_mb)
+                        config.in_memory_input_max_mb, raw)
 
     steps_per_epoch = max(1, fn_args.train_steps // config.epochs) if fn_args.train_steps else None
 

@@ -118,16 +118,17 @@ def _span(artifact: metadata_store_pb2.Artifact) -> int:
 
 
 def _training_spans(store, model: metadata_store_pb2.Artifact) -> Tuple[int, ...]:
-    """The spans of the raw examples behind a model: Trainer <- transformed examples <- Transform <- examples."""
+    """The spans of the raw examples behind a model: Trainer <- transformed examples <- Transform <- examples, or
+    Trainer <- examples (a window: the Trainer reads ExampleGen's examples itself)."""
     found = set()
     for trainer in _neighbours(store, model.id, _OUTPUT):
         for event in store.get_events_by_execution_ids([trainer]):
             if event.type != _INPUT or not event.path.steps or event.path.steps[0].key != "examples":
                 continue
-            for transform in _neighbours(store, event.artifact_id, _OUTPUT):
-                raw = [e.artifact_id for e in store.get_events_by_execution_ids([transform])
-                       if e.type == _INPUT and e.path.steps and e.path.steps[0].key == "examples"]
-                found.update(_span(a) for a in store.get_artifacts_by_id(raw))
+            raw = [e.artifact_id for transform in _neighbours(store, event.artifact_id, _OUTPUT)
+                   for e in store.get_events_by_execution_ids([transform])
+                   if e.type == _INPUT and e.path.steps and e.path.steps[0].key == "examples"]
+            found.update(_span(a) for a in store.get_artifacts_by_id(raw or [event.artifact_id]))
     return tuple(sorted(found))
 
 

@@ -304,6 +304,10 @@ def summarize(rows: List[Dict], variants: Sequence[str], compared: Set[int]) -> 
                             ("recall_at_10", "hit_rate_at_10", "day_old_share", "day_old_hit_rate", "run_s",
                              "trainer_s")}
         summary[variant]["blessed_days"] = sum(r["exit_code"] == 0 for r in mine)
+        timed = [r["components_s"] for r in mine if r["next_day"] in compared and r.get("components_s")]
+        names = sorted({name for components in timed for name in components})
+        summary[variant]["components_s"] = {
+            name: round(float(np.mean([c.get(name, 0.0) for c in timed])), 1) for name in names}
     first = [r for r in rows if r["variant"] == variants[0]]
     for name in ("most_popular", "frozen"):
         values = [r[name] for r in first if r["next_day"] in compared and r[name]]
@@ -337,13 +341,20 @@ def report(result: Dict) -> str:
     days = result["compared_next_days"]
     lines = [f"## Replay: continuous training over {result['spec']['days']} daily spans, window {result['window']}",
              "", f"Next days {days[0]}-{days[-1]} (means); `recsys benchmark --replay`.", "",
-             "| | next-day Recall@10 | HitRate@10 | day-old items in lists | their hit rate | run s | Trainer s |",
-             "|---|---|---|---|---|---|---|"]
-    for name in [v for v in ("warm", "cold") if v in s] + ["frozen", "most_popular"]:
+             "| | next-day Recall@10 | HitRate@10 | day-old items in lists | their hit rate | run s | Trainer s | "
+             "days blessed |",
+             "|---|---|---|---|---|---|---|---|"]
+    variants = [v for v in ("warm", "cold") if v in s]
+    for name in variants + ["frozen", "most_popular"]:
         row = s[name]
         lines.append(f"| {name.replace('_', ' ')} | {row['recall_at_10']} | {row['hit_rate_at_10']} | "
                      f"{row['day_old_share']} | {row['day_old_hit_rate']} | {row.get('run_s', '')} | "
-                     f"{row.get('trainer_s', '')} |")
+                     f"{row.get('trainer_s', '')} | {row.get('blessed_days', '')} |")
+    for variant in variants:
+        spent = sorted(s[variant].get("components_s", {}).items(), key=lambda kv: -kv[1])
+        if spent:
+            lines += ["", f"Where a {variant} daily run's time goes (means, s): "
+                      + ", ".join(f"{name} {seconds}" for name, seconds in spent if seconds >= 0.5) + "."]
     swaps = result["swaps"]
     lines += ["", "Ratios: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s["ratios"].items()) + ".",
               "", f"Requests during the daily swaps: {swaps['requests_ok']} answered, {swaps['requests_failed']} "

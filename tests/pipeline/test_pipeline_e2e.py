@@ -394,3 +394,43 @@ def test_the_ranking_gate_refuses_a_model_that_does_not_beat_most_popular_and_no
     shown = capsys.readouterr().out
     assert "most_popular recall@10" in shown and "user_activity=" in shown and "item_popularity=" in shown
     assert "NOT BLESSED: overall: recall@10" in shown and "is not above most popular's" in shown
+
+
+def test_examples_transformed_as_they_are_read_equal_transforms_materialized_ones(pipeline_run):
+    """A window's Trainer reads ExampleGen's examples through the transform graph (catalog.read_transformed, raw):
+    the same pairs, labels and catalogue as from the examples Transform wrote."""
+    import glob
+
+    import tensorflow_transform as tft
+    from tfx.components.trainer.fn_args_utils import DataAccessor
+    from tfx.components.util import tfxio_utils
+    from tfx.types import standard_artifacts
+
+    from components import catalog
+    from components import contract as contract_lib
+
+    root = pipeline_run.pipeline_root
+
+    def only(pattern):
+        (path,) = glob.glob(os.path.join(root, pattern))
+        return path
+
+    def files(examples_dir, split):
+        return [os.path.join(examples_dir, f"Split-{split}", "*")]
+
+    raw_dir, written_dir = only("RatingsExampleGen/examples/*"), only("Transform/transformed_examples/*")
+    artifact = standard_artifacts.Examples()
+    artifact.uri = raw_dir
+    accessor = DataAccessor(tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([artifact], []),
+                            record_batch_factory=None, data_view_decode_fn=None)
+    tft_output = tft.TFTransformOutput(only("Transform/transform_graph/*"))
+    for split in F.SPLIT_NAMES:
+        written = catalog.read_pairs(files(written_dir, split), accessor, tft_output)
+        read = catalog.read_pairs(files(raw_dir, split), accessor, tft_output, raw=True)
+        assert len(read) > 0 and np.array_equal(np.sort(written, axis=0), np.sort(read, axis=0)), split
+    layout = catalog.content_layout(contract_lib.load_or_infer(pipeline_run.data_root)[0], tft_output)
+    mean, items = catalog.build(files(written_dir, F.TRAIN_SPLIT), accessor, tft_output, layout)
+    raw_mean, raw_items = catalog.build(files(raw_dir, F.TRAIN_SPLIT), accessor, tft_output, layout, raw=True)
+    assert raw_mean == pytest.approx(mean, rel=1e-6)
+    assert np.allclose(raw_items.item_content, items.item_content) and list(raw_items.titles) == list(items.titles)
+    assert np.array_equal(raw_items.rated_items, items.rated_items)

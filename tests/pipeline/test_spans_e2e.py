@@ -98,6 +98,8 @@ def test_spans_are_read_recorded_refused_and_windowed(tmp_path, capsys):
     assert "warm start: ease from " in printed and "ease_lambda_scale" in printed, printed
     assert len([line for line in printed.splitlines() if line.startswith("ease: lambda")]) == 1
     assert _transform_input_spans(out) == [2, 3]
+    # The window's spans were not written again by Transform: the Trainer transformed them as it read them.
+    assert len(os.listdir(out / "pipeline_root" / "Transform" / "transformed_examples")) == 1
     assert cli.main(["runs", "show", "--output-dir", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "(data: span 3; trained on spans 2, 3)" in shown
