@@ -45,6 +45,10 @@ class TrainingConfig:
     epochs: int = 10
     early_stopping_patience: int = 2
     warm_epochs: int = 3  # at most this many epochs from the latest blessed model's weights (warm start)
+    # Warm start keeps the latest blessed model's tuned values (EASE's lambda, iALS's alpha and regularisation, the
+    # fresh-interaction weight); False (`recsys run --tune` with a ranking model) searches them again on validation,
+    # still starting from its weights and factors.
+    keep_tuned: bool = True
     seed: int = 7
     # Ranking models (two_tower, ease). Two-tower: Adagrad at this rate, in-batch softmax logits divided by
     # the temperature. EASE: lambda (0: chosen on the validation split from a data-scaled grid) and the

@@ -92,8 +92,8 @@ def candidates(names: Sequence[str], base: Optional[BaseModel]) -> Sequence[str]
 
 def warm_config(config: TrainingConfig, family: str, base: Optional[BaseModel]) -> TrainingConfig:
     """The config with the base model's chosen hyperparameters where it is of the same family (a value the config
-    fixes itself wins)."""
-    if base is None or base.family != family or family not in WARM_FAMILIES:
+    fixes itself wins; none with `keep_tuned` off: the search runs again)."""
+    if base is None or base.family != family or family not in WARM_FAMILIES or not config.keep_tuned:
         return config
     changes = {}
     if not config.fresh_weight and base.get(FRESH_WEIGHT) is not None:

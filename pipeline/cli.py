@@ -372,7 +372,9 @@ def _add_fit_args(p) -> None:
                         "term on the validation split first (TFX Tuner; the Trainer uses the best values). By "
                         f"default a rating model gets a search of at most {TrainingConfig.tuner_trials} trials "
                         f"started within {TrainingConfig.tuner_budget_s:.0f} s; --tune lifts the time budget, "
-                        "--no-tune skips the search")
+                        "--no-tune skips the search. A ranking model searches its own values on validation "
+                        "(EASE's lambda, iALS's alpha and regularisation); over a warm start it keeps the latest "
+                        "blessed model's unless --tune")
     p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=True,
                    help="once validation has chosen epochs and settings (and EASE's or iALS's lambda), refit on "
                         "train + validation before export (default); --no-refit exports the model fitted on train")
@@ -387,8 +389,8 @@ def _add_span_args(p, compile_time: bool = False) -> None:
                         "marker, empty, or the same as another span is a one-line refusal" + when)
     p.add_argument("--cold", action="store_true",
                    help="train from scratch, searching every hyperparameter again (default: start from the latest "
-                        "blessed model: EASE and iALS keep its tuned values, iALS its item factors, the embedding "
-                        "models its weights, row by row by id)")
+                        "blessed model: EASE and iALS keep its tuned values unless --tune, iALS its item factors, the "
+                        "embedding models its weights, row by row by id)")
     p.add_argument("--window", type=int, default=1, metavar="W",
                    help="with --span: train on the last W spans ending at it (the earlier ones as accepted by earlier "
                         "runs' data gates; ML Metadata holds them); the gates judge the newest span alone (default 1)"

@@ -285,8 +285,8 @@ class PipelineConfig:
     train_steps: int = 0  # 0: whole epochs, as TrainingConfig.epochs says
     # A Tuner searches the rating model's embedding size, L2, learning rate (and mf's/hybrid's implicit term) on
     # the validation split before the Trainer, which trains with the best values (recorded in ML Metadata).
-    # None: a rating model gets the budgeted search (TrainingConfig.tuner_budget_s), a ranking model none;
-    # True: `--tune`; False: `--no-tune`.
+    # None: a rating model gets the budgeted search (TrainingConfig.tuner_budget_s), a ranking model none (it
+    # searches in its Trainer; `--tune` there is TrainingConfig.keep_tuned=False); True: `--tune`; False: `--no-tune`.
     tune: Optional[bool] = None
     mysql: Optional[MySQLMetadata] = None  # None: SQLite at metadata_path (ignored on Kubeflow)
 

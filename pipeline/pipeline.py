@@ -241,10 +241,9 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         custom_config=params["training-config"],
     )
     tuning = []
-    if config.tune and models.is_ranking(config.training.model):
-        raise ValueError(f"--tune tunes the rating models ({', '.join(models.RATING_MODELS)}); "
-                         f"--model {config.training.model} is a ranking model")
-    if config.tune or (config.tune is None and not models.is_ranking(config.training.model)):
+    # The Tuner searches a rating model's hyperparameters; a ranking model's search is its Trainer's own (on
+    # validation, `--tune` only re-running it over a warm start: TrainingConfig.keep_tuned).
+    if not models.is_ranking(config.training.model) and config.tune is not False:
         # A rating model gets a budgeted search by default (TrainingConfig.tuner_budget_s); `--no-tune` skips it.
         tuning = [tfx.components.Tuner(tuner_fn=TUNER_FN, **training_inputs)]
     baseline_resolver = tfx.dsl.Resolver(

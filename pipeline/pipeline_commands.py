@@ -162,14 +162,15 @@ def _beam(args, direct_defaults, output_dir: str = "", data_root: str = ""):
 
 
 def fit_choices(args, training: TrainingConfig) -> TrainingConfig:
-    """--rating-history, --refit and --tune (the full search: every trial, no time budget) into the config."""
+    """--rating-history, --refit and --tune into the config: a rating model's full search (every trial, no time
+    budget); a ranking model's validation search again (EASE's lambda, iALS's alpha and regularisation) instead of
+    the latest blessed model's values."""
     from components import models
 
-    if args.tune and models.is_ranking(training.model):
-        raise CliError(f"--tune tunes the rating models ({', '.join(models.RATING_MODELS)}); "
-                       f"--model {training.model} is a ranking model")
     training = dataclasses.replace(training, rating_history=args.rating_history, rating_refit=args.refit,
                                    ease_refit=args.refit, ials_refit=args.refit)
+    if args.tune and models.is_ranking(training.model):
+        return dataclasses.replace(training, keep_tuned=False)
     return dataclasses.replace(training, tuner_budget_s=0.0) if args.tune else training
 
 

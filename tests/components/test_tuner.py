@@ -112,9 +112,10 @@ def test_tune_puts_a_tuner_between_transform_and_trainer(tmp_path):
         assert contract_lib.from_custom_config(custom) == RATINGS
 
 
-def test_tune_refuses_a_ranking_model_in_one_line(tmp_path):
-    with pytest.raises(ValueError, match="--tune tunes the rating models.*ease is a ranking model"):
-        create_pipeline(_config(tmp_path, training=TrainingConfig(model="ease"), tune=True))
+def test_a_ranking_model_gets_no_tuner_component_even_with_tune(tmp_path):
+    """A ranking model searches its own values in the Trainer; `--tune` re-runs that search over a warm start."""
+    pipeline = create_pipeline(_config(tmp_path, training=TrainingConfig(model="ease", keep_tuned=False), tune=True))
+    assert not [c for c in pipeline.components if c.id == "Tuner"]
 
 
 @pytest.mark.slow
@@ -152,9 +153,14 @@ def test_tuner_runs_its_trials_on_tiny_transformed_data_and_writes_the_best_valu
             "rating_history": tuned.rating_history} == {k: best_values[k] for k in defaults}
 
 
-def test_recsys_run_tune_with_a_ranking_model_is_one_line(tmp_path, capsys):
-    from pipeline import cli
+def test_tune_with_a_ranking_model_searches_again_instead_of_keeping_the_blessed_values():
+    import argparse
 
-    assert cli.main(["run", "--tune", "--model", "ease", "--data-root", str(tmp_path)]) == cli.EXIT_ERROR
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--model ease is a ranking model" in err
+    from pipeline.pipeline_commands import fit_choices
+
+    args = argparse.Namespace(tune=True, rating_history="auto", refit=True)
+    assert fit_choices(args, TrainingConfig(model="ease")).keep_tuned is False
+    assert fit_choices(argparse.Namespace(tune=None, rating_history="auto", refit=True),
+                       TrainingConfig(model="ease")).keep_tuned is True
+    rating = fit_choices(args, TrainingConfig(model="mf"))
+    assert rating.keep_tuned is True and rating.tuner_budget_s == 0.0  # a rating model: the Tuner's full search

@@ -43,6 +43,11 @@ def test_ease_keeps_the_lambda_it_chose_and_searches_nothing(split, tmp_path, ca
     assert len([line for line in capsys.readouterr().out.splitlines() if line.startswith("ease: lambda")]) == 1
     assert warm.lam == pytest.approx(cold.lam, rel=1e-5)  # the same data: the same lambda, the same model
     assert _model_recall(split, warm) == pytest.approx(_model_recall(split, cold), abs=1e-6)
+    # `--tune` (keep_tuned off): nothing kept, the search runs again.
+    retuned = TrainingConfig(model="ease", keep_tuned=False)
+    assert warm_start.warm_config(retuned, "ease", base) == retuned
+    ease.train(split["dims"], retuned, split["items"], None, split["validation"])
+    assert len([line for line in capsys.readouterr().out.splitlines() if line.startswith("ease: lambda")]) == 4
 
 
 def test_ials_starts_from_the_known_items_factors_and_needs_a_third_of_the_sweeps(split, tmp_path, capsys):  # noqa: F811
