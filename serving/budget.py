@@ -20,13 +20,16 @@ _M_MMAP_THRESHOLD = -3  # glibc mallopt parameters
 _M_ARENA_MAX = -8
 
 
-def return_large_frees_to_the_os(threshold: int = 1 << 20, arenas: int = 2) -> bool:
+def return_large_frees_to_the_os(threshold: int = 1 << 20, arenas: int = 1) -> bool:
     """Fixes glibc's mmap threshold and caps its arenas; True when it could (glibc only).
 
     glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after which a
     parsed request's blocks come from the heap of its thread's arena and stay in RSS when freed: six
     large requests parsed one after another on six worker threads left RSS ~300 MB up instead of the
-    ~140 MB one of them takes. With a fixed threshold, blocks over 1 MB are mapped and unmapped.
+    ~140 MB one of them takes. With a fixed threshold, blocks over 1 MB are mapped and unmapped; with one
+    arena, the small blocks a parse frees are what the next parse reuses, whichever thread it runs on (the
+    handlers run one at a time under the GIL, so a single arena costs no parallelism). With two arenas, six
+    requests admitted one after another on a busy machine still grew RSS 285 MB; with one, 176-181 MB.
     """
     import ctypes
     import ctypes.util

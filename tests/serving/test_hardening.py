@@ -13,6 +13,7 @@ import resource
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import grpc
@@ -267,10 +268,17 @@ def test_concurrent_large_requests_share_one_memory_budget(served):
 
     n = 1_300_000
     request = _predict([b"x"] * n, [b"y"] * n)  # ~7.8 MB: ~140 MB parsed, the budget (192 MB) holds one
+    # Sent as bytes serialized once, released together: six clients each serializing 7.8 MB on a busy machine
+    # arrive one after another, and the budget rightly admits each in turn (that is not "concurrent").
+    wire = request.SerializeToString()
+    predict = served.channel.unary_unary("/tensorflow.serving.PredictionService/Predict",
+                                         request_serializer=None, response_deserializer=None)
+    start = threading.Barrier(6)
 
     def send(_):
+        start.wait()
         try:
-            served.predictions.Predict(request, timeout=30)
+            predict(wire, timeout=30)
         except grpc.RpcError as e:
             return e.code()
 
