@@ -85,8 +85,9 @@ def test_a_rating_model_compiles_with_its_budgeted_tuner_and_the_fit_flags_reach
     assert (training["rating_history"], training["rating_refit"], training["ease_refit"]) == ("off", False, False)
     tasks, training = compiled("full.json", "--tune")
     assert "Tuner" in tasks and training["tuner_budget_s"] == 0.0  # --tune: every trial, no time budget
-    assert cli.main([*common, "--output", str(tmp_path / "x.json"), "--tune", "--model", "ease"]) == cli.EXIT_ERROR
-    assert "--model ease is a ranking model" in capsys.readouterr().err
+    # A ranking model: no Tuner component; --tune re-runs its own search over a warm start (keep_tuned off).
+    tasks, training = compiled("ease.json", "--tune", "--model", "ease")
+    assert "Tuner" not in tasks and training["model"] == "ease" and training["keep_tuned"] is False
 
 
 def test_a_span_root_compiles_for_the_newest_span_at_each_run_or_one_span_and_a_window_is_refused(tmp_path, capsys):
