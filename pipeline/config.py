@@ -177,6 +177,22 @@ def beam_settings(requested: Optional[str], user_args: Sequence[str], direct_def
     return runner, options
 
 
+# TFX's BaseBeamExecutor builds an sdist of TFX itself in a new temp directory for every Beam-powered component it
+# starts (1.6 s and 49 MB each, never removed: one test suite's worth filled CI's disk) unless an option names the
+# workers' code (tfx/utils/dependency_utils.py). DirectRunner workers are this interpreter or its subprocesses: their
+# Beam environments stage nothing, so a DirectRunner pipeline names this project's setup.py, which they ignore.
+TFX_CODE_OPTIONS = (*DATAFLOW_CODE_OPTIONS, "--requirements_file", "--worker_harness_container_image")
+
+
+def tfx_beam_args(runner: str, options: Sequence[str], code_root: str) -> Tuple[str, ...]:
+    """What TFX gets as beam_pipeline_args: `pipeline_beam_args`, and for the DirectRunner `--setup_file` under
+    `code_root` first unless the options already name the workers' code (see TFX_CODE_OPTIONS)."""
+    args = pipeline_beam_args(runner, options)
+    if runner != DIRECT or any(beam_option(args, name) is not None for name in TFX_CODE_OPTIONS):
+        return args
+    return (f"--setup_file={posixpath.join(code_root, 'setup.py')}", *args)
+
+
 def pipeline_beam_args(runner: str, options: Sequence[str]) -> Tuple[str, ...]:
     """TFX's beam_pipeline_args: `--runner=` first for any runner but the DirectRunner (Beam's default, left
     implicit so a local run's arguments stay the ones it was given)."""
@@ -306,6 +322,13 @@ class PipelineConfig:
     @property
     def beam_pipeline_args(self) -> Tuple[str, ...]:
         return pipeline_beam_args(self.beam_runner, self.beam_args)
+
+    @property
+    def tfx_beam_pipeline_args(self) -> Tuple[str, ...]:
+        """The runner's options as the pipeline hands them to TFX (`tfx_beam_args`): the code is this checkout on
+        a local run and the image's working directory on Kubeflow."""
+        return tfx_beam_args(self.beam_runner, self.beam_args,
+                             IMAGE_WORKDIR if self.orchestrator == KUBEFLOW else REPO_ROOT)
 
     @property
     def eval_fraction(self) -> float:

@@ -301,5 +301,5 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         ],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata.connection_config(config),
-        beam_pipeline_args=list(config.beam_pipeline_args),
+        beam_pipeline_args=list(config.tfx_beam_pipeline_args),
     )

@@ -2,9 +2,14 @@
 compiled spec; a runner that cannot start is one line naming the missing option; `recsys run` stays on this machine."""
 
 import json
+import shutil
+import tempfile
 
+import apache_beam as beam
 import pytest
-from tfx.dsl.components.base import executor_spec
+from apache_beam.testing.util import assert_that, equal_to
+from tfx.components.statistics_gen import executor as statistics_gen_executor
+from tfx.dsl.components.base import base_beam_executor, executor_spec
 
 from components import contract as contract_lib
 from components import features as F
@@ -159,6 +164,44 @@ def test_the_local_direct_runner_default_is_unchanged():
     assert C.beam_settings(None, given, multi) == ("DirectRunner", given)
     assert C.PipelineConfig(beam_args=given).beam_pipeline_args == given
     assert C.PipelineConfig().beam_pipeline_args == C.IN_MEMORY_BEAM_ARGS
+
+
+MULTI_PROCESS = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
+
+
+def _tfx_executor(args):
+    """StatisticsGen's executor, as TFX starts every Beam-powered component with the pipeline's beam_pipeline_args."""
+    return statistics_gen_executor.Executor(base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=list(args)))
+
+
+@pytest.mark.parametrize("args", [C.IN_MEMORY_BEAM_ARGS, MULTI_PROCESS], ids=["in memory", "multi-processing"])
+def test_a_direct_runner_component_leaves_no_tfx_package_behind_and_runs(tmp_path, monkeypatch, args):
+    """TFX's Beam executors build an sdist of TFX in the temp directory for every component they start unless the
+    options name the workers' code (49 MB a component, never removed: a suite filled CI's disk)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    config = C.PipelineConfig(beam_args=args)
+    # The reference: TFX handed the runner's options alone builds the package.
+    assert [a for a in _tfx_executor(config.beam_pipeline_args)._beam_pipeline_args if a.startswith("--extra_package")]
+    assert list(tmp_path.rglob("tfx_ephemeral-*"))
+    for built in tmp_path.iterdir():
+        shutil.rmtree(built)
+    assert config.tfx_beam_pipeline_args == (f"--setup_file={C.REPO_ROOT}/setup.py", *args)
+    executor = _tfx_executor(config.tfx_beam_pipeline_args)
+    assert not [a for a in executor._beam_pipeline_args if a.startswith("--extra_package")]
+    with executor._make_beam_pipeline() as pipeline:
+        assert_that(pipeline | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * x), equal_to([1, 4, 9]))
+    assert not list(tmp_path.rglob("tfx_ephemeral-*"))
+
+
+def test_the_workers_code_is_named_once():
+    """The user's own code option, another runner, or Kubeflow's image: TFX gets what applies, nothing twice."""
+    shipped = ("--extra_package=/dist/recsys.tar.gz",)
+    assert C.PipelineConfig(beam_args=shipped).tfx_beam_pipeline_args == shipped
+    assert C.PipelineConfig(orchestrator=C.KUBEFLOW).tfx_beam_pipeline_args == (
+        f"--setup_file={C.IMAGE_WORKDIR}/setup.py", *C.IN_MEMORY_BEAM_ARGS)
+    flink = C.PipelineConfig(beam_runner=C.FLINK, beam_args=("--flink_master=f:8081",))
+    assert flink.tfx_beam_pipeline_args == flink.beam_pipeline_args
 
 
 def test_a_hand_built_config_cannot_name_two_runners():
