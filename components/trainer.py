@@ -318,7 +318,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     user_ids = tft_output.vocabulary_by_name(F.USER_VOCAB)
     if models.is_ranking(model_name):
         holdout = topk.Holdout(validation_pairs, items.rated_row_splits, items.rated_items, seed=config.seed)
-        model = _fit_ranking_models(names, dims, config, items, training_data(fn_args.train_files), holdout,
+        # EASE and iALS fit from items.train_pairs: building their dataset would read the split a second time.
+        train = training_data(fn_args.train_files) if any(map(models.reads_examples, names)) else None
+        model = _fit_ranking_models(names, dims, config, items, train, holdout,
                                     steps_per_epoch, fn_args.model_run_dir, base, user_ids)
     else:
         start_from = warm_start.weights_starter(model_name, base, user_ids, items.item_ids)

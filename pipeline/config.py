@@ -7,6 +7,8 @@ import os
 import posixpath
 from typing import Mapping, Optional, Sequence, Tuple
 
+from tfx import version as tfx_version
+
 from components import features as F
 from components.contract import CONTRACT_FILE, DataContract, load_or_infer
 from components.training_config import TrainingConfig
@@ -179,18 +181,20 @@ def beam_settings(requested: Optional[str], user_args: Sequence[str], direct_def
 
 # TFX's BaseBeamExecutor builds an sdist of TFX itself in a new temp directory for every Beam-powered component it
 # starts (1.6 s and 49 MB each, never removed: one test suite's worth filled CI's disk) unless an option names the
-# workers' code (tfx/utils/dependency_utils.py). DirectRunner workers are this interpreter or its subprocesses: their
-# Beam environments stage nothing, so a DirectRunner pipeline names this project's setup.py, which they ignore.
+# workers' code (tfx/utils/dependency_utils.py). DirectRunner workers are this interpreter, its subprocesses or, where
+# Beam picks Prism, loopback workers in this process: none starts an image, so a DirectRunner pipeline names TFX's own
+# image of this version. (A --setup_file would do too, but Prism's staging builds an sdist of it, 1.3 s a pipeline.)
 TFX_CODE_OPTIONS = (*DATAFLOW_CODE_OPTIONS, "--requirements_file", "--worker_harness_container_image")
+DIRECT_RUNNER_CODE = f"--sdk_container_image=gcr.io/tfx-oss-public/tfx:{tfx_version.__version__}"
 
 
-def tfx_beam_args(runner: str, options: Sequence[str], code_root: str) -> Tuple[str, ...]:
-    """What TFX gets as beam_pipeline_args: `pipeline_beam_args`, and for the DirectRunner `--setup_file` under
-    `code_root` first unless the options already name the workers' code (see TFX_CODE_OPTIONS)."""
+def tfx_beam_args(runner: str, options: Sequence[str]) -> Tuple[str, ...]:
+    """What TFX gets as beam_pipeline_args: `pipeline_beam_args`, and for the DirectRunner DIRECT_RUNNER_CODE first
+    unless the options already name the workers' code (see TFX_CODE_OPTIONS)."""
     args = pipeline_beam_args(runner, options)
     if runner != DIRECT or any(beam_option(args, name) is not None for name in TFX_CODE_OPTIONS):
         return args
-    return (f"--setup_file={posixpath.join(code_root, 'setup.py')}", *args)
+    return (DIRECT_RUNNER_CODE, *args)
 
 
 def pipeline_beam_args(runner: str, options: Sequence[str]) -> Tuple[str, ...]:
@@ -325,10 +329,8 @@ class PipelineConfig:
 
     @property
     def tfx_beam_pipeline_args(self) -> Tuple[str, ...]:
-        """The runner's options as the pipeline hands them to TFX (`tfx_beam_args`): the code is this checkout on
-        a local run and the image's working directory on Kubeflow."""
-        return tfx_beam_args(self.beam_runner, self.beam_args,
-                             IMAGE_WORKDIR if self.orchestrator == KUBEFLOW else REPO_ROOT)
+        """The runner's options as the pipeline hands them to TFX (`tfx_beam_args`)."""
+        return tfx_beam_args(self.beam_runner, self.beam_args)
 
     @property
     def eval_fraction(self) -> float:

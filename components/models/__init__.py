@@ -46,6 +46,12 @@ def candidates(name: str, num_items: int, ease_max_items: int) -> Tuple[str, ...
     return ("ease",) if num_items <= ease_max_items else ("ials", "two_tower")
 
 
+def reads_examples(name: str) -> bool:
+    """Whether ranking model `name` trains on the examples as a tf.data stream (two_tower); EASE and iALS fit
+    from the catalogue's interaction matrix, so the Trainer builds no dataset for them (it reads the split)."""
+    return bool(getattr(get(name), "READS_EXAMPLES", False))
+
+
 def uses_rating_history(name: str) -> bool:
     """Whether rating model `name` can carry SVD++'s implicit term (TrainingConfig.rating_history)."""
     return bool(getattr(get(name), "USES_RATING_HISTORY", False))

@@ -33,6 +33,8 @@ from components.models.base import ModelDims, content_features, id_table, user_f
 from components.models.topk import VALIDATION_METRIC, Holdout, ValidationRecall
 from components.training_config import TrainingConfig
 
+READS_EXAMPLES = True  # trains on the Trainer's tf.data stream of examples (models.reads_examples)
+
 
 def _table(rows: int, dim: int, seed: int, name: str, ids: str) -> tf.keras.layers.Embedding:
     return id_table(tf.keras.layers.Embedding(

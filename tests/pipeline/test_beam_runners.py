@@ -186,20 +186,20 @@ def test_a_direct_runner_component_leaves_no_tfx_package_behind_and_runs(tmp_pat
     assert list(tmp_path.rglob("tfx_ephemeral-*"))
     for built in tmp_path.iterdir():
         shutil.rmtree(built)
-    assert config.tfx_beam_pipeline_args == (f"--setup_file={C.REPO_ROOT}/setup.py", *args)
+    assert config.tfx_beam_pipeline_args == (C.DIRECT_RUNNER_CODE, *args)
     executor = _tfx_executor(config.tfx_beam_pipeline_args)
     assert not [a for a in executor._beam_pipeline_args if a.startswith("--extra_package")]
     with executor._make_beam_pipeline() as pipeline:
         assert_that(pipeline | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * x), equal_to([1, 4, 9]))
-    assert not list(tmp_path.rglob("tfx_ephemeral-*"))
+    assert not list(tmp_path.rglob("*.tar.gz"))  # nothing built: neither TFX's sdist nor, where Beam stages, ours
 
 
 def test_the_workers_code_is_named_once():
-    """The user's own code option, another runner, or Kubeflow's image: TFX gets what applies, nothing twice."""
+    """The user's own code option or another runner: TFX gets what applies, nothing twice."""
     shipped = ("--extra_package=/dist/recsys.tar.gz",)
     assert C.PipelineConfig(beam_args=shipped).tfx_beam_pipeline_args == shipped
     assert C.PipelineConfig(orchestrator=C.KUBEFLOW).tfx_beam_pipeline_args == (
-        f"--setup_file={C.IMAGE_WORKDIR}/setup.py", *C.IN_MEMORY_BEAM_ARGS)
+        C.DIRECT_RUNNER_CODE, *C.IN_MEMORY_BEAM_ARGS)
     flink = C.PipelineConfig(beam_runner=C.FLINK, beam_args=("--flink_master=f:8081",))
     assert flink.tfx_beam_pipeline_args == flink.beam_pipeline_args
 
