@@ -36,13 +36,16 @@ def read_transformed(file_pattern: List[str], data_accessor: tfx.components.Data
     if not raw:
         return data_accessor.tf_dataset_factory(file_pattern, options, tft_output.transformed_metadata.schema)
     label_key = options.label_key
-    layer = tft_output.transform_features_layer()
+    # AutoGraph would transpile the Transform layer's and Keras's Python source as tf.data traces the map (a
+    # third of a daily EASE Trainer run); the layer applies a saved graph and has no Python control flow to convert.
+    layer = tf.autograph.experimental.do_not_convert(tft_output.transform_features_layer())
     dataset = data_accessor.tf_dataset_factory(file_pattern, options._replace(label_key=None),
                                                tft_output.raw_metadata.schema)
     dataset = dataset.map(layer, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not options.sloppy_ordering)
     if label_key is None:
         return dataset
-    return dataset.map(lambda features: ({k: v for k, v in features.items() if k != label_key}, features[label_key]))
+    return dataset.map(tf.autograph.experimental.do_not_convert(
+        lambda features: ({k: v for k, v in features.items() if k != label_key}, features[label_key])))
 
 
 @dataclasses.dataclass(frozen=True)

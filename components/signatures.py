@@ -12,6 +12,7 @@ inside the graph, so the real TF Serving is bounded as well as ours.
 
 from __future__ import annotations
 
+import functools
 from typing import Dict, Mapping
 
 import numpy as np
@@ -27,6 +28,12 @@ from components.atomic_io import atomic_write
 from components.models import history as history_lib
 from components.models import neighbours
 from components.models import topk
+
+
+# The signatures are written graph-first (tf.cond, tf.where; Python `if` only on Python values), so AutoGraph has
+# nothing to convert. Without it, tracing them (and the Keras and Transform layers they call) skips transpiling
+# every function's source, which took a third of a daily EASE Trainer run.
+_graph_function = functools.partial(tf.function, autograph=False)
 
 
 def _as_column(values: tf.Tensor) -> tf.Tensor:
@@ -199,7 +206,7 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
     # A rating model's predict/serving_default answer a rating; a ranking model's a score (no rating scale).
     output = F.RATING_OUTPUT if getattr(model, "PREDICTS_RATINGS", True) else F.SCORE_OUTPUT
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT)])
+    @_graph_function(input_signature=[tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT)])
     def serve_examples(examples):
         # A catalogue item (a known user) is described as training saw it; an unknown one by the attributes the
         # example carries (cold start for new items and new users).
@@ -213,15 +220,15 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
                                           inputs[F.USER_CONTENT])
         return {output: model(inputs)}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=tf.saved_model.REGRESS_INPUTS)])
+    @_graph_function(input_signature=[tf.TensorSpec([None], tf.string, name=tf.saved_model.REGRESS_INPUTS)])
     def regress(inputs):
         return {tf.saved_model.REGRESS_OUTPUTS: serve_examples(inputs)[output]}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT)])
+    @_graph_function(input_signature=[tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT)])
     def transform_features(examples):
         return model.tft_layer(tf.io.parse_example(examples, raw_spec))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
+    @_graph_function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
                                   tf.TensorSpec([None], tf.string, name=F.ITEM_ID)])
     def predict(user_id, item_id):
         transformed = model.tft_layer({F.USER_ID: _as_column(user_id), F.ITEM_ID: _as_column(item_id)})
@@ -262,7 +269,7 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
     user_spec = dict(raw_spec)
     user_spec[F.ITEM_ID] = tf.io.FixedLenFeature([1], tf.string, default_value=[""])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT),
+    @_graph_function(input_signature=[tf.TensorSpec([None], tf.string, name=F.EXAMPLES_INPUT),
                                   tf.TensorSpec([], tf.int32, name=F.K_INPUT)])
     def recommend_by_features(examples, k):
         examples = guards.guard_rows(examples, guards.MAX_RECOMMEND_USERS, F.EXAMPLES_INPUT)
@@ -303,7 +310,7 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
                 F.TITLES_OUTPUT: tf.where(valid, tf.gather(model.catalog_titles, found), ""),
                 F.SCORES_OUTPUT: scores}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
+    @_graph_function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
                                   tf.TensorSpec([], tf.int32, name=F.K_INPUT),
                                   tf.TensorSpec([], tf.bool, name=F.EXCLUDE_RATED_INPUT)])
     def recommend(user_id, k, exclude_rated):
@@ -313,7 +320,7 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
         scores = tf.cond(exclude_rated, lambda: _exclude_seen(model, users, scores), lambda: scores)
         return _top_k(model, scores, k)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
+    @_graph_function(input_signature=[tf.TensorSpec([None], tf.string, name=F.USER_ID),
                                   tf.TensorSpec([], tf.int32, name=F.K_INPUT),
                                   tf.TensorSpec([], tf.bool, name=F.EXCLUDE_RATED_INPUT),
                                   tf.TensorSpec([None], tf.string, name=F.EXCLUDE_ITEMS_INPUT),
@@ -353,7 +360,7 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
         scores = tf.where(empty[:, None], tf.broadcast_to(model.catalog_popularity[None, :], tf.shape(scores)), scores)
         return scores, empty
 
-    @tf.function(input_signature=BY_HISTORY_INPUTS)
+    @_graph_function(input_signature=BY_HISTORY_INPUTS)
     def recommend_by_history(user_id, history_item_ids, history_weights, use_stored_history, k, exclude_item_ids,
                              allow_item_ids):
         user_id, history_item_ids, weights = checked_history_inputs(user_id, history_item_ids, history_weights)
@@ -391,7 +398,7 @@ def build(model: tf.keras.Model, tft_output: tft.TFTransformOutput, items: catal
             query = tf.gather(model.catalog_similarity_vectors, tf.minimum(item_index, n - 1))
             return tf.matmul(query, model.catalog_similarity_vectors, transpose_b=True)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=F.ITEM_ID),
+    @_graph_function(input_signature=[tf.TensorSpec([None], tf.string, name=F.ITEM_ID),
                                   tf.TensorSpec([], tf.int32, name=F.K_INPUT)])
     def similar_items(item_id, k):
         item_id = guards.guard_rows(item_id, guards.MAX_RECOMMEND_USERS, F.ITEM_ID)

@@ -48,6 +48,7 @@ def input_fn(
     """
     common = dict(label_key=F.LABEL_XF, num_epochs=1, reader_num_threads=None)  # None: sequential interleave
 
+    @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow: nothing to transpile
     def to_model_inputs(features, label):
         return catalog.model_inputs(features, layout), tf.reshape(label, [-1])
 
