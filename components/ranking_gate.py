@@ -185,8 +185,9 @@ class Evaluation:
     model: Dict[str, Dict[str, float]]
     most_popular: Dict[str, Dict[str, float]]
     baseline: Optional[Dict[str, Dict[str, float]]]
-    # Recall@k per eval user (the same users, in the same order): the paired comparison with the baseline.
-    model_per_user: Optional[np.ndarray] = None
+    # Recall@k per eval user (the same users, in the same order): the paired comparison with the baseline
+    # (baseline_per_user is set with baseline).
+    model_per_user: np.ndarray
     baseline_per_user: Optional[np.ndarray] = None
 
 
@@ -244,10 +245,7 @@ def baseline_comparison(result: Evaluation, confidence: float) -> Optional[Dict[
     if result.baseline is None:
         return None
     model, base = result.model[OVERALL]["recall"], result.baseline[OVERALL]["recall"]
-    if result.model_per_user is None or result.baseline_per_user is None:  # no pairs: the point difference
-        upper = model - base
-    else:
-        upper = ranking_eval.paired_upper_bound(result.model_per_user, result.baseline_per_user, confidence)
+    upper = ranking_eval.paired_upper_bound(result.model_per_user, result.baseline_per_user, confidence)
     return {"mean_difference": model - base, "upper_bound": upper, "confidence": confidence,
             "users": int(result.model[OVERALL]["users"])}
 
