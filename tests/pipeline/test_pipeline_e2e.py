@@ -48,7 +48,7 @@ def test_pushed_model_takes_raw_ids_and_ranks_the_catalogue(pipeline_run):
     ratings = out[F.RATING_OUTPUT].numpy()
     assert ratings.shape == (2,) and np.all(np.isfinite(ratings)) and np.all((0 < ratings) & (ratings < 6))
     # Both ids unseen: MF falls back to its global mean exactly (the OOV rows carry nothing).
-    (mean,) = [v.numpy() for v in model.variables if v.name.startswith("global_mean")]
+    mean = model.global_mean.numpy()  # the model's attribute, as TF Serving's SavedModel tracks it
     cold = model.signatures[F.PREDICT](user_id=tf.constant(["nobody"]), item_id=tf.constant(["nothing"]))
     np.testing.assert_allclose(cold[F.RATING_OUTPUT].numpy(), [mean], rtol=1e-6)
 
