@@ -111,8 +111,6 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
     num_items = len(items.item_ids)
     check_size(num_items, config.ease_max_items)
     pairs = items.train_pairs
-    matrix = sparse.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
-                               shape=(dims.num_users, num_items))
     mean_count = max(1.0, len(pairs) / max(1, num_items))
     if config.ease_lambda > 0:
         grid = [config.ease_lambda]
@@ -122,6 +120,14 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
         grid = [mean_count * LAMBDA_GRID[len(LAMBDA_GRID) // 2]]
     else:
         grid = [mean_count * m for m in LAMBDA_GRID]
+    if len(grid) == 1 and config.fresh_weight and config.ease_refit and len(holdout.pairs):
+        # Nothing to choose (the lambda and the fresh weight given, a warm start's kept ones) and EASE never competes
+        # with another candidate: the solve on train alone would only print a validation recall. Refit directly.
+        lam = grid[0]
+        print(f"ease: lambda {lam:.1f} and fresh weight {config.fresh_weight:g} kept: no validation solve", flush=True)
+        return _refit(dims, items, holdout, lam, config.fresh_weight, mean_count, recall=0.0)
+    matrix = sparse.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
+                               shape=(dims.num_users, num_items))
     best = None
     for lam in grid:
         weights = ease_weights(matrix, lam)
@@ -139,10 +145,15 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
         model = Ease(weights, items.rated_row_splits, items.rated_items, lam, fresh, lam / mean_count)
         model.validation_recall = recall
         return model
-    # lambda chosen, the validation interactions are data like any other: refit on train + validation, and
-    # score from both (the eval split, which the gate reports on, stays unseen).
-    pairs = np.concatenate([pairs, holdout.pairs])
-    row_splits, history = catalog_lib.ragged_rows(pairs, dims.num_users)
+    return _refit(dims, items, holdout, lam, fresh, mean_count, recall)
+
+
+def _refit(dims: ModelDims, items: catalog_lib.Catalog, holdout: Holdout, lam: float, fresh: float,
+           mean_count: float, recall: float) -> Ease:
+    """lambda chosen, the validation interactions are data like any other: B refitted on train + validation, scoring
+    from both (the eval split, which the gate reports on, stays unseen)."""
+    num_items = len(items.item_ids)
+    row_splits, history = catalog_lib.ragged_rows(np.concatenate([items.train_pairs, holdout.pairs]), dims.num_users)
     matrix = sparse.csr_matrix((np.ones(len(history), np.float32),
                                 (np.repeat(np.arange(dims.num_users), np.diff(row_splits)), history)),
                                shape=(dims.num_users, num_items))

@@ -219,29 +219,46 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
         return holdout.recall(lambda users: model.score_all_items(
             tf.constant(users, tf.int64), {F.ITEM_INDEX: tf.range(num_items, dtype=tf.int64)}).numpy())
 
-    if len(holdout) and not (config.ials_alpha > 0 and config.ials_regularization > 0):
+    fixed = config.ials_alpha > 0 and config.ials_regularization > 0
+    if len(holdout) and not fixed:
         alpha, regularization, best = search(_search_rows(matrix, holdout, config.seed), config, validation_recall)
     else:
         alpha = config.ials_alpha or ALPHA_START
         regularization = config.ials_regularization or alpha * REGULARIZATION_PER_ALPHA_START
-        best = 0.0
+        best = None
+    refit = config.ials_refit and len(holdout.pairs)
+    if fixed and config.fresh_weight and refit and initial_item_factors is not None:
+        # A warm start with everything kept: one family is trained (warm_start.candidates), so no validation recall
+        # is compared, and the fit on train alone would be thrown away for the refit.
+        print(f"ials: no fit on train alone (alpha {alpha:g}, regularization {regularization:g} and fresh weight "
+              f"{config.fresh_weight:g} kept)", flush=True)
+        return _refit(dims, config, items, holdout, alpha, regularization, config.fresh_weight, iterations,
+                      initial_item_factors, recall=0.0)
     factors = _fit(matrix, config.ials_factors, regularization, alpha, iterations, config.seed, initial_item_factors)
     model = Ials(factors, regularization, alpha, items.rated_row_splits, items.rated_items)
+    if best is None:  # given, not searched: measured all the same, for `auto` to compare candidates by
+        best = validation_recall(factors, regularization, alpha)
     model.validation_recall = best  # what `auto` compares candidates by (0 without a validation split)
     # Before the refit, which fits validation too: fresh interactions' weight measured on validation.
     fresh = config.fresh_weight or freshness.tune(
         lambda history, users: model.score_history(history).numpy(), items.rated_row_splits, items.rated_items,
         holdout.pairs, num_items, seed=config.seed)
-    if not config.ials_refit or not len(holdout.pairs):
+    if not refit:
         model.fresh_weight.assign(fresh)
         return model
-    both = np.concatenate([pairs, holdout.pairs])
+    return _refit(dims, config, items, holdout, alpha, regularization, fresh, iterations, initial_item_factors,
+                  model.validation_recall)
+
+
+def _refit(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, holdout: Holdout, alpha: float,
+           regularization: float, fresh: float, iterations: int, initial_item_factors, recall: float) -> Ials:
+    """Item factors fitted on train + validation (the chosen alpha and regularisation), scoring from both."""
+    both = np.concatenate([items.train_pairs, holdout.pairs])
     row_splits, history = catalog_lib.ragged_rows(both, dims.num_users)
     print(f"ials: refit on train + validation ({len(history)} interactions), alpha {alpha:g}, "
           f"regularization {regularization:g}, {config.ials_factors} factors", flush=True)
-    refit = Ials(_fit(_binary(both, dims.num_users, num_items), config.ials_factors, regularization, alpha,
+    refit = Ials(_fit(_binary(both, dims.num_users, len(items.item_ids)), config.ials_factors, regularization, alpha,
                       iterations, config.seed, initial_item_factors), regularization, alpha, row_splits, history, fresh)
-    refit.validation_recall = model.validation_recall
-    logging.info("ials: alpha %g, regularization %g, validation Recall@10 %.4f", alpha, regularization,
-                 model.validation_recall)
+    refit.validation_recall = recall  # measured before the refit, which saw validation
+    logging.info("ials: alpha %g, regularization %g, validation Recall@10 %.4f", alpha, regularization, recall)
     return refit

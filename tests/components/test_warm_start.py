@@ -40,7 +40,9 @@ def test_ease_keeps_the_lambda_it_chose_and_searches_nothing(split, tmp_path, ca
     config = warm_start.warm_config(TrainingConfig(model="ease"), "ease", base)
     assert config.ease_lambda_scale > 0 and config.fresh_weight == pytest.approx(float(cold.fresh_weight.numpy()))
     warm = ease.train(split["dims"], config, split["items"], None, split["validation"])
-    assert len([line for line in capsys.readouterr().out.splitlines() if line.startswith("ease: lambda")]) == 1
+    printed = capsys.readouterr().out.splitlines()
+    assert len([line for line in printed if line.startswith("ease: lambda")]) == 1
+    assert any(line.endswith("kept: no validation solve") for line in printed), printed  # the refit only
     assert warm.lam == pytest.approx(cold.lam, rel=1e-5)  # the same data: the same lambda, the same model
     assert _model_recall(split, warm) == pytest.approx(_model_recall(split, cold), abs=1e-6)
     # `--tune` (keep_tuned off): nothing kept, the search runs again.
@@ -60,7 +62,9 @@ def test_ials_starts_from_the_known_items_factors_and_needs_a_third_of_the_sweep
     assert set(extra) == {"initial_item_factors"} and not warm_start.train_arguments("ease", base, [], [], config)
     capsys.readouterr()
     warm = ials.train(split["dims"], warm_config, split["items"], None, split["validation"], **extra)
-    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("ials: alpha")]  # no search
+    printed = capsys.readouterr().out.splitlines()
+    assert not [line for line in printed if line.startswith("ials: alpha")]  # no search
+    assert any(line.startswith("ials: no fit on train alone") for line in printed), printed  # the refit only
     # Five sweeps from yesterday's factors against fifteen from random ones: the same test recall (within 2 %); five
     # sweeps from random factors fall short (measured: 0.5366 warm, 0.5322 cold, 0.5197 five cold sweeps).
     cold_recall, warm_recall = _model_recall(split, cold), _model_recall(split, warm)
@@ -78,6 +82,14 @@ def test_ials_starts_from_the_known_items_factors_and_needs_a_third_of_the_sweep
     assert warm_start.candidates(("ease",), base) == ("ease",)  # not a candidate: auto's choice stands
     fixed = TrainingConfig(model="ials", ials_alpha=3.0)
     assert warm_start.warm_config(fixed, "ials", base).ials_alpha == 3.0  # a value the config fixes wins
+
+
+def test_ials_given_its_hyperparameters_is_still_measured_on_validation(split):  # noqa: F811
+    """`auto` above EASE's limit keeps iALS or two_tower by validation recall: given alpha and regularisation (no
+    search, no warm start), iALS's recall is measured all the same, not left at 0 to lose every comparison."""
+    config = TrainingConfig(model="ials", ials_factors=16, ials_alpha=10.0, ials_regularization=100.0)
+    model = ials.train(split["dims"], config, split["items"], None, split["validation"])
+    assert model.validation_recall > 0.2, model.validation_recall
 
 
 def test_known_ids_keep_their_rows_and_new_ids_start_fresh():
