@@ -19,8 +19,10 @@ MAX_SCORED_PAIRS = 1 << 18  # (user, item) pairs a pairwise model (MLP) scores a
 def _guard_dimension(tensor, axis: int, limit: int, message: str):
     import tensorflow as tf
 
-    size = tf.shape(tensor, out_type=tf.int64)[axis]
-    check = tf.debugging.assert_less_equal(size, tf.constant(limit, tf.int64), message=message)
+    # int32: graph-mode asserts on int32 (or string) data are one Assert op; on int64 TensorFlow wraps each in a
+    # tf.cond, which every signature traces and every request runs.
+    size = tf.shape(tensor, out_type=tf.int32)[axis]
+    check = tf.debugging.assert_less_equal(size, tf.constant(limit, tf.int32), message=message)
     with tf.control_dependencies([check]):
         return tf.identity(tensor)
 

@@ -28,7 +28,9 @@ def stored(users: tf.Tensor, row_splits: tf.Tensor, items: tf.Tensor, num_items)
     """The stored history of `users` (vocabulary indices; any index past the rows, e.g. OOV, is empty)."""
     users = tf.cast(tf.reshape(users, [-1]), tf.int64)
     last = tf.shape(row_splits, out_type=tf.int64)[0] - 2  # the last row (the OOV user's, empty)
-    rows = tf.gather(tf.RaggedTensor.from_row_splits(items, row_splits), tf.minimum(users, last))
+    # validate=False: the row splits are the model's own (catalog.ragged_rows builds them, from 0 and monotonic);
+    # validating would put two int64 asserts, each a tf.cond, in every signature that reads a history.
+    rows = tf.gather(tf.RaggedTensor.from_row_splits(items, row_splits, validate=False), tf.minimum(users, last))
     batch = tf.shape(users, out_type=tf.int64)[0]
     row_of = tf.repeat(tf.range(batch), rows.row_lengths())
     return _dedupe(row_of, rows.flat_values, tf.ones_like(rows.flat_values, tf.float32), batch, num_items)
@@ -74,4 +76,4 @@ def mean_pool(history: tf.SparseTensor, vectors: tf.Tensor) -> tf.Tensor:
 def from_ragged(users, row_splits, items) -> tf.RaggedTensor:
     """[batch, None] stored item indices of `users` (training: the history each example is scored from)."""
     last = tf.shape(row_splits, out_type=tf.int64)[0] - 2
-    return tf.gather(tf.RaggedTensor.from_row_splits(items, row_splits), tf.minimum(tf.cast(users, tf.int64), last))
+    return tf.gather(tf.RaggedTensor.from_row_splits(items, row_splits, validate=False), tf.minimum(tf.cast(users, tf.int64), last))

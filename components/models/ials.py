@@ -87,9 +87,9 @@ class Ials(tf.keras.Model):
         rhs = tf.math.unsorted_segment_sum(confidence[:, None] * vectors, rows, num_rows)  # Σ c y
         # Σ (c - 1) y yᵀ per row as one batched product of padded [rows, longest, f] blocks: memory grows with
         # the longest history in the batch, not with f² per interaction.
-        padded = tf.RaggedTensor.from_value_rowids(vectors, rows, nrows=num_rows).to_tensor()
-        scaled = tf.RaggedTensor.from_value_rowids((confidence - 1.0)[:, None] * vectors, rows,
-                                                   nrows=num_rows).to_tensor()
+        padded = tf.RaggedTensor.from_value_rowids(vectors, rows, nrows=num_rows, validate=False).to_tensor()
+        scaled = tf.RaggedTensor.from_value_rowids((confidence - 1.0)[:, None] * vectors, rows, nrows=num_rows,
+                                                   validate=False).to_tensor()
         system = self.base_system[None] + tf.einsum("bld,ble->bde", padded, scaled)
         return tf.linalg.solve(system, rhs[:, :, None])[:, :, 0]
 

@@ -20,7 +20,7 @@ VALIDATION_METRIC = f"val_recall_at_{VALIDATION_K}"
 
 def exclude_rows(scores: tf.Tensor, users: tf.Tensor, row_splits: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
     """Scores with each user's items (ragged rows by user index) set to -inf: a sparse scatter."""
-    rows = tf.gather(tf.RaggedTensor.from_row_splits(items, row_splits), users)
+    rows = tf.gather(tf.RaggedTensor.from_row_splits(items, row_splits, validate=False), users)
     batch_rows = tf.repeat(tf.range(tf.shape(users, out_type=tf.int64)[0]), rows.row_lengths())
     indices = tf.stack([batch_rows, rows.flat_values], axis=1)
     return tf.tensor_scatter_nd_update(scores, indices, tf.fill([tf.shape(indices)[0]], float("-inf")))
