@@ -120,7 +120,8 @@ def _schema_artifact(schema, directory) -> standard_artifacts.Schema:
 def _gate(inputs, **properties) -> standard_artifacts.ExampleStatistics:
     """Runs the gate; returns the statistics it accepted (what the next run's drift check compares with)."""
     accepted = standard_artifacts.ExampleStatistics()
-    accepted.uri = tempfile.mkdtemp(prefix="accepted_statistics_")
+    # Beside the inputs, inside the test's tmp_path (a bare mkdtemp was left behind in /tmp by every run).
+    accepted.uri = tempfile.mkdtemp(prefix="accepted_statistics_", dir=os.path.dirname(inputs["anomalies"].uri))
     G.DataGate.EXECUTOR_SPEC.executor_class().Do({k: [v] for k, v in inputs.items()},
                                                  {"accepted_statistics": [accepted]}, properties)
     return accepted
