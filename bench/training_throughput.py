@@ -57,14 +57,13 @@ from components.training_config import TrainingConfig  # noqa: E402
 TARGET_RATIO = 0.7
 CHANGES = [  # what components/trainer.input_fn does differently from original_input_fn below
     "Splits up to TrainingConfig.in_memory_input_max_mb (default 64 MiB of TFRecords: ~2.8M examples of this schema, "
-    "~100 bytes each once parsed) are read once through the same DataAccessor (TFXIO, sequential reader, "
-    "8192-example batches), converted to model inputs and kept in memory. Each epoch permutes the whole split in "
+    "~100 bytes each once parsed) are read once by components/example_files.py (files in order, "
+    "tf.io.parse_example on 8192-example batches on parallel threads), converted to model inputs and kept in memory. Each epoch permutes the whole split in "
     "one gather and slices batch_size batches off it (Dataset.from_tensor_slices, no per-batch function): a "
     "global reshuffle every epoch (stateless_shuffle seeded by one Dataset.random(seed, "
     "rerandomize_each_iteration=True) draw per pass, so reproducible from the seed), where TFXIO shuffled "
     "within a 10,000-example buffer.",
-    "Larger splits stream: TFXIO with reader_num_threads=None (sequential interleave), model inputs built by a "
-    "parallel map, deterministic=False when training (tf.data.Options and the map), prefetch(AUTOTUNE).",
+    "Larger splits stream through the same reader, model inputs built by a parallel map, deterministic=False when training (tf.data.Options and the map), prefetch(AUTOTUNE).",
     "Same outputs as before: the (model inputs, rating) structure, batch sizes (the last one short), examples "
     "per epoch, and the eval split's order.",
 ]
@@ -185,10 +184,10 @@ def main(argv=None) -> int:
     print(f"transformed examples {examples_artifact.uri}, transform graph {graph_uri}", flush=True)
 
     def real():
-        return trainer.input_fn(train_files, accessor, tft_output, layout, bs, True, seed)
+        return trainer.input_fn(train_files, tft_output, layout, bs, True, seed)
 
     def streaming():  # the path for splits over TrainingConfig.in_memory_input_max_mb
-        return trainer.input_fn(train_files, accessor, tft_output, layout, bs, True, seed, in_memory_max_mb=0)
+        return trainer.input_fn(train_files, tft_output, layout, bs, True, seed, in_memory_max_mb=0)
 
     def original():
         return original_input_fn(train_files, accessor, tft_output, layout, bs, True, seed)

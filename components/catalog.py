@@ -12,9 +12,9 @@ from typing import Dict, List, Optional, Set, Tuple
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
-from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
+from components import example_files
 from components import features as F
 from components.contract import CATEGORICAL, NUMERIC, DataContract
 
@@ -28,20 +28,19 @@ def raw_examples(custom_config) -> bool:
     return bool((custom_config or {}).get(RAW_EXAMPLES_KEY, False))
 
 
-def read_transformed(file_pattern: List[str], data_accessor: tfx.components.DataAccessor,
-                     tft_output: tft.TFTransformOutput, options: tfxio.TensorFlowDatasetOptions,
-                     raw: bool = False) -> tf.data.Dataset:
+def read_transformed(file_pattern: List[str], tft_output: tft.TFTransformOutput,
+                     options: tfxio.TensorFlowDatasetOptions, raw: bool = False) -> tf.data.Dataset:
     """Batches of transformed features (with `options.label_key`: (features, label) pairs): Transform's materialized
     examples as they are, or (`raw`) ExampleGen's through the transform graph."""
     if not raw:
-        return data_accessor.tf_dataset_factory(file_pattern, options, tft_output.transformed_metadata.schema)
+        return example_files.parsed_examples(file_pattern, tft_output.transformed_metadata.schema, options)
     label_key = options.label_key
     # AutoGraph would transpile the Transform layer's and Keras's Python source as tf.data traces the map (a warm
     # EASE Trainer on a 7-day window: 19.0 s with it, 14.2 s without); the layer applies a saved graph and has no
     # Python control flow to convert.
     layer = tf.autograph.experimental.do_not_convert(tft_output.transform_features_layer())
-    dataset = data_accessor.tf_dataset_factory(file_pattern, options._replace(label_key=None),
-                                               tft_output.raw_metadata.schema)
+    dataset = example_files.parsed_examples(file_pattern, tft_output.raw_metadata.schema,
+                                            options._replace(label_key=None))
     dataset = dataset.map(layer, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not options.sloppy_ordering)
     if label_key is None:
         return dataset
@@ -167,11 +166,10 @@ def ragged_rows(pairs: np.ndarray, num_users: int) -> Tuple[np.ndarray, np.ndarr
     return row_splits, pairs[:, 1].astype(np.int64)
 
 
-def read_pairs(file_pattern: List[str], data_accessor: tfx.components.DataAccessor,
-               tft_output: tft.TFTransformOutput, raw: bool = False) -> np.ndarray:
+def read_pairs(file_pattern: List[str], tft_output: tft.TFTransformOutput, raw: bool = False) -> np.ndarray:
     """[n, 2] (user index, item index) of transformed examples whose item is in the vocabulary."""
     num_items = tft_output.vocabulary_size_by_name(F.ITEM_VOCAB)
-    dataset = read_transformed(file_pattern, data_accessor, tft_output,
+    dataset = read_transformed(file_pattern, tft_output,
                                tfxio.TensorFlowDatasetOptions(batch_size=8192, num_epochs=1, shuffle=False), raw)
     chunks = [np.zeros((0, 2), np.int64)]
     for batch in dataset:
@@ -196,8 +194,8 @@ def with_active(items: Catalog, active_ids: Optional[Set[str]]) -> Catalog:
     return dataclasses.replace(items, active=np.array([i in wanted for i in items.item_ids], bool))
 
 
-def build(file_pattern: List[str], data_accessor: tfx.components.DataAccessor, tft_output: tft.TFTransformOutput,
-          layout: ContentLayout, raw: bool = False) -> Tuple[float, Catalog]:
+def build(file_pattern: List[str], tft_output: tft.TFTransformOutput, layout: ContentLayout,
+          raw: bool = False) -> Tuple[float, Catalog]:
     """The training split's global mean label and the catalogue of the item vocabulary."""
     num_users, _ = vocabulary_sizes(tft_output)
     item_ids = tft_output.vocabulary_by_name(F.ITEM_VOCAB)
@@ -205,7 +203,7 @@ def build(file_pattern: List[str], data_accessor: tfx.components.DataAccessor, t
     titles = np.full(n, b"", dtype=object)
     item_content = np.zeros((n, layout.item_width), dtype=np.float32)
     user_content = np.zeros((num_users, layout.user_width), dtype=np.float32)
-    dataset = read_transformed(file_pattern, data_accessor, tft_output,
+    dataset = read_transformed(file_pattern, tft_output,
                                tfxio.TensorFlowDatasetOptions(batch_size=8192, num_epochs=1, shuffle=False), raw)
     total, count = 0.0, 0
     rated_users, rated_items = [], []

@@ -12,7 +12,7 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from components import ann, availability, catalog, models, signatures, warm_start, warmup
+from components import ann, availability, catalog, example_files, models, signatures, warm_start, warmup
 from components import contract as contract_lib
 from components import features as F
 from components.models import topk
@@ -22,7 +22,6 @@ from components.training_config import TrainingConfig
 
 def input_fn(
     file_pattern: List[str],
-    data_accessor: tfx.components.DataAccessor,
     tft_output: tft.TFTransformOutput,
     layout: catalog.ContentLayout,
     batch_size: int,
@@ -37,28 +36,27 @@ def input_fn(
     bench/results/training_throughput.json). Alone, TFXIO's dataset delivered ~50K examples/s: its
     parallel interleave hands every record between threads (~2.5x slower here than the sequential
     one) and it parses on one thread; the MF step alone runs at ~350K, so training waited for input
-    (0.1-0.2 of the in-memory rate). Now:
-    - a split of up to `in_memory_max_mb` (TrainingConfig.in_memory_input_max_mb, default 64) MiB of files is read once through
-      the data accessor, converted to model inputs and kept in memory (~100 bytes per example, and a
+    (0.1-0.2 of the in-memory rate). Now (files read in order and parsed on parallel threads by
+    components/example_files.py):
+    - a split of up to `in_memory_max_mb` (TrainingConfig.in_memory_input_max_mb, default 64) MiB of files is read
+      once, converted to model inputs and kept in memory (~100 bytes per example, and a
       permuted copy while an epoch runs); each epoch permutes it in one gather (a global shuffle,
       deterministic from `seed`) and slices batches off it, so an epoch costs no per-example work;
-    - a larger split streams: TFXIO with the sequential reader, model inputs built in parallel
-      (out of order when training), prefetched.
+    - a larger split streams: model inputs built in parallel (out of order when training), prefetched.
     `raw`: the files are ExampleGen's, transformed as they are read (catalog.read_transformed).
     """
-    common = dict(label_key=F.LABEL_XF, num_epochs=1, reader_num_threads=None)  # None: sequential interleave
+    common = dict(label_key=F.LABEL_XF, num_epochs=1)
 
     @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow: nothing to transpile
     def to_model_inputs(features, label):
         return catalog.model_inputs(features, layout), tf.reshape(label, [-1])
 
-    files = [path for pattern in file_pattern for path in tf.io.gfile.glob(pattern)]
+    files = example_files.matching_files(file_pattern)
     in_memory_max = in_memory_max_mb * 2**20
     chunks = []
     if files and sum(tf.io.gfile.stat(path).length for path in files) <= in_memory_max:
         chunks = list(catalog.read_transformed(
-            file_pattern, data_accessor, tft_output, tfxio.TensorFlowDatasetOptions(batch_size=8192, shuffle=False,
-                                                                                   **common), raw,
+            file_pattern, tft_output, tfxio.TensorFlowDatasetOptions(batch_size=8192, shuffle=False, **common), raw,
         ).map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE))
     if chunks:
         data = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *chunks)
@@ -89,7 +87,7 @@ def input_fn(
                 .flat_map(permuted).prefetch(tf.data.AUTOTUNE))
 
     dataset = catalog.read_transformed(
-        file_pattern, data_accessor, tft_output,
+        file_pattern, tft_output,
         tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed,
                                        sloppy_ordering=shuffle, **common),
         raw,
@@ -285,10 +283,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     layout = catalog.content_layout(contract, tft_output)
     num_users, num_items = catalog.vocabulary_sizes(tft_output)
     raw = catalog.raw_examples(fn_args.custom_config)
-    global_mean, items = catalog.build(fn_args.train_files, fn_args.data_accessor, tft_output, layout, raw)
-    validation_pairs = catalog.read_pairs(fn_args.eval_files, fn_args.data_accessor, tft_output, raw)
+    global_mean, items = catalog.build(fn_args.train_files, tft_output, layout, raw)
+    validation_pairs = catalog.read_pairs(fn_args.eval_files, tft_output, raw)
     eval_files = _other_split_files(fn_args.train_files, F.EVAL_SPLIT)
-    eval_pairs = (catalog.read_pairs(eval_files, fn_args.data_accessor, tft_output, raw) if eval_files
+    eval_pairs = (catalog.read_pairs(eval_files, tft_output, raw) if eval_files
                   else validation_pairs[:0])
     # Serving excludes (and history models score from) everything the pipeline saw; fitting reads train only.
     items = catalog.with_seen(items, np.concatenate([validation_pairs, eval_pairs]))
@@ -305,7 +303,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
           flush=True)
 
     def dataset(files, shuffle):
-        return input_fn(files, fn_args.data_accessor, tft_output, layout, config.batch_size, shuffle, config.seed,
+        return input_fn(files, tft_output, layout, config.batch_size, shuffle, config.seed,
                         config.in_memory_input_max_mb, raw)
 
     steps_per_epoch = max(1, fn_args.train_steps // config.epochs) if fn_args.train_steps else None

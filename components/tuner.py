@@ -124,11 +124,11 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     layout = catalog.content_layout(contract_lib.from_custom_config(fn_args.custom_config), tft_output)
     num_users, num_items = catalog.vocabulary_sizes(tft_output)
     raw = catalog.raw_examples(fn_args.custom_config)
-    global_mean, items = catalog.build(fn_args.train_files, fn_args.data_accessor, tft_output, layout, raw)
+    global_mean, items = catalog.build(fn_args.train_files, tft_output, layout, raw)
     dims = ModelDims(num_users, num_items, layout.item_width, global_mean, layout.user_width)
 
     def dataset(files, shuffle):
-        return input_fn(files, fn_args.data_accessor, tft_output, layout, batch_size=config.batch_size,
+        return input_fn(files, tft_output, layout, batch_size=config.batch_size,
                         shuffle=shuffle, seed=config.seed, in_memory_max_mb=config.in_memory_input_max_mb, raw=raw)
 
     train = dataset(fn_args.train_files, True)

@@ -402,9 +402,6 @@ def test_examples_transformed_as_they_are_read_equal_transforms_materialized_one
     import glob
 
     import tensorflow_transform as tft
-    from tfx.components.trainer.fn_args_utils import DataAccessor
-    from tfx.components.util import tfxio_utils
-    from tfx.types import standard_artifacts
 
     from components import catalog
     from components import contract as contract_lib
@@ -418,18 +415,14 @@ def test_examples_transformed_as_they_are_read_equal_transforms_materialized_one
         return [os.path.join(examples_dir, f"Split-{split}", "*")]
 
     raw_dir, written_dir = only("RatingsExampleGen/examples/*"), only("Transform/transformed_examples/*")
-    artifact = standard_artifacts.Examples()
-    artifact.uri = raw_dir
-    accessor = DataAccessor(tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([artifact], []),
-                            record_batch_factory=None, data_view_decode_fn=None)
     tft_output = tft.TFTransformOutput(only("Transform/transform_graph/*"))
     for split in F.SPLIT_NAMES:
-        written = catalog.read_pairs(files(written_dir, split), accessor, tft_output)
-        read = catalog.read_pairs(files(raw_dir, split), accessor, tft_output, raw=True)
+        written = catalog.read_pairs(files(written_dir, split), tft_output)
+        read = catalog.read_pairs(files(raw_dir, split), tft_output, raw=True)
         assert len(read) > 0 and np.array_equal(np.sort(written, axis=0), np.sort(read, axis=0)), split
     layout = catalog.content_layout(contract_lib.load_or_infer(pipeline_run.data_root)[0], tft_output)
-    mean, items = catalog.build(files(written_dir, F.TRAIN_SPLIT), accessor, tft_output, layout)
-    raw_mean, raw_items = catalog.build(files(raw_dir, F.TRAIN_SPLIT), accessor, tft_output, layout, raw=True)
+    mean, items = catalog.build(files(written_dir, F.TRAIN_SPLIT), tft_output, layout)
+    raw_mean, raw_items = catalog.build(files(raw_dir, F.TRAIN_SPLIT), tft_output, layout, raw=True)
     assert raw_mean == pytest.approx(mean, rel=1e-6)
     assert np.allclose(raw_items.item_content, items.item_content) and list(raw_items.titles) == list(items.titles)
     assert np.array_equal(raw_items.rated_items, items.rated_items)
