@@ -37,10 +37,10 @@ class Holdout:
         if len(users) > max_users:  # a fixed sample keeps an epoch's validation cost bounded
             users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
         self.users = users
-        keep = np.isin(pairs[:, 0], users)
-        self.relevant = {u: set() for u in users.tolist()}
-        for u, i in pairs[keep].tolist():
-            self.relevant[u].add(i)
+        kept = pairs[np.isin(pairs[:, 0], users)]
+        kept = kept[np.argsort(kept[:, 0], kind="stable")]
+        starts, ends = np.searchsorted(kept[:, 0], users), np.searchsorted(kept[:, 0], users, side="right")
+        self.relevant = {u: set(kept[s:e, 1].tolist()) for u, s, e in zip(users.tolist(), starts, ends)}
         self.row_splits, self.items = train_row_splits, train_items
 
     def __len__(self) -> int:
