@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -246,36 +247,37 @@ def run(work_dir: str, num_days: int = 14, window: int = 7, scale: float = 1.0,
     frozen = None
     first_serving = os.path.join(work_dir, f"out_{variants[0]}", "serving", F.DEFAULT_MODEL_NAME)
     with running_server(first_serving) as target, ClientLoop(target, sorted(days[1].interactions)) as clients:
-        for variant in variants:
+        # Day by day, each variant in turn: the machine's speed drifts by tens of percent over the half hour, and
+        # interleaved runs share that drift, so the warm/cold time ratio compares runs minutes apart.
+        for day, variant in itertools.product(range(1, num_days), variants):
             out = os.path.join(work_dir, f"out_{variant}")
             serving_dir = os.path.join(out, "serving", F.DEFAULT_MODEL_NAME)
-            for day in range(1, num_days):
-                ran = run_day(data, out, day, window, variant == "cold", run_args)
-                version, model = _served(serving_dir)
-                following = days[day + 1]
-                users = sorted(following.interactions)
-                day_old = days[day].items - days[day - 1].items if day > 1 else set()  # day 1: the first catalogue
-                metadata = PipelineConfig(output_dir=os.path.abspath(out)).metadata_path
-                row = {"variant": variant, "day": day, "next_day": day + 1, "served_version": version, **ran,
-                       "metadata_mb": round(os.path.getsize(metadata) / 2**20, 2) if os.path.exists(metadata) else None}
-                if model is not None:
-                    row.update(score(model_lists(model, users), following.interactions, day_old))
-                if frozen is None and model is not None:
-                    frozen = model  # the first served model, never retrained
-                if day not in baselines:
-                    recent = [days[d] for d in range(max(1, day - window + 1), day + 1)]
-                    baselines[day] = {
-                        "most_popular": score(popular_lists(recent, users, days[day].active),
-                                              following.interactions, day_old),
-                        "frozen": score(model_lists(frozen, users), following.interactions, day_old)
-                        if frozen is not None else None}
-                row["most_popular"], row["frozen"] = baselines[day]["most_popular"], baselines[day]["frozen"]
-                rows.append(row)
-                print(f"   {variant} day {day}: exit {ran['exit_code']}, run {ran['run_s']} s (Trainer "
-                      f"{ran['trainer_s']} s), served v{version}: next-day Recall@10 {row.get('recall_at_10')} "
-                      f"(most popular {row['most_popular']['recall_at_10']}, frozen "
-                      f"{(row['frozen'] or {}).get('recall_at_10')}), day-old share {row.get('day_old_share')}",
-                      flush=True)
+            ran = run_day(data, out, day, window, variant == "cold", run_args)
+            version, model = _served(serving_dir)
+            following = days[day + 1]
+            users = sorted(following.interactions)
+            day_old = days[day].items - days[day - 1].items if day > 1 else set()  # day 1: the first catalogue
+            metadata = PipelineConfig(output_dir=os.path.abspath(out)).metadata_path
+            row = {"variant": variant, "day": day, "next_day": day + 1, "served_version": version, **ran,
+                   "metadata_mb": round(os.path.getsize(metadata) / 2**20, 2) if os.path.exists(metadata) else None}
+            if model is not None:
+                row.update(score(model_lists(model, users), following.interactions, day_old))
+            if frozen is None and model is not None:
+                frozen = model  # the first served model, never retrained
+            if day not in baselines:
+                recent = [days[d] for d in range(max(1, day - window + 1), day + 1)]
+                baselines[day] = {
+                    "most_popular": score(popular_lists(recent, users, days[day].active),
+                                          following.interactions, day_old),
+                    "frozen": score(model_lists(frozen, users), following.interactions, day_old)
+                    if frozen is not None else None}
+            row["most_popular"], row["frozen"] = baselines[day]["most_popular"], baselines[day]["frozen"]
+            rows.append(row)
+            print(f"   {variant} day {day}: exit {ran['exit_code']}, run {ran['run_s']} s (Trainer "
+                  f"{ran['trainer_s']} s), served v{version}: next-day Recall@10 {row.get('recall_at_10')} "
+                  f"(most popular {row['most_popular']['recall_at_10']}, frozen "
+                  f"{(row['frozen'] or {}).get('recall_at_10')}), day-old share {row.get('day_old_share')}",
+                  flush=True)
     # The client process reports its counts when it stops (leaving the block).
     swaps = {"requests_ok": clients.ok, "requests_failed": clients.failed, "errors": dict(clients.errors),
              "requests_per_second": REQUESTS_PER_SECOND}
