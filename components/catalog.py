@@ -119,7 +119,8 @@ def vocabulary_sizes(tft_output: tft.TFTransformOutput) -> Tuple[int, int]:
 
 
 def _as_sparse(values) -> tf.SparseTensor:
-    """Variable-length features arrive sparse from the Transform layer and ragged from TFXIO."""
+    """Variable-length features arrive sparse from the Transform layer and from parse_example, ragged where a
+    schema declares a ragged tensor representation."""
     if isinstance(values, tf.RaggedTensor):
         return values.to_sparse()
     if isinstance(values, tf.SparseTensor):

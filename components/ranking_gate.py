@@ -38,7 +38,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import path_utils
 
 from components import features as F
-from components import ann, models, ranking_eval
+from components import ann, example_files, models, ranking_eval
 from components.atomic_io import atomic_write
 from components.training_config import CUSTOM_CONFIG_KEY
 
@@ -126,15 +126,14 @@ def read_split(examples: types.Artifact, split: str, users: Ids, items: Ids, all
         if not allow_empty:
             raise
         return SplitData.empty()
-    files = sorted(tf.io.gfile.glob(posixpath.join(uri, "*")))
+    files = example_files.matching_files([posixpath.join(uri, "*")])
     if not files:
         if allow_empty:
             return SplitData.empty()
         raise ValueError(f"{uri}: split {split!r} has no files")
-    compression = "GZIP" if files[0].endswith(".gz") else ""
     spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="")
             for key in (F.USER_ID, F.ITEM_ID, *SLICE_FEATURES)}
-    data = tf.data.TFRecordDataset(files, compression_type=compression).batch(batch).map(
+    data = tf.data.TFRecordDataset(files, compression_type=example_files.compression(files)).batch(batch).map(
         lambda serialized: tf.io.parse_example(serialized, spec))
     user_parts, item_parts = [], []
     user_slices: Dict[int, str] = {}

@@ -36,8 +36,7 @@ def _columns(dataset):
     for batch in dataset:
         features = batch[0] if isinstance(batch, tuple) else batch
         out["user_id"] += features["user_id"].numpy().reshape(-1).tolist()
-        out["genres"] += [len(row) for row in tf.RaggedTensor.from_sparse(features["genres"]).to_list()] \
-            if isinstance(features["genres"], tf.SparseTensor) else [len(r) for r in features["genres"].to_list()]
+        out["genres"] += [len(row) for row in tf.RaggedTensor.from_sparse(features["genres"]).to_list()]
         out["rating"] += (batch[1] if isinstance(batch, tuple) else features["rating"]).numpy().reshape(-1).tolist()
     return out
 
@@ -81,3 +80,9 @@ def test_no_matching_file_is_one_clear_error(tmp_path):
         example_files.parsed_examples([str(tmp_path / "Split-eval" / "*")],
                                       schema_utils.schema_from_feature_spec(SPEC),
                                       tfxio.TensorFlowDatasetOptions(batch_size=4))
+
+
+def test_compression_follows_the_file_names():
+    assert example_files.compression(["a/part-0.gz", "a/part-1.gz"]) == "GZIP"
+    assert example_files.compression(["a/part-0.gz", "a/part-1"]) == ""  # a mixed set is not read as gzip
+    assert example_files.compression([]) == ""
