@@ -10,7 +10,7 @@ set whose names all end in .gz is read as gzip (Transform's materialized example
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import schema_pb2
@@ -29,13 +29,17 @@ def compression(files: Sequence[str]) -> str:
 
 
 def parsed_examples(file_pattern: Sequence[str], schema: schema_pb2.Schema,
-                    options: tfxio.TensorFlowDatasetOptions) -> tf.data.Dataset:
+                    options: tfxio.TensorFlowDatasetOptions,
+                    columns: Optional[Sequence[str]] = None) -> tf.data.Dataset:
     """Batches of {feature: tensor} (with `options.label_key`: (features, label) pairs), files read one after
-    another in order; `shuffle` shuffles records (buffer and seed from `options`) before they are batched."""
+    another in order; `shuffle` shuffles records (buffer and seed from `options`) before they are batched. Only
+    `columns` are parsed when given."""
     files = matching_files(file_pattern)
     if not files:
         raise ValueError(f"no examples match {list(file_pattern)}")
     spec = schema_utils.schema_as_feature_spec(schema).feature_spec
+    if columns is not None:
+        spec = {key: spec[key] for key in columns}
     dataset = tf.data.TFRecordDataset(files, compression_type=compression(files))
     if options.shuffle:
         dataset = dataset.shuffle(options.shuffle_buffer_size, seed=options.shuffle_seed)

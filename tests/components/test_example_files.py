@@ -45,6 +45,14 @@ def _rows(columns):
     return sorted(zip(columns["user_id"], columns["rating"], columns["genres"]))
 
 
+def test_only_the_columns_asked_for_are_parsed(split):
+    pattern, schema = split
+    options = tfxio.TensorFlowDatasetOptions(batch_size=64, num_epochs=1, shuffle=False)
+    batch = next(iter(example_files.parsed_examples(pattern, schema, options, columns=["user_id"])))
+    assert set(batch) == {"user_id"}
+    assert batch["user_id"].numpy().reshape(-1).tolist() == [f"u{n}".encode() for n in range(60)]
+
+
 def test_the_same_tensors_as_tfxio_in_file_order(split):
     pattern, schema = split
     options = tfxio.TensorFlowDatasetOptions(batch_size=8, num_epochs=1, shuffle=False, reader_num_threads=None)
