@@ -3,9 +3,10 @@
 What TFX's DataAccessor (TFXIO) hands a Trainer, and the same tensors: TensorFlow Transform's feature spec of the
 schema, parsed with `tf.io.parse_example` a batch at a time, on parallel threads. TFXIO parses with tf.data's
 ParseExampleDataset on one thread and interleaves files a record at a time: on a warm Trainer's 7-day window
-(75,861 examples in the train split, 7 files a split) it read the three splits in 1.9 s, this in 0.31 s. ExampleGen here writes tf.Examples
-to gzipped TFRecords only (components/example_gen.py refuses other formats), the one payload this reads; a file
-set whose names all end in .gz is read as gzip (Transform's materialized examples too), any other as plain.
+(75,861 examples in the train split, 7 files a split) it read the three splits in 1.9 s, this in 0.31 s.
+ExampleGen here writes tf.Examples to gzipped TFRecords only (components/example_gen.py refuses other formats),
+the one payload this reads; a file set whose names all end in .gz is read as gzip (Transform's materialized
+examples too), any other as plain.
 """
 
 from __future__ import annotations
