@@ -78,6 +78,16 @@ class Budgeted:
     def __init__(self, message, reservation: Reservation):
         self.message, self.reservation = message, reservation
 
+    def take(self):
+        """The parsed request, no longer held here.
+
+        gRPC keeps the handler's argument (this wrapper) until the response is sent, so a message left
+        in it outlives the reservation's release: the next large request would be admitted and parsed
+        while this one is still in memory (six concurrent requests grew RSS by two parses, 277 MB).
+        """
+        message, self.message = self.message, None
+        return message
+
 
 class OverBudget:
     """Handed to the servicer instead of a request that was not parsed: it answers RESOURCE_EXHAUSTED."""

@@ -465,6 +465,9 @@ class _Handler(tornado.web.RequestHandler):
     def _reply(self, status: int, body: bytes, content_type: str):
         self.set_status(status, reason=None if status in HTTPStatus._value2member_map_ else "Error")
         self.set_header("Content-Type", content_type)
+        # Released before the answer is written (the parsed request is gone by now): released in on_finish, after
+        # the write, a client that read its answer could still find the budget taken by it.
+        self._release()
         self.finish(body)
 
     def on_finish(self):

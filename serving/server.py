@@ -61,12 +61,12 @@ def _rpc(api: str, method: str):
         if isinstance(request, B.OverBudget):
             log.warning("%s: RESOURCE_EXHAUSTED: %s", api, request)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(request))
-        reservation, request = request.reservation, request.message
+        reservation = request.reservation
         remaining = context.time_remaining()
         token = DEADLINE.set(time.monotonic() + remaining if remaining is not None else None)
         try:
-            response, error = answer(api, getattr(request, "model_spec", None),
-                                     lambda: getattr(self._inference, method)(request), self._metrics)
+            # The message lives only in _answer's frame: released below, it is already freed.
+            response, error = self._answer(api, method, request.take())
         finally:
             DEADLINE.reset(token)
             reservation.release()
@@ -78,10 +78,16 @@ def _rpc(api: str, method: str):
     return handle
 
 
-class PredictionService:
+class _Servicer:
     def __init__(self, inference: Inference, metrics: Optional[RequestMetrics]):
         self._inference, self._metrics = inference, metrics
 
+    def _answer(self, api: str, method: str, request):
+        return answer(api, getattr(request, "model_spec", None),
+                      lambda: getattr(self._inference, method)(request), self._metrics)
+
+
+class PredictionService(_Servicer):
     Predict = _rpc("Predict", "predict")
     Regress = _rpc("Regress", "regress")
     Classify = _rpc("Classify", "classify")
@@ -89,11 +95,12 @@ class PredictionService:
     GetModelMetadata = _rpc("GetModelMetadata", "metadata")
 
 
-class ModelService:
+class ModelService(_Servicer):
     """GetModelStatus everywhere; HandleReloadConfigRequest only on the loopback admin port."""
 
     def __init__(self, inference: Inference, metrics: Optional[RequestMetrics], admin: bool = False):
-        self._inference, self._metrics, self._admin = inference, metrics, admin
+        super().__init__(inference, metrics)
+        self._admin = admin
 
     GetModelStatus = _rpc("GetModelStatus", "status")
     _reload = _rpc("HandleReloadConfigRequest", "reload")
