@@ -21,6 +21,7 @@ setup(
         "grpcio",
         "dill",
         "implicit==0.7.3",  # iALS, auto's model above EASE's catalogue limit
+        "threadpoolctl",  # EASE's background solve keeps to one BLAS thread (components/models/ease.py)
     ],
     extras_require={"test": ["pytest"], "kubeflow": ["kfp==2.7.0", "kfp-pipeline-spec==0.3.0"],
                     "ann": ["scann==1.3.2"]},

@@ -7,7 +7,8 @@ item, and content models can describe an item from its id alone.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Set, Tuple
+import weakref
+from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -50,6 +51,30 @@ def read_transformed(file_pattern: List[str], tft_output: tft.TFTransformOutput,
         return dataset
     return dataset.map(tf.autograph.experimental.do_not_convert(
         lambda features: ({k: v for k, v in features.items() if k != label_key}, features[label_key])))
+
+
+_TRANSFORMS: "weakref.WeakKeyDictionary[tft.TFTransformOutput, Dict[str, Callable]]" = weakref.WeakKeyDictionary()
+
+
+def transformed_batches(file_pattern: List[str], tft_output: tft.TFTransformOutput,
+                        options: tfxio.TensorFlowDatasetOptions, raw: bool = False,
+                        ids_only: bool = False) -> Iterator[Dict[str, tf.Tensor]]:
+    """read_transformed's batches (without a label key) for a Python loop, the transform graph applied by one graph
+    function per Transform output, called batch by batch. Mapped in tf.data, it is instantiated and optimized again
+    for every new iterator: each read of a held-out split paid ~0.2 s for that, and ~0.02 s for transforming its
+    ~9,600 examples (a 7-day window)."""
+    if not raw:
+        yield from read_transformed(file_pattern, tft_output, options, ids_only=ids_only)
+        return
+    dataset = example_files.parsed_examples(file_pattern, tft_output.raw_metadata.schema, options,
+                                            columns=(F.USER_ID, F.ITEM_ID) if ids_only else None)
+    functions = _TRANSFORMS.setdefault(tft_output, {})
+    key = repr(sorted(dataset.element_spec.items()))
+    if key not in functions:
+        functions[key] = tf.function(tft_output.transform_features_layer(), input_signature=[dataset.element_spec],
+                                     autograph=False)
+    for batch in dataset:
+        yield functions[key](batch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,11 +202,11 @@ def ragged_rows(pairs: np.ndarray, num_users: int) -> Tuple[np.ndarray, np.ndarr
 def read_pairs(file_pattern: List[str], tft_output: tft.TFTransformOutput, raw: bool = False) -> np.ndarray:
     """[n, 2] (user index, item index) of transformed examples whose item is in the vocabulary."""
     num_items = tft_output.vocabulary_size_by_name(F.ITEM_VOCAB)
-    dataset = read_transformed(file_pattern, tft_output,
-                               tfxio.TensorFlowDatasetOptions(batch_size=8192, num_epochs=1, shuffle=False), raw,
-                               ids_only=True)
+    batches = transformed_batches(file_pattern, tft_output,
+                                  tfxio.TensorFlowDatasetOptions(batch_size=8192, num_epochs=1, shuffle=False), raw,
+                                  ids_only=True)
     chunks = [np.zeros((0, 2), np.int64)]
-    for batch in dataset:
+    for batch in batches:
         users, items = batch[F.USER_INDEX].numpy().reshape(-1), batch[F.ITEM_INDEX].numpy().reshape(-1)
         known = items < num_items
         chunks.append(np.stack([users[known], items[known]], axis=1))

@@ -208,6 +208,7 @@ def _fit_ranking_models(names, dims: ModelDims, config: TrainingConfig, items: c
     for name in names:
         warm = warm_start.warm_config(config, name, base)
         extra = warm_start.train_arguments(name, base, user_ids, items.item_ids, config)
+        background = {"background": True} if models.solves_in_background(name) else {}
         if warm != config or extra:
             changed = {f: getattr(warm, f) for f in ("ease_lambda_scale", "ials_alpha", "ials_regularization",
                                                      "fresh_weight") if getattr(warm, f) != getattr(config, f)}
@@ -219,7 +220,7 @@ def _fit_ranking_models(names, dims: ModelDims, config: TrainingConfig, items: c
             print(f"warm start: not for {name} (the latest blessed model is {base.family or 'unnamed'}); from scratch",
                   flush=True)
         model = models.get(name).train(dims, warm, items, train, holdout, steps_per_epoch,
-                                       [tf.keras.callbacks.TensorBoard(log_dir=log_dir)], **extra)
+                                       [tf.keras.callbacks.TensorBoard(log_dir=log_dir)], **extra, **background)
         fitted.append((float(getattr(model, "validation_recall", 0.0)), name, model))
     if len(fitted) > 1:
         best = max(fitted, key=lambda entry: entry[0])
@@ -339,6 +340,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if config.ann != ann.NONE:
         _attach_index(model, items, config)
     serving = signatures.build(model, tft_output, items, layout)
+    if hasattr(model, "finish_fitting"):  # a solve still running on a thread while the signatures were traced
+        model.finish_fitting()
     # save_traces=False: Keras would also trace the model's call (and each layer's) for reloading it as Keras, which
     # nothing does (servers, the gate and warm start read the signatures and the checkpoint): 4 s of a 12.5 s warm
     # EASE Trainer on the replay's day-14 window.

@@ -52,6 +52,12 @@ def reads_examples(name: str) -> bool:
     return bool(getattr(get(name), "READS_EXAMPLES", False))
 
 
+def solves_in_background(name: str) -> bool:
+    """Whether ranking model `name`'s train takes `background=True`: its final closed-form solve then runs on a
+    thread while the Trainer traces the signatures, and the model's `finish_fitting()` waits for it (EASE)."""
+    return bool(getattr(get(name), "SOLVES_IN_BACKGROUND", False))
+
+
 def uses_rating_history(name: str) -> bool:
     """Whether rating model `name` can carry SVD++'s implicit term (TrainingConfig.rating_history)."""
     return bool(getattr(get(name), "USES_RATING_HISTORY", False))

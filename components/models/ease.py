@@ -14,7 +14,9 @@ default 10,000 items: 400 MB in the SavedModel); above it, use `ials` or `two_to
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+from typing import Union
 
 import numpy as np
 import tensorflow as tf
@@ -35,19 +37,49 @@ LAMBDA_GRID = (1.0, 3.0, 10.0, 30.0)  # times the mean number of interactions pe
 GRID_SEARCH_MAX_ITEMS = 4000
 
 
+# train(background=True): the final solve runs on a thread (components/models/__init__.py, solves_in_background).
+SOLVES_IN_BACKGROUND = True
+
+
 class CatalogueTooLarge(ValueError):
     """The item vocabulary does not fit EASE's dense item x item matrix."""
+
+
+class PendingWeights:
+    """B being solved on a thread of its own: numpy's inverse releases the GIL, so the Trainer traces the signatures
+    (Python, ~2 s) meanwhile, and the model's variable is set before it is saved (Ease.finish_fitting)."""
+
+    def __init__(self, matrix: sparse.spmatrix, lam: float):
+        self.shape = (matrix.shape[1], matrix.shape[1])
+        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ease-solve")
+        self._future = executor.submit(self._solve, matrix, lam)
+        executor.shutdown(wait=False)
+
+    @staticmethod
+    def _solve(matrix: sparse.spmatrix, lam: float) -> np.ndarray:
+        # One BLAS thread: the other core is the tracing's. With both, the two slowed each other down as much as the
+        # overlap saved.
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return ease_weights(matrix, lam)
+
+    def result(self) -> np.ndarray:
+        return self._future.result()
 
 
 class Ease(tf.keras.Model):
     PREDICTS_RATINGS = False  # predict / serving_default answer a ranking score
 
-    def __init__(self, weights: np.ndarray, row_splits: np.ndarray, history: np.ndarray, lam: float,
-                 fresh_weight: float = 1.0, lambda_scale: float = 0.0):
+    def __init__(self, weights: Union[np.ndarray, PendingWeights], row_splits: np.ndarray, history: np.ndarray,
+                 lam: float, fresh_weight: float = 1.0, lambda_scale: float = 0.0):
         super().__init__(name="ease")
         # A request's fresh interactions weigh this much against the stored history (components/models/freshness.py).
         self.fresh_weight = tf.Variable(float(fresh_weight), trainable=False, name="fresh_weight")
-        self.weights_matrix = tf.Variable(weights, trainable=False, name="ease_weights")
+        pending = isinstance(weights, PendingWeights)
+        self.weights_matrix = tf.Variable(tf.zeros(weights.shape) if pending else weights, trainable=False,
+                                          name="ease_weights")
+        self._pending = weights if pending else None
         # What a user without history (a new user, an empty session) is ranked by: the items' training counts.
         counts = np.bincount(history, minlength=weights.shape[0]).astype(np.float32)
         self.popularity = tf.Variable(counts / max(1.0, counts.max()), trainable=False, name="item_popularity")
@@ -57,6 +89,13 @@ class Ease(tf.keras.Model):
         self.lam = lam
         # lambda per mean interactions per item: what the next run's warm start keeps (components/warm_start.py).
         self.ease_lambda_scale = tf.Variable(float(lambda_scale), trainable=False, name="ease_lambda_scale")
+
+    def finish_fitting(self) -> None:
+        """Waits for B when it is being solved in the background (train(background=True)) and sets it. Signatures may
+        be traced before (they read the variable when called); anything that scores eagerly waits first."""
+        if self._pending is not None:
+            self.weights_matrix.assign(self._pending.result())
+            self._pending = None
 
     @property
     def num_catalogue_items(self) -> tf.Tensor:
@@ -68,6 +107,8 @@ class Ease(tf.keras.Model):
 
     def score_history(self, history: tf.SparseTensor, users=None, user_content=None, item_vectors=None) -> tf.Tensor:
         """[batch, catalogue]: history x B (an item-to-item model: any history, a known user's or a session's)."""
+        if tf.executing_eagerly():
+            self.finish_fitting()
         return tf.sparse.sparse_dense_matmul(history, self.weights_matrix)
 
     def _scores(self, users: tf.Tensor) -> tf.Tensor:
@@ -87,6 +128,8 @@ class Ease(tf.keras.Model):
 
     def similar_item_scores(self, item_index: tf.Tensor) -> tf.Tensor:
         """[batch, catalogue]: the scores of a user whose whole history is that one item."""
+        if tf.executing_eagerly():
+            self.finish_fitting()
         n = tf.shape(self.weights_matrix, out_type=tf.int64)[0]
         known = tf.cast(item_index < n, tf.float32)[:, None]
         return tf.gather(self.weights_matrix, tf.minimum(item_index, n - 1)) * known
@@ -106,8 +149,9 @@ def check_size(num_items: int, limit: int) -> None:
 
 
 def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, train_data, holdout: Holdout,
-          steps_per_epoch=None, callbacks=()) -> Ease:
-    """Closed form on the training split; lambda from the grid by validation Recall@10."""
+          steps_per_epoch=None, callbacks=(), background: bool = False) -> Ease:
+    """Closed form on the training split; lambda from the grid by validation Recall@10. `background`: the refit's
+    solve (the last) runs on a thread; the caller calls the model's finish_fitting() before saving it."""
     num_items = len(items.item_ids)
     check_size(num_items, config.ease_max_items)
     pairs = items.train_pairs
@@ -125,7 +169,7 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
         # with another candidate: the solve on train alone would only print a validation recall. Refit directly.
         lam = grid[0]
         print(f"ease: lambda {lam:.1f} and fresh weight {config.fresh_weight:g} kept: no validation solve", flush=True)
-        return _refit(dims, items, holdout, lam, config.fresh_weight, mean_count, recall=0.0)
+        return _refit(dims, items, holdout, lam, config.fresh_weight, mean_count, recall=0.0, background=background)
     matrix = sparse.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
                                shape=(dims.num_users, num_items))
     best = None
@@ -145,11 +189,11 @@ def train(dims: ModelDims, config: TrainingConfig, items: catalog_lib.Catalog, t
         model = Ease(weights, items.rated_row_splits, items.rated_items, lam, fresh, lam / mean_count)
         model.validation_recall = recall
         return model
-    return _refit(dims, items, holdout, lam, fresh, mean_count, recall)
+    return _refit(dims, items, holdout, lam, fresh, mean_count, recall, background)
 
 
 def _refit(dims: ModelDims, items: catalog_lib.Catalog, holdout: Holdout, lam: float, fresh: float,
-           mean_count: float, recall: float) -> Ease:
+           mean_count: float, recall: float, background: bool = False) -> Ease:
     """lambda chosen, the validation interactions are data like any other: B refitted on train + validation, scoring
     from both (the eval split, which the gate reports on, stays unseen)."""
     num_items = len(items.item_ids)
@@ -158,7 +202,8 @@ def _refit(dims: ModelDims, items: catalog_lib.Catalog, holdout: Holdout, lam: f
                                 (np.repeat(np.arange(dims.num_users), np.diff(row_splits)), history)),
                                shape=(dims.num_users, num_items))
     print(f"ease: refit on train + validation ({len(history)} interactions), lambda {lam:.1f}", flush=True)
-    model = Ease(ease_weights(matrix, lam), row_splits, history, lam, fresh, lam / mean_count)
+    weights = PendingWeights(matrix, lam) if background else ease_weights(matrix, lam)
+    model = Ease(weights, row_splits, history, lam, fresh, lam / mean_count)
     model.validation_recall = recall  # before the refit, which saw validation
     return model
 

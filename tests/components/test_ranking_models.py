@@ -160,6 +160,20 @@ def test_ease_scores_are_the_training_history_times_its_weights(split):
     np.testing.assert_allclose(unknown[0], counts / counts.max(), rtol=1e-6)  # no history: most popular
 
 
+def test_ease_solved_in_the_background_scores_as_solved_in_line(split):
+    """The Trainer's refit solve runs on a thread while it traces the signatures: the model must not score (or be
+    saved) with the placeholder weights before the solve lands."""
+    config = TrainingConfig(model="ease", ease_lambda=50.0, fresh_weight=1.0)
+    inline = ease.train(split["dims"], config, split["items"], None, split["validation"])
+    background = ease.train(split["dims"], config, split["items"], None, split["validation"], background=True)
+    users = tf.constant(np.unique(split["train"][:, 0])[:20], tf.int64)
+    candidates = two_tower.candidates(split["items"])
+    expected = inline.score_all_items(users, candidates).numpy()
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(background.score_all_items(users, candidates).numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(background.weights_matrix.numpy(), inline.weights_matrix.numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_ials_beats_most_popular_and_walks_alpha_then_regularization_on_validation(split, capsys):
     config = TrainingConfig(model="ials", ials_factors=16, ials_iterations=10)
     model = ials.train(split["dims"], config, split["items"], None, split["validation"])
