@@ -80,11 +80,12 @@ demo: venv
 run: pipeline demo
 
 # One test file per worker, a worker per core (pytest-xdist): files share their module fixtures (a pipeline run).
+# Files go out in collection order, the most end-to-end tests first (tests/conftest.py).
 test: venv
-	$(PY) -m pytest -ra -n auto --dist loadfile --durations=15
+	$(PY) -m pytest -ra -n auto --dist loadfile --no-loadscope-reorder --durations=15
 
 test-quick: venv
-	$(PY) -m pytest -ra -n auto --dist loadfile -m "not slow"
+	$(PY) -m pytest -ra -n auto --dist loadfile --no-loadscope-reorder -m "not slow"
 
 # Re-pin after editing requirements: installs the current lock, then writes what is installed.
 lock: venv

@@ -36,3 +36,17 @@ def pipeline_run(tiny_data, tmp_path_factory):
     )
     local_runner.run(config)
     return config
+
+
+def pytest_collection_modifyitems(items):
+    """Files with the most end-to-end (slow) tests first, each file's tests in their order.
+
+    `make test` hands whole files to two workers in collection order (`--dist loadfile --no-loadscope-reorder`):
+    with the longest files first, the last files to run are short ones and neither worker waits long for the
+    other. xdist's own reordering (most tests first) queued the one-test, three-minute pipeline files last.
+    """
+    order = {}
+    for index, item in enumerate(items):
+        first, slow = order.get(item.path, (index, 0))
+        order[item.path] = (first, slow + (item.get_closest_marker("slow") is not None))
+    items.sort(key=lambda item: (-order[item.path][1], order[item.path][0]))
