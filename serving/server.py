@@ -109,6 +109,7 @@ class ModelService(_Servicer):
         if self._admin:
             return self._reload(request, context)
         if isinstance(request, B.Budgeted):
+            request.take()  # the unread message is freed before its reservation is released
             request.reservation.release()
         message = "model management is answered only on the admin port (recsys serve --admin-port, loopback)"
         log.warning("HandleReloadConfigRequest from %s: PERMISSION_DENIED: %s", context.peer(), message)
