@@ -204,11 +204,30 @@ def most_popular(train: Interactions) -> Scorer:
     return score
 
 
+def spd_inverse(matrix: np.ndarray) -> np.ndarray:
+    """The inverse of a symmetric positive definite float64 matrix, by Cholesky (LAPACK potrf, potri): half the
+    flops of np.linalg.inv's LU (8,000 x 8,000: 13.3 s against 22.8 s on 2 cores). Overwrites `matrix`."""
+    from scipy.linalg import lapack
+
+    # Symmetric, so its transpose (Fortran order: no copy) is the same matrix, factored in place.
+    factor, info = lapack.dpotrf(matrix.T, lower=False, clean=False, overwrite_a=True)
+    if info == 0:
+        factor, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"the matrix is not positive definite (LAPACK info {info})")
+    inverse = np.triu(factor)  # potri fills the upper triangle only
+    inverse += np.triu(inverse, 1).T
+    return inverse
+
+
 def ease_weights(matrix: sparse.spmatrix, lam: float = EASE_DEFAULT_LAMBDA) -> np.ndarray:
     """EASE (Steck 2019): B = I - P / diag(P), P = (X^T X + lam I)^-1; zero diagonal. O(items^2) memory."""
+    if lam <= 0:
+        raise ValueError(f"ease: lambda must be positive, not {lam}")
     gram = np.asarray((matrix.T @ matrix).todense(), dtype=np.float64)
     gram[np.diag_indices_from(gram)] += lam
-    precision = np.linalg.inv(gram)
+    precision = spd_inverse(gram)  # X^T X is positive semi-definite: with lam > 0, definite
+    del gram
     weights = precision / (-np.diag(precision))
     weights[np.diag_indices_from(weights)] = 0.0
     return weights.astype(np.float32)

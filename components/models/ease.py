@@ -39,6 +39,10 @@ GRID_SEARCH_MAX_ITEMS = 4000
 
 # train(background=True): the final solve runs on a thread (components/models/__init__.py, solves_in_background).
 SOLVES_IN_BACKGROUND = True
+# ...up to this many items. Above it a solve on one BLAS thread loses more against two than the ~2 s of tracing it
+# overlaps (2 cores: 4,000 items 3.2 s against 2.2 s; 6,000 items 10.0 s against 7.4 s), and its zero placeholder
+# costs items^2 x 4 bytes meanwhile (400 MB at 10K items): it is solved in line, on every BLAS thread.
+BACKGROUND_SOLVE_MAX_ITEMS = 4000
 
 
 class CatalogueTooLarge(ValueError):
@@ -202,6 +206,7 @@ def _refit(dims: ModelDims, items: catalog_lib.Catalog, holdout: Holdout, lam: f
                                 (np.repeat(np.arange(dims.num_users), np.diff(row_splits)), history)),
                                shape=(dims.num_users, num_items))
     print(f"ease: refit on train + validation ({len(history)} interactions), lambda {lam:.1f}", flush=True)
+    background = background and num_items <= BACKGROUND_SOLVE_MAX_ITEMS
     weights = PendingWeights(matrix, lam) if background else ease_weights(matrix, lam)
     model = Ease(weights, row_splits, history, lam, fresh, lam / mean_count)
     model.validation_recall = recall  # before the refit, which saw validation

@@ -174,6 +174,40 @@ def test_ease_solved_in_the_background_scores_as_solved_in_line(split):
     np.testing.assert_allclose(background.weights_matrix.numpy(), inline.weights_matrix.numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_ease_inverts_by_cholesky_what_lu_inverts():
+    """EASE's P by potrf/potri (half LU's flops) is the general inverse; a matrix that is not positive definite and a
+    lambda that would not make X^T X so are refused."""
+    from scipy import sparse
+
+    from components.ranking_eval import ease_weights, spd_inverse
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((400, 150)) < 0.05).astype(np.float64)
+    gram = x.T @ x + 20.0 * np.eye(150)
+    np.testing.assert_allclose(spd_inverse(gram.copy()), np.linalg.inv(gram), rtol=1e-9, atol=1e-12)
+    p = np.linalg.inv(gram)
+    expected = p / -np.diag(p)
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(ease_weights(sparse.csr_matrix(x), 20.0), expected, rtol=1e-5, atol=1e-7)
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        spd_inverse(np.array([[1.0, 2.0], [2.0, 1.0]]))
+    with pytest.raises(ValueError, match="lambda must be positive"):
+        ease_weights(sparse.csr_matrix(x), 0.0)
+
+
+def test_ease_solves_a_large_catalogue_in_line_even_when_asked_for_the_background(split, monkeypatch):
+    """Above BACKGROUND_SOLVE_MAX_ITEMS a solve on one BLAS thread outlasts the tracing it would overlap, and its zero
+    placeholder would double B's memory: the Trainer's request for a background solve is declined."""
+    config = TrainingConfig(model="ease", ease_lambda=50.0, fresh_weight=1.0)
+    num_items = len(split["items"].item_ids)
+    monkeypatch.setattr(ease, "BACKGROUND_SOLVE_MAX_ITEMS", num_items)
+    assert ease.train(split["dims"], config, split["items"], None, split["validation"],
+                      background=True)._pending is not None
+    monkeypatch.setattr(ease, "BACKGROUND_SOLVE_MAX_ITEMS", num_items - 1)
+    model = ease.train(split["dims"], config, split["items"], None, split["validation"], background=True)
+    assert model._pending is None and np.abs(model.weights_matrix.numpy()).max() > 0
+
+
 def test_ials_beats_most_popular_and_walks_alpha_then_regularization_on_validation(split, capsys):
     config = TrainingConfig(model="ials", ials_factors=16, ials_iterations=10)
     model = ials.train(split["dims"], config, split["items"], None, split["validation"])
