@@ -20,6 +20,19 @@ _M_MMAP_THRESHOLD = -3  # glibc mallopt parameters
 _M_ARENA_MAX = -8
 
 
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
 def return_large_frees_to_the_os(threshold: int = 1 << 20, arenas: int = 1) -> bool:
     """Fixes glibc's mmap threshold and caps its arenas; True when it could (glibc only).
 
@@ -31,19 +44,30 @@ def return_large_frees_to_the_os(threshold: int = 1 << 20, arenas: int = 1) -> b
     handlers run one at a time under the GIL, so a single arena costs no parallelism). With two arenas, six
     requests admitted one after another on a busy machine still grew RSS 285 MB; with one, 176-181 MB.
     """
-    import ctypes
-    import ctypes.util
-
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(libc.mallopt(_M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):
+        return bool(_LIBC.mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(_LIBC.mallopt(_M_ARENA_MAX, arenas))
+    except AttributeError:  # not glibc (or no libc at all)
         return False
 
 
+def trim_freed_memory() -> None:
+    """Hands the heap's free pages back to the OS (glibc's malloc_trim; 0.1-0.2 ms after a large parse).
+
+    What a large request frees below the mmap threshold stays in RSS as free heap, and bursts of them
+    ratcheted RSS up: five rounds of six 7.8 MB requests left it 41, 70, 83, 90 and 101 MB above where it
+    started; trimmed after each large request, 2-14 MB.
+    """
+    try:
+        _LIBC.malloc_trim(0)
+    except AttributeError:
+        pass
+
+
 class MemoryBudget:
-    def __init__(self, limit_bytes: int):
-        self.limit, self.used = limit_bytes, 0
+    """The requests in flight, by estimated parsed size; a release of `trim_at` bytes or more trims the heap."""
+
+    def __init__(self, limit_bytes: int, trim_at: int = 32 << 20):
+        self.limit, self.used, self.trim_at = limit_bytes, 0, trim_at
         self._lock = threading.Lock()
 
     def reserve(self, wire_bytes: int) -> Optional["Reservation"]:
@@ -58,6 +82,8 @@ class MemoryBudget:
     def _release(self, cost: int) -> None:
         with self._lock:
             self.used -= cost
+        if cost >= self.trim_at:
+            trim_freed_memory()
 
 
 class Reservation:
