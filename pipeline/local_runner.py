@@ -9,6 +9,7 @@ from typing import Dict, Iterator, Tuple
 
 from tfx import v1 as tfx
 
+from pipeline import beam_signatures
 from pipeline.config import PipelineConfig, with_data_contract
 from pipeline.pipeline import create_pipeline
 from pipeline.progress import component_progress
@@ -22,6 +23,7 @@ def run(config: PipelineConfig, quiet: bool = False) -> Dict[str, Tuple[float, f
     Returns each component's (start, end) in time.monotonic() seconds, for benchmarks.
     """
     os.makedirs(config.output_dir, exist_ok=True)
+    beam_signatures.install()  # ~9 % of a run went to Beam re-inspecting the same functions
     if config.contract is None:  # the data root's reviewed contract, or inferred and written beside the data
         config, _ = with_data_contract(config)
     pipeline = create_pipeline(config)
