@@ -48,18 +48,20 @@ def tune(score_history: Callable[[tf.SparseTensor, np.ndarray], np.ndarray], row
         values = []
         for start in range(0, len(users), batch):
             chunk = users[start:start + batch]
-            rows, cols, vals = [], [], []
+            rows, cols, vals, lengths = [], [], [], []
             for n, user in enumerate(chunk):
                 stored = items[row_splits[user]:row_splits[user + 1]]
                 new = np.setdiff1d(fresh[user], stored)
-                rows += [n] * (len(stored) + len(new))
+                lengths.append(len(stored) + len(new))
+                rows += [n] * lengths[-1]
                 cols += stored.tolist() + new.tolist()
                 vals += [1.0] * len(stored) + [weight] * len(new)
+            rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
             order = np.lexsort((cols, rows))
-            history = tf.SparseTensor(np.stack([np.asarray(rows)[order], np.asarray(cols)[order]], 1).astype(np.int64),
-                                      np.asarray(vals, np.float32)[order], [len(chunk), num_items])
+            history = tf.SparseTensor(np.stack([rows[order], cols[order]], 1), np.asarray(vals, np.float32)[order],
+                                      [len(chunk), num_items])
             scores = score_history(history, np.asarray(chunk, np.int64))
-            seen = [np.asarray(cols)[np.asarray(rows) == n] for n in range(len(chunk))]
+            seen = np.split(cols, np.cumsum(lengths)[:-1])  # each row's items (rows are appended in order)
             top = top_k_indices(scores, seen, K, ordered=False)
             for n, user in enumerate(chunk):
                 values.append(len(relevant[user].intersection(top[n].tolist())) / min(K, len(relevant[user])))
