@@ -99,7 +99,8 @@ def _schema_gen(root, contract):
              | example_gen._JoinedRatingsToExample(props, contract.interactions_file)  # noqa: the executor's own
              | beam.Map(lambda example: example.SerializeToString())
              | beam.io.WriteToTFRecord(path, shard_name_template=""))
-    statistics = tfdv.generate_statistics_from_tfrecord(path, pipeline_options=beam_options)
+    statistics = tfdv.generate_statistics_from_tfrecord(  # beside its input: by default TFDV leaves a /tmp mkdtemp
+        path, output_path=os.path.join(root, "statistics.tfrecord"), pipeline_options=beam_options)
     return tfdv.infer_schema(statistics, infer_feature_shape=True)  # SchemaGen's default
 
 
